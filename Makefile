@@ -1,0 +1,46 @@
+# The two commands of the quick start: `make dev` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test install stack-up stack-down stack-status bench lock validate clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Local stack + `dagster dev` on 127.0.0.1:3000 + demo traffic; Ctrl-C stops everything.
+dev: install
+	$(BIN)/python -m devstack dev
+
+# The suite starts its own local stack on free ports and tears it down.
+test: install
+	$(BIN)/python -m pytest
+
+validate: install
+	DAGSTER_HOME=$(CURDIR)/.dagster $(BIN)/dagster definitions validate -w workspace.yaml
+
+stack-up: install
+	$(BIN)/python -m devstack up
+stack-down:
+	$(BIN)/python -m devstack down
+stack-status:
+	$(BIN)/python -m devstack status
+
+bench: install
+	$(BIN)/python -m bench
+
+lock:
+	rm -rf /tmp/mailroom-lock && $(PYTHON) -m venv /tmp/mailroom-lock
+	/tmp/mailroom-lock/bin/python -m pip install --quiet --upgrade pip
+	/tmp/mailroom-lock/bin/python -m pip install --quiet '.[dev]'
+	( echo '# Lock file: the exact set a fresh install gets. Regenerate with `make lock`.'; \
+	  /tmp/mailroom-lock/bin/python -m pip freeze --exclude mailroom ) > constraints.txt
+
+clean:
+	rm -rf $(VENV) .devstack

@@ -1,0 +1,5 @@
+"""Email dispatch definitions (placeholder until the dispatch work lands)."""
+
+import dagster as dg
+
+defs = dg.Definitions()

@@ -1,0 +1,53 @@
+"""Every resource the code location uses, configured from environment variables.
+
+Values are dg.EnvVar references: nothing reads the environment at import time; a
+missing variable fails the run (or `python -m devstack check`) naming the variable.
+The README's table lists each variable.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from resources.aws import SNSResource, SQSQueueResource
+from resources.duckdb import DuckDBResource
+from resources.email_sender import EmailSenderResource
+from resources.ses import SESSenderResource
+from resources.smtp import ConsoleSenderResource, SMTPSenderResource
+from resources.stripe_client import StripeResource
+from resources.templates import TemplatesResource
+
+REGION = dg.EnvVar("AWS_REGION")
+
+
+def build_resources() -> dict[str, object]:
+    return {
+        "duckdb": DuckDBResource(path=dg.EnvVar("DUCKDB_PATH")),
+        "email_requests_queue": SQSQueueResource(region_name=REGION, queue_name=dg.EnvVar("EMAIL_REQUESTS_QUEUE")),
+        "ses_notifications_queue": SQSQueueResource(region_name=REGION,
+                                                    queue_name=dg.EnvVar("SES_NOTIFICATIONS_QUEUE")),
+        "stripe_events_queue": SQSQueueResource(region_name=REGION, queue_name=dg.EnvVar("STRIPE_EVENTS_QUEUE")),
+        "sns": SNSResource(region_name=REGION),
+        "email_sender": EmailSenderResource(
+            transport=dg.EnvVar("EMAIL_TRANSPORT"),
+            ses=SESSenderResource(
+                region_name=REGION,
+                configuration_set=dg.EnvVar("SES_CONFIGURATION_SET"),
+                max_rate=dg.EnvVar.int("SES_MAX_SEND_RATE"),
+            ),
+            smtp=SMTPSenderResource(
+                host=dg.EnvVar("SMTP_HOST"),
+                port=dg.EnvVar.int("SMTP_PORT"),
+                security=dg.EnvVar("SMTP_SECURITY"),
+                username=dg.EnvVar("SMTP_USERNAME"),
+                password=dg.EnvVar("SMTP_PASSWORD"),
+            ),
+            console=ConsoleSenderResource(),
+        ),
+        "templates": TemplatesResource(),
+        "stripe": StripeResource(
+            api_key=dg.EnvVar("STRIPE_API_KEY"),
+            webhook_secret=dg.EnvVar("STRIPE_WEBHOOK_SECRET"),
+            api_base=dg.EnvVar("STRIPE_API_BASE"),
+        ),
+    }

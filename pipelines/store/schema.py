@@ -1,0 +1,98 @@
+"""DuckDB tables, created idempotently on first connection.
+
+One list per domain; each statement must be safe to run again (IF NOT EXISTS).
+The README's "Tables" section documents every column here.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+COMMON = [
+    # Anything that could not be parsed, verified or processed: kept with its raw body.
+    """
+    CREATE TABLE IF NOT EXISTS quarantine (
+        quarantine_id   VARCHAR PRIMARY KEY,   -- '<source>:<SQS MessageId>'
+        source          VARCHAR NOT NULL,      -- queue name: email-requests, ses-notifications, ...
+        sqs_message_id  VARCHAR,
+        raw_body        VARCHAR NOT NULL,
+        reason          VARCHAR NOT NULL,
+        quarantined_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+        replayed_at     TIMESTAMPTZ,
+        replay_result   VARCHAR                -- NULL until replayed; 'ok' or the new reason
+    )
+    """,
+]
+
+EMAIL = [
+    # The outbox and delivery ledger: one row per request and recipient.
+    """
+    CREATE TABLE IF NOT EXISTS email_messages (
+        request_id    VARCHAR NOT NULL,
+        to_address    VARCHAR NOT NULL,
+        kind          VARCHAR NOT NULL,
+        message_id    VARCHAR,                 -- the provider's (SES MessageId / Message-ID header)
+        from_address  VARCHAR,
+        subject       VARCHAR,
+        status        VARCHAR NOT NULL,        -- pending, sent, skipped, failed, delivered, bounced, soft-bounced, complained
+        skip_reason   VARCHAR,
+        error         VARCHAR,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        user_id       VARCHAR,
+        remote_ip     VARCHAR,                 -- kept only when the recipient is the acting user
+        transport     VARCHAR,
+        created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+        sent_at       TIMESTAMPTZ,
+        status_at     TIMESTAMPTZ,             -- last status change
+        PRIMARY KEY (request_id, to_address)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS email_messages_message_id ON email_messages (message_id)",
+    # SES notifications, one row per SNS message and recipient.
+    """
+    CREATE TABLE IF NOT EXISTS email_events (
+        event_id        VARCHAR PRIMARY KEY,   -- SNS MessageId, plus ':<recipient>' when fanned out
+        sns_message_id  VARCHAR NOT NULL,
+        message_id      VARCHAR NOT NULL,      -- SES mail.messageId
+        recipient       VARCHAR,
+        event_type      VARCHAR NOT NULL,      -- Send, Delivery, Bounce, Complaint, Reject, DeliveryDelay, Open, Click, RenderingFailure, Subscription
+        bounce_type     VARCHAR,
+        bounce_subtype  VARCHAR,
+        occurred_at     TIMESTAMPTZ,
+        received_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+        orphan          BOOLEAN NOT NULL DEFAULT false,  -- no email_messages row had this message_id
+        status_before   VARCHAR,
+        status_after    VARCHAR,
+        detail          JSON                   -- the SES bounce/complaint/delivery/... object
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS email_events_message_id ON email_events (message_id)",
+    # Address health, one row per address.
+    """
+    CREATE TABLE IF NOT EXISTS email_addresses (
+        address            VARCHAR PRIMARY KEY,
+        verified           BOOLEAN NOT NULL DEFAULT true,
+        unverify_reason    VARCHAR,            -- hard-bounce, spam-complaint, soft-bounce
+        transient_bounces  INTEGER NOT NULL DEFAULT 0,
+        last_event_at      TIMESTAMPTZ
+    )
+    """,
+    # Every change of verification, for the application to consume.
+    """
+    CREATE TABLE IF NOT EXISTS address_status_changes (
+        change_id     VARCHAR PRIMARY KEY,     -- the event_id that caused it
+        address       VARCHAR NOT NULL,
+        verified      BOOLEAN NOT NULL,
+        reason        VARCHAR,
+        changed_at    TIMESTAMPTZ NOT NULL,
+        published_at  TIMESTAMPTZ              -- set once sent to the outbound queue, if configured
+    )
+    """,
+]
+
+ALL_DDL: list[str] = COMMON + EMAIL
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    for ddl in ALL_DDL:
+        conn.execute(ddl)
