@@ -1,0 +1,105 @@
+"""Every environment variable the code location reads, with how to check it.
+
+The single list behind `python -m devstack check`, the README's table and the tests
+that keep them in step. Resources read these through dg.EnvVar at run time; this
+module only validates a given mapping, it never reads os.environ on import.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _any(_: str) -> str | None:
+    return None
+
+
+def _nonempty(v: str) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+def _port(v: str) -> str | None:
+    return None if v.isdigit() and 0 < int(v) < 65536 else "must be a port number 1-65535"
+
+
+def _int_min(minimum: int) -> Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        return None if re.fullmatch(r"\d+", v) and int(v) >= minimum else f"must be an integer >= {minimum}"
+    return check
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        return None if v in choices else f"must be one of {', '.join(choices)}"
+    return check
+
+
+def _email(v: str) -> str | None:
+    return None if re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+|.*<[^@\s<>]+@[^@\s<>]+>", v) else "must be an email address"
+
+
+def _url(v: str) -> str | None:
+    return None if re.match(r"https?://[^\s/]+", v) else "must be an http(s) URL"
+
+
+def _bool(v: str) -> str | None:
+    return None if v.lower() in ("true", "false") else "must be true or false"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    meaning: str
+    local: str
+    production: str
+    check: Callable[[str], str | None] = _nonempty
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("AWS_REGION", "AWS region of SQS, SNS and SES", "us-east-1", "us-west-2"),
+    Setting("DUCKDB_PATH", "DuckDB database file", ".devstack/mailroom.duckdb", "/var/lib/mailroom/mailroom.duckdb"),
+    Setting("EMAIL_REQUESTS_QUEUE", "SQS queue the application puts email requests on", "email-requests", "prod-email-requests"),
+    Setting("SES_NOTIFICATIONS_QUEUE", "SQS queue subscribed to the SES notifications topic", "ses-notifications", "prod-ses-notifications"),
+    Setting("STRIPE_EVENTS_QUEUE", "SQS queue of Stripe events", "stripe-events", "prod-stripe-events"),
+    Setting("EMAIL_TRANSPORT", "How email leaves: ses, smtp or console", "smtp", "ses", _one_of("ses", "smtp", "console")),
+    Setting("EMAIL_SENDER", "Default From address", "noreply@mailroom.test", "PyPI <noreply@pypi.org>", _email),
+    Setting("SES_CONFIGURATION_SET", "SES configuration set for sends (empty: none)", "mailroom", "pypi-transactional", _any),
+    Setting("SES_MAX_SEND_RATE", "Sends per second; 0 reads SES GetAccount SendQuota", "0", "0", _int_min(0)),
+    Setting("SMTP_HOST", "SMTP relay host", "127.0.0.1", "smtp.example.net"),
+    Setting("SMTP_PORT", "SMTP relay port", "(free port)", "587", _port),
+    Setting("SMTP_SECURITY", "none, starttls or tls", "none", "starttls", _one_of("none", "starttls", "tls")),
+    Setting("SMTP_USERNAME", "SMTP login (empty: no auth)", "", "mailroom", _any),
+    Setting("SMTP_PASSWORD", "SMTP password", "", "(secret)", _any, secret=True),
+    Setting("SNS_TOPIC_ALLOWLIST", "Comma-separated SNS topic ARNs whose messages are accepted",
+            "arn:aws:sns:us-east-1:123456789012:ses-notifications", "arn:aws:sns:us-west-2:<acct>:ses-notifications"),
+    Setting("SNS_CERT_DIR", "Local SNS signing-certificate store (empty: fetch the https SigningCertURL)",
+            ".devstack/sns-certs", "", _any),
+    Setting("SNS_MAX_AGE_SECONDS", "Oldest SNS message accepted, by its Timestamp (0: no limit)", "3600", "3600", _int_min(0)),
+    Setting("SES_ACCEPT_RAW", "Accept raw SES JSON (SNS raw delivery on; no signature to check)", "false", "false", _bool),
+    Setting("ADDRESS_CHANGES_QUEUE", "SQS queue for address verification changes (empty: table only)", "", "prod-address-changes", _any),
+    Setting("STRIPE_API_KEY", "Stripe secret key", "sk_test_local", "(secret) sk_live_...", secret=True),
+    Setting("STRIPE_WEBHOOK_SECRET", "Stripe webhook signing secret", "whsec_local", "(secret) whsec_...", secret=True),
+    Setting("STRIPE_API_BASE", "Stripe API base address", "https://api.stripe.com", "https://api.stripe.com", _url),
+)
+
+
+def validate(env: Mapping[str, str], settings: tuple[Setting, ...] = SETTINGS) -> None:
+    """Raise SettingsError naming every missing or malformed variable (never echoing secrets)."""
+    problems = []
+    for s in settings:
+        if s.name not in env:
+            problems.append(f"{s.name} is not set ({s.meaning})")
+            continue
+        why = s.check(env[s.name])
+        if why:
+            shown = "" if s.secret else f" (got {env[s.name]!r})"
+            problems.append(f"{s.name} {why}{shown}")
+    if problems:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))

@@ -1,0 +1,51 @@
+import pytest
+
+from pipelines.settings import SETTINGS, SettingsError, validate
+
+GOOD = {
+    "AWS_REGION": "us-east-1", "DUCKDB_PATH": "/tmp/x.duckdb", "EMAIL_REQUESTS_QUEUE": "email-requests",
+    "SES_NOTIFICATIONS_QUEUE": "ses-notifications", "STRIPE_EVENTS_QUEUE": "stripe-events",
+    "EMAIL_TRANSPORT": "smtp", "EMAIL_SENDER": "noreply@mailroom.test", "SES_CONFIGURATION_SET": "",
+    "SES_MAX_SEND_RATE": "0", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": "2525", "SMTP_SECURITY": "none",
+    "SMTP_USERNAME": "", "SMTP_PASSWORD": "", "SNS_TOPIC_ALLOWLIST": "arn:aws:sns:us-east-1:1:t",
+    "SNS_CERT_DIR": "", "SNS_MAX_AGE_SECONDS": "3600", "SES_ACCEPT_RAW": "false", "ADDRESS_CHANGES_QUEUE": "",
+    "STRIPE_API_KEY": "sk_test_x", "STRIPE_WEBHOOK_SECRET": "whsec_x", "STRIPE_API_BASE": "http://127.0.0.1:1",
+}
+
+
+def test_complete_settings_pass():
+    assert {s.name for s in SETTINGS} == set(GOOD)
+    validate(GOOD)
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_missing_variable_is_named(name):
+    env = dict(GOOD)
+    del env[name]
+    with pytest.raises(SettingsError, match=rf"\b{name} is not set"):
+        validate(env)
+
+
+@pytest.mark.parametrize(
+    "name,value,why",
+    [
+        ("SMTP_PORT", "smtp", "port number"),
+        ("SMTP_PORT", "70000", "port number"),
+        ("EMAIL_TRANSPORT", "sendgrid", "one of ses, smtp, console"),
+        ("SMTP_SECURITY", "ssl", "one of none, starttls, tls"),
+        ("SES_MAX_SEND_RATE", "-1", "integer"),
+        ("EMAIL_SENDER", "not-an-address", "email address"),
+        ("STRIPE_API_BASE", "api.stripe.com", "URL"),
+        ("SES_ACCEPT_RAW", "yes", "true or false"),
+    ],
+)
+def test_malformed_variable_is_named(name, value, why):
+    with pytest.raises(SettingsError, match=rf"{name} .*{why}"):
+        validate({**GOOD, name: value})
+
+
+def test_secret_values_are_not_echoed():
+    with pytest.raises(SettingsError) as err:
+        validate({**GOOD, "STRIPE_API_KEY": "   "})
+    assert "STRIPE_API_KEY" in str(err.value)
+    assert "'   '" not in str(err.value)
