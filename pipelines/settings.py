@@ -103,3 +103,17 @@ def validate(env: Mapping[str, str], settings: tuple[Setting, ...] = SETTINGS) -
             problems.append(f"{s.name} {why}{shown}")
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+
+
+def markdown_table() -> str:
+    """The README's environment-variable table (`python -m pipelines.settings`)."""
+    lines = ["| variable | meaning | local default (`make dev`) | production example |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        local = f"`{s.local}`" if s.local else "(empty)"
+        prod = f"`{s.production}`" if s.production else "(empty)"
+        lines.append(f"| `{s.name}` | {s.meaning} | {local} | {prod} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

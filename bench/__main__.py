@@ -1,0 +1,12 @@
+"""Run every benchmark in turn: `python -m bench` (or `make bench`)."""
+
+import runpy
+import sys
+
+SUITES = ["bench.email_dispatch", "bench.ses_ingest"]
+
+if __name__ == "__main__":
+    chosen = sys.argv[1:] or SUITES
+    for name in chosen:
+        print(f"\n===== {name} =====", flush=True)
+        runpy.run_module(name if name.startswith("bench.") else f"bench.{name}", run_name="__main__")
