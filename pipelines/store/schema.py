@@ -88,6 +88,18 @@ EMAIL = [
         published_at  TIMESTAMPTZ              -- set once sent to the outbound queue, if configured
     )
     """,
+    # Verified SNS control messages: subscription confirmations (confirmed through the SNS API)
+    # and unsubscribe confirmations (recorded). Refused ones are in quarantine.
+    """
+    CREATE TABLE IF NOT EXISTS sns_control_messages (
+        sns_message_id    VARCHAR PRIMARY KEY,
+        sns_type          VARCHAR NOT NULL,    -- SubscriptionConfirmation, UnsubscribeConfirmation
+        topic_arn         VARCHAR NOT NULL,
+        action            VARCHAR NOT NULL,    -- confirmed, recorded
+        subscription_arn  VARCHAR,
+        received_at       TIMESTAMPTZ NOT NULL
+    )
+    """,
 ]
 
 ALL_DDL: list[str] = COMMON + EMAIL
