@@ -1,0 +1,122 @@
+"""Sending: a run-wide rate limiter, a thread pool, and retries with backoff.
+
+TransientSendError (throttling, SMTP 4xx, dropped connections) is retried with
+exponential backoff and jitter; PermanentSendError (SMTP 5xx, SES MessageRejected) is
+recorded as failed at once. Every attempt takes a slot from the rate limiter.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from resources.email_transport import EmailTransport, OutgoingEmail, PermanentSendError, TransientSendError
+
+# Aim a little under the provider's rate so network jitter never puts one send too many
+# into a one-second window.
+RATE_HEADROOM = 0.98
+
+
+class RateLimiter:
+    """Evenly spaced slots at `rate` per second, shared by all threads of a run."""
+
+    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.interval = 1.0 / rate if rate and rate > 0 else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def acquire(self) -> float:
+        """Block until this caller's slot; returns the slot time."""
+        if not self.interval:
+            return self._clock()
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        delay = slot - self._clock()
+        if delay > 0:
+            self._sleep(delay)
+        return slot
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_delay: float = 0.2
+    max_delay: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        """Full-jitter exponential backoff before attempt `attempt + 1`."""
+        cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        return cap / 2 + random.random() * cap / 2
+
+
+@dataclass(frozen=True)
+class SendResult:
+    key: object
+    status: str          # sent or failed
+    message_id: str | None
+    error: str | None
+    attempts: int
+    seconds: float
+
+
+def send_one(transport: EmailTransport, email: OutgoingEmail, limiter: RateLimiter, policy: RetryPolicy,
+             key: object = None, sleep: Callable[[float], None] = time.sleep) -> SendResult:
+    started = time.perf_counter()
+    attempt = 0
+    while True:
+        attempt += 1
+        limiter.acquire()
+        try:
+            message_id = transport.send(email)
+        except PermanentSendError as exc:
+            return SendResult(key, "failed", None, f"permanent: {exc}", attempt, time.perf_counter() - started)
+        except TransientSendError as exc:
+            if attempt >= policy.max_attempts:
+                return SendResult(key, "failed", None, f"transient, gave up after {attempt} attempts: {exc}",
+                                  attempt, time.perf_counter() - started)
+            sleep(policy.delay(attempt))
+            continue
+        except Exception as exc:  # noqa: BLE001 - an unexpected transport bug fails this message, not the run
+            return SendResult(key, "failed", None, f"error: {type(exc).__name__}: {exc}", attempt,
+                              time.perf_counter() - started)
+        return SendResult(key, "sent", message_id, None, attempt, time.perf_counter() - started)
+
+
+class Sender:
+    """Sends through one transport with `concurrency` threads, all under one rate limiter."""
+
+    def __init__(self, transport: EmailTransport, *, concurrency: int = 8, rate: float | None = None,
+                 policy: RetryPolicy | None = None):
+        self.transport = transport
+        self.limiter = RateLimiter(rate * RATE_HEADROOM if rate else None)
+        self.policy = policy or RetryPolicy()
+        self.concurrency = max(1, concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="email-send")
+
+    def send_all(self, items: Iterable[tuple[object, OutgoingEmail]]) -> Iterator[SendResult]:
+        """Results in submission order."""
+        futures = [self._pool.submit(send_one, self.transport, email, self.limiter, self.policy, key)
+                   for key, email in items]
+        for f in futures:
+            yield f.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        close = getattr(self.transport, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
