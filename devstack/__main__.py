@@ -1,0 +1,71 @@
+"""python -m devstack up|down|status|env|check|dev
+
+  up      start moto + SMTP sink + mailbox simulator (harmless when already up)
+  down    stop them
+  status  what is running, where
+  env     `export` lines for the running stack (eval "$(python -m devstack env)")
+  check   validate the current environment's variables; fails naming the variable
+  dev     up, then `dagster dev` on 127.0.0.1:3000 with demo traffic; Ctrl-C stops everything
+
+Settings (environment): DEVSTACK_STATE_DIR (default <repo>/.devstack), DEVSTACK_MOTO_PORT
+(4566), DEVSTACK_SMTP_PORT (2525), DEVSTACK_DAGSTER_PORT (3000) - 0 picks a free port;
+DEVSTACK_DUCKDB_PATH (<state>/mailroom.duckdb), DEVSTACK_SNS_SIGNATURE_VERSION (2),
+DEVSTACK_DEMO_INTERVAL (seconds between demo batches, 5; 0 turns demo traffic off).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from devstack.env import check_env, export_lines, stack_env
+from devstack.stack import StackError, config_from_env, down, status, up
+from devstack.state import StackState, state_dir_from_env
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv else "status"
+    try:
+        if command == "up":
+            state, already = up(config_from_env())
+            word = "already running" if already else f"started in {state.startup_seconds:.2f}s"
+            print(f"local stack {word}: moto {state.endpoint}, SMTP sink 127.0.0.1:{state.smtp_port}, "
+                  f"state {state.state_dir}")
+            print('environment: eval "$(python -m devstack env)"')
+            return 0
+        if command == "down":
+            print("local stack stopped" if down(state_dir_from_env()) else "no local stack was running")
+            return 0
+        if command == "status":
+            info = status(state_dir_from_env())
+            print(json.dumps(info, indent=2))
+            return 0 if info["running"] else 3
+        if command == "env":
+            state = StackState.load(state_dir_from_env())
+            if state is None:
+                print("no local stack: start it with `python -m devstack up`", file=sys.stderr)
+                return 1
+            sys.stdout.write(export_lines(stack_env(state)))
+            return 0
+        if command == "check":
+            problems = check_env(os.environ)
+            for p in problems:
+                print(p, file=sys.stderr)
+            if not problems:
+                print("environment OK")
+            return 1 if problems else 0
+        if command == "dev":
+            from devstack.dev import run_dev
+
+            return run_dev()
+    except StackError as exc:
+        print(f"devstack: {exc}", file=sys.stderr)
+        return 2
+    print(__doc__, file=sys.stderr)
+    return 64
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The environment the code location needs: one source (stack_env) and one validator (check_env)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from devstack.state import REPO_ROOT, StackState
+from devstack.topology import CONFIGURATION_SET, SES_SENDER
+from pipelines.settings import SettingsError, validate
+
+DAGSTER_HOME = REPO_ROOT / ".dagster"
+
+
+def stack_env(state: StackState) -> dict[str, str]:
+    """Every variable the code location reads, with the values for this running stack."""
+    return {
+        "AWS_ENDPOINT_URL": state.endpoint,
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "DUCKDB_PATH": state.duckdb_path,
+        "EMAIL_REQUESTS_QUEUE": "email-requests",
+        "SES_NOTIFICATIONS_QUEUE": "ses-notifications",
+        "STRIPE_EVENTS_QUEUE": "stripe-events",
+        "EMAIL_TRANSPORT": "smtp",
+        "EMAIL_SENDER": SES_SENDER,
+        "SES_CONFIGURATION_SET": CONFIGURATION_SET,
+        "SES_MAX_SEND_RATE": "0",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(state.smtp_port),
+        "SMTP_SECURITY": "none",
+        "SMTP_USERNAME": "",
+        "SMTP_PASSWORD": "",
+        "STRIPE_API_KEY": "sk_test_local",
+        "STRIPE_WEBHOOK_SECRET": "whsec_local",
+        "STRIPE_API_BASE": "https://api.stripe.com",
+        "SNS_CERT_DIR": str(state.cert_dir),
+        "SNS_TOPIC_ALLOWLIST": state.topic_arn,
+        "SNS_MAX_AGE_SECONDS": "3600",
+        "SES_ACCEPT_RAW": "false",
+        "ADDRESS_CHANGES_QUEUE": "",
+        "DAGSTER_HOME": str(DAGSTER_HOME),
+    }
+
+
+def export_lines(env: Mapping[str, str]) -> str:
+    import shlex
+
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+
+
+def check_env(environ: Mapping[str, str]) -> list[str]:
+    """One line per missing or malformed variable, each naming it (pipelines.settings rules;
+    secrets' values never shown). Empty when everything is fine."""
+    try:
+        validate(environ)
+    except SettingsError as exc:
+        return [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    return []

@@ -1,0 +1,277 @@
+"""Starting, finding and stopping the local stack.
+
+Two processes, both on 127.0.0.1: moto server (SQS, SNS, SES) and the services process
+(SMTP sink + mailbox simulator, `python -m devstack.services`). Their ports and pids are
+in <state>/state.json; `up` on a running stack reports it instead of starting another.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import boto3
+from botocore.config import Config
+
+from devstack.sns_signer import load_or_create_signing_identity
+from devstack.state import REPO_ROOT, StackState, state_dir_from_env
+from devstack.topology import ensure_topology
+
+REGION = "us-east-1"
+DEFAULT_PORTS = {"DEVSTACK_MOTO_PORT": 4566, "DEVSTACK_SMTP_PORT": 2525}
+PROCESS_MARKERS = {"moto_pid": "moto.server", "services_pid": "devstack.services"}
+
+
+class StackError(RuntimeError):
+    pass
+
+
+class PortInUseError(StackError):
+    pass
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    state_dir: Path
+    moto_port: int  # 0: pick a free port
+    smtp_port: int
+    duckdb_path: Path
+    signature_version: str = "2"
+    watch_pid: int | None = None  # stop the stack when this process dies
+
+
+def config_from_env(environ: dict[str, str] | None = None, **overrides: Any) -> StackConfig:
+    environ = dict(os.environ if environ is None else environ)
+    state_dir = Path(overrides.pop("state_dir", None) or state_dir_from_env(environ)).resolve()
+    ports = {}
+    for var, default in DEFAULT_PORTS.items():
+        raw = environ.get(var, str(default))
+        if not raw.isdigit() or int(raw) > 65535:
+            raise StackError(f"{var} must be a port number 0-65535 (0 picks a free port); got {raw!r}")
+        ports[var] = int(raw)
+    version = environ.get("DEVSTACK_SNS_SIGNATURE_VERSION", "2")
+    if version not in ("1", "2"):
+        raise StackError(f"DEVSTACK_SNS_SIGNATURE_VERSION must be 1 or 2; got {version!r}")
+    cfg = dict(
+        state_dir=state_dir,
+        moto_port=ports["DEVSTACK_MOTO_PORT"],
+        smtp_port=ports["DEVSTACK_SMTP_PORT"],
+        duckdb_path=Path(environ.get("DEVSTACK_DUCKDB_PATH") or state_dir / "mailroom.duckdb").resolve(),
+        signature_version=version,
+    )
+    cfg.update(overrides)
+    return StackConfig(**cfg)
+
+
+def aws_client(endpoint: str, service: str, max_pool_connections: int = 10) -> Any:
+    return boto3.session.Session().client(
+        service, endpoint_url=endpoint, region_name=REGION,
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=max_pool_connections),
+    )
+
+
+def client_factory(endpoint: str) -> Callable[[str], Any]:
+    return lambda service: aws_client(endpoint, service)
+
+
+# --- ports -----------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def claim_port(port: int, variable: str) -> int:
+    """port itself if free (a free one for 0); PortInUseError naming port and variable otherwise."""
+    if port == 0:
+        return free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(
+                    f"port {port} on 127.0.0.1 is already in use; choose another with "
+                    f"{variable}=<port> (or {variable}=0 for a free one)") from None
+            raise
+    return port
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# --- processes -------------------------------------------------------------------------------
+
+def _ours(pid: int | None, marker: str) -> bool:
+    """pid is alive and is the process we started (not a recycled pid)."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True  # no /proc (macOS): trust the pid
+    return marker in cmdline
+
+
+def _stop_pid(pid: int | None, marker: str, timeout: float = 5.0) -> None:
+    if not _ours(pid, marker):
+        return
+    assert pid is not None
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            pass  # not our child: poll
+        if not _ours(pid, marker):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def is_running(state: StackState | None) -> bool:
+    return bool(state and _ours(state.moto_pid, PROCESS_MARKERS["moto_pid"])
+                and _ours(state.services_pid, PROCESS_MARKERS["services_pid"])
+                and _accepts(state.moto_port) and _accepts(state.smtp_port))
+
+
+def _spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
+    try:
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=REPO_ROOT, env=env, start_new_session=True)
+    finally:
+        log.close()
+
+
+def _wait_until(check: Callable[[], bool], proc: subprocess.Popen, what: str, log_path: Path,
+                timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+            raise StackError(f"{what} exited with code {proc.returncode} while starting; log {log_path}:\n{tail}")
+        time.sleep(0.05)
+    raise StackError(f"{what} did not become ready within {timeout:.0f}s; log {log_path}")
+
+
+def _moto_ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/reset-auth", timeout=1) as r:
+            return r.status < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except OSError:
+        return False
+
+
+# --- commands --------------------------------------------------------------------------------
+
+def up(config: StackConfig) -> tuple[StackState, bool]:
+    """Starts the stack; returns (state, already_running). A running stack is left as it is."""
+    started = time.monotonic()
+    existing = StackState.load(config.state_dir)
+    if is_running(existing):
+        assert existing is not None
+        return existing, True
+    if existing is not None:  # stale: something died; clear what is left
+        _stop_all(existing)
+    moto_port = claim_port(config.moto_port, "DEVSTACK_MOTO_PORT")
+    smtp_port = claim_port(config.smtp_port, "DEVSTACK_SMTP_PORT")
+    if smtp_port == moto_port:
+        smtp_port = claim_port(0, "DEVSTACK_SMTP_PORT")
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    state = StackState(state_dir=str(config.state_dir), moto_port=moto_port, smtp_port=smtp_port,
+                       duckdb_path=str(config.duckdb_path), signature_version=config.signature_version,
+                       started_at=time.time())
+    moto_log = config.state_dir / "moto.log"
+    moto = _spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)], moto_log)
+    state.moto_pid = moto.pid
+    state.save()
+    try:
+        _wait_until(lambda: _moto_ready(moto_port), moto, f"moto server on port {moto_port}", moto_log)
+        load_or_create_signing_identity(state.cert_dir)
+        topology = ensure_topology(client_factory(state.endpoint))
+        state.topic_arn = topology.topic_arn
+        state.queue_urls = topology.queue_urls
+        state.save()
+        services_log = config.state_dir / "services.log"
+        args = [sys.executable, "-m", "devstack.services", "--state-dir", str(config.state_dir)]
+        if config.watch_pid:
+            args += ["--watch-pid", str(config.watch_pid)]
+        services = _spawn(args, services_log)
+        state.services_pid = services.pid
+        state.save()
+        _wait_until(lambda: _accepts(smtp_port), services, f"SMTP sink on port {smtp_port}", services_log)
+    except BaseException:
+        _stop_all(state)
+        StackState.remove(config.state_dir)
+        raise
+    state.startup_seconds = round(time.monotonic() - started, 3)
+    state.save()
+    return state, False
+
+
+def _stop_all(state: StackState) -> None:
+    _stop_pid(state.services_pid, PROCESS_MARKERS["services_pid"])
+    _stop_pid(state.moto_pid, PROCESS_MARKERS["moto_pid"])
+
+
+def down(state_dir: Path | str) -> bool:
+    """Stops the stack recorded in state_dir; False when there was none."""
+    state = StackState.load(state_dir)
+    if state is None:
+        return False
+    _stop_all(state)
+    StackState.remove(state_dir)
+    return True
+
+
+def status(state_dir: Path | str) -> dict:
+    state = StackState.load(state_dir)
+    if state is None:
+        return {"running": False, "state_dir": str(state_dir)}
+    return {
+        "running": is_running(state),
+        "state_dir": state.state_dir,
+        "moto": {"endpoint": state.endpoint, "pid": state.moto_pid,
+                 "alive": _ours(state.moto_pid, PROCESS_MARKERS["moto_pid"])},
+        "smtp_sink": {"host": "127.0.0.1", "port": state.smtp_port, "pid": state.services_pid,
+                      "alive": _ours(state.services_pid, PROCESS_MARKERS["services_pid"]),
+                      "directory": str(state.sink_dir)},
+        "topic_arn": state.topic_arn,
+        "sns_cert_dir": str(state.cert_dir),
+        "duckdb_path": state.duckdb_path,
+        "startup_seconds": state.startup_seconds,
+    }
