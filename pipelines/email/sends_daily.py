@@ -1,0 +1,64 @@
+"""SQL behind the email_sends_daily asset and its checks (Dagster-free, for tests)."""
+
+from __future__ import annotations
+
+import duckdb
+
+from pipelines.email.skip_rules import REASONS
+
+ACCEPTED = ("sent", "delivered", "bounced", "soft-bounced", "complained")  # accepted by the provider
+
+
+def _col(reason: str) -> str:
+    return "skipped_" + reason.replace("-", "_")
+
+
+def materialize(conn: duckdb.DuckDBPyConnection) -> int:
+    """(Re)build email_sends_daily: one row per UTC day and kind. Returns the row count."""
+    accepted = ", ".join(f"'{s}'" for s in ACCEPTED)
+    by_reason = ",\n".join(f"count(*) FILTER (WHERE status = 'skipped' AND skip_reason = '{r}') AS {_col(r)}"
+                           for r in REASONS)
+    conn.execute(f"""
+        CREATE OR REPLACE TABLE email_sends_daily AS
+        SELECT CAST(timezone('UTC', created_at) AS DATE) AS day, kind,
+               count(*) FILTER (WHERE status IN ({accepted})) AS sent,
+               count(*) FILTER (WHERE status = 'skipped') AS skipped,
+               {by_reason},
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               count(*) FILTER (WHERE status = 'pending') AS pending
+        FROM email_messages GROUP BY ALL ORDER BY day, kind
+    """)
+    return conn.execute("SELECT count(*) FROM email_sends_daily").fetchone()[0]
+
+
+def totals(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    cols = ["sent", "skipped", *(_col(r) for r in REASONS), "failed", "pending"]
+    row = conn.execute("SELECT " + ", ".join(f"coalesce(sum({c}), 0)::BIGINT" for c in cols)
+                       + " FROM email_sends_daily").fetchone()
+    return dict(zip(cols, (int(v) for v in row), strict=True))
+
+
+def ledger_mismatch(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(rows in the ledger, rows the daily table accounts for); equal when consistent."""
+    ledger = conn.execute("SELECT count(*) FROM email_messages").fetchone()[0]
+    t = totals(conn)
+    by_reason = sum(t[_col(r)] for r in REASONS)
+    counted = t["sent"] + t["skipped"] + t["failed"] + t["pending"]
+    # every skipped row must carry a known reason
+    return int(ledger), int(counted if by_reason == t["skipped"] else -1)
+
+
+def stuck_pending(conn: duckdb.DuckDBPyConnection, older_than_minutes: int = 60) -> int:
+    """Pending rows older than this: claimed by a run that never recorded an outcome."""
+    return int(conn.execute(
+        "SELECT count(*) FROM email_messages WHERE status = 'pending' "
+        f"AND created_at < now() - INTERVAL {int(older_than_minutes)} MINUTE").fetchone()[0])
+
+
+def failure_rate(conn: duckdb.DuckDBPyConnection, days: int = 1) -> tuple[float, int, int]:
+    """(failed / (sent + failed), failed, sent) over the last `days` days of the daily table."""
+    failed, sent = conn.execute(
+        "SELECT coalesce(sum(failed), 0), coalesce(sum(sent), 0) FROM email_sends_daily "
+        f"WHERE day > CAST(timezone('UTC', now()) AS DATE) - {int(days)}").fetchone()
+    total = failed + sent
+    return (failed / total if total else 0.0), int(failed), int(sent)
