@@ -31,6 +31,8 @@ class SMTPSenderResource(dg.ConfigurableResource):
     password: str = Field(default="", description="Never logged.")
     timeout_seconds: float = 30.0
     _local: threading.local = PrivateAttr(default_factory=threading.local)
+    _open: set = PrivateAttr(default_factory=set)
+    _open_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def max_send_rate(self) -> float | None:
         return None
@@ -54,22 +56,31 @@ class SMTPSenderResource(dg.ConfigurableResource):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect()
+            with self._open_lock:
+                self._open.add(conn)
         return conn
 
     def _drop_connection(self) -> None:
         conn = getattr(self._local, "conn", None)
         self._local.conn = None
         if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - already broken
-                pass
+            self._close(conn)
+
+    def _close(self, conn: smtplib.SMTP) -> None:
+        with self._open_lock:
+            self._open.discard(conn)
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - already broken
+            pass
 
     def send(self, email_: OutgoingEmail) -> str:
         try:
             self._connection().sendmail(email_.sender, [email_.recipient], email_.raw)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
+            if code == 421:  # the server is closing the channel
+                self._drop_connection()
             self._raise_for(code, text)
         except smtplib.SMTPResponseException as exc:
             if exc.smtp_code == 421:
@@ -89,7 +100,19 @@ class SMTPSenderResource(dg.ConfigurableResource):
         raise PermanentSendError(f"SMTP {code}: {text}")
 
     def close(self) -> None:
-        self._drop_connection()
+        """Close every connection this sender opened, from any thread (QUIT, then close)."""
+        self._local.conn = None
+        with self._open_lock:
+            conns, self._open = list(self._open), set()
+        for conn in conns:
+            try:
+                conn.quit()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
 
 
 class ConsoleSenderResource(dg.ConfigurableResource):

@@ -1,0 +1,144 @@
+"""Rate limiter, retries with backoff, and the SMTP transport against the real sink."""
+
+import threading
+import time
+
+import pytest
+
+from pipelines.email.sending import RATE_HEADROOM, RateLimiter, RetryPolicy, Sender, send_one
+from resources.email_transport import OutgoingEmail, PermanentSendError, TransientSendError
+from resources.smtp import SMTPSenderResource
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+        self.lock = threading.Lock()
+
+    def now(self):
+        return self.t
+
+    def sleep(self, d):
+        with self.lock:
+            self.t = max(self.t, self.t + d)
+
+
+def test_rate_limiter_spaces_slots_evenly():
+    clock = FakeClock()
+    limiter = RateLimiter(200 * RATE_HEADROOM, clock=clock.now, sleep=lambda d: None)
+    slots = [limiter.acquire() for _ in range(2000)]
+    assert slots[-1] - slots[0] == pytest.approx(1999 / (200 * RATE_HEADROOM))
+    assert 9.5 <= slots[-1] - slots[0] + 1 / 200 <= 10.5
+    j = 0
+    for i, s in enumerate(slots):   # no one-second window holds more than 200 slots
+        while slots[j] <= s - 1.0:
+            j += 1
+        assert i - j + 1 <= 200
+
+
+def test_rate_limiter_is_shared_across_threads():
+    limiter = RateLimiter(500)
+    stamps, lock = [], threading.Lock()
+
+    def work():
+        for _ in range(50):
+            limiter.acquire()
+            with lock:
+                stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.monotonic() - started
+    assert 0.75 <= took <= 1.3          # 400 sends at 500/s
+    stamps.sort()
+    assert all(b - a > -1e-9 for a, b in zip(stamps, stamps[1:]))
+
+
+def test_unlimited_rate_does_not_wait():
+    limiter = RateLimiter(None)
+    started = time.monotonic()
+    for _ in range(10000):
+        limiter.acquire()
+    assert time.monotonic() - started < 0.5
+
+
+class Flaky:
+    def __init__(self, failures, exc=TransientSendError):
+        self.failures, self.exc, self.calls = failures, exc, 0
+
+    def send(self, email):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.exc(f"failure {self.calls}")
+        return "mid-1"
+
+    def max_send_rate(self):
+        return None
+
+
+EMAIL = OutgoingEmail("f@x.org", "t@x.org", b"Subject: x\r\n\r\nbody\r\n", "k")
+
+
+def test_transient_failures_are_retried_with_backoff():
+    sleeps = []
+    r = send_one(Flaky(3), EMAIL, RateLimiter(None), RetryPolicy(max_attempts=5, base_delay=0.1, max_delay=1),
+                 sleep=sleeps.append)
+    assert (r.status, r.message_id, r.attempts) == ("sent", "mid-1", 4)
+    assert len(sleeps) == 3 and sleeps[0] < sleeps[2] and all(s <= 1 for s in sleeps)
+
+
+def test_transient_failures_give_up_after_max_attempts():
+    r = send_one(Flaky(99), EMAIL, RateLimiter(None), RetryPolicy(max_attempts=3, base_delay=0), sleep=lambda s: None)
+    assert (r.status, r.attempts) == ("failed", 3) and "gave up after 3 attempts" in r.error
+
+
+def test_permanent_failure_is_not_retried():
+    t = Flaky(1, PermanentSendError)
+    r = send_one(t, EMAIL, RateLimiter(None), RetryPolicy(), sleep=lambda s: None)
+    assert (r.status, r.attempts, t.calls) == ("failed", 1, 1) and r.error.startswith("permanent:")
+
+
+def test_sender_keeps_submission_order():
+    class Slow:
+        def send(self, email):
+            time.sleep(0.01 if email.recipient.startswith("a") else 0)
+            return email.recipient
+
+        def max_send_rate(self):
+            return None
+
+    with Sender(Slow(), concurrency=4) as s:
+        items = [(i, OutgoingEmail("f@x", ("a" if i % 2 else "b") + f"{i}@x", b"", "k")) for i in range(20)]
+        assert [r.key for r in s.send_all(items)] == list(range(20))
+
+
+# ---- real SMTP sink ----------------------------------------------------------------------------
+
+def raw(to):
+    return f"From: f@mailroom.test\r\nTo: {to}\r\nSubject: t\r\nMessage-ID: <id-{to}>\r\n\r\nhello\r\n".encode()
+
+
+def test_smtp_421_and_451_are_retried_550_is_failed(local_stack, stack_env):
+    smtp = SMTPSenderResource(host=local_stack.smtp_host, port=local_stack.smtp_port)
+    addrs = ["smtp-421-2@x.test", "smtp-451-1@x.test", "smtp-550@x.test", "fine@x.test"]
+    with Sender(smtp, concurrency=2, policy=RetryPolicy(max_attempts=4, base_delay=0.01)) as s:
+        results = {r.key: r for r in s.send_all(
+            (a, OutgoingEmail("f@mailroom.test", a, raw(a), "k")) for a in addrs)}
+    assert (results["smtp-421-2@x.test"].status, results["smtp-421-2@x.test"].attempts) == ("sent", 3)
+    assert (results["smtp-451-1@x.test"].status, results["smtp-451-1@x.test"].attempts) == ("sent", 2)
+    assert results["smtp-550@x.test"].status == "failed" and results["smtp-550@x.test"].attempts == 1
+    assert "550" in results["smtp-550@x.test"].error
+    assert results["fine@x.test"].message_id == "id-fine@x.test"
+    local_stack.smtp.wait_for(3)
+    got = sorted(t for m in local_stack.smtp.messages() for t in m.rcpt_tos)
+    assert got == ["fine@x.test", "smtp-421-2@x.test", "smtp-451-1@x.test"]
+
+
+def test_smtp_connection_drop_is_transient(local_stack, stack_env):
+    smtp = SMTPSenderResource(host="127.0.0.1", port=1, timeout_seconds=2)   # nothing listens on port 1
+    with pytest.raises(TransientSendError, match="SMTP connection"):
+        smtp.send(OutgoingEmail("f@x.test", "t@x.test", raw("t@x.test"), "k"))
