@@ -216,7 +216,10 @@ def up(config: StackConfig) -> tuple[StackState, bool]:
                        duckdb_path=str(config.duckdb_path), signature_version=config.signature_version,
                        started_at=time.time())
     moto_log = config.state_dir / "moto.log"
-    moto = _spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)], moto_log)
+    # Tests purge the queues before each test; AWS (and moto by default) allow one purge a minute.
+    moto_env = {**os.environ, "MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR": "false"}
+    moto = _spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)], moto_log,
+                  moto_env)
     state.moto_pid = moto.pid
     state.save()
     try:

@@ -1,0 +1,400 @@
+"""The local stack: topology, mailbox simulator, SNS signing, SMTP sink, CLI behaviour."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from email import policy
+from email.message import EmailMessage
+
+import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from devstack import mailbox_simulator as sim
+from devstack.env import check_env, stack_env
+from devstack.sns_signer import (
+    confirmation_envelope,
+    generate_signing_identity,
+    notification_envelope,
+    sign_envelope,
+)
+from devstack.stack import PortInUseError, config_from_env, down, is_running, status, up
+from devstack.state import REPO_ROOT, StackState
+from devstack.topology import describe_topology, ensure_topology
+from pipelines.email.ses.sns_canonical import string_to_sign
+from pipelines.settings import SETTINGS
+
+SIM = "simulator.amazonses.com"
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def verify(envelope: dict, cert_dir) -> None:
+    """Independent of devstack.sns_signer: the cert named by SigningCertURL, looked up in cert_dir."""
+    pem = (cert_dir / envelope["SigningCertURL"].rsplit("/", 1)[1]).read_bytes()
+    algo = {"1": hashes.SHA1(), "2": hashes.SHA256()}[envelope["SignatureVersion"]]
+    x509.load_pem_x509_certificate(pem).public_key().verify(
+        base64.b64decode(envelope["Signature"]), string_to_sign(envelope), padding.PKCS1v15(), algo)
+
+
+def raw_email(to: str, subject: str = "Reset your password") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Mailroom <noreply@mailroom.test>"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{uuid.uuid4()}@mailroom.test>"
+    msg.set_content("hello")
+    return msg.as_bytes(policy=policy.SMTP)
+
+
+def ses_send(local_stack, to: str) -> str:
+    return local_stack.client("sesv2").send_email(
+        FromEmailAddress="noreply@mailroom.test", Destination={"ToAddresses": [to]},
+        Content={"Raw": {"Data": raw_email(to)}}, ConfigurationSetName="mailroom")["MessageId"]
+
+
+# --- topology --------------------------------------------------------------------------------
+
+def test_topology_twice_gives_identical_queues_subscriptions_and_redrive(local_stack):
+    before = describe_topology(local_stack.client)
+    first = ensure_topology(local_stack.client)
+    second = ensure_topology(local_stack.client)
+    after = describe_topology(local_stack.client)
+    assert first == second
+    assert before == after
+
+    queues = after["queues"]
+    assert set(queues) == {"email-requests", "ses-notifications", "stripe-events",
+                           "email-requests-dlq", "ses-notifications-dlq", "stripe-events-dlq"}
+    for name in ("email-requests", "ses-notifications", "stripe-events"):
+        redrive = json.loads(queues[name]["RedrivePolicy"])
+        assert redrive["deadLetterTargetArn"] == queues[f"{name}-dlq"]["QueueArn"]
+        assert int(redrive["maxReceiveCount"]) == 5
+        assert "RedrivePolicy" not in queues[f"{name}-dlq"]
+    [sub] = after["subscriptions"]
+    assert sub["TopicArn"] == local_stack.topic_arn
+    assert sub["Protocol"] == "sqs"
+    assert sub["Endpoint"] == queues["ses-notifications"]["QueueArn"]
+    assert sub["RawMessageDelivery"] == "false"
+    assert after["identities"] == ["mailroom.test", "noreply@mailroom.test"]
+    assert after["configuration_sets"] == ["mailroom"]
+
+
+# --- mailbox simulator, end to end -----------------------------------------------------------
+
+def _message(envelope: dict) -> dict:
+    assert isinstance(envelope["Message"], str)
+    return json.loads(envelope["Message"])
+
+
+def test_bounce_address_yields_signed_permanent_bounce_with_the_sent_message_id(stack_env, local_stack):
+    to = f"bounce@{SIM}"
+    message_id = ses_send(local_stack, to)
+    [envelope] = local_stack.notifications_for(message_id, 1)
+
+    assert envelope["Type"] == "Notification"
+    assert envelope["TopicArn"] == local_stack.topic_arn
+    assert envelope["SignatureVersion"] == "2"
+    assert "Subject" not in envelope
+    assert TIMESTAMP.match(envelope["Timestamp"])
+    assert uuid.UUID(envelope["MessageId"])
+    assert re.fullmatch(r"https://sns\.us-east-1\.amazonaws\.com/SimpleNotificationService-[0-9a-f]{32}\.pem",
+                        envelope["SigningCertURL"])
+    assert envelope["UnsubscribeURL"].startswith("https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe")
+    verify(envelope, local_stack.cert_dir)
+
+    msg = _message(envelope)
+    assert msg["notificationType"] == "Bounce"
+    assert msg["bounce"]["bounceType"] == "Permanent"
+    assert msg["bounce"]["bounceSubType"] == "General"
+    assert msg["bounce"]["bouncedRecipients"] == [{
+        "emailAddress": to, "action": "failed", "status": "5.1.1", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}]
+    mail = msg["mail"]
+    assert mail["messageId"] == message_id
+    assert mail["source"] == "noreply@mailroom.test"
+    assert mail["destination"] == [to]
+    assert mail["sourceArn"] == "arn:aws:ses:us-east-1:123456789012:identity/mailroom.test"
+    assert mail["commonHeaders"]["subject"] == "Reset your password"
+    assert mail["commonHeaders"]["to"] == [to]
+    assert {"name": "Subject", "value": "Reset your password"} in mail["headers"]
+
+
+def test_tampered_envelope_does_not_verify(stack_env, local_stack):
+    message_id = ses_send(local_stack, f"bounce@{SIM}")
+    [envelope] = local_stack.notifications_for(message_id, 1)
+    forged = dict(envelope, Message=envelope["Message"].replace("Permanent", "Transient"))
+    with pytest.raises(InvalidSignature):
+        verify(forged, local_stack.cert_dir)
+
+
+def test_complaint_address_yields_delivery_then_complaint(stack_env, local_stack):
+    to = f"complaint@{SIM}"
+    message_id = ses_send(local_stack, to)
+    envelopes = local_stack.notifications_for(message_id, 2)
+    kinds = sorted(_message(e)["notificationType"] for e in envelopes)
+    assert kinds == ["Complaint", "Delivery"]
+    complaint = next(_message(e) for e in envelopes if _message(e)["notificationType"] == "Complaint")
+    assert complaint["complaint"]["complainedRecipients"] == [{"emailAddress": to}]
+    assert complaint["complaint"]["complaintFeedbackType"] == "abuse"
+    for e in envelopes:
+        verify(e, local_stack.cert_dir)
+
+
+def test_other_address_yields_one_delivery(stack_env, local_stack):
+    to = "someone@example.org"
+    message_id = ses_send(local_stack, to)
+    envelopes = local_stack.notifications_for(message_id, 1)
+    assert local_stack.notifications_for(message_id, 1, timeout=1.5) == []  # and nothing more
+    assert len(envelopes) == 1
+    msg = _message(envelopes[0])
+    assert msg["notificationType"] == "Delivery"
+    assert msg["delivery"]["recipients"] == [to]
+    assert msg["mail"]["messageId"] == message_id
+    verify(envelopes[0], local_stack.cert_dir)
+
+
+@pytest.mark.parametrize("local,expected", [
+    ("soft-bounce", [("Bounce", "Transient", "General")]),
+    ("ooto", [("Delivery", None, None), ("Bounce", "Transient", "General")]),
+    ("suppressed", [("Bounce", "Permanent", "Suppressed")]),
+    ("suppressionlist", [("Bounce", "Permanent", "Suppressed")]),
+])
+def test_other_simulator_addresses(stack_env, local_stack, local, expected):
+    message_id = ses_send(local_stack, f"{local}@{SIM}")
+    envelopes = local_stack.notifications_for(message_id, len(expected))
+    assert local_stack.notifications_for(message_id, 1, timeout=1.5) == []
+    got = sorted((m["notificationType"], m.get("bounce", {}).get("bounceType"), m.get("bounce", {}).get("bounceSubType"))
+                 for m in map(_message, envelopes))
+    assert got == sorted(expected, key=lambda t: (t[0], t[1] or "", t[2] or ""))
+
+
+def test_simple_send_and_several_recipients_each_get_notifications(stack_env, local_stack):
+    tos = [f"bounce@{SIM}", "a@example.org"]
+    message_id = local_stack.client("sesv2").send_email(
+        FromEmailAddress="noreply@mailroom.test", Destination={"ToAddresses": tos},
+        Content={"Simple": {"Subject": {"Data": "hi"}, "Body": {"Text": {"Data": "b"}}}})["MessageId"]
+    envelopes = local_stack.notifications_for(message_id, 2)
+    by_type = {_message(e)["notificationType"]: _message(e) for e in envelopes}
+    assert set(by_type) == {"Bounce", "Delivery"}
+    assert by_type["Bounce"]["bounce"]["bouncedRecipients"][0]["emailAddress"] == tos[0]
+    assert by_type["Delivery"]["delivery"]["recipients"] == [tos[1]]
+    assert by_type["Delivery"]["mail"]["destination"] == tos
+
+
+def test_signature_version_1_is_configurable(local_stack, tmp_path):
+    identity = generate_signing_identity()
+    notification = sim.notifications_for(sim.SentMessage("m-1", "noreply@mailroom.test", [f"bounce@{SIM}"],
+                                                         raw_email(f"bounce@{SIM}").decode()))[0]
+    env = notification_envelope(identity, local_stack.topic_arn, json.dumps(notification), version="1")
+    (tmp_path / identity.cert_name).write_bytes(identity.cert_pem)
+    assert env["SignatureVersion"] == "1"
+    verify(env, tmp_path)
+    with pytest.raises(InvalidSignature):
+        verify(dict(env, SignatureVersion="2"), tmp_path)
+
+
+# --- pure parts of the simulator and signer ---------------------------------------------------
+
+def test_envelope_recipients_are_taken_apart_from_header_recipients():
+    raw = "From: noreply@mailroom.test\r\nTo: Header Person <h@example.org>\r\nSubject: s\r\n\r\nb\r\n"
+    # moto appends the header recipients to the Destination ones
+    assert sim.recipients_of(["e@example.org", "Header Person <h@example.org>"], raw) == ["e@example.org"]
+    assert sim.recipients_of(["h@example.org", "Header Person <h@example.org>"], raw) == ["h@example.org"]
+    assert sim.recipients_of(["Header Person <h@example.org>"], raw) == ["h@example.org"]
+
+
+def test_outcome_table():
+    assert sim.outcome(f"bounce@{SIM}") == ("bounce-permanent",)
+    assert sim.outcome(f"Bounce+t1@{SIM.upper()}") == ("bounce-permanent",)
+    assert sim.outcome(f"complaint@{SIM}") == ("delivery", "complaint")
+    assert sim.outcome("bounce@example.org") == ("delivery",)
+    assert sim.outcome(f"success@{SIM}") == ("delivery",)
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+@pytest.mark.parametrize("kind", ["Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"])
+def test_signer_makes_verifiable_envelopes_of_every_type(tmp_path, version, kind):
+    identity = generate_signing_identity()
+    (tmp_path / identity.cert_name).write_bytes(identity.cert_pem)
+    topic = "arn:aws:sns:us-east-1:123456789012:ses-notifications"
+    if kind == "Notification":
+        env = notification_envelope(identity, topic, '{"notificationType":"Delivery"}', version=version,
+                                    subject="with subject")
+    else:
+        env = confirmation_envelope(identity, topic, unsubscribe=kind == "UnsubscribeConfirmation", version=version)
+    assert env["Type"] == kind
+    verify(env, tmp_path)
+    resigned = sign_envelope({k: v for k, v in env.items() if k != "Signature"}, identity.key, version)
+    assert resigned["Signature"] == env["Signature"]  # PKCS#1 v1.5 is deterministic
+    with pytest.raises(InvalidSignature):
+        verify(dict(env, TopicArn=topic + "-other"), tmp_path)
+
+
+# --- SMTP sink ---------------------------------------------------------------------------------
+
+def test_smtp_sink_stores_every_message_with_its_envelope(stack_env, local_stack):
+    raw = raw_email("alice@example.org")
+    with smtplib.SMTP(local_stack.smtp_host, local_stack.smtp_port) as smtp:
+        smtp.sendmail("noreply@mailroom.test", ["alice@example.org", "bob@example.org"], raw)
+        smtp.sendmail("noreply@mailroom.test", ["carol@example.org"], raw_email("carol@example.org"))
+    messages = local_stack.smtp.wait_for(2)
+    assert len(messages) == 2
+    first = messages[0]
+    assert first.mail_from == "noreply@mailroom.test"
+    assert first.rcpt_tos == ["alice@example.org", "bob@example.org"]
+    assert first.raw == raw
+    assert first.message()["Subject"] == "Reset your password"
+    assert [m.rcpt_tos for m in local_stack.smtp.to("carol@example.org")] == [["carol@example.org"]]
+    assert len(list(local_stack.smtp.directory.glob("*.eml"))) == 2
+    local_stack.smtp.clear()
+    assert local_stack.smtp.messages() == []
+
+
+def _try(smtp: smtplib.SMTP, to: str) -> int:
+    try:
+        smtp.sendmail("noreply@mailroom.test", [to], raw_email(to))
+    except smtplib.SMTPRecipientsRefused as exc:
+        return exc.recipients[to][0]
+    return 250
+
+
+def test_smtp_fault_injection_fails_the_first_n_attempts_then_accepts(stack_env, local_stack):
+    to = f"smtp-451-2+{uuid.uuid4().hex[:8]}@example.org"
+    codes = []
+    for _ in range(4):
+        with smtplib.SMTP(local_stack.smtp_host, local_stack.smtp_port) as smtp:
+            codes.append(_try(smtp, to))
+    assert codes == [451, 451, 250, 250]
+    assert len(local_stack.smtp.to(to)) == 2
+
+
+def test_smtp_550_always_fails_and_keeps_nothing(stack_env, local_stack):
+    with smtplib.SMTP(local_stack.smtp_host, local_stack.smtp_port) as smtp:
+        assert [_try(smtp, "smtp-550@example.org") for _ in range(3)] == [550, 550, 550]
+        assert _try(smtp, "fine@example.org") == 250  # the connection is still usable
+    assert [m.rcpt_tos for m in local_stack.smtp.wait_for(1)] == [["fine@example.org"]]
+
+
+def test_smtp_421_then_accept(stack_env, local_stack):
+    to = f"smtp-421-1+{uuid.uuid4().hex[:8]}@example.org"
+    with smtplib.SMTP(local_stack.smtp_host, local_stack.smtp_port) as smtp:
+        assert _try(smtp, to) == 421
+    with smtplib.SMTP(local_stack.smtp_host, local_stack.smtp_port) as smtp:
+        assert _try(smtp, to) == 250
+
+
+# --- stack lifecycle and CLI --------------------------------------------------------------------
+
+def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "devstack", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSTACK_")}
+    env.update(extra)
+    return env
+
+
+def test_up_twice_is_harmless_and_down_stops_everything(tmp_path):
+    env = _base_env(DEVSTACK_STATE_DIR=str(tmp_path / "st"), DEVSTACK_MOTO_PORT="0", DEVSTACK_SMTP_PORT="0")
+    first = _cli("up", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "started in" in first.stdout
+    state = StackState.load(tmp_path / "st")
+    try:
+        second = _cli("up", env=env)
+        assert second.returncode == 0, second.stderr
+        assert "already running" in second.stdout
+        again = StackState.load(tmp_path / "st")
+        assert (again.moto_pid, again.services_pid, again.moto_port, again.smtp_port) == (
+            state.moto_pid, state.services_pid, state.moto_port, state.smtp_port)
+        assert is_running(again)
+        shown = _cli("status", env=env)
+        assert shown.returncode == 0 and json.loads(shown.stdout)["running"] is True
+        exported = _cli("env", env=env).stdout
+        assert f"export SMTP_PORT={state.smtp_port}\n" in exported
+        assert f"export AWS_ENDPOINT_URL=http://127.0.0.1:{state.moto_port}\n" in exported
+    finally:
+        assert _cli("down", env=env).returncode == 0
+    assert not is_running(state)
+    for pid in (state.moto_pid, state.services_pid):
+        assert not os.path.exists(f"/proc/{pid}") or b"devstack" not in open(f"/proc/{pid}/cmdline", "rb").read()
+    assert _cli("status", env=env).returncode == 3
+
+
+def test_port_in_use_names_the_port_and_how_to_choose_another(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = _base_env(DEVSTACK_STATE_DIR=str(tmp_path / "st"), DEVSTACK_MOTO_PORT="0",
+                        DEVSTACK_SMTP_PORT=str(port))
+        result = _cli("up", env=env)
+        assert result.returncode == 2
+        assert f"port {port}" in result.stderr
+        assert "DEVSTACK_SMTP_PORT" in result.stderr
+        with pytest.raises(PortInUseError, match=f"port {port} .*DEVSTACK_MOTO_PORT"):
+            up(config_from_env({"DEVSTACK_MOTO_PORT": str(port)}, state_dir=tmp_path / "st2"))
+    assert StackState.load(tmp_path / "st") is None
+    assert status(tmp_path / "st")["running"] is False
+    assert down(tmp_path / "st") is False
+
+
+def test_up_on_the_running_session_stack_reports_it(local_stack):
+    state, already = up(config_from_env({}, state_dir=local_stack.state.state_dir))
+    assert already
+    assert (state.moto_pid, state.smtp_port) == (local_stack.state.moto_pid, local_stack.smtp_port)
+
+
+def test_stack_env_covers_every_setting_and_passes_check(local_stack):
+    env = stack_env(local_stack.state)
+    assert {s.name for s in SETTINGS} <= set(env)
+    assert {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+            "DAGSTER_HOME", "SNS_CERT_DIR"} <= set(env)
+    assert env["SNS_TOPIC_ALLOWLIST"] == local_stack.topic_arn
+    assert check_env(env) == []
+
+
+@pytest.mark.parametrize("change,name", [
+    ({"SMTP_PORT": None}, "SMTP_PORT"),
+    ({"EMAIL_TRANSPORT": "carrier-pigeon"}, "EMAIL_TRANSPORT"),
+    ({"SMTP_PORT": "twenty-five"}, "SMTP_PORT"),
+    ({"SNS_TOPIC_ALLOWLIST": None}, "SNS_TOPIC_ALLOWLIST"),
+])
+def test_check_fails_naming_the_variable(local_stack, change, name):
+    env = _base_env(**local_stack.env)
+    for k, v in change.items():
+        if v is None:
+            env.pop(k)
+        else:
+            env[k] = v
+    result = _cli("check", env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith(name), result.stderr
+    assert _cli("check", env=_base_env(**local_stack.env)).returncode == 0
+
+
+def test_check_never_echoes_a_secret(local_stack):
+    env = _base_env(**{**local_stack.env, "STRIPE_API_KEY": "   "})
+    result = _cli("check", env=env)
+    assert result.returncode == 1
+    assert "STRIPE_API_KEY" in result.stderr
+    assert "'   '" not in result.stderr
+
+
+def test_notifications_arrive_within_two_seconds(stack_env, local_stack):
+    start = time.monotonic()
+    message_id = ses_send(local_stack, f"bounce@{SIM}")
+    assert local_stack.notifications_for(message_id, 1, timeout=5)
+    assert time.monotonic() - start < 2.0
