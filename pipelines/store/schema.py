@@ -100,6 +100,35 @@ EMAIL = [
         received_at       TIMESTAMPTZ NOT NULL
     )
     """,
+    # Asset email_delivery_daily: per day (UTC, by send time) and kind; rebuilt on materialisation.
+    """
+    CREATE TABLE IF NOT EXISTS email_delivery_daily (
+        day               DATE NOT NULL,
+        kind              VARCHAR NOT NULL,
+        sent              BIGINT NOT NULL,
+        delivered         BIGINT NOT NULL,
+        hard_bounced      BIGINT NOT NULL,
+        soft_bounced      BIGINT NOT NULL,
+        complained        BIGINT NOT NULL,
+        delivery_rate     DOUBLE NOT NULL,
+        bounce_rate       DOUBLE NOT NULL,     -- hard bounces / sent
+        soft_bounce_rate  DOUBLE NOT NULL,
+        complaint_rate    DOUBLE NOT NULL,
+        PRIMARY KEY (day, kind)
+    )
+    """,
+    # Asset ses_reputation: one row per materialisation, trailing-window rates.
+    """
+    CREATE TABLE IF NOT EXISTS ses_reputation (
+        computed_at     TIMESTAMPTZ PRIMARY KEY,
+        window_days     INTEGER NOT NULL,
+        sent            BIGINT NOT NULL,
+        hard_bounces    BIGINT NOT NULL,
+        complaints      BIGINT NOT NULL,
+        bounce_rate     DOUBLE NOT NULL,
+        complaint_rate  DOUBLE NOT NULL
+    )
+    """,
 ]
 
 ALL_DDL: list[str] = COMMON + EMAIL

@@ -133,8 +133,8 @@ class Ingestor:
             out.controls.append(ControlMessage(sns_id, sns_type, topic, "recorded", None, sns_time))
 
     # ---- apply + write (one transaction) ----
-    def commit(self, conn: duckdb.DuckDBPyConnection, prepared: Prepared, *,
-               write_quarantine: bool = True) -> IngestResult:
+    def commit(self, conn: duckdb.DuckDBPyConnection, prepared: Prepared, *, write_quarantine: bool = True,
+               within: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> IngestResult:
         result = IngestResult(messages=len(prepared.outcomes))
         conn.execute("BEGIN TRANSACTION")
         try:
@@ -144,6 +144,8 @@ class Ingestor:
                 result.controls = len(prepared.controls)
             if write_quarantine and prepared.quarantined:
                 result.quarantined = quarantine(conn, prepared.quarantined)
+            if within is not None:
+                within(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
