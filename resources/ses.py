@@ -31,10 +31,14 @@ class SESSenderResource(ResourceWithBoto3Configuration):
         return self._client
 
     def max_send_rate(self) -> float | None:
+        """The configured rate, else the account's: SESv2 GetAccount, or SES GetSendQuota where
+        GetAccount is unavailable (moto implements only the latter)."""
         if self.max_rate > 0:
             return self.max_rate
-        quota = self.client.get_account().get("SendQuota", {})
-        rate = float(quota.get("MaxSendRate") or 0)
+        try:
+            rate = float(self.client.get_account().get("SendQuota", {}).get("MaxSendRate") or 0)
+        except ClientError:
+            rate = float(boto3_client(self, "ses").get_send_quota().get("MaxSendRate") or 0)
         return rate if rate > 0 else None
 
     def send(self, email: OutgoingEmail) -> str:

@@ -142,3 +142,34 @@ def test_smtp_connection_drop_is_transient(local_stack, stack_env):
     smtp = SMTPSenderResource(host="127.0.0.1", port=1, timeout_seconds=2)   # nothing listens on port 1
     with pytest.raises(TransientSendError, match="SMTP connection"):
         smtp.send(OutgoingEmail("f@x.test", "t@x.test", raw("t@x.test"), "k"))
+
+
+def test_ses_request_carries_configuration_set_tags_and_raw_mime():
+    from botocore.stub import Stubber
+
+    from resources.ses import SESSenderResource
+
+    ses = SESSenderResource(region_name="us-east-1", configuration_set="mailroom", aws_access_key_id="x",
+                            aws_secret_access_key="y")
+    with Stubber(ses.client) as stub:
+        stub.add_response("send_email", {"MessageId": "ses-1"}, {
+            "FromEmailAddress": "f@mailroom.test", "Destination": {"ToAddresses": ["t@x.org"]},
+            "Content": {"Raw": {"Data": EMAIL.raw}}, "ConfigurationSetName": "mailroom",
+            "EmailTags": [{"Name": "kind", "Value": "password-reset"}],
+        })
+        stub.add_client_error("send_email", "MessageRejected", "Email address is not verified.", 400)
+        stub.add_client_error("send_email", "TooManyRequestsException", "Maximum sending rate exceeded.", 429)
+        e = OutgoingEmail("f@mailroom.test", "t@x.org", EMAIL.raw, "password-reset")
+        assert ses.send(e) == "ses-1"
+        with pytest.raises(PermanentSendError, match="MessageRejected"):
+            ses.send(e)
+        with pytest.raises(TransientSendError, match="TooManyRequests"):
+            ses.send(e)
+
+
+def test_ses_send_quota_from_moto(local_stack, stack_env):
+    from resources.ses import SESSenderResource
+
+    assert SESSenderResource(region_name="us-east-1", max_rate=200).max_send_rate() == 200
+    # moto has no SESv2 GetAccount; the SES GetSendQuota fallback reports moto's sandbox rate
+    assert SESSenderResource(region_name="us-east-1").max_send_rate() == 1.0
