@@ -41,7 +41,8 @@ def keep_remote_ip(remote_ip: str | None, acting_user: bool) -> str | None:
 
 
 def _json_string_field(name: str) -> re.Pattern[str]:
-    return re.compile(r'("' + re.escape(name) + r'"\s*:\s*)"(?:[^"\\]|\\.)*"')
+    # the value may be cut off by truncation: then it runs to the end of the text
+    return re.compile(r'("' + re.escape(name) + r'"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|\\?$)')
 
 
 def redact_raw_body(body: str, kinds: dict[str, KindSpec] | None = None) -> str:
