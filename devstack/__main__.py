@@ -10,7 +10,8 @@
 Settings (environment): DEVSTACK_STATE_DIR (default <repo>/.devstack), DEVSTACK_MOTO_PORT
 (4566), DEVSTACK_SMTP_PORT (2525), DEVSTACK_DAGSTER_PORT (3000) - 0 picks a free port;
 DEVSTACK_DUCKDB_PATH (<state>/mailroom.duckdb), DEVSTACK_SNS_SIGNATURE_VERSION (2),
-DEVSTACK_DEMO_INTERVAL (seconds between demo batches, 5; 0 turns demo traffic off).
+DEVSTACK_DEMO_INTERVAL (seconds between demo batches, 5; 0 turns demo traffic off),
+DEVSTACK_DAGSTER_HOME (default <repo>/.dagster).
 """
 
 from __future__ import annotations

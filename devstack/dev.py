@@ -1,0 +1,118 @@
+"""`make dev`: the local stack, `dagster dev` on 127.0.0.1:3000 and demo traffic; Ctrl-C stops all.
+
+A stack that was already up (`python -m devstack up`) is used and left running; one started
+here is stopped on exit. EMAIL_TRANSPORT defaults to `ses` here (moto SES + the mailbox
+simulator), so demo emails come back as deliveries, bounces and complaints; set
+EMAIL_TRANSPORT=smtp to send to the SMTP sink instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from devstack.demo import DemoTraffic
+from devstack.env import check_env, stack_env
+from devstack.stack import StackError, aws_client, claim_port, config_from_env, down, up
+from devstack.state import REPO_ROOT
+
+
+def _wait_for_ui(port: int, proc: subprocess.Popen, timeout: float = 180.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def _stop_dagster(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    # dagster dev shuts its webserver, daemon and code server down through its shutdown
+    # pipes on SIGINT; signalling the whole group at once leaves it waiting. The group gets
+    # SIGTERM/SIGKILL only if that does not work.
+    for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            if sig == signal.SIGINT:
+                os.kill(proc.pid, sig)
+            else:
+                os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_dev() -> int:
+    config = config_from_env(watch_pid=os.getpid())
+    raw_port = os.environ.get("DEVSTACK_DAGSTER_PORT", "3000")
+    if not raw_port.isdigit():
+        raise StackError(f"DEVSTACK_DAGSTER_PORT must be a port number (0 picks a free port); got {raw_port!r}")
+    dagster_port = claim_port(int(raw_port), "DEVSTACK_DAGSTER_PORT")
+    state, already = up(config)
+    print(f"local stack {'already running' if already else f'started in {state.startup_seconds:.2f}s'}: "
+          f"moto {state.endpoint}, SMTP sink 127.0.0.1:{state.smtp_port}", flush=True)
+
+    env = {**os.environ, **stack_env(state)}
+    env["EMAIL_TRANSPORT"] = os.environ.get("EMAIL_TRANSPORT", "ses")
+    if os.environ.get("DEVSTACK_DAGSTER_HOME"):
+        env["DAGSTER_HOME"] = os.environ["DEVSTACK_DAGSTER_HOME"]
+    problems = check_env(env)
+    if problems:
+        if not already:
+            down(config.state_dir)
+        raise StackError("environment is not usable:\n  " + "\n  ".join(problems))
+    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+
+    def on_term(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    # A shell starting us in the background sets SIGINT to "ignore"; set it before spawning
+    # dagster, which would inherit the "ignore" and never hear Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    dagster = Path(sys.executable).parent / "dagster"
+    proc = subprocess.Popen(
+        [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(dagster_port)],
+        cwd=REPO_ROOT, env=env, start_new_session=True,
+    )
+    interval = float(os.environ.get("DEVSTACK_DEMO_INTERVAL", "5"))
+    demo = None
+    stopping = False
+
+    try:
+        if _wait_for_ui(dagster_port, proc):
+            print(f"Dagster UI: http://127.0.0.1:{dagster_port}  (Ctrl-C stops everything)", flush=True)
+            if interval > 0:
+                demo = DemoTraffic(aws_client(state.endpoint, "sqs"), state.queue_urls["email-requests"],
+                                   interval=interval)
+                demo.start()
+                print(f"demo traffic: a few email requests every {interval:g}s on email-requests", flush=True)
+        rc = proc.wait()
+        return rc
+    except KeyboardInterrupt:
+        stopping = True
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish cleaning up
+        if stopping:
+            print("\nstopping ...", flush=True)
+        if demo:
+            demo.stop()
+        _stop_dagster(proc)
+        if not already:
+            down(config.state_dir)
+            print("local stack stopped", flush=True)
