@@ -8,7 +8,7 @@ Only a change of `verified` yields a StatusChange.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from pipelines.email.ses.status_machine import COUNT, HARD, RESET, SPAM
@@ -37,22 +37,22 @@ class StatusChange:
 
 def apply_effects(state: AddressState, effects: tuple[str, ...], event_id: str,
                   at: datetime) -> tuple[AddressState, StatusChange | None]:
-    new = state
+    verified, reason, count = state.verified, state.unverify_reason, state.transient_bounces
     for effect in effects:
         if effect == RESET:
-            new = replace(new, transient_bounces=0)
+            count = 0
         elif effect == COUNT:
-            new = replace(new, transient_bounces=new.transient_bounces + 1)
-            if new.transient_bounces > MAX_TRANSIENT_BOUNCES and new.verified:
-                new = replace(new, verified=False, unverify_reason="soft-bounce")
+            count += 1
+            if count > MAX_TRANSIENT_BOUNCES and verified:
+                verified, reason = False, "soft-bounce"
         elif effect in REASONS:
-            if new.verified:
-                new = replace(new, verified=False, unverify_reason=REASONS[effect])
+            if verified:
+                verified, reason = False, REASONS[effect]
         else:
             raise ValueError(f"unknown address effect {effect!r}")
-    if new.last_event_at is None or at > new.last_event_at:
-        new = replace(new, last_event_at=at)
+    last = state.last_event_at if state.last_event_at is not None and state.last_event_at >= at else at
+    new = AddressState(state.address, verified, reason, count, last)
     change = None
-    if new.verified != state.verified:
-        change = StatusChange(event_id, state.address, new.verified, new.unverify_reason, at)
+    if verified != state.verified:
+        change = StatusChange(event_id, state.address, verified, reason, at)
     return new, change

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import duckdb
@@ -34,9 +34,19 @@ class ControlMessage:
     sns_message_id: str
     sns_type: str
     topic_arn: str
-    action: str                     # confirmed, recorded
+    action: str                     # confirm (pending), confirmed, recorded
     subscription_arn: str | None
     received_at: datetime
+    token: str | None = field(default=None, repr=False)  # only while pending; never stored
+
+
+@dataclass
+class Examined:
+    """One queue message verified and parsed: its events and control messages, or the reason it is refused."""
+    sqs_message_id: str
+    events: list[SesEvent]
+    controls: list[ControlMessage]
+    reason: str | None
 
 
 @dataclass
@@ -73,22 +83,45 @@ class Ingestor:
         self.confirm = confirm
         self.source = source
 
-    # ---- parse + verify (no database) ----
+    # ---- parse + verify (no database, no network but the certificate fetch) ----
     def prepare(self, messages: Iterable[QueueMessage]) -> Prepared:
+        messages = list(messages)
+        return self.assemble(messages, [self.examine(m) for m in messages])
+
+    def examine(self, msg: QueueMessage) -> Examined:
+        """Verify and parse one message. Pure: safe to run in a worker process."""
+        try:
+            return self._examine(msg)
+        except (VerificationError, ParseError) as exc:
+            return Examined(msg.sqs_message_id, [], [], str(exc))
+
+    def assemble(self, messages: list[QueueMessage], examined: list[Examined]) -> Prepared:
+        """Merge per-message results in order; confirm allow-listed subscriptions (the one side effect)."""
         out = Prepared()
-        for msg in messages:
-            try:
-                self._prepare_one(msg, out)
-            except (VerificationError, ParseError) as exc:
-                reason = str(exc)
-            else:
-                out.outcomes[msg.sqs_message_id] = None
+        for msg, ex in zip(messages, examined):
+            reason = ex.reason
+            controls = ex.controls
+            if reason is None and controls and controls[0].action == "confirm":
+                controls, reason = self._confirm(controls[0])
+            if reason is not None:
+                out.quarantined.append(Quarantined(self.source, msg.sqs_message_id, msg.body, reason))
+                out.outcomes[msg.sqs_message_id] = reason
                 continue
-            out.quarantined.append(Quarantined(self.source, msg.sqs_message_id, msg.body, reason))
-            out.outcomes[msg.sqs_message_id] = reason
+            out.events.extend(ex.events)
+            out.controls.extend(controls)
+            out.outcomes[msg.sqs_message_id] = None
         return out
 
-    def _prepare_one(self, msg: QueueMessage, out: Prepared) -> None:
+    def _confirm(self, pending: ControlMessage) -> tuple[list[ControlMessage], str | None]:
+        if self.confirm is None:
+            return [], "SubscriptionConfirmation for an allow-listed topic, but no SNS client is configured to confirm it"
+        try:
+            arn = self.confirm(pending.topic_arn, pending.token or "")
+        except Exception as exc:  # replayable from quarantine; the token stays valid for 3 days
+            return [], f"SubscriptionConfirmation could not be confirmed: {type(exc).__name__}"
+        return [replace(pending, action="confirmed", subscription_arn=arn, token=None)], None
+
+    def _examine(self, msg: QueueMessage) -> Examined:
         try:
             body = json.loads(msg.body)
         except ValueError:
@@ -96,17 +129,16 @@ class Ingestor:
         if not isinstance(body, dict):
             raise ParseError("body is not a JSON object")
         if "Type" in body:
-            self._envelope(body, out)
-        elif is_ses_payload(body):
+            return self._envelope(msg.sqs_message_id, body)
+        if is_ses_payload(body):
             if not self.accept_raw:
                 raise ParseError("raw SES payload (SNS raw delivery) refused: SES_ACCEPT_RAW is off")
             # Raw delivery carries no SNS id or signature: the body's hash is the idempotency key.
             digest = hashlib.sha256(msg.body.encode("utf-8")).hexdigest()[:32]
-            out.events.extend(parse_ses(body, f"raw-{digest}", datetime.now(timezone.utc)))
-        else:
-            raise ParseError("neither an SNS envelope nor an SES payload")
+            return Examined(msg.sqs_message_id, parse_ses(body, f"raw-{digest}", datetime.now(timezone.utc)), [], None)
+        raise ParseError("neither an SNS envelope nor an SES payload")
 
-    def _envelope(self, env: dict, out: Prepared) -> None:
+    def _envelope(self, sqs_id: str, env: dict) -> Examined:
         sns_type = env.get("Type")
         try:
             self.verifier.verify(env)
@@ -117,20 +149,13 @@ class Ingestor:
             raise ParseError("SNS envelope lacks MessageId")
         sns_time = parse_sns_time(env.get("Timestamp"))
         if sns_type == "Notification":
-            out.events.extend(parse_ses(env.get("Message"), sns_id, sns_time))  # type: ignore[arg-type]
-            return
+            return Examined(sqs_id, parse_ses(env.get("Message"), sns_id, sns_time), [], None)  # type: ignore[arg-type]
         topic = env["TopicArn"]
         if sns_type == "SubscriptionConfirmation":
-            if self.confirm is None:
-                raise VerificationError("SubscriptionConfirmation for an allow-listed topic, but no SNS client "
-                                        "is configured to confirm it")
-            try:
-                arn = self.confirm(topic, env["Token"])
-            except Exception as exc:  # replayable from quarantine; the token stays valid for 3 days
-                raise VerificationError(f"SubscriptionConfirmation could not be confirmed: {type(exc).__name__}") from None
-            out.controls.append(ControlMessage(sns_id, sns_type, topic, "confirmed", arn, sns_time))
-        else:  # UnsubscribeConfirmation: nothing to do but record it
-            out.controls.append(ControlMessage(sns_id, sns_type, topic, "recorded", None, sns_time))
+            return Examined(sqs_id, [], [ControlMessage(sns_id, sns_type, topic, "confirm", None, sns_time,
+                                                        token=env["Token"])], None)
+        # UnsubscribeConfirmation: nothing to do but record it
+        return Examined(sqs_id, [], [ControlMessage(sns_id, sns_type, topic, "recorded", None, sns_time)], None)
 
     # ---- apply + write (one transaction) ----
     def commit(self, conn: duckdb.DuckDBPyConnection, prepared: Prepared, *, write_quarantine: bool = True,

@@ -1,5 +1,6 @@
 """Jobs: drain the ses-notifications queue, replay quarantine, clean up old rows."""
 
+from contextlib import ExitStack
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -8,6 +9,7 @@ from pipelines.common.drain import drain
 from pipelines.email.ses.address_changes import publish_address_changes
 from pipelines.email.ses.cleanup import cleanup
 from pipelines.email.ses.ingest import IngestResult, Ingestor
+from pipelines.email.ses.parallel import PreparePool, PreparingQueue
 from pipelines.email.ses.replay import replay
 from resources.aws import SNSResource, SQSQueueResource
 from resources.duckdb import DuckDBResource
@@ -17,8 +19,10 @@ from resources.sns_verifier import SnsVerifierResource
 class DrainConfig(dg.Config):
     max_messages: int = 50_000
     max_seconds: float = 240.0
-    batch_size: int = 1_000
+    batch_size: int = 5_000
     wait_seconds: int = 2
+    # Worker processes verifying signatures while the run receives and writes; 0 verifies inline.
+    verify_workers: int = 2
 
 
 def _ingestor(sns_verifier: SnsVerifierResource, sns: SNSResource) -> Ingestor:
@@ -42,14 +46,19 @@ def drain_ses_notifications(context: dg.OpExecutionContext, config: DrainConfig,
                             sns_verifier: SnsVerifierResource, address_changes_queue: SQSQueueResource):
     ingestor = _ingestor(sns_verifier, sns)
     total = IngestResult()
+    with ExitStack() as stack:
+        queue, prepare = ses_notifications_queue, ingestor.prepare
+        if config.verify_workers > 0:
+            pool = stack.enter_context(PreparePool(ingestor, config.verify_workers))
+            queue, prepare = PreparingQueue(ses_notifications_queue, pool), pool.prepare
 
-    def handle(batch):
-        prepared = ingestor.prepare(batch)
-        with duckdb.connect() as conn:
-            total.add(ingestor.commit(conn, prepared))
+        def handle(batch):
+            prepared = prepare(batch)
+            with duckdb.connect() as conn:
+                total.add(ingestor.commit(conn, prepared))
 
-    stats = drain(ses_notifications_queue, handle, max_messages=config.max_messages,
-                  max_seconds=config.max_seconds, batch_size=config.batch_size, wait_seconds=config.wait_seconds)
+        stats = drain(queue, handle, max_messages=config.max_messages, max_seconds=config.max_seconds,
+                      batch_size=config.batch_size, wait_seconds=config.wait_seconds)
     published = _publish(duckdb, address_changes_queue)
     context.log.info(f"ses-notifications: {stats.received} received, {total.events_new} new events, "
                      f"{total.quarantined} quarantined, {stats.sqs_calls} SQS calls")

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from pipelines.email.ses.cert_store import CertificateError, CertStore
 from pipelines.email.ses.sns_canonical import SIGNED_KEYS, string_to_sign
 
-HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
+HASHES = {"1": hashes.SHA1(), "2": hashes.SHA256()}
+PKCS1 = padding.PKCS1v15()
 
 
 class VerificationError(ValueError):
@@ -54,8 +55,8 @@ class SnsVerifier:
         if msg_type not in SIGNED_KEYS:
             raise VerificationError(f"unknown SNS Type {msg_type!r}")
         version = envelope.get("SignatureVersion")
-        hash_cls = HASHES.get(version)  # type: ignore[arg-type]
-        if hash_cls is None:
+        algorithm = HASHES.get(version)  # type: ignore[arg-type]
+        if algorithm is None:
             raise VerificationError(f"unsupported SignatureVersion {version!r}")
         if not self.topic_allowed(envelope.get("TopicArn")):
             raise VerificationError(f"TopicArn {envelope.get('TopicArn')!r} is not on the allow-list")
@@ -83,6 +84,6 @@ class SnsVerifier:
         except KeyError as exc:
             raise VerificationError(str(exc.args[0])) from None
         try:
-            key.verify(signature, data, padding.PKCS1v15(), hash_cls())
+            key.verify(signature, data, PKCS1, algorithm)
         except InvalidSignature:
             raise VerificationError("signature does not verify") from None

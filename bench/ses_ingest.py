@@ -1,0 +1,399 @@
+"""SES notification ingestion benchmark: `python -m bench.ses_ingest [--n 100000]`.
+
+Data: N SQS bodies carrying signed SNS envelopes (local RSA-2048 key, SignatureVersion 1 and 2),
+mixed SES types in both formats, 5% duplicates (the same SNS message delivered again), for
+messages that exist in email_messages (plus ~1% orphans).
+
+1. in process, no SQS: parse + verify + state machine + DuckDB write, in batches of 1,000
+   (what the drain op does per batch);
+2. baseline, same run, the way Warehouse works: one notification at a time, verify, then one
+   transaction (look up the event and the message, insert, update, address upsert); timed on
+   a sample because it is slow;
+3. end to end from the local SQS (moto, via the devstack API): a producer keeps a backlog on a
+   queue while a separate consumer process drains it with pipelines.common.drain + the same
+   ingestor; reports notifications/s, SQS calls per notification and the consumer's peak RSS.
+
+Results: bench/results/ses_ingest.json and a printed table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from multiprocessing import Pool
+from pathlib import Path
+
+import pandas as pd
+
+RESULTS = Path(__file__).parent / "results" / "ses_ingest.json"
+TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-notifications"
+TARGETS = {"sqs_calls_per_notification_max": 0.25, "in_process_per_s_min": 20_000,
+           "speedup_vs_baseline_min": 10.0, "peak_rss_mb_max": 500}
+
+# (weight, type, format) for unique notifications
+MIX = [(0.28, "Delivery", "classic"), (0.27, "Delivery", "event"), (0.05, "Bounce-Permanent", "classic"),
+       (0.03, "Bounce-Permanent", "event"), (0.04, "Bounce-Transient", "classic"), (0.03, "Bounce-Transient", "event"),
+       (0.02, "Complaint", "classic"), (0.01, "Complaint", "event"), (0.10, "Send", "event"),
+       (0.10, "Open", "event"), (0.05, "Click", "event"), (0.02, "DeliveryDelay", "event")]
+
+
+def _iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def ses_payload(kind: str, fmt: str, message_id: str, to: str, at: datetime) -> str:
+    ts = _iso(at)
+    mail = {"timestamp": _iso(at - timedelta(seconds=2)), "source": "noreply@mailroom.test",
+            "sourceArn": "arn:aws:ses:us-east-1:123456789012:identity/mailroom.test",
+            "sendingAccountId": "123456789012", "messageId": message_id, "destination": [to],
+            "headersTruncated": False,
+            "headers": [{"name": "From", "value": "PyPI <noreply@mailroom.test>"}, {"name": "To", "value": to},
+                        {"name": "Subject", "value": "[PyPI] Password reset"}, {"name": "MIME-Version", "value": "1.0"},
+                        {"name": "Content-Type", "value": "multipart/alternative; boundary=\"b1\""}],
+            "commonHeaders": {"from": ["PyPI <noreply@mailroom.test>"], "to": [to], "messageId": message_id,
+                              "subject": "[PyPI] Password reset"},
+            "tags": {"kind": ["password-reset"], "ses:configuration-set": ["mailroom"]}}
+    if kind == "Delivery":
+        body = {"delivery": {"timestamp": ts, "processingTimeMillis": 812, "recipients": [to],
+                             "smtpResponse": "250 2.6.0 Message received", "reportingMTA": "a8-1.smtp-out.amazonses.com"}}
+    elif kind.startswith("Bounce"):
+        btype = kind.split("-")[1]
+        body = {"bounce": {"feedbackId": uuid.uuid4().hex, "bounceType": btype, "bounceSubType": "General",
+                           "bouncedRecipients": [{"emailAddress": to, "action": "failed", "status": "5.1.1",
+                                                  "diagnosticCode": "smtp; 550 5.1.1 user unknown"}],
+                           "timestamp": ts, "reportingMTA": "dns; a8-1.smtp-out.amazonses.com"}}
+    elif kind == "Complaint":
+        body = {"complaint": {"feedbackId": uuid.uuid4().hex, "complainedRecipients": [{"emailAddress": to}],
+                              "timestamp": ts, "userAgent": "Mozilla/5.0", "complaintFeedbackType": "abuse"}}
+    elif kind == "Send":
+        body = {"send": {}}
+    elif kind == "Open":
+        body = {"open": {"timestamp": ts, "ipAddress": "192.0.2.1", "userAgent": "Mozilla/5.0"}}
+    elif kind == "Click":
+        body = {"click": {"timestamp": ts, "ipAddress": "192.0.2.1", "userAgent": "Mozilla/5.0",
+                          "link": "https://pypi.org/account/reset", "linkTags": {}}}
+    else:
+        body = {"deliveryDelay": {"timestamp": ts, "delayType": "TransientCommunicationFailure",
+                                  "expirationTime": ts, "delayedRecipients": [{"emailAddress": to}]}}
+    name = kind.split("-")[0]
+    head = {"eventType": name} if fmt == "event" else {"notificationType": name}
+    return json.dumps({**head, **body, "mail": mail})
+
+
+_KEY = None
+
+
+def _init_signer(key_pem: bytes) -> None:
+    global _KEY
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    _KEY = load_pem_private_key(key_pem, password=None)
+
+
+def _sign(args: tuple[dict, str, str]) -> str:
+    from devstack.sns_signer import sign_envelope
+
+    envelope, version, cert_url = args
+    return json.dumps(sign_envelope(envelope, _KEY, version, cert_url))
+
+
+def make_dataset(n: int, seed: int, identity) -> tuple[list[str], list[tuple[str, str, str]], int]:
+    """(SQS bodies, email_messages rows (request_id, to, message_id), expected distinct events)."""
+    from cryptography.hazmat.primitives import serialization
+
+    rng = random.Random(seed)
+    unique = n - n // 20
+    n_messages = max(1, int(unique * 0.7))
+    messages = [(f"req-{i}", f"user{i % (n_messages // 3 + 1)}@example.org", f"0100{i:012d}-bench-000000")
+                for i in range(n_messages)]
+    weights = [w for w, _, _ in MIX]
+    now = datetime.now(timezone.utc)
+    jobs = []
+    for i in range(unique):
+        _, kind, fmt = rng.choices(MIX, weights)[0]
+        if rng.random() < 0.01:
+            message_id, to = f"orphan-{i}", f"stranger{i}@example.net"
+        else:
+            _, to, message_id = messages[rng.randrange(n_messages)]
+        at = now - timedelta(seconds=rng.randrange(0, 600))
+        env = {"Type": "Notification", "MessageId": str(uuid.UUID(int=rng.getrandbits(128))), "TopicArn": TOPIC,
+               "Message": ses_payload(kind, fmt, message_id, to, at), "Timestamp": _iso(now),
+               "UnsubscribeURL": f"https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn={TOPIC}:x"}
+        jobs.append((env, "1" if i % 2 else "2", identity.cert_url))
+    key_pem = identity.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption())
+    with Pool(os.cpu_count() or 2, initializer=_init_signer, initargs=(key_pem,)) as pool:
+        bodies = pool.map(_sign, jobs, chunksize=500)
+    bodies += [bodies[rng.randrange(unique)] for _ in range(n - unique)]
+    rng.shuffle(bodies)
+    return bodies, messages, unique
+
+
+def setup_db(path: str, messages) -> None:
+    from resources.duckdb import DuckDBResource
+
+    with DuckDBResource(path=path).connect() as conn:
+        conn.register("msgs", pd.DataFrame(messages, columns=["request_id", "to_address", "message_id"]))
+        conn.execute("INSERT INTO email_messages (request_id, to_address, kind, message_id, status, attempts, sent_at) "
+                     "SELECT request_id, to_address, 'password-reset', message_id, 'sent', 1, now() FROM msgs")
+        conn.unregister("msgs")
+
+
+def make_ingestor(cert_dir: str):
+    from pipelines.email.ses.cert_store import CertStore
+    from pipelines.email.ses.ingest import Ingestor
+    from pipelines.email.ses.sns_verify import SnsVerifier
+
+    return Ingestor(SnsVerifier([TOPIC], CertStore(cert_dir), max_age_seconds=3600))
+
+
+def db_counts(path: str) -> dict:
+    import duckdb
+
+    with duckdb.connect(path, read_only=True) as c:
+        return {"events": c.execute("SELECT count(*) FROM email_events").fetchone()[0],
+                "quarantined": c.execute("SELECT count(*) FROM quarantine").fetchone()[0]}
+
+
+def run_in_process(bodies: list[str], db_path: str, cert_dir: str, workers: int, batch: int = 5_000) -> dict:
+    """What the drain op does per batch, minus SQS: verify+parse (in `workers` processes, or
+    inline when 0) overlapped with apply+write of the previous batch in this process."""
+    from pipelines.common.drain import QueueMessage
+    from pipelines.email.ses.ingest import IngestResult
+    from pipelines.email.ses.parallel import PreparePool
+    from resources.duckdb import DuckDBResource
+
+    ingestor, db, total = make_ingestor(cert_dir), DuckDBResource(path=db_path), IngestResult()
+    msgs = [QueueMessage(f"sqs-{i}", f"rh-{i}", b) for i, b in enumerate(bodies)]
+    pool = PreparePool(ingestor, workers) if workers else None
+    if pool:
+        pool.prepare(msgs[:1])  # start the workers outside the timing (a run starts them once)
+    prep = write = 0.0
+    started = time.perf_counter()
+    if pool:
+        for start in range(0, len(msgs), 10):  # as the drain receives them
+            pool.submit(msgs[start:start + 10])
+    for start in range(0, len(msgs), batch):
+        t0 = time.perf_counter()
+        prepared = (pool.prepare if pool else ingestor.prepare)(msgs[start:start + batch])
+        t1 = time.perf_counter()
+        with db.connect() as conn:
+            total.add(ingestor.commit(conn, prepared))
+        prep += t1 - t0
+        write += time.perf_counter() - t1
+    seconds = time.perf_counter() - started
+    if pool:
+        pool.close()
+    return {"notifications": len(bodies), "workers": workers, "batch": batch, "seconds": round(seconds, 3),
+            "per_s": round(len(bodies) / seconds), "waiting_for_verify_seconds": round(prep, 3),
+            "apply_write_seconds": round(write, 3), **vars(total)}
+
+
+def run_baseline(bodies: list[str], db_path: str, cert_dir: str) -> dict:
+    """Warehouse-style: per notification, verify, then one transaction of row-at-a-time statements."""
+    import duckdb
+
+    from pipelines.email.ses.address_health import AddressState, apply_effects
+    from pipelines.email.ses.ses_parse import parse_ses
+    from pipelines.email.ses.status_machine import step
+
+    verifier = make_ingestor(cert_dir).verifier
+    conn = duckdb.connect(db_path)
+    started = time.perf_counter()
+    for body in bodies:
+        env = json.loads(body)
+        verifier.verify(env)
+        events = parse_ses(env["Message"], env["MessageId"])
+        conn.execute("BEGIN TRANSACTION")
+        for ev in events:
+            if conn.execute("SELECT 1 FROM email_events WHERE event_id = ?", [ev.event_id]).fetchone():
+                continue
+            row = conn.execute("SELECT status FROM email_messages WHERE message_id = ?", [ev.message_id]).fetchone()
+            rule = step(row[0], ev.signal) if row else None
+            conn.execute("INSERT INTO email_events (event_id, sns_message_id, message_id, recipient, event_type, "
+                         "bounce_type, bounce_subtype, occurred_at, orphan, status_before, status_after, detail) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [ev.event_id, ev.sns_message_id, ev.message_id, ev.recipient, ev.event_type, ev.bounce_type,
+                          ev.bounce_subtype, ev.occurred_at, row is None, row[0] if row else None,
+                          rule.next_status if rule else None, ev.detail])
+            if rule is None:
+                continue
+            if rule.next_status != row[0]:
+                conn.execute("UPDATE email_messages SET status = ?, status_at = ? WHERE message_id = ?",
+                             [rule.next_status, ev.occurred_at, ev.message_id])
+            if ev.recipient and ev.signal:
+                cur = conn.execute("SELECT address, verified, unverify_reason, transient_bounces, last_event_at "
+                                   "FROM email_addresses WHERE address = ?", [ev.recipient]).fetchone()
+                state, _ = apply_effects(AddressState(*cur) if cur else AddressState(ev.recipient),
+                                         rule.effects, ev.event_id, ev.occurred_at)
+                conn.execute("INSERT OR REPLACE INTO email_addresses VALUES (?, ?, ?, ?, ?)",
+                             [state.address, state.verified, state.unverify_reason, state.transient_bounces,
+                              state.last_event_at])
+        conn.execute("COMMIT")
+    seconds = time.perf_counter() - started
+    conn.close()
+    return {"notifications": len(bodies), "seconds": round(seconds, 3), "per_s": round(len(bodies) / seconds)}
+
+
+# ---- end to end through SQS ----
+
+def consumer_main(args) -> None:
+    """Child process: drain the queue into DuckDB exactly as the drain op does; print stats JSON."""
+    from pipelines.common.drain import drain
+    from pipelines.email.ses.ingest import IngestResult
+    from pipelines.email.ses.parallel import PreparePool, PreparingQueue
+    from resources.aws import SQSQueueResource
+    from resources.duckdb import DuckDBResource
+
+    queue = SQSQueueResource(queue_name=args.queue, region_name="us-east-1")
+    ingestor, db, total = make_ingestor(args.cert_dir), DuckDBResource(path=args.db), IngestResult()
+
+    with PreparePool(ingestor, args.workers) as pool:
+        def handle(batch):
+            prepared = pool.prepare(batch)
+            with db.connect() as conn:
+                total.add(ingestor.commit(conn, prepared))
+
+        stats = drain(PreparingQueue(queue, pool), handle, max_messages=args.n, max_seconds=1800, batch_size=5_000,
+                      wait_seconds=2, empty_polls_to_stop=3)
+    print(json.dumps({"received": stats.received, "deleted": stats.deleted, "seconds": stats.seconds,
+                      "receive_calls": stats.receive_calls, "delete_calls": stats.delete_calls,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **vars(total)}))
+
+
+def run_sqs(bodies: list[str], db_path: str, cert_dir: str, endpoint: str, workers: int) -> dict:
+    import boto3
+
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+    name = f"bench-ses-{uuid.uuid4().hex[:8]}"
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
+    # moto scans the whole queue on every receive and delete, so the producer keeps a bounded
+    # backlog (as a live SNS subscription would) instead of preloading 100,000 messages.
+    backlog_max = 3_000
+
+    def produce():
+        for start in range(0, len(bodies), 10):
+            sqs.send_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(j), "MessageBody": b} for j, b in enumerate(bodies[start:start + 10])])
+            if start % 1_000 == 0:
+                while int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+                          ["Attributes"]["ApproximateNumberOfMessages"]) > backlog_max:
+                    time.sleep(0.05)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    # Let a first backlog build so the consumer's long polls start full.
+    time.sleep(1.0)
+    proc = subprocess.run([sys.executable, "-m", "bench.ses_ingest", "--consumer", "--queue", name, "--db", db_path,
+                           "--cert-dir", cert_dir, "--n", str(len(bodies)), "--workers", str(workers)],
+                          env=env, capture_output=True, text=True, check=True)
+    producer.join()
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    calls = out["receive_calls"] + out["delete_calls"]
+    return {**out, "seconds": round(out["seconds"], 3), "per_s": round(out["received"] / out["seconds"]),
+            "sqs_calls": calls, "sqs_calls_per_notification": round(calls / max(out["received"], 1), 4),
+            "peak_rss_mb": round(out["peak_rss_mb"], 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--baseline-n", type=int, default=3_000)
+    ap.add_argument("--seed", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=2, help="verify worker processes (the drain op's default)")
+    ap.add_argument("--skip-sqs", action="store_true")
+    ap.add_argument("--consumer", action="store_true")
+    ap.add_argument("--queue")
+    ap.add_argument("--db")
+    ap.add_argument("--cert-dir")
+    args = ap.parse_args()
+    if args.consumer:
+        consumer_main(args)
+        return
+
+    from devstack.sns_signer import generate_signing_identity
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ses-"))
+    identity = generate_signing_identity()
+    cert_dir = work / "certs"
+    cert_dir.mkdir()
+    (cert_dir / identity.cert_name).write_bytes(identity.cert_pem)
+    t = time.perf_counter()
+    bodies, messages, unique = make_dataset(args.n, args.seed, identity)
+    print(f"dataset: {len(bodies):,} notifications ({unique:,} distinct SNS messages), "
+          f"{len(messages):,} email_messages rows, signed in {time.perf_counter() - t:.1f} s", flush=True)
+
+    results: dict = {"n": args.n, "distinct": unique, "duplicates": args.n - unique, "cpus": os.cpu_count(),
+                     "targets": TARGETS}
+    for label, workers in (("in_process_inline", 0), ("in_process", args.workers)):
+        db1 = str(work / f"{label}.duckdb")
+        setup_db(db1, messages)
+        results[label] = run_in_process(bodies, db1, str(cert_dir), workers)
+        results[label]["db"] = db_counts(db1)
+        print(f"{label} ({workers} verify workers): {results[label]['per_s']:,}/s", flush=True)
+
+    db2 = str(work / "baseline.duckdb")
+    setup_db(db2, messages)
+    results["baseline"] = run_baseline(bodies[:args.baseline_n], db2, str(cert_dir))
+    print(f"baseline: {results['baseline']['per_s']:,}/s", flush=True)
+    results["speedup_vs_baseline"] = round(results["in_process"]["per_s"] / results["baseline"]["per_s"], 1)
+
+    if not args.skip_sqs:
+        from devstack.stack import config_from_env, down, up
+
+        state_dir = work / "stack"
+        state, _ = up(config_from_env({"DEVSTACK_MOTO_PORT": "0", "DEVSTACK_SMTP_PORT": "0"},
+                                      state_dir=state_dir, watch_pid=os.getpid()))
+        try:
+            db3 = str(work / "sqs.duckdb")
+            setup_db(db3, messages)
+            results["sqs_end_to_end"] = run_sqs(bodies, db3, str(cert_dir), state.endpoint, args.workers)
+            results["sqs_end_to_end"]["db"] = db_counts(db3)
+        finally:
+            down(state_dir)
+
+    e2e = results.get("sqs_end_to_end", {})
+    results["checks"] = {
+        "in_process_per_s": results["in_process"]["per_s"] >= TARGETS["in_process_per_s_min"],
+        "speedup_vs_baseline": results["speedup_vs_baseline"] >= TARGETS["speedup_vs_baseline_min"],
+        "all_events_stored": results["in_process"]["db"]["quarantined"] == 0,
+    }
+    if e2e:
+        results["checks"].update({
+            "sqs_calls_per_notification": e2e["sqs_calls_per_notification"] <= TARGETS["sqs_calls_per_notification_max"],
+            "peak_rss_mb": e2e["peak_rss_mb"] < TARGETS["peak_rss_mb_max"],
+            "sqs_same_events_as_in_process": e2e["db"] == results["in_process"]["db"],
+        })
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+    rows = [("in process, verify inline", f"{results['in_process_inline']['per_s']:,} /s", ""),
+            (f"in process, {args.workers} verify workers", f"{results['in_process']['per_s']:,} /s", f">= {TARGETS['in_process_per_s_min']:,} /s"),
+            ("baseline (Warehouse-style, 1 txn each)", f"{results['baseline']['per_s']:,} /s", ""),
+            ("speedup vs baseline", f"{results['speedup_vs_baseline']}x", f">= {TARGETS['speedup_vs_baseline_min']}x")]
+    if e2e:
+        rows += [("end to end from SQS (moto)", f"{e2e['per_s']:,} /s", ""),
+                 ("SQS calls per notification", f"{e2e['sqs_calls_per_notification']}", f"<= {TARGETS['sqs_calls_per_notification_max']}"),
+                 ("consumer peak RSS", f"{e2e['peak_rss_mb']} MB", f"< {TARGETS['peak_rss_mb_max']} MB")]
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'measure'.ljust(width)}  {'result':>14}  target")
+    for name, value, target in rows:
+        print(f"{name.ljust(width)}  {value:>14}  {target}")
+    print(f"checks: {results['checks']}\nwritten to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Verification and parsing in worker processes, overlapped with receiving and writing.
+
+RSA verification and JSON parsing are most of the CPU per notification and hold the GIL,
+so they run in a process pool. PreparingQueue hands each received message to the pool as it
+arrives; by the time the drain flushes a batch, most of it is verified. The main process
+then only assembles, confirms subscriptions and commits, so commit-before-delete holds.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from pipelines.common.drain import QueueMessage
+from pipelines.email.ses.cert_store import CertStore
+from pipelines.email.ses.ingest import Examined, Ingestor, Prepared
+from pipelines.email.ses.sns_verify import SnsVerifier
+
+_WORKER: Ingestor | None = None
+
+
+def _init_worker(topics: list[str], cert_dir: str | None, max_age_seconds: float, accept_raw: bool) -> None:
+    global _WORKER
+    _WORKER = Ingestor(SnsVerifier(topics, CertStore(cert_dir), max_age_seconds), accept_raw=accept_raw)
+
+
+def _examine_chunk(messages: list[QueueMessage]) -> list[Examined]:
+    assert _WORKER is not None
+    return [_WORKER.examine(m) for m in messages]
+
+
+class PreparePool:
+    """`submit` messages as they arrive; `prepare` a batch of them (in any order) when it is flushed."""
+
+    def __init__(self, ingestor: Ingestor, workers: int, chunk: int = 250):
+        self.ingestor = ingestor
+        self.chunk = chunk
+        v = ingestor.verifier
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+            initargs=(sorted(v.topics), str(v.certs.cert_dir) if v.certs.cert_dir else None, v.max_age_seconds,
+                      ingestor.accept_raw))
+        self._pending: list[QueueMessage] = []
+        self._futures: dict[str, Future] = {}
+        self._results: dict[str, Examined] = {}
+
+    def submit(self, messages: Sequence[QueueMessage]) -> None:
+        self._pending.extend(messages)
+        if len(self._pending) >= self.chunk:
+            self._send()
+
+    def _send(self) -> None:
+        if not self._pending:
+            return
+        chunk, self._pending = self._pending, []
+        future = self._pool.submit(_examine_chunk, chunk)
+        for m in chunk:
+            self._futures[m.sqs_message_id] = future
+
+    def prepare(self, batch: Sequence[QueueMessage]) -> Prepared:
+        missing = [m for m in batch if m.sqs_message_id not in self._futures and m.sqs_message_id not in self._results]
+        if missing:
+            self.submit(missing)
+        self._send()
+        examined = []
+        for m in batch:
+            ex = self._results.pop(m.sqs_message_id, None)
+            if ex is None:
+                future = self._futures.pop(m.sqs_message_id)
+                for result in future.result():
+                    if result.sqs_message_id != m.sqs_message_id and result.sqs_message_id in self._futures:
+                        self._results[result.sqs_message_id] = result
+                        del self._futures[result.sqs_message_id]
+                    elif result.sqs_message_id == m.sqs_message_id:
+                        ex = result
+            examined.append(ex)
+        return self.ingestor.assemble(list(batch), examined)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> PreparePool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class PreparingQueue:
+    """A drain Queue that forwards every received message to a PreparePool."""
+
+    def __init__(self, queue, pool: PreparePool):
+        self.queue = queue
+        self.pool = pool
+        self.queue_name = queue.queue_name
+
+    def receive(self, max_messages: int = 10, wait_seconds: int = 1) -> list[dict]:
+        msgs = self.queue.receive(max_messages=max_messages, wait_seconds=wait_seconds)
+        self.pool.submit([QueueMessage.from_sqs(m) for m in msgs])
+        return msgs
+
+    def delete(self, receipt_handles: list[str]) -> list[str]:
+        return self.queue.delete(receipt_handles)

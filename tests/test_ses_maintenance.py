@@ -1,0 +1,194 @@
+"""Retention, quarantine replay, reporting assets and their SES-threshold checks, the verify
+worker pool, and the outbound address-change queue."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import pytest
+
+from devstack.sns_signer import confirmation_envelope
+from pipelines.common.drain import QueueMessage
+from pipelines.email.ses.address_changes import publish_address_changes
+from pipelines.email.ses.assets import email_delivery_daily, email_status, ses_reputation
+from pipelines.email.ses.cert_store import CertStore
+from pipelines.email.ses.cleanup import cleanup
+from pipelines.email.ses.ingest import Ingestor
+from pipelines.email.ses.parallel import PreparePool
+from pipelines.email.ses.replay import replay
+from pipelines.email.ses.reporting import grade
+from pipelines.email.ses.sns_verify import SnsVerifier
+from resources.aws import SQSQueueResource
+from resources.duckdb import DuckDBResource
+from tests.ses_helpers import TOPIC, ses_message, signed, write_identity
+
+NOW = datetime.now(timezone.utc)
+
+
+@pytest.fixture
+def identity(tmp_path):
+    return write_identity(tmp_path / "certs")
+
+
+@pytest.fixture
+def db(tmp_path):
+    return DuckDBResource(path=str(tmp_path / "mailroom.duckdb"))
+
+
+def verifier(tmp_path, topics=(TOPIC,)):
+    return SnsVerifier(list(topics), CertStore(tmp_path / "certs"), max_age_seconds=0)
+
+
+def add(conn, rid, status, created_days_ago, message_id=None, kind="password-reset", to=None):
+    conn.execute("INSERT INTO email_messages (request_id, to_address, kind, message_id, status, created_at, sent_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 [rid, to or f"{rid}@example.org", kind, message_id, status, NOW - timedelta(days=created_days_ago),
+                  NOW - timedelta(days=created_days_ago)])
+
+
+def add_event(conn, event_id, message_id, event_type="Delivery", orphan=False, days_ago=0, bounce_type=None):
+    conn.execute("INSERT INTO email_events (event_id, sns_message_id, message_id, event_type, bounce_type, occurred_at, "
+                 "received_at, orphan) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 [event_id, event_id, message_id, event_type, bounce_type, NOW - timedelta(days=days_ago),
+                  NOW - timedelta(days=days_ago), orphan])
+
+
+def test_cleanup_keeps_what_operators_need(db):
+    with db.connect() as conn:
+        add(conn, "sent-old", "sent", 15, "m1")
+        add(conn, "delivered-old", "delivered", 15, "m2")
+        add(conn, "bounced-old", "bounced", 15, "m3")
+        add(conn, "delivered-new", "delivered", 13, "m4")
+        add(conn, "complained-ancient", "complained", 91, "m5")
+        add(conn, "pending-old", "pending", 15)
+        for i, mid in enumerate(["m1", "m2", "m3", "m4", "m5"]):
+            add_event(conn, f"e{i}", mid)
+        add_event(conn, "orphan-old", "zz", orphan=True, days_ago=91)
+        add_event(conn, "orphan-new", "zz", orphan=True, days_ago=10)
+        res = cleanup(conn, NOW)
+        assert (res.messages, res.events) == (3, 4)
+        assert sorted(r[0] for r in conn.execute("SELECT request_id FROM email_messages").fetchall()) == [
+            "bounced-old", "delivered-new", "pending-old"]
+        assert sorted(r[0] for r in conn.execute("SELECT event_id FROM email_events").fetchall()) == [
+            "e2", "e3", "orphan-new"]
+        assert cleanup(conn, NOW) == type(res)(0, 0)
+        # Configurable windows.
+        assert cleanup(conn, NOW, final_days=1, all_days=12).messages == 3
+
+
+def test_replay_after_the_allow_list_is_fixed(db, tmp_path, identity):
+    other = "arn:aws:sns:us-east-1:123456789012:second-region-topic"
+    with db.connect() as conn:
+        add(conn, "r1", "sent", 0, "m1", to="a@example.com")
+    body = signed(identity, ses_message("Bounce", "m1", ["a@example.com"]), topic=other)
+    with db.connect() as conn:
+        res = Ingestor(verifier(tmp_path)).process(conn, [QueueMessage("sqs-1", "rh", body),
+                                                          QueueMessage("sqs-2", "rh", "garbage")])
+        assert res.quarantined == 2
+        # Nothing fixed yet: both fail again, with their current reasons.
+        _, failing = replay(conn, Ingestor(verifier(tmp_path)))
+        assert failing == 2
+        result, failing = replay(conn, Ingestor(verifier(tmp_path, [TOPIC, other])))
+        assert (failing, result.events_new, result.status_changes, result.quarantined) == (1, 1, 1, 0)
+        rows = conn.execute("SELECT sqs_message_id, replay_result, replayed_at IS NOT NULL FROM quarantine "
+                            "ORDER BY 1").fetchall()
+        assert rows == [("sqs-1", "ok", True), ("sqs-2", "body is not JSON", True)]
+        assert conn.execute("SELECT status FROM email_messages").fetchone()[0] == "bounced"
+        # A replayed row is not replayed again; the poison one still is.
+        result, failing = replay(conn, Ingestor(verifier(tmp_path, [TOPIC, other])))
+        assert (result.messages, failing) == (1, 1)
+
+
+def test_pool_gives_the_same_result_as_inline(tmp_path, identity):
+    confirmed = []
+    ing = Ingestor(verifier(tmp_path), confirm=lambda topic, token: confirmed.append(token) or "arn:sub")
+    msgs = [QueueMessage(f"s{i}", "rh", signed(identity, ses_message("Delivery", f"m{i}", [f"u{i}@example.org"])))
+            for i in range(30)]
+    msgs += [QueueMessage("poison", "rh", "{"),
+             QueueMessage("conf", "rh", json.dumps(confirmation_envelope(identity, TOPIC, token="tok")))]
+    inline = ing.prepare(msgs)
+    with PreparePool(ing, workers=2, chunk=7) as pool:
+        pool.submit(msgs[:20])
+        pooled = pool.prepare(list(reversed(msgs)))
+    assert sorted(pooled.events, key=lambda e: e.event_id) == sorted(inline.events, key=lambda e: e.event_id)
+    assert pooled.outcomes == inline.outcomes
+    assert [c.action for c in pooled.controls] == ["confirmed"] and pooled.controls[0].token is None
+    assert confirmed == ["tok", "tok"]
+
+
+@pytest.mark.parametrize("rate,level", [(0.0, "ok"), (0.0499, "ok"), (0.05, "warn"), (0.0999, "warn"), (0.10, "fail")])
+def test_bounce_grades(rate, level):
+    assert grade(rate, 0.05, 0.10) == level
+
+
+def _seed_reputation(db, sent, hard, complaints, kind="password-reset"):
+    with db.connect() as conn:
+        for i in range(sent):
+            add(conn, f"{kind}-{i}", "sent", 0, f"{kind}-m{i}", kind=kind)
+            add_event(conn, f"{kind}-d{i}", f"{kind}-m{i}")
+        for i in range(hard):
+            add_event(conn, f"{kind}-b{i}", f"{kind}-m{i}", "Bounce", bounce_type="Permanent")
+        for i in range(complaints):
+            add_event(conn, f"{kind}-c{i}", f"{kind}-m{sent - 1 - i}", "Complaint")
+
+
+def _checks(result):
+    return {e.check_name: (e.passed, e.severity) for e in result.get_asset_check_evaluations()}
+
+
+@pytest.mark.parametrize("sent,hard,complaints,bounce,complaint", [
+    (1000, 10, 0, (True, dg.AssetCheckSeverity.WARN), (True, dg.AssetCheckSeverity.WARN)),
+    (1000, 60, 2, (False, dg.AssetCheckSeverity.WARN), (False, dg.AssetCheckSeverity.WARN)),
+    (1000, 120, 6, (False, dg.AssetCheckSeverity.ERROR), (False, dg.AssetCheckSeverity.ERROR)),
+])
+def test_reputation_checks_warn_and_fail_at_ses_thresholds(db, sent, hard, complaints, bounce, complaint):
+    _seed_reputation(db, sent, hard, complaints)
+    result = dg.materialize([email_status, email_delivery_daily, ses_reputation], resources={"duckdb": db},
+                            raise_on_error=False)
+    assert result.success
+    assert _checks(result) == {"bounce_rate_below_ses_thresholds": bounce,
+                               "complaint_rate_below_ses_thresholds": complaint}
+    meta = result.asset_materializations_for_node("ses_reputation")[0].metadata
+    assert meta["bounce_rate"].value == pytest.approx(hard / sent)
+    assert meta["complaint_rate"].value == pytest.approx(complaints / sent)
+    assert isinstance(meta["bounce_rate"], dg.FloatMetadataValue)
+
+
+def test_delivery_daily_and_status_view(db):
+    _seed_reputation(db, 10, 2, 1, kind="password-reset")
+    _seed_reputation(db, 4, 0, 0, kind="verify-email")
+    with db.connect() as conn:
+        add(conn, "never-sent", "failed", 0, None)
+        add_event(conn, "soft", "password-reset-m5", "Bounce", bounce_type="Transient")
+    result = dg.materialize([email_status, email_delivery_daily], resources={"duckdb": db})
+    assert result.success
+    with db.connect() as conn:
+        rows = conn.execute("SELECT kind, sent, delivered, hard_bounced, soft_bounced, complained, bounce_rate, "
+                            "complaint_rate FROM email_delivery_daily ORDER BY kind").fetchall()
+        assert rows == [("password-reset", 10, 10, 2, 1, 1, 0.2, 0.1), ("verify-email", 4, 4, 0, 0, 0, 0.0, 0.0)]
+        assert conn.execute("SELECT count(*), count(last_event_type) FROM email_status").fetchone() == (15, 14)
+    # Rebuilt, not appended, on a second materialisation.
+    dg.materialize([email_status, email_delivery_daily], resources={"duckdb": db})
+    with db.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM email_delivery_daily").fetchone()[0] == 2
+
+
+def test_address_changes_are_published_once(db, tmp_path, identity, local_stack, stack_env):
+    sqs = local_stack.client("sqs")
+    url = sqs.create_queue(QueueName="address-changes-test")["QueueUrl"]
+    queue = SQSQueueResource(queue_name="address-changes-test", region_name="us-east-1")
+    with db.connect() as conn:
+        add(conn, "r1", "sent", 0, "m1", to="a@example.com")
+        Ingestor(verifier(tmp_path)).process(conn, [QueueMessage("s1", "rh", signed(
+            identity, ses_message("Complaint", "m1", ["a@example.com"])))])
+        assert publish_address_changes(conn, queue.send) == 1
+        assert publish_address_changes(conn, queue.send) == 0
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2)["Messages"]
+    assert len(got) == 1
+    body = json.loads(got[0]["Body"])
+    assert (body["address"], body["verified"], body["reason"]) == ("a@example.com", False, "spam-complaint")
+    assert body["change_id"].endswith(":a@example.com")
+    with db.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM address_status_changes WHERE published_at IS NULL").fetchone()[0] == 0
