@@ -29,7 +29,7 @@ from devstack.sns_signer import (
     notification_envelope,
     sign_envelope,
 )
-from devstack.stack import PortInUseError, config_from_env, down, is_running, status, up
+from devstack.stack import PortInUseError, aws_client, config_from_env, down, is_running, status, up
 from devstack.state import REPO_ROOT, StackState
 from devstack.topology import describe_topology, ensure_topology
 from pipelines.email.ses.sns_canonical import string_to_sign
@@ -398,3 +398,77 @@ def test_notifications_arrive_within_two_seconds(stack_env, local_stack):
     message_id = ses_send(local_stack, f"bounce@{SIM}")
     assert local_stack.notifications_for(message_id, 1, timeout=5)
     assert time.monotonic() - start < 2.0
+
+
+# --- make dev ----------------------------------------------------------------------------------
+
+def test_demo_requests_are_valid_dispatcher_requests():
+    import random
+
+    from devstack.demo import demo_request
+    from pipelines.email.request import parse_request
+
+    rng = random.Random(7)
+    requests = [demo_request(rng) for _ in range(200)]
+    parsed = [parse_request(json.dumps(r)) for r in requests]
+    assert {p.kind for p in parsed} == {"password-reset", "verify-email", "new-email-added", "two-factor-added"}
+    locals_ = {r["recipients"][0]["email"].split("+")[0] for r in requests}
+    assert {"success", "bounce", "complaint", "ooto"} <= locals_
+    assert len({r["request_id"] for r in requests}) == 200
+
+
+def test_dev_serves_the_code_location_and_ctrl_c_stops_everything(tmp_path):
+    import shutil
+    import signal
+    import urllib.request
+
+    from devstack.env import DAGSTER_HOME
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
+    env = _base_env(DEVSTACK_STATE_DIR=str(tmp_path / "st"), DEVSTACK_MOTO_PORT="0", DEVSTACK_SMTP_PORT="0",
+                    DEVSTACK_DAGSTER_PORT="0", DEVSTACK_DAGSTER_HOME=str(home), DEVSTACK_DEMO_INTERVAL="2")
+    proc = subprocess.Popen([sys.executable, "-m", "devstack", "dev"], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        port = None
+        deadline = time.monotonic() + 180
+        while port is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "devstack dev exited early"
+            m = re.search(r"Dagster UI: http://127\.0\.0\.1:(\d+)", line)
+            port = int(m.group(1)) if m else None
+        assert port, "the UI did not come up within 180 s"
+        query = {"query": "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
+                          " locationOrLoadError { __typename ... on PythonError { message } } } } } }"}
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps(query).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            [entry] = json.load(resp)["data"]["workspaceOrError"]["locationEntries"]
+        assert entry["name"] == "mailroom"
+        assert entry["loadStatus"] == "LOADED"
+        assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation", entry
+        state = StackState.load(tmp_path / "st")
+        assert is_running(state)
+        sqs = aws_client(state.endpoint, "sqs")
+        queued = 0
+        deadline = time.monotonic() + 10
+        while not queued and time.monotonic() < deadline:  # demo traffic arrives
+            attrs = sqs.get_queue_attributes(QueueUrl=state.queue_urls["email-requests"],
+                                             AttributeNames=["ApproximateNumberOfMessages",
+                                                             "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+            queued = sum(int(v) for v in attrs.values())
+            time.sleep(0.2)
+        assert queued
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        assert not is_running(state)
+        assert StackState.load(tmp_path / "st") is None
+        with pytest.raises(ConnectionRefusedError):  # nothing serves the UI any more
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            down(tmp_path / "st")
