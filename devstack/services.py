@@ -48,23 +48,31 @@ def main() -> None:
         signal.signal(sig, lambda *_: stop.set())
 
     sink = SmtpSink(state.sink_dir, state.smtp_port)
-    simulator = MailboxSimulator(
-        endpoint=state.endpoint, client=client_factory(state.endpoint),
-        queue_url=state.queue_urls[NOTIFICATIONS_QUEUE], topic_arn=state.topic_arn,
-        identity=load_or_create_signing_identity(state.cert_dir),
-        answered_file=state.path / "simulator-answered.txt",
-        signature_version=state.signature_version,
-    )
-    simulator.start()
     sink.start()
-    logging.info("SMTP sink on 127.0.0.1:%d, mailbox simulator polling %s", state.smtp_port, state.endpoint)
+    logging.info("SMTP sink on 127.0.0.1:%d", state.smtp_port)
+    simulator = None
     orphaned = False
-    while not stop.wait(1.0):
+    while not stop.wait(1.0 if simulator else 0.05):
         if args.watch_pid and not _alive(args.watch_pid):
             orphaned = True
             break
+        if simulator is None:
+            current = StackState.load(args.state_dir)
+            if current is None:  # `up` failed and removed the state
+                break
+            if current.topic_arn and current.queue_urls:
+                simulator = MailboxSimulator(
+                    endpoint=current.endpoint, client=client_factory(current.endpoint),
+                    queue_url=current.queue_urls[NOTIFICATIONS_QUEUE], topic_arn=current.topic_arn,
+                    identity=load_or_create_signing_identity(current.cert_dir),
+                    answered_file=current.path / "simulator-answered.txt",
+                    signature_version=current.signature_version,
+                )
+                simulator.start()
+                logging.info("mailbox simulator polling %s", current.endpoint)
     sink.stop()
-    simulator.stop()
+    if simulator:
+        simulator.stop()
     if orphaned:
         logging.info("process %d is gone: stopping the stack", args.watch_pid)
         _stop_pid(state.moto_pid, PROCESS_MARKERS["moto_pid"])

@@ -72,8 +72,14 @@ def config_from_env(environ: dict[str, str] | None = None, **overrides: Any) -> 
     return StackConfig(**cfg)
 
 
+_SESSION: boto3.session.Session | None = None
+
+
 def aws_client(endpoint: str, service: str, max_pool_connections: int = 10) -> Any:
-    return boto3.session.Session().client(
+    global _SESSION
+    if _SESSION is None:  # one session: it caches the service models clients are built from
+        _SESSION = boto3.session.Session()
+    return _SESSION.client(
         service, endpoint_url=endpoint, region_name=REGION,
         aws_access_key_id="testing", aws_secret_access_key="testing",
         config=Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=max_pool_connections),
@@ -223,18 +229,20 @@ def up(config: StackConfig) -> tuple[StackState, bool]:
     state.moto_pid = moto.pid
     state.save()
     try:
-        _wait_until(lambda: _moto_ready(moto_port), moto, f"moto server on port {moto_port}", moto_log)
-        load_or_create_signing_identity(state.cert_dir)
-        topology = ensure_topology(client_factory(state.endpoint))
-        state.topic_arn = topology.topic_arn
-        state.queue_urls = topology.queue_urls
-        state.save()
+        # Started alongside moto: the sink listens at once; the simulator waits for the topology
+        # to appear in state.json.
         services_log = config.state_dir / "services.log"
         args = [sys.executable, "-m", "devstack.services", "--state-dir", str(config.state_dir)]
         if config.watch_pid:
             args += ["--watch-pid", str(config.watch_pid)]
         services = _spawn(args, services_log)
         state.services_pid = services.pid
+        state.save()
+        load_or_create_signing_identity(state.cert_dir)
+        _wait_until(lambda: _moto_ready(moto_port), moto, f"moto server on port {moto_port}", moto_log)
+        topology = ensure_topology(client_factory(state.endpoint))
+        state.topic_arn = topology.topic_arn
+        state.queue_urls = topology.queue_urls
         state.save()
         _wait_until(lambda: _accepts(smtp_port), services, f"SMTP sink on port {smtp_port}", services_log)
     except BaseException:

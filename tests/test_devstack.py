@@ -472,3 +472,31 @@ def test_dev_serves_the_code_location_and_ctrl_c_stops_everything(tmp_path):
             proc.kill()
             proc.wait()
             down(tmp_path / "st")
+
+
+def test_stack_stops_itself_when_the_process_that_started_it_is_killed(tmp_path):
+    import signal
+
+    script = ("import os, sys, time\n"
+              "from devstack.stack import config_from_env, up\n"
+              "up(config_from_env({'DEVSTACK_MOTO_PORT': '0', 'DEVSTACK_SMTP_PORT': '0'},"
+              " state_dir=sys.argv[1], watch_pid=os.getpid()))\n"
+              "print('up', flush=True)\n"
+              "time.sleep(600)\n")
+    owner = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "st")], cwd=REPO_ROOT,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "up"
+        state = StackState.load(tmp_path / "st")
+        assert is_running(state)
+        owner.send_signal(signal.SIGKILL)  # no cleanup code of the owner runs
+        owner.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (is_running(state) or StackState.load(tmp_path / "st")):
+            time.sleep(0.2)
+        assert not is_running(state)
+        assert StackState.load(tmp_path / "st") is None
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+        down(tmp_path / "st")
