@@ -10,10 +10,12 @@ unique between tests):
   smtp-<code>-<n>[+tag]@...  answers <code> to RCPT for the first <n> attempts at that exact
                              address, then accepts (e.g. smtp-451-2@x, smtp-421-1@x)
   smtp-<code>[+tag]@...      always answers <code> (e.g. smtp-550@x)
+After a 421 the sink closes the connection, as a real server does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -64,6 +66,9 @@ class SinkHandler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         reply = injected_reply(address, self.attempts)
         if reply is not None:
+            if reply.startswith("421") and server.transport is not None:
+                # 421 means the server is closing the channel (RFC 5321 3.8): close it after the reply.
+                asyncio.get_running_loop().call_soon(server.transport.close)
             return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"

@@ -285,10 +285,17 @@ def test_smtp_550_always_fails_and_keeps_nothing(stack_env, local_stack):
     assert [m.rcpt_tos for m in local_stack.smtp.wait_for(1)] == [["fine@example.org"]]
 
 
-def test_smtp_421_then_accept(stack_env, local_stack):
+def test_smtp_421_closes_the_connection_then_accepts(stack_env, local_stack):
     to = f"smtp-421-1+{uuid.uuid4().hex[:8]}@example.org"
-    with smtplib.SMTP(local_stack.smtp_host, local_stack.smtp_port) as smtp:
-        assert _try(smtp, to) == 421
+    conn = socket.create_connection((local_stack.smtp_host, local_stack.smtp_port), timeout=5)
+    reader = conn.makefile("rb")
+    assert reader.readline().startswith(b"220")
+    for command, code in ((b"HELO t", b"250"), (b"MAIL FROM:<noreply@mailroom.test>", b"250"),
+                          (f"RCPT TO:<{to}>".encode(), b"421")):
+        conn.sendall(command + b"\r\n")
+        assert reader.readline().startswith(code)
+    assert reader.readline() == b""  # the server hung up
+    conn.close()
     with smtplib.SMTP(local_stack.smtp_host, local_stack.smtp_port) as smtp:
         assert _try(smtp, to) == 250
 
