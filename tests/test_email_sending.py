@@ -13,27 +13,50 @@ from resources.smtp import SMTPSenderResource
 class FakeClock:
     def __init__(self):
         self.t = 0.0
-        self.lock = threading.Lock()
 
     def now(self):
         return self.t
 
     def sleep(self, d):
-        with self.lock:
-            self.t = max(self.t, self.t + d)
+        self.t += d
+
+
+def windows_ok(stamps, cap):
+    j = 0
+    for i, s in enumerate(stamps):
+        while stamps[j] <= s - 1.0:
+            j += 1
+        if i - j + 1 > cap:
+            return False
+    return True
 
 
 def test_rate_limiter_spaces_slots_evenly():
     clock = FakeClock()
-    limiter = RateLimiter(200 * RATE_HEADROOM, clock=clock.now, sleep=lambda d: None)
+    limiter = RateLimiter(200 * RATE_HEADROOM, cap_per_second=200, clock=clock.now, sleep=clock.sleep)
     slots = [limiter.acquire() for _ in range(2000)]
     assert slots[-1] - slots[0] == pytest.approx(1999 / (200 * RATE_HEADROOM))
     assert 9.5 <= slots[-1] - slots[0] + 1 / 200 <= 10.5
-    j = 0
-    for i, s in enumerate(slots):   # no one-second window holds more than 200 slots
-        while slots[j] <= s - 1.0:
-            j += 1
-        assert i - j + 1 <= 200
+    assert windows_ok(slots, 200)
+
+
+def test_rate_limiter_catches_up_a_little_but_never_breaks_the_cap():
+    clock = FakeClock()
+    limiter = RateLimiter(100, cap_per_second=100, max_lag=0.25, clock=clock.now, sleep=clock.sleep)
+    stamps = [limiter.acquire() for _ in range(50)]
+    clock.t += 5.0                      # the senders stalled (all threads busy)
+    stamps += [limiter.acquire() for _ in range(300)]
+    assert windows_ok(stamps, 100)
+    after = stamps[50:]
+    assert sum(1 for s in after if s < after[0] + 0.005) == 26   # 0.25 s of missed slots, at once
+    assert after[-1] - after[0] == pytest.approx(299 / 100 - 0.25, abs=0.02)
+
+
+def test_cap_alone_holds_a_burst():
+    clock = FakeClock()
+    limiter = RateLimiter(None, cap_per_second=50, clock=clock.now, sleep=clock.sleep)
+    stamps = [limiter.acquire() for _ in range(500)]
+    assert windows_ok(stamps, 50) and stamps[-1] >= 9.0
 
 
 def test_rate_limiter_is_shared_across_threads():

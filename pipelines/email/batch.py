@@ -9,6 +9,7 @@ not claimed again.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -43,7 +44,8 @@ class BatchStats:
     skipped: Counter = field(default_factory=Counter)
     already_recorded: int = 0   # redelivered: sent/skipped/failed before, left alone
     resent_pending: int = 0     # pending from an interrupted run, sent again
-    send_seconds: list[float] = field(default_factory=list)
+    send_seconds: list[float] = field(default_factory=list)     # per email, transport call incl. retries
+    record_seconds: list[float] = field(default_factory=list)   # per email, batch start -> outcome committed
 
     def as_metadata(self) -> dict[str, int]:
         out = {"requests": self.requests, "quarantined": self.quarantined, "recipients": self.recipients,
@@ -116,6 +118,7 @@ class EmailBatchHandler:
 
     # -- the drain handle ---------------------------------------------------------------------
     def handle(self, batch: list[QueueMessage]) -> None:
+        started = time.perf_counter()
         bad: list[Quarantined] = []
         items: list[_Item] = []
         for msg in batch:
@@ -140,27 +143,41 @@ class EmailBatchHandler:
                     self.stats.skipped[c.skip_reason] += 1
                 else:
                     self.stats.already_recorded += 1
+            # Window k+1 is handed to the senders before window k's outcomes are committed, so the
+            # rate limiter never idles on a commit; at most two windows are ever in flight.
+            previous = None
             for start in range(0, len(to_send), self.inflight_window):
-                window = to_send[start:start + self.inflight_window]
-                mark(conn, list(self._send_window(window)))
+                current = self._submit(to_send[start:start + self.inflight_window])
+                if previous is not None:
+                    self._record(conn, *previous, started)
+                previous = current
+            if previous is not None:
+                self._record(conn, *previous, started)
         if bad:
             log.warning("quarantined %d email request(s): %s", len(bad),
                         "; ".join(sorted({q.reason for q in bad}))[:500])
 
-    def _send_window(self, window: list[tuple[_Item, Claimed]]) -> Iterator[Outcome]:
+    def _submit(self, window: list[tuple[_Item, Claimed]]) -> tuple[list, list[Outcome], list]:
+        early: list[Outcome] = []
         outgoing: list[tuple[object, OutgoingEmail]] = []
         for it, _ in window:
             sender = it.request.sender or self.default_sender
             try:
                 built = self.builder.build(it.request, it.recipient, sender)
             except Exception as exc:  # noqa: BLE001 - a template bug fails this message, not the run
-                self.stats.failed += 1
-                yield Outcome(it.planned.request_id, it.planned.to_address, "failed", None,
-                              it.redact(f"render: {type(exc).__name__}: {exc}")[:1000], 0)
+                early.append(Outcome(it.planned.request_id, it.planned.to_address, "failed", None,
+                                     it.redact(f"render: {type(exc).__name__}: {exc}")[:1000], 0))
                 continue
             outgoing.append((it, OutgoingEmail(sender=built.sender, recipient=built.recipient, raw=built.raw,
                                                kind=it.request.kind)))
-        for result in self.sender.send_all(outgoing):
+        return window, early, self.sender.submit_all(outgoing)
+
+    def _record(self, conn: duckdb.DuckDBPyConnection, window: list[tuple[_Item, Claimed]], early: list[Outcome],
+                futures: list, started: float) -> None:
+        outcomes = list(early)
+        self.stats.failed += len(early)
+        for f in futures:
+            result = f.result()
             it = result.key
             if self.keep_send_seconds:
                 self.stats.send_seconds.append(result.seconds)
@@ -168,5 +185,9 @@ class EmailBatchHandler:
                 self.stats.sent += 1
             else:
                 self.stats.failed += 1
-            yield Outcome(it.planned.request_id, it.planned.to_address, result.status, result.message_id,
-                          it.redact(result.error)[:1000] if result.error else None, result.attempts)
+            outcomes.append(Outcome(it.planned.request_id, it.planned.to_address, result.status, result.message_id,
+                                    it.redact(result.error)[:1000] if result.error else None, result.attempts))
+        created = [c.created_at for _, c in window if c.created_at is not None]
+        mark(conn, outcomes, since=min(created) if len(created) == len(window) else None)
+        if self.keep_send_seconds:
+            self.stats.record_seconds.extend([time.perf_counter() - started] * len(window))

@@ -167,6 +167,8 @@ class Builder:
         self._skeletons: OrderedDict[tuple, tuple[str, list[str]] | None] = OrderedDict()
         self._skeleton_cache_size = skeleton_cache_size
         self._dates = _DateCache()
+        self._templates: dict[str, jinja2.Template] = {}
+        self._senders: dict[str, tuple[str, str]] = {}
         self.stats = {"skeleton_hits": 0, "skeleton_misses": 0, "direct_inlines": 0}
 
     # -- validation ---------------------------------------------------------------------------
@@ -199,15 +201,30 @@ class Builder:
             "site_url": self.site_url,
         }
 
+    def _template(self, name: str) -> jinja2.Template:
+        t = self._templates.get(name)
+        if t is None:
+            t = self._templates[name] = self.env.get_template(name)
+        return t
+
+    def _render(self, template: jinja2.Template, ctx: dict[str, Any]) -> str:
+        # Template.render copies the environment globals (a ChainMap) into every context; a
+        # shared context over one merged dict renders the same output with less work.
+        context = template.new_context({**self.env.globals, **ctx}, shared=True)
+        try:
+            return self.env.concat(template.root_render_func(context))
+        except Exception:
+            return self.env.handle_exception()
+
     def render_subject(self, kind: str, ctx: dict[str, Any]) -> str:
         for name in self.subject_variables(kind):
             if _has_break(ctx.get(name)):
                 raise HeaderInjection(f"header injection refused: line break in subject variable {name!r}")
-        subject = one_line(self.env.get_template(f"email/{kind}/subject.txt").render(ctx))
+        subject = one_line(self._render(self._template(f"email/{kind}/subject.txt"), ctx))
         return subject[:900]
 
     def render_text(self, kind: str, ctx: dict[str, Any]) -> str:
-        return self.env.get_template(f"email/{kind}/body.txt").render(ctx).strip() + "\n"
+        return self._render(self._template(f"email/{kind}/body.txt"), ctx).strip() + "\n"
 
     def _html_plan(self, kind: str) -> _HtmlPlan | None:
         if kind in self._html_plans:
@@ -229,7 +246,7 @@ class Builder:
         if plan is None:
             return None
         self.stats["direct_inlines"] += 1
-        return self._inliner.inline(plan.template.render(ctx))
+        return self._inliner.inline(self._render(plan.template, ctx))
 
     def render_html(self, kind: str, ctx: dict[str, Any]) -> str | None:
         plan = self._html_plan(kind)
@@ -271,7 +288,7 @@ class Builder:
 
     def _make_skeleton(self, plan: _HtmlPlan, marked: dict[str, Any], n: int) -> tuple[str, list[str]] | None:
         try:
-            rendered = plan.template.render(marked)
+            rendered = self._render(plan.template, marked)
         except Exception:  # noqa: BLE001 - a marker where a real value was needed: render directly
             return None
         inlined = self._inliner.inline(rendered)
@@ -285,8 +302,13 @@ class Builder:
     # -- MIME ---------------------------------------------------------------------------------
     def from_header(self, sender: str) -> tuple[str, str]:
         """(From header, envelope address) for a sender given as an address or 'Name <address>'."""
-        name, addr = parseaddr(sender)
-        return _fold(formataddr((name or self.site_name, addr), charset="utf-8")), addr
+        found = self._senders.get(sender)
+        if found is None:
+            name, addr = parseaddr(sender)
+            found = _fold(formataddr((name or self.site_name, addr), charset="utf-8")), addr
+            if len(self._senders) < 1024:
+                self._senders[sender] = found
+        return found
 
     def build(self, request: EmailRequest, recipient: Recipient, sender: str) -> BuiltEmail:
         assert recipient.email, "recipients without an address are skipped before building"

@@ -15,8 +15,9 @@ from resources.email_sender import EmailSenderResource
 from resources.email_settings import EmailSettingsResource
 from resources.templates import TemplatesResource
 
-# Threads needed to reach a rate R when one provider call takes about this long.
-ASSUMED_CALL_SECONDS = 0.05
+# Threads needed to reach a rate R when one provider call takes about this long (with room
+# for slow calls: a pool that is all busy loses slots).
+ASSUMED_CALL_SECONDS = 0.1
 
 
 class SendEmailBatchConfig(dg.Config):

@@ -52,6 +52,7 @@ class Claimed:
     status: str               # pending (send it), skipped, duplicate, or the status already recorded
     skip_reason: str | None
     fresh: bool               # inserted by this claim (False: the row existed)
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,9 @@ def claim(conn: duckdb.DuckDBPyConnection, planned: Sequence[Planned]) -> list[C
     try:
         conn.register("planned_rows", frame)
         now: datetime = conn.execute("SELECT now()").fetchone()[0]
-        existing = dict(conn.execute(
-            "SELECT p.idx, m.status FROM planned_rows p JOIN email_messages m "
-            "ON m.request_id = p.request_id AND m.to_address = p.to_address").fetchall())
+        existing = {idx: (status, created) for idx, status, created in conn.execute(
+            "SELECT p.idx, m.status, m.created_at FROM planned_rows p JOIN email_messages m "
+            "ON m.request_id = p.request_id AND m.to_address = p.to_address").fetchall()}
         suppressed = {r[0] for r in conn.execute(
             "SELECT DISTINCT p.addr_lower FROM planned_rows p JOIN email_addresses a "
             "ON lower(a.address) = p.addr_lower WHERE p.eligible AND NOT a.verified").fetchall()}
@@ -108,10 +109,10 @@ def claim(conn: duckdb.DuckDBPyConnection, planned: Sequence[Planned]) -> list[C
                 continue
             in_batch.add(key)
             if i in existing:
-                status = existing[i]
+                status, created = existing[i]
                 if status == "pending":   # claimed earlier, outcome unknown: send again
                     sent_in_batch.add((p.to_address.lower(), p.subject))
-                results.append(Claimed(p, status, None, False))
+                results.append(Claimed(p, status, None, False, created))
                 continue
             window = timedelta(seconds=p.repeat_window_s) if p.repeat_window_s else None
             last = last_sent.get(i)
@@ -125,7 +126,7 @@ def claim(conn: duckdb.DuckDBPyConnection, planned: Sequence[Planned]) -> list[C
             if status == "pending":
                 sent_in_batch.add((p.to_address.lower(), p.subject))
             inserts.append((p, status, reason))
-            results.append(Claimed(p, status, reason, True))
+            results.append(Claimed(p, status, reason, True, now))
 
         if inserts:
             rows = pd.DataFrame({
@@ -155,26 +156,24 @@ def claim(conn: duckdb.DuckDBPyConnection, planned: Sequence[Planned]) -> list[C
     return results
 
 
-def mark(conn: duckdb.DuckDBPyConnection, outcomes: Sequence[Outcome]) -> int:
-    """Record transport outcomes on pending rows; returns rows updated."""
+def mark(conn: duckdb.DuckDBPyConnection, outcomes: Sequence[Outcome], since: datetime | None = None) -> int:
+    """Record transport outcomes on pending rows; returns rows updated.
+
+    `since`: no row in `outcomes` was created before it. The filter lets DuckDB skip older
+    row groups instead of scanning the whole ledger for every window.
+    """
     if not outcomes:
         return 0
-    frame = pd.DataFrame({
-        "request_id": [o.request_id for o in outcomes],
-        "to_address": [o.to_address for o in outcomes],
-        "status": [o.status for o in outcomes],
-        "message_id": [o.message_id for o in outcomes],
-        "error": [o.error for o in outcomes],
-        "attempts": [o.attempts for o in outcomes],
-    })
-    conn.register("outcomes", frame)
-    try:
-        n = conn.execute(
-            "UPDATE email_messages SET status = o.status, message_id = o.message_id, error = o.error, "
-            "attempts = email_messages.attempts + o.attempts, "
-            "sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE NULL END, status_at = now() "
-            "FROM outcomes o WHERE email_messages.request_id = o.request_id "
-            "AND email_messages.to_address = o.to_address AND email_messages.status = 'pending'").fetchone()[0]
-    finally:
-        conn.unregister("outcomes")
+    params = [[o.request_id for o in outcomes], [o.to_address for o in outcomes], [o.status for o in outcomes],
+              [o.message_id for o in outcomes], [o.error for o in outcomes], [o.attempts for o in outcomes]]
+    n = conn.execute(
+        "UPDATE email_messages SET status = o.status, message_id = o.message_id, error = o.error, "
+        "attempts = email_messages.attempts + o.attempts, "
+        "sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE NULL END, status_at = now() "
+        "FROM (SELECT unnest(?::VARCHAR[]) AS request_id, unnest(?::VARCHAR[]) AS to_address, "
+        "unnest(?::VARCHAR[]) AS status, unnest(?::VARCHAR[]) AS message_id, unnest(?::VARCHAR[]) AS error, "
+        "unnest(?::INTEGER[]) AS attempts) o "
+        "WHERE email_messages.request_id = o.request_id AND email_messages.to_address = o.to_address "
+        "AND email_messages.status = 'pending'" + (" AND email_messages.created_at >= ?" if since is not None else ""),
+        params + ([since] if since is not None else [])).fetchone()[0]
     return int(n)

@@ -99,6 +99,45 @@ def _schema_reason(error: jsonschema.ValidationError) -> str:
     return f"invalid {where}: fails {error.validator}"
 
 
+_TOP_KEYS = frozenset({"request_id", "kind", "recipients", "context", "sender", "repeat_window", "remote_ip"})
+_TOP_REQUIRED = frozenset({"request_id", "kind", "recipients", "context"})
+_RECIPIENT_KEYS = frozenset({"email", "verified", "user_id", "name", "username", "acting_user"})
+_KIND_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_NO_SPACE_RE = re.compile(r"\S+")
+_WINDOW_RE = re.compile(r"[0-9]+\s*[smhdSMHD]")
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _opt_str(value: Any, limit: int) -> bool:
+    return value is None or (type(value) is str and len(value) <= limit)
+
+
+def _fast_valid(d: dict) -> bool:
+    """A strict, fast check of the schema's rules. True only for requests the schema accepts;
+    anything else is handed to jsonschema, which has the last word and names the error."""
+    if not (_TOP_REQUIRED <= d.keys() <= _TOP_KEYS):
+        return False
+    rid, kind, recipients, context = d["request_id"], d["kind"], d["recipients"], d["context"]
+    if not (type(rid) is str and len(rid) <= 200 and _NO_SPACE_RE.fullmatch(rid)):
+        return False
+    if not (type(kind) is str and _KIND_RE.fullmatch(kind)):
+        return False
+    if not (type(recipients) is list and 1 <= len(recipients) <= 100):
+        return False
+    for r in recipients:
+        if not (type(r) is dict and "email" in r and "verified" in r and r.keys() <= _RECIPIENT_KEYS):
+            return False
+        if not (_opt_str(r["email"], 320) and type(r["verified"]) is bool and _opt_str(r.get("name"), 200)
+                and _opt_str(r.get("username"), 200) and type(r.get("acting_user", False)) is bool
+                and (r.get("user_id") is None or type(r.get("user_id")) in (str, int))):
+            return False
+    if not (type(context) is dict and all(type(v) in _SCALARS for v in context.values())):
+        return False
+    window = d.get("repeat_window")
+    return (_opt_str(d.get("sender"), 320) and _opt_str(d.get("remote_ip"), 64)
+            and (window is None or (type(window) is str and _WINDOW_RE.fullmatch(window) is not None)))
+
+
 def parse_request(body: str | bytes | dict, kinds: dict[str, KindSpec] | None = None) -> EmailRequest:
     kinds = kinds if kinds is not None else catalogue()
     if isinstance(body, dict):
@@ -110,9 +149,10 @@ def parse_request(body: str | bytes | dict, kinds: dict[str, KindSpec] | None = 
             raise BadRequest(f"invalid JSON: {type(exc).__name__} at position {getattr(exc, 'pos', '?')}") from None
     if not isinstance(data, dict):
         raise BadRequest("invalid request: not a JSON object")
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
-    if error is not None:
-        raise BadRequest(_schema_reason(error))
+    if not _fast_valid(data):
+        error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
+        if error is not None:
+            raise BadRequest(_schema_reason(error))
 
     spec = kinds.get(data["kind"])
     if spec is None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from resources.email_transport import EmailTransport, OutgoingEmail, PermanentSendError, TransientSendError
@@ -22,28 +23,47 @@ RATE_HEADROOM = 0.98
 
 
 class RateLimiter:
-    """Evenly spaced slots at `rate` per second, shared by all threads of a run."""
+    """Shared by all threads of a run: evenly spaced slots at `rate` per second, plus a hard cap
+    of `cap_per_second` sends in any one-second window.
 
-    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+    A thread that wakes late (CPU contention) or a pool that fell behind may catch up on at
+    most `max_lag` seconds of missed slots; the hard cap still holds while it does.
+    """
+
+    def __init__(self, rate: float | None, cap_per_second: float | None = None, max_lag: float = 0.25,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self.interval = 1.0 / rate if rate and rate > 0 else 0.0
+        self.cap = max(1, int(cap_per_second)) if cap_per_second and cap_per_second > 0 else None
+        self.max_lag = max_lag
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._next = 0.0
+        self._cap_lock = threading.Lock()
+        self._next = float("-inf")
+        self._recent: deque[float] = deque()
 
     def acquire(self) -> float:
-        """Block until this caller's slot; returns the slot time."""
-        if not self.interval:
+        """Block until this caller may send; returns the release time."""
+        if self.interval:
+            with self._lock:
+                now = self._clock()
+                slot = now if self._next == float("-inf") else max(now - self.max_lag, self._next)
+                self._next = slot + self.interval
+            delay = slot - self._clock()
+            if delay > 0:
+                self._sleep(delay)
+        if self.cap is None:
             return self._clock()
-        with self._lock:
-            now = self._clock()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-        delay = slot - self._clock()
-        if delay > 0:
-            self._sleep(delay)
-        return slot
+        while True:
+            with self._cap_lock:
+                now = self._clock()
+                while self._recent and self._recent[0] <= now - 1.0:
+                    self._recent.popleft()
+                if len(self._recent) < self.cap:
+                    self._recent.append(now)
+                    return now
+                wait = self._recent[0] + 1.0 - now
+            self._sleep(max(wait, 1e-4))
 
 
 @dataclass(frozen=True)
@@ -97,16 +117,18 @@ class Sender:
     def __init__(self, transport: EmailTransport, *, concurrency: int = 8, rate: float | None = None,
                  policy: RetryPolicy | None = None):
         self.transport = transport
-        self.limiter = RateLimiter(rate * RATE_HEADROOM if rate else None)
+        self.limiter = RateLimiter(rate * RATE_HEADROOM if rate else None, cap_per_second=rate)
         self.policy = policy or RetryPolicy()
         self.concurrency = max(1, concurrency)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="email-send")
 
+    def submit_all(self, items: Iterable[tuple[object, OutgoingEmail]]) -> list[Future[SendResult]]:
+        return [self._pool.submit(send_one, self.transport, email, self.limiter, self.policy, key)
+                for key, email in items]
+
     def send_all(self, items: Iterable[tuple[object, OutgoingEmail]]) -> Iterator[SendResult]:
         """Results in submission order."""
-        futures = [self._pool.submit(send_one, self.transport, email, self.limiter, self.policy, key)
-                   for key, email in items]
-        for f in futures:
+        for f in self.submit_all(items):
             yield f.result()
 
     def close(self) -> None:
