@@ -153,6 +153,8 @@ def phase_pipeline(args: dict) -> dict:
     started = time.perf_counter()
     with Sender(transport, concurrency=args["threads"], rate=args.get("rate"),
                 policy=RetryPolicy(max_attempts=5, base_delay=0.05)) as sender:
+        if args.get("rate"):
+            sender.limiter.releases = []
         h = EmailBatchHandler(db.connect, builder, sender, default_sender=SENDER, transport_name=args["transport"],
                               inflight_window=args["window"], keep_send_seconds=keep)
         for batch in batches(request_stream(args["requests"], prefix=args["prefix"]), args["batch"]):
@@ -171,9 +173,11 @@ def phase_pipeline(args: dict) -> dict:
                     "recorded_p50_ms": round(pct(st.record_seconds, 0.5) * 1e3, 1),
                     "recorded_p99_ms": round(pct(st.record_seconds, 0.99) * 1e3, 1)})
     if args.get("rate"):
+        releases = sender.limiter.releases
         stamps = sorted(transport.stamps)
         out["first_to_last_send_s"] = round(stamps[-1] - stamps[0], 3)
-        out["max_sends_in_1s_window"] = max_in_window(stamps)
+        out["max_releases_in_1s_window"] = max_in_window(releases)
+        out["max_send_calls_in_1s_window"] = max_in_window(stamps)
     return out
 
 
@@ -269,16 +273,10 @@ def run_phase(fn, args: dict) -> dict:
         return pool.apply(fn, (args,))
 
 
-def sink_window(sink_dir: Path, since: float) -> tuple[int, float]:
+def sink_window(reader, since: float) -> tuple[int, float]:
     """(max messages received in any 1-s window, arrival span) from the sink's received_at stamps."""
-    times = sorted(t for t in (json.loads(p.read_text())["received_at"] for p in sink_dir.glob("*.json"))
-                   if t >= since)
+    times = sorted(m.received_at for m in reader.messages() if m.received_at >= since)
     return (max_in_window(times), round(times[-1] - times[0], 3)) if times else (0, 0.0)
-
-
-def clear_sink(sink_dir: Path) -> None:
-    for p in list(sink_dir.glob("*.eml")) + list(sink_dir.glob("*.json")):
-        p.unlink()
 
 
 def phase_sink_raw(args: dict) -> dict:
@@ -336,7 +334,9 @@ def main() -> None:
     state, _ = up(config_from_env({"DEVSTACK_MOTO_PORT": "0", "DEVSTACK_SMTP_PORT": "0"},
                                   state_dir=tmp / "stack", watch_pid=os.getpid()))
     env = {k: v for k, v in stack_env(state).items() if k != "DAGSTER_HOME"}
-    sink_dir = Path(state.sink_dir)
+    from devstack.smtp_sink import SinkReader
+
+    sink = SinkReader(state.sink_dir)
     common = {"env": env, "threads": a.threads, "batch": a.batch, "window": a.window}
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                      "targets": TARGETS, "stack_startup_s": state.startup_seconds}
@@ -348,18 +348,18 @@ def main() -> None:
         if "sink" not in skip:
             print("sink capacity ...", flush=True)
             results["sink_raw"] = run_phase(phase_sink_raw, {**common, "messages": 8000})
-            clear_sink(sink_dir)
+            sink.clear()
         if "smtp" not in skip:
             print("smtp ...", flush=True)
             results["smtp"] = run_phase(phase_pipeline, {**common, "transport": "smtp", "requests": a.requests,
                                                          "db_path": str(tmp / "smtp.duckdb"), "prefix": "s"})
-            results["smtp"]["sink_messages"] = len(list(sink_dir.glob("*.eml")))
-            clear_sink(sink_dir)
+            results["smtp"]["sink_messages"] = sink.count()
+            sink.clear()
         if "baseline" not in skip:
             print("baseline ...", flush=True)
             results["baseline"] = run_phase(phase_baseline, {**common, "requests": a.baseline_requests,
                                                              "db_path": str(tmp / "baseline.duckdb"), "prefix": "w"})
-            clear_sink(sink_dir)
+            sink.clear()
         if "rate" not in skip:
             print("rate ...", flush=True)
             since = time.time()
@@ -368,9 +368,9 @@ def main() -> None:
                                        "transport": "smtp", "emails": TARGETS["rate_emails"],
                                        "rate": TARGETS["rate"], "db_path": str(tmp / "rate.duckdb"),
                                        "prefix": "r"})
-            r["sink_max_in_1s_window"], r["sink_arrival_span_s"] = sink_window(sink_dir, since - 1)
+            r["sink_max_in_1s_window"], r["sink_arrival_span_s"] = sink_window(sink, since - 1)
             results["rate"] = r
-            clear_sink(sink_dir)
+            sink.clear()
         if "ses" not in skip:
             print("ses ...", flush=True)
             results["ses"] = run_phase(phase_pipeline, {**common, "transport": "ses",
@@ -381,7 +381,7 @@ def main() -> None:
             results["memory"] = run_phase(phase_pipeline, {**common, "transport": "smtp",
                                                            "requests": a.memory_requests,
                                                            "db_path": str(tmp / "memory.duckdb"), "prefix": "m"})
-            clear_sink(sink_dir)
+            sink.clear()
     finally:
         down(tmp / "stack")
 
@@ -419,8 +419,9 @@ def print_table(r: dict) -> None:
         lo, hi = TARGETS["rate_seconds"] * (1 - TARGETS["rate_tolerance"]), TARGETS["rate_seconds"] * (1 + TARGETS["rate_tolerance"])
         rows += [(f"rate {TARGETS['rate']}/s: {q['sent']} emails, first to last send", f"{q['first_to_last_send_s']} s",
                   f"{lo:.1f}-{hi:.1f} s"),
-                 ("rate: max sends in any 1-s window (sender / sink arrivals)",
-                  f"{q['max_sends_in_1s_window']} / {q['sink_max_in_1s_window']}", f"<= {TARGETS['rate']}")]
+                 ("rate: max in any 1-s window: limiter releases / send calls / sink arrivals",
+                  f"{q['max_releases_in_1s_window']} / {q['max_send_calls_in_1s_window']} / "
+                  f"{q['sink_max_in_1s_window']}", f"<= {TARGETS['rate']}")]
     if "ses" in r:
         e = r["ses"]
         rows += [("SES (moto): emails/s", e["emails_per_s"], ""),

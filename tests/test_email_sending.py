@@ -52,6 +52,14 @@ def test_rate_limiter_catches_up_a_little_but_never_breaks_the_cap():
     assert after[-1] - after[0] == pytest.approx(299 / 100 - 0.25, abs=0.02)
 
 
+def test_sender_caps_under_the_provider_rate():
+    with Sender(Flaky(0), concurrency=16, rate=200) as s:
+        s.limiter.releases = []
+        list(s.send_all((i, EMAIL) for i in range(600)))
+        assert windows_ok(s.limiter.releases, 198)
+        assert 2.9 <= s.limiter.releases[-1] - s.limiter.releases[0] <= 3.3
+
+
 def test_cap_alone_holds_a_burst():
     clock = FakeClock()
     limiter = RateLimiter(None, cap_per_second=50, clock=clock.now, sleep=clock.sleep)

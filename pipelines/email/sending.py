@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 from resources.email_transport import EmailTransport, OutgoingEmail, PermanentSendError, TransientSendError
 
-# Aim a little under the provider's rate so network jitter never puts one send too many
-# into a one-second window.
+# Aim a little under the provider's rate, and cap hard a little under it too, so that
+# network and scheduling jitter never put one send too many into a one-second window.
 RATE_HEADROOM = 0.98
+CAP_HEADROOM = 0.99
 
 
 class RateLimiter:
@@ -30,7 +31,7 @@ class RateLimiter:
     most `max_lag` seconds of missed slots; the hard cap still holds while it does.
     """
 
-    def __init__(self, rate: float | None, cap_per_second: float | None = None, max_lag: float = 0.25,
+    def __init__(self, rate: float | None, cap_per_second: float | None = None, max_lag: float = 0.1,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self.interval = 1.0 / rate if rate and rate > 0 else 0.0
         self.cap = max(1, int(cap_per_second)) if cap_per_second and cap_per_second > 0 else None
@@ -41,6 +42,7 @@ class RateLimiter:
         self._cap_lock = threading.Lock()
         self._next = float("-inf")
         self._recent: deque[float] = deque()
+        self.releases: list[float] | None = None   # set to a list to record release times (benchmarks)
 
     def acquire(self) -> float:
         """Block until this caller may send; returns the release time."""
@@ -53,7 +55,11 @@ class RateLimiter:
             if delay > 0:
                 self._sleep(delay)
         if self.cap is None:
-            return self._clock()
+            now = self._clock()
+            if self.releases is not None:
+                with self._cap_lock:
+                    self.releases.append(now)
+            return now
         while True:
             with self._cap_lock:
                 now = self._clock()
@@ -61,6 +67,8 @@ class RateLimiter:
                     self._recent.popleft()
                 if len(self._recent) < self.cap:
                     self._recent.append(now)
+                    if self.releases is not None:
+                        self.releases.append(now)
                     return now
                 wait = self._recent[0] + 1.0 - now
             self._sleep(max(wait, 1e-4))
@@ -117,7 +125,8 @@ class Sender:
     def __init__(self, transport: EmailTransport, *, concurrency: int = 8, rate: float | None = None,
                  policy: RetryPolicy | None = None):
         self.transport = transport
-        self.limiter = RateLimiter(rate * RATE_HEADROOM if rate else None, cap_per_second=rate)
+        self.limiter = RateLimiter(rate * RATE_HEADROOM if rate else None,
+                                   cap_per_second=rate * CAP_HEADROOM if rate else None)
         self.policy = policy or RetryPolicy()
         self.concurrency = max(1, concurrency)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="email-send")
