@@ -116,12 +116,18 @@ class SMTPSenderResource(dg.ConfigurableResource):
 
 
 class ConsoleSenderResource(dg.ConfigurableResource):
-    """Writes each message to stdout; for development without any relay."""
+    """Writes each message's headers to stdout; for development without any relay.
+
+    Bodies are left out: they can carry tokens and reset links, and stdout ends up in
+    Dagster's captured logs.
+    """
 
     def max_send_rate(self) -> float | None:
         return None
 
     def send(self, email_: OutgoingEmail) -> str:
-        sys.stdout.write(f"--- email to {email_.recipient} ({email_.kind}) ---\n")
-        sys.stdout.write(email_.raw.decode("utf-8", "replace") + "\n")
+        headers = BytesHeaderParser().parsebytes(email_.raw)
+        shown = "".join(f"{k}: {headers[k]}\n" for k in ("From", "To", "Subject", "Date", "Message-ID")
+                        if headers[k] is not None)
+        sys.stdout.write(f"--- email to {email_.recipient} ({email_.kind}, {len(email_.raw)} bytes) ---\n{shown}")
         return message_id_of(email_.raw)

@@ -204,3 +204,12 @@ def test_ses_send_quota_from_moto(local_stack, stack_env):
     assert SESSenderResource(region_name="us-east-1", max_rate=200).max_send_rate() == 200
     # moto has no SESv2 GetAccount; the SES GetSendQuota fallback reports moto's sandbox rate
     assert SESSenderResource(region_name="us-east-1").max_send_rate() == 1.0
+
+
+def test_console_transport_prints_headers_not_bodies(capsys):
+    from resources.smtp import ConsoleSenderResource
+
+    raw = b"From: f@x.org\r\nTo: t@x.org\r\nSubject: Reset\r\nMessage-ID: <m1@x>\r\n\r\nlink?token=tok-SECRET-77\r\n"
+    assert ConsoleSenderResource().send(OutgoingEmail("f@x.org", "t@x.org", raw, "password-reset")) == "m1@x"
+    out = capsys.readouterr().out
+    assert "Subject: Reset" in out and "tok-SECRET-77" not in out
