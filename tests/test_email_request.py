@@ -137,3 +137,41 @@ def test_dispatch_validates_then_enqueues():
     with pytest.raises(ValueError, match="missing context variable 'method'"):
         dispatch("two-factor-added", [{"email": "a@example.org", "verified": True}], {"username": "a"}, queue=q)
     assert len(q.bodies) == 1
+
+
+def test_fast_path_never_accepts_what_the_schema_rejects():
+    import copy
+    import random
+
+    from pipelines.email.request import _fast_valid, _validator
+
+    rnd = random.Random(3)
+    values = [None, True, False, 0, 1, -1, 1.5, "", " ", "a b", "x" * 321, "abc\n", "2h", "5 m", "ok-kind",
+              "Bad_Kind", [], {}, [1], {"a": 1}, {"a": [1]}, "a@b.c"]
+    paths = [("request_id",), ("kind",), ("recipients",), ("context",), ("sender",), ("repeat_window",),
+             ("remote_ip",), ("extra",), ("recipients", 0), ("recipients", 0, "email"),
+             ("recipients", 0, "verified"), ("recipients", 0, "user_id"), ("recipients", 0, "name"),
+             ("recipients", 0, "acting_user"), ("recipients", 0, "other"), ("context", "n_hours")]
+    checked = 0
+    for _ in range(3000):
+        doc = copy.deepcopy(body())
+        for _ in range(rnd.randint(1, 2)):
+            path = rnd.choice(paths)
+            target = doc
+            for step in path[:-1]:
+                target = target[step] if isinstance(target, (dict, list)) and (
+                    isinstance(target, dict) and step in target or isinstance(target, list) and len(target) > step) \
+                    else None
+                if target is None:
+                    break
+            if isinstance(target, dict):
+                if rnd.random() < 0.15:
+                    target.pop(path[-1], None)
+                else:
+                    target[path[-1]] = rnd.choice(values)
+            elif isinstance(target, list) and target:
+                target[0] = rnd.choice(values)
+        if _fast_valid(doc):
+            assert _validator().is_valid(doc), doc
+            checked += 1
+    assert checked > 100
