@@ -92,3 +92,25 @@ def test_dagster_run_keeps_secrets_out_of_events_and_store(local_stack, stack_en
     assert "sent" in text and SECRET not in text
     assert SECRET not in dump_all_tables(stack_env["DUCKDB_PATH"])
     assert SECRET in local_stack.smtp.wait_for(1)[0].raw.decode()   # the email itself does carry it
+
+
+def test_unexpected_planning_error_quarantines_without_leaking(tmp_path, caplog):
+    write_sample_templates(tmp_path / "t")
+    db = DuckDBResource(path=str(tmp_path / "u.duckdb"))
+    kinds = sample_kinds()
+
+    class Exploding(Builder):
+        def render_subject(self, kind, ctx):
+            raise RuntimeError(f"boom with {ctx.get('token')}")
+
+    h = EmailBatchHandler(db.connect, Exploding(str(tmp_path / "t"), kinds=kinds),
+                          Sender(LeakyTransport(), concurrency=1), default_sender="noreply@mailroom.test",
+                          transport_name="x", kinds=kinds)
+    good = {"request_id": "r1", "kind": "password-reset", "recipients": [{"email": "a@x.org", "verified": True}],
+            "context": {"n_hours": 1, "token": SECRET, "username": "u"}}
+    caplog.set_level(logging.DEBUG)
+    h.handle([QueueMessage("m1", "h1", json.dumps(good))])
+    with db.connect() as c:
+        assert c.execute("SELECT reason FROM quarantine").fetchall() == [
+            ("unexpected error while planning: RuntimeError",)]
+    assert SECRET not in dump_all_tables(tmp_path / "u.duckdb") and SECRET not in caplog.text

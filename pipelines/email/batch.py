@@ -128,6 +128,12 @@ class EmailBatchHandler:
             except BadRequest as exc:
                 bad.append(Quarantined(QUARANTINE_SOURCE, msg.sqs_message_id,
                                        redact_raw_body(msg.body, self.kinds), exc.reason))
+            except Exception as exc:  # noqa: BLE001 - poison must not block the queue (DESIGN rule 3)
+                # no traceback: its message could quote a context value
+                log.error("email request %s could not be planned: %s", msg.sqs_message_id, type(exc).__name__)
+                bad.append(Quarantined(QUARANTINE_SOURCE, msg.sqs_message_id,
+                                       redact_raw_body(msg.body, self.kinds),
+                                       f"unexpected error while planning: {type(exc).__name__}"))
         self.stats.quarantined += len(bad)
         self.stats.recipients += len(items)
         with self.connect() as conn:
