@@ -1,0 +1,77 @@
+"""The code location's executor: Dagster's default locally, Celery workers in production.
+
+`mailroom_executor` takes the default executor's config (`multiprocess` / `in_process`) and
+decides when a run starts, not when the code location is imported:
+
+- MAILROOM_EXECUTOR unset or `multiprocess`: Dagster's default (each step in a subprocess).
+- MAILROOM_EXECUTOR=`celery`: each step goes to the Celery broker at CELERY_BROKER_URL
+  (results over CELERY_RESULT_BACKEND, default `rpc://`) on queue CELERY_TASK_QUEUE (default
+  `dagster`) and runs in a `dagster-celery` worker listening on that queue.
+  The multiprocess block's `retries` setting applies; an explicit `in_process` block still runs
+  in process (debugging a single run).
+
+Jobs run with `execute_in_process` or `materialize` ignore executors, so tests are unaffected.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_celery import celery_executor
+
+EXECUTOR_ENV = "MAILROOM_EXECUTOR"
+BROKER_ENV = "CELERY_BROKER_URL"
+BACKEND_ENV = "CELERY_RESULT_BACKEND"
+QUEUE_ENV = "CELERY_TASK_QUEUE"
+DEFAULT_BACKEND = "rpc://"
+DEFAULT_QUEUE = "dagster"
+CHOICES = ("multiprocess", "celery")
+
+
+def selected_executor() -> str:
+    choice = dg.EnvVar(EXECUTOR_ENV).get_value("") or "multiprocess"
+    if choice not in CHOICES:
+        raise dg.DagsterInvariantViolationError(
+            f"{EXECUTOR_ENV} must be one of {', '.join(CHOICES)} (or unset), got {choice!r}"
+        )
+    return choice
+
+
+def celery_config(retries: dict) -> dict:
+    broker = dg.EnvVar(BROKER_ENV).get_value()
+    if not broker:
+        # The URL may carry a password: name the variable, never print its value.
+        raise dg.DagsterInvariantViolationError(f"{EXECUTOR_ENV}=celery needs {BROKER_ENV}")
+    return {
+        "broker": broker,
+        "backend": dg.EnvVar(BACKEND_ENV).get_value() or DEFAULT_BACKEND,
+        "config_source": {
+            "task_default_queue": dg.EnvVar(QUEUE_ENV).get_value() or DEFAULT_QUEUE,
+        },
+        "retries": retries,
+    }
+
+
+def _requirements(config):
+    # Celery, like multiprocess, rebuilds the job in another process from a persistent instance.
+    if "in_process" in config:
+        return []
+    return dg.multiple_process_executor_requirements()
+
+
+@dg.executor(
+    name="mailroom_executor",
+    config_schema=dg.multi_or_in_process_executor.config_schema,
+    requirements=_requirements,
+)
+def mailroom_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
+    config = init_context.executor_config
+    if "in_process" in config or selected_executor() == "multiprocess":
+        return dg.multi_or_in_process_executor.executor_creation_fn(init_context)
+    return celery_executor.executor_creation_fn(
+        dg.InitExecutorContext(
+            job=init_context.job,
+            executor_def=celery_executor,
+            executor_config=celery_config(config["multiprocess"]["retries"]),
+            instance=init_context.instance,
+        )
+    )
