@@ -192,3 +192,20 @@ def test_address_changes_are_published_once(db, tmp_path, identity, local_stack,
     assert body["change_id"].endswith(":a@example.com")
     with db.connect() as conn:
         assert conn.execute("SELECT count(*) FROM address_status_changes WHERE published_at IS NULL").fetchone()[0] == 0
+
+
+def test_held_connection_reopens_after_its_time_so_others_get_the_file(db, monkeypatch):
+    from pipelines.email.ses import held_connection
+
+    clock = [100.0]
+    monkeypatch.setattr(held_connection.time, "monotonic", lambda: clock[0])
+    held = held_connection.HeldConnection(db, hold_seconds=10)
+    first = held.get()
+    assert held.get() is first
+    clock[0] += 10
+    second = held.get()
+    assert second is not first and held.opens == 2
+    held.close()
+    # Closed: another process could open the file now; here, a fresh connection works.
+    with db.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)

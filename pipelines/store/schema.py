@@ -66,7 +66,8 @@ EMAIL = [
         detail          JSON                   -- the SES bounce/complaint/delivery/... object
     )
     """,
-    "CREATE INDEX IF NOT EXISTS email_events_message_id ON email_events (message_id)",
+    # No secondary index on email_events.message_id: every reader joins set-wise (hash joins), and
+    # the index would double the cost of each insert on the ingest path.
     # Address health, one row per address.
     """
     CREATE TABLE IF NOT EXISTS email_addresses (

@@ -8,6 +8,7 @@ import dagster as dg
 from pipelines.common.drain import drain
 from pipelines.email.ses.address_changes import publish_address_changes
 from pipelines.email.ses.cleanup import cleanup
+from pipelines.email.ses.held_connection import HeldConnection
 from pipelines.email.ses.ingest import IngestResult, Ingestor
 from pipelines.email.ses.parallel import PreparePool, PreparingQueue
 from pipelines.email.ses.replay import replay
@@ -23,6 +24,8 @@ class DrainConfig(dg.Config):
     wait_seconds: int = 2
     # Worker processes verifying signatures while the run receives and writes; 0 verifies inline.
     verify_workers: int = 2
+    # One DuckDB connection serves consecutive batches for at most this long, then readers get a turn.
+    connection_hold_seconds: float = 10.0
 
 
 def _ingestor(sns_verifier: SnsVerifierResource, sns: SNSResource) -> Ingestor:
@@ -51,11 +54,11 @@ def drain_ses_notifications(context: dg.OpExecutionContext, config: DrainConfig,
         if config.verify_workers > 0:
             pool = stack.enter_context(PreparePool(ingestor, config.verify_workers))
             queue, prepare = PreparingQueue(ses_notifications_queue, pool), pool.prepare
+        held = stack.enter_context(HeldConnection(duckdb, config.connection_hold_seconds))
 
         def handle(batch):
             prepared = prepare(batch)
-            with duckdb.connect() as conn:
-                total.add(ingestor.commit(conn, prepared))
+            total.add(ingestor.commit(held.get(), prepared))
 
         stats = drain(queue, handle, max_messages=config.max_messages, max_seconds=config.max_seconds,
                       batch_size=config.batch_size, wait_seconds=config.wait_seconds)
