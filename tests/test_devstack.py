@@ -260,6 +260,35 @@ def test_smtp_sink_stores_every_message_with_its_envelope(stack_env, local_stack
     assert local_stack.smtp.messages() == []
 
 
+@pytest.mark.parametrize("body", [
+    b".\r\n..\r\n.hidden line\r\nends with a dot.\r\n. \r\nx.\r\n.\r\n",  # dot-stuffing both ways
+    b"",
+    b"".join(b"line %d of a long message, ending in a period.\r\n" % i for i in range(80_000)),  # ~3.8 MB
+    bytes(range(1, 256)).replace(b"\r", b"").replace(b"\n", b"") + b"\r\n",  # 8-bit
+])
+def test_smtp_sink_stores_bodies_byte_for_byte(stack_env, local_stack, body):
+    raw = b"From: noreply@mailroom.test\r\nTo: a@example.org\r\nSubject: edge\r\n\r\n" + body
+    with smtplib.SMTP(local_stack.smtp_host, local_stack.smtp_port) as smtp:
+        smtp.sendmail("noreply@mailroom.test", ["a@example.org"], raw)
+    [stored] = local_stack.smtp.wait_for(1)
+    assert stored.raw == raw
+
+
+def test_smtp_sink_answers_a_command_sent_right_behind_the_data(stack_env, local_stack):
+    conn = socket.create_connection((local_stack.smtp_host, local_stack.smtp_port), timeout=5)
+    reader = conn.makefile("rb")
+    assert reader.readline().startswith(b"220")
+    for command, code in ((b"HELO t", b"250"), (b"MAIL FROM:<n@mailroom.test>", b"250"),
+                          (b"RCPT TO:<a@example.org>", b"250"), (b"DATA", b"354")):
+        conn.sendall(command + b"\r\n")
+        assert reader.readline().startswith(code)
+    conn.sendall(b"Subject: s\r\n\r\nbody\r\n.\r\nQUIT\r\n")  # end of data and QUIT in one packet
+    assert reader.readline().startswith(b"250")
+    assert reader.readline().startswith(b"221")
+    conn.close()
+    assert [m.raw for m in local_stack.smtp.wait_for(1)] == [b"Subject: s\r\n\r\nbody\r\n"]
+
+
 def _try(smtp: smtplib.SMTP, to: str) -> int:
     try:
         smtp.sendmail("noreply@mailroom.test", [to], raw_email(to))
