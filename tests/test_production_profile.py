@@ -1,13 +1,14 @@
 """The production profile: .dagster/production/dagster.yaml on a real PostgreSQL, steps on Celery.
 
 Needs PostgreSQL (trust auth, user postgres) at 127.0.0.1:5432 and RabbitMQ (guest/guest) at
-127.0.0.1:5672. Each session creates and drops its own database mailroom_test_<random>, and
-routes Celery tasks through its own queue, so concurrent sessions don't meet. An unreachable
+127.0.0.1:5672. Each session creates and drops its own database mailroom_test_<epoch>_<random>
+and routes Celery tasks through its own queue, so concurrent sessions don't meet. An unreachable
 server skips these tests, or fails them when CI=true.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -20,9 +21,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import kombu
 import psycopg2
 import pytest
 import yaml
+from dagster_celery.cli import get_config_dir
 
 from pipelines import executors
 from pipelines.executors import mailroom_executor
@@ -31,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / ".dagster" / "production"
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 AMQP_HOST, AMQP_PORT = "127.0.0.1", 5672
+DB_PREFIX = "mailroom_test_"
 BROKER_URL = f"pyamqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}//"
 STEP_SECONDS = 1.0
 RUN_DEADLINE_SECONDS = 120
@@ -115,11 +119,18 @@ def deadline(seconds: int):
 @pytest.fixture(scope="module")
 def pg_database():
     require_server("PostgreSQL", PG_HOST, PG_PORT)
-    name = f"mailroom_test_{uuid.uuid4().hex[:12]}"
+    now = int(time.time())
+    name = f"{DB_PREFIX}{now}_{uuid.uuid4().hex[:8]}"
     admin = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
     admin.autocommit = True
     try:
         with admin.cursor() as cur:
+            # A session killed outright leaves its database behind; sweep those older than 2 h.
+            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (DB_PREFIX + "%",))
+            for (stale,) in cur.fetchall():
+                created = stale[len(DB_PREFIX):].split("_")[0]
+                if created.isdigit() and int(created) < now - 7200:
+                    cur.execute(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)')
             cur.execute(f'CREATE DATABASE "{name}"')
         yield name
     finally:
@@ -178,25 +189,29 @@ def _ancestors(pid: int) -> list[int]:
     return chain
 
 
+def _die_with_pytest() -> None:
+    if sys.platform == "linux":  # PR_SET_PDEATHSIG: a killed pytest takes the worker with it
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 @pytest.fixture(scope="module")
 def celery_worker(production_env, tmp_path_factory):
+    """A Celery worker on a queue of its own, started as `dagster-celery worker start -y
+    .dagster/production/celery.yaml` starts it, but as our direct child so it cannot outlive us."""
     require_server("RabbitMQ", AMQP_HOST, AMQP_PORT)
     queue = f"mailroom-test-{uuid.uuid4().hex[:12]}"
-    bin_dir = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        executors.BROKER_ENV: BROKER_URL,
-        executors.QUEUE_ENV: queue,
-        # dagster-celery execs `celery` from PATH.
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(executors.BROKER_ENV, BROKER_URL)
+        config_dir = get_config_dir(str(PROFILE / "celery.yaml"))
+    pythonpath = os.pathsep.join(filter(None, [config_dir, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath}
     log = tmp_path_factory.mktemp("celery") / "worker.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(bin_dir / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
-             "-y", str(PROFILE / "celery.yaml"), "-q", queue, "-n", queue, "-l", "INFO",
-             "--", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [str(Path(sys.executable).parent / "celery"), "-A", "dagster_celery.app", "worker",
+             "--prefetch-multiplier=1", "--loglevel", "INFO", "-Q", queue, "-n", f"{queue}@%h",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_pytest,
         )
     try:
         ready_by = time.monotonic() + 60
@@ -206,12 +221,14 @@ def celery_worker(production_env, tmp_path_factory):
             time.sleep(0.2)
         yield {"proc": proc, "queue": queue, "log": log}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        proc.send_signal(signal.SIGQUIT)  # Celery's cold shutdown; nothing is running by now
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
             proc.wait()
+        with kombu.Connection(BROKER_URL, connect_timeout=5) as conn:
+            conn.default_channel.queue_delete(queue)
 
 
 # Tests that need no server
@@ -266,7 +283,9 @@ def test_code_location_uses_the_switching_executor(monkeypatch):
     monkeypatch.setenv(executors.EXECUTOR_ENV, "not-an-executor")
     from pipelines.definitions import defs
 
-    assert defs.executor is mailroom_executor
+    assert defs.executor is mailroom_executor, (
+        "pipelines/definitions.py: pass executor=mailroom_executor (pipelines.executors) to its Definitions")
+    assert all(job.executor_def is mailroom_executor for job in defs.resolve_all_job_defs())
 
 
 @pytest.mark.parametrize("ci, outcome", [("", pytest.skip.Exception), ("true", pytest.fail.Exception)])
