@@ -262,7 +262,7 @@ def test_executor_choice_is_read_at_run_time(monkeypatch):
         executors.selected_executor()
 
 
-def test_celery_config_needs_a_broker_and_never_prints_it(monkeypatch):
+def test_celery_config_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv(executors.BROKER_ENV, raising=False)
     with pytest.raises(dg.DagsterInvariantViolationError, match="needs CELERY_BROKER_URL"):
         executors.celery_config({"enabled": {}})
@@ -339,6 +339,16 @@ def test_job_runs_end_to_end_with_duckdb_pool_of_one(instance, pg):
                       "WHERE concurrency_key = 'duckdb'") == [(1, True)]
     assert _query(pg, "SELECT count(*) FROM concurrency_slots WHERE concurrency_key = 'duckdb'") == [(1,)]
     assert _query(pg, "SELECT count(*) FROM concurrency_slots WHERE run_id IS NOT NULL") == [(0,)]
+
+
+def test_explicit_in_process_config_stays_in_process_under_celery(instance, monkeypatch):
+    monkeypatch.setenv(executors.EXECUTOR_ENV, "celery")  # and no broker: the Celery path would raise
+    run_config = {"execution": {"config": {"in_process": {}}}}
+    with deadline(RUN_DEADLINE_SECONDS), \
+            dg.execute_job(recon("celery_job"), instance=instance, run_config=run_config) as result:
+        assert result.success
+        second = result.output_for_node("where_second")
+    assert second["pid"] == second["first"]["pid"] == os.getpid()
 
 
 # dagster-celery re-registers its task on every submission; the warning is about that, not us.
