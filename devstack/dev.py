@@ -35,6 +35,16 @@ def _wait_for_ui(port: int, proc: subprocess.Popen, timeout: float = 180.0) -> b
     return False
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGINT when `devstack dev` dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: Ctrl-C and SIGTERM still stop it through run_dev's finally
+
+
 def _stop_dagster(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
@@ -87,7 +97,7 @@ def run_dev() -> int:
     dagster = Path(sys.executable).parent / "dagster"
     proc = subprocess.Popen(
         [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(dagster_port)],
-        cwd=REPO_ROOT, env=env, start_new_session=True,
+        cwd=REPO_ROOT, env=env, start_new_session=True, preexec_fn=_die_with_parent,
     )
     interval = float(os.environ.get("DEVSTACK_DEMO_INTERVAL", "5"))
     demo = None

@@ -505,34 +505,49 @@ def test_dev_serves_the_code_location_and_ctrl_c_stops_everything(tmp_path):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-            down(tmp_path / "st")
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # dagster dev follows (parent-death signal)
+                proc.wait()
+        down(tmp_path / "st")
 
 
-def test_stack_stops_itself_when_the_process_that_started_it_is_killed(tmp_path):
+def test_dagster_stops_when_dev_is_killed(tmp_path):
+    import shutil
     import signal
 
-    script = ("import os, sys, time\n"
-              "from devstack.stack import config_from_env, up\n"
-              "up(config_from_env({'DEVSTACK_MOTO_PORT': '0', 'DEVSTACK_SMTP_PORT': '0'},"
-              " state_dir=sys.argv[1], watch_pid=os.getpid()))\n"
-              "print('up', flush=True)\n"
-              "time.sleep(600)\n")
-    owner = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "st")], cwd=REPO_ROOT,
-                             stdout=subprocess.PIPE, text=True)
+    from devstack.env import DAGSTER_HOME
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
+    env = _base_env(DEVSTACK_STATE_DIR=str(tmp_path / "st"), DEVSTACK_MOTO_PORT="0", DEVSTACK_SMTP_PORT="0",
+                    DEVSTACK_DAGSTER_PORT="0", DEVSTACK_DAGSTER_HOME=str(home), DEVSTACK_DEMO_INTERVAL="0")
+    proc = subprocess.Popen([sys.executable, "-m", "devstack", "dev"], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def dagster_processes() -> list[str]:  # everything running with this test's DAGSTER_HOME
+        return subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True).stdout.split()
+
     try:
-        assert owner.stdout.readline().strip() == "up"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "devstack dev exited early"
+            if "Dagster UI" in line:
+                break
+        assert dagster_processes(), "no webserver/daemon seen"
         state = StackState.load(tmp_path / "st")
-        assert is_running(state)
-        owner.send_signal(signal.SIGKILL)  # no cleanup code of the owner runs
-        owner.wait()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and (is_running(state) or StackState.load(tmp_path / "st")):
-            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)  # no cleanup code of `devstack dev` runs
+        proc.wait()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (dagster_processes() or is_running(state)):
+            time.sleep(0.5)
+        assert dagster_processes() == [], "dagster outlived devstack dev"
         assert not is_running(state)
-        assert StackState.load(tmp_path / "st") is None
     finally:
-        if owner.poll() is None:
-            owner.kill()
+        if proc.poll() is None:
+            proc.kill()
         down(tmp_path / "st")
