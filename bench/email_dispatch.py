@@ -28,11 +28,13 @@ import multiprocessing as mp
 import os
 import random
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "email_dispatch.json"
@@ -197,8 +199,12 @@ def phase_baseline(args: dict) -> dict:
     from email.message import EmailMessage
     from email.utils import make_msgid
 
+    import logging
+
     import duckdb
     import premailer
+
+    logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)   # premailer's css parser chatters
 
     from pipelines.email.catalogue import catalogue
     from pipelines.email.request import parse_request
@@ -267,10 +273,15 @@ def phase_rate(args: dict) -> dict:
     return phase_pipeline({**args, "requests": n})
 
 
+def save(results: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def run_phase(fn, args: dict) -> dict:
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(fn, (args,))
+    # A fresh process per phase (its own peak RSS); a worker that dies raises BrokenProcessPool.
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(fn, args).result()
 
 
 def sink_window(reader, since: float) -> tuple[int, float]:
@@ -346,21 +357,25 @@ def main() -> None:
             results["null"] = run_phase(phase_pipeline, {**common, "transport": "null", "requests": a.requests,
                                                          "db_path": str(tmp / "null.duckdb"), "prefix": "n"})
         if "sink" not in skip:
+            save(results)
             print("sink capacity ...", flush=True)
             results["sink_raw"] = run_phase(phase_sink_raw, {**common, "messages": 8000})
             sink.clear()
         if "smtp" not in skip:
+            save(results)
             print("smtp ...", flush=True)
             results["smtp"] = run_phase(phase_pipeline, {**common, "transport": "smtp", "requests": a.requests,
                                                          "db_path": str(tmp / "smtp.duckdb"), "prefix": "s"})
             results["smtp"]["sink_messages"] = sink.count()
             sink.clear()
         if "baseline" not in skip:
+            save(results)
             print("baseline ...", flush=True)
             results["baseline"] = run_phase(phase_baseline, {**common, "requests": a.baseline_requests,
                                                              "db_path": str(tmp / "baseline.duckdb"), "prefix": "w"})
             sink.clear()
         if "rate" not in skip:
+            save(results)
             print("rate ...", flush=True)
             since = time.time()
             from pipelines.email.jobs import threads_for
@@ -371,26 +386,27 @@ def main() -> None:
             r["sink_max_in_1s_window"], r["sink_arrival_span_s"] = sink_window(sink, since - 1)
             results["rate"] = r
             sink.clear()
-        if "ses" not in skip:
-            print("ses ...", flush=True)
-            results["ses"] = run_phase(phase_pipeline, {**common, "transport": "ses",
-                                                        "requests": a.ses_requests or a.requests,
-                                                        "db_path": str(tmp / "ses.duckdb"), "prefix": "e"})
         if "memory" not in skip:
+            save(results)
             print("memory ...", flush=True)
             results["memory"] = run_phase(phase_pipeline, {**common, "transport": "smtp",
                                                            "requests": a.memory_requests,
                                                            "db_path": str(tmp / "memory.duckdb"), "prefix": "m"})
-            sink.clear()
+        if "ses" not in skip:
+            save(results)
+            print("ses ...", flush=True)
+            results["ses"] = run_phase(phase_pipeline, {**common, "transport": "ses",
+                                                        "requests": a.ses_requests or a.requests,
+                                                        "db_path": str(tmp / "ses.duckdb"), "prefix": "e"})
     finally:
         down(tmp / "stack")
+        shutil.rmtree(tmp, ignore_errors=True)
 
     results["load_average_after"] = os.getloadavg()
     s, b = results.get("smtp"), results.get("baseline")
     if s and b:
         results["speedup_vs_baseline"] = round(s["emails_per_s"] / b["emails_per_s"], 1)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    save(results)
     print_table(results)
 
 

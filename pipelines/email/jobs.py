@@ -4,6 +4,7 @@
 import math
 
 import dagster as dg
+from pydantic import Field
 
 from pipelines.common.drain import drain
 from pipelines.email.batch import EmailBatchHandler
@@ -21,14 +22,16 @@ ASSUMED_CALL_SECONDS = 0.1
 
 
 class SendEmailBatchConfig(dg.Config):
-    max_requests: int = 5000       # requests drained per run at most
-    batch_size: int = 200          # requests per commit-then-delete batch
-    max_seconds: float = 240.0
-    inflight_window: int = 100     # messages handed to the transport before their outcome is committed
-    concurrency: int = 0           # sending threads; 0 = enough for the provider's rate (min 8)
-    max_send_rate: float = 0.0     # 0 = the transport's (SES GetAccount or SES_MAX_SEND_RATE), else this
-    max_attempts: int = 5
-    wait_seconds: int = 1
+    max_requests: int = Field(default=5000, description="Requests drained per run at most.")
+    batch_size: int = Field(default=200, description="Requests per commit-then-delete batch.")
+    max_seconds: float = Field(default=240.0, description="Stop draining after this long.")
+    inflight_window: int = Field(default=100, description="Messages handed to the transport before their "
+                                 "outcomes are committed; at most two windows are in flight.")
+    concurrency: int = Field(default=0, description="Sending threads; 0 = enough for the provider's rate (min 8).")
+    max_send_rate: float = Field(default=0.0, description="Sends per second; 0 = the transport's "
+                                 "(SES_MAX_SEND_RATE, else the SES account quota; none for SMTP).")
+    max_attempts: int = Field(default=5, description="Transport calls per message on transient failures.")
+    wait_seconds: int = Field(default=1, description="SQS long-poll wait per receive.")
 
 
 def threads_for(rate: float | None, configured: int) -> int:
