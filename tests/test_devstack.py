@@ -289,6 +289,50 @@ def test_smtp_sink_answers_a_command_sent_right_behind_the_data(stack_env, local
     assert [m.raw for m in local_stack.smtp.wait_for(1)] == [b"Subject: s\r\n\r\nbody\r\n"]
 
 
+def _dialogue(port: int, commands: list[bytes]) -> list[bytes]:
+    """Each reply's first line, after EHLO."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+    reader = conn.makefile("rb")
+    replies = [reader.readline()[:3]]
+    conn.sendall(b"EHLO t\r\n")
+    while reader.readline().startswith(b"250-"):
+        pass
+    for command in commands:
+        conn.sendall(command + b"\r\n")
+        replies.append(reader.readline()[:3])
+    conn.close()
+    return replies
+
+
+PATHS = [
+    b"<plain.user+tag@example.org>", b"<UPPER@Example.ORG>", b"<plain@example.org> NOTIFY=NEVER",
+    b'<"quoted local"@example.org>', b"<a@@example.org>", b"<>", b"plain@example.org", b"<a@b> SIZE=abc",
+    b"<@route.example:user@example.org>", b"<" + b"x" * 70 + b"@example.org>", b"<a b@example.org>",
+    b"<.a@example.org>", b"<a..b@example.org>", b"<a@-x.example>", b"<a@b..c>", b"<a@b.>",
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_smtp_sink_answers_mail_and_rcpt_exactly_as_aiosmtpd(stack_env, local_stack, tmp_path, path):
+    from aiosmtpd.controller import Controller
+
+    from devstack.smtp_sink import SinkHandler, SinkReader
+
+    from devstack.stack import free_port
+
+    port = free_port()
+    vanilla = Controller(SinkHandler(tmp_path / "vanilla"), hostname="127.0.0.1", port=port)
+    vanilla.start()
+    try:
+        for commands in ([b"MAIL FROM:<> SIZE=100", b"RCPT TO:" + path, b"DATA"],
+                         [b"MAIL FROM:" + path, b"RCPT TO:<x@example.org>"]):
+            assert _dialogue(local_stack.smtp_port, commands) == _dialogue(port, commands), commands
+    finally:
+        vanilla.stop()
+    stored = [m.rcpt_tos for m in local_stack.smtp.messages()]
+    assert stored == [m.rcpt_tos for m in SinkReader(tmp_path / "vanilla").messages()] == []
+
+
 def _try(smtp: smtplib.SMTP, to: str) -> int:
     try:
         smtp.sendmail("noreply@mailroom.test", [to], raw_email(to))
