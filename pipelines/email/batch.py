@@ -67,6 +67,7 @@ class _Item:
     spec: KindSpec
     redact: Redactor
     planned: Planned
+    subject: str | None       # as rendered (the ledger keeps a redacted copy)
 
 
 class EmailBatchHandler:
@@ -113,7 +114,7 @@ class EmailBatchHandler:
                 remote_ip=keep_remote_ip(request.remote_ip, r.acting_user), transport=self.transport_name,
                 address=r.email, verified=r.verified, allow_unverified=spec.allow_unverified,
                 repeat_window_s=window_s)
-            items.append(_Item(request, r, spec, redact, planned))
+            items.append(_Item(request, r, spec, redact, planned, subject))
         return items
 
     # -- the drain handle ---------------------------------------------------------------------
@@ -169,7 +170,7 @@ class EmailBatchHandler:
         for it, _ in window:
             sender = it.request.sender or self.default_sender
             try:
-                built = self.builder.build(it.request, it.recipient, sender)
+                built = self.builder.build(it.request, it.recipient, sender, subject=it.subject)
             except Exception as exc:  # noqa: BLE001 - a template bug fails this message, not the run
                 early.append(Outcome(it.planned.request_id, it.planned.to_address, "failed", None,
                                      it.redact(f"render: {type(exc).__name__}: {exc}")[:1000], 0))

@@ -310,11 +310,14 @@ class Builder:
                 self._senders[sender] = found
         return found
 
-    def build(self, request: EmailRequest, recipient: Recipient, sender: str) -> BuiltEmail:
+    def build(self, request: EmailRequest, recipient: Recipient, sender: str,
+              subject: str | None = None) -> BuiltEmail:
+        """The message; `subject` may be passed when already rendered (render_subject) for this recipient."""
         assert recipient.email, "recipients without an address are skipped before building"
         ctx = self.context_for(request, recipient)
         kind = request.kind
-        subject = self.render_subject(kind, ctx)
+        if subject is None:
+            subject = self.render_subject(kind, ctx)
         text = self.render_text(kind, ctx)
         html = self.render_html(kind, ctx)
         from_header, envelope_from = self.from_header(sender)
