@@ -9,6 +9,7 @@ then only assembles, confirms subscriptions and commits, so commit-before-delete
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -18,6 +19,11 @@ from pipelines.email.ses.ingest import Examined, Ingestor, Prepared
 from pipelines.email.ses.sns_verify import SnsVerifier
 
 _WORKER: Ingestor | None = None
+
+
+def auto_workers() -> int:
+    cpus = os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(4, cpus - 1)
 
 
 def _init_worker(topics: list[str], cert_dir: str | None, max_age_seconds: float, accept_raw: bool) -> None:
