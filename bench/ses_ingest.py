@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from multiprocessing import Pool
 from pathlib import Path
@@ -261,13 +262,19 @@ def consumer_main(args) -> None:
     queue = SQSQueueResource(queue_name=args.queue, region_name="us-east-1")
     ingestor, db, total = make_ingestor(args.cert_dir), DuckDBResource(path=args.db), IngestResult()
 
-    with PreparePool(ingestor, args.workers) as pool, HeldConnection(db, hold_seconds=10.0) as held:
+    with ExitStack() as stack:
+        held = stack.enter_context(HeldConnection(db, hold_seconds=10.0))
+        source, prepare = queue, ingestor.prepare
+        if args.workers > 0:
+            pool = stack.enter_context(PreparePool(ingestor, args.workers))
+            source, prepare = PreparingQueue(queue, pool), pool.prepare
+
         def handle(batch):
-            total.add(ingestor.commit(held.get(), pool.prepare(batch)))
+            total.add(ingestor.commit(held.get(), prepare(batch)))
 
         # batch_size 200 rather than the op's 5,000: moto scans every in-flight message on each
         # send, receive and delete, so a small in-flight window keeps the emulator from dominating.
-        stats = drain(PreparingQueue(queue, pool), handle, max_messages=args.n, max_seconds=1800, batch_size=200,
+        stats = drain(source, handle, max_messages=args.n, max_seconds=1800, batch_size=200,
                       wait_seconds=2, empty_polls_to_stop=3)
     print(json.dumps({"received": stats.received, "deleted": stats.deleted, "seconds": stats.seconds,
                       "receive_calls": stats.receive_calls, "delete_calls": stats.delete_calls,
@@ -316,7 +323,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--baseline-n", type=int, default=3_000)
     ap.add_argument("--seed", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=2, help="verify worker processes (the drain op's default)")
+    ap.add_argument("--workers", type=int, default=-1, help="verify worker processes; -1 = the drain op's auto choice")
     ap.add_argument("--skip-sqs", action="store_true")
     ap.add_argument("--sqs-n", type=int, default=5_000,
                     help="notifications through moto's SQS (0: all n; moto costs O(queue length) per call)")
@@ -343,7 +350,12 @@ def main() -> None:
 
     results: dict = {"n": args.n, "distinct": unique, "duplicates": args.n - unique, "cpus": os.cpu_count(),
                      "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "targets": TARGETS}
-    for label, workers in (("in_process_inline", 0), ("in_process", args.workers)):
+    from pipelines.email.ses.parallel import auto_workers
+
+    op_workers = auto_workers() if args.workers < 0 else args.workers
+    other = 2 if op_workers == 0 else 0
+    # "in_process" is what the drain op runs with its default config (verify_workers -1 = auto).
+    for label, workers in (("in_process", op_workers), (f"in_process_{other}_workers", other)):
         db1 = str(work / f"{label}.duckdb")
         setup_db(db1, messages)
         results[label] = run_in_process(bodies, db1, str(cert_dir), workers)
@@ -366,7 +378,7 @@ def main() -> None:
             db3 = str(work / "sqs.duckdb")
             setup_db(db3, messages)
             sqs_bodies = bodies[:args.sqs_n] if args.sqs_n else bodies
-            results["sqs_end_to_end"] = run_sqs(sqs_bodies, db3, str(cert_dir), state.endpoint, args.workers)
+            results["sqs_end_to_end"] = run_sqs(sqs_bodies, db3, str(cert_dir), state.endpoint, op_workers)
             results["sqs_end_to_end"]["db"] = db_counts(db3)
         finally:
             down(state_dir)
@@ -387,8 +399,9 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
-    rows = [("in process, verify inline", f"{results['in_process_inline']['per_s']:,} /s", ""),
-            (f"in process, {args.workers} verify workers", f"{results['in_process']['per_s']:,} /s", f">= {TARGETS['in_process_per_s_min']:,} /s"),
+    rows = [(f"in process, {op_workers} verify workers (op default)", f"{results['in_process']['per_s']:,} /s",
+             f">= {TARGETS['in_process_per_s_min']:,} /s"),
+            (f"in process, {other} verify workers", f"{results[f'in_process_{other}_workers']['per_s']:,} /s", ""),
             ("baseline (Warehouse-style, 1 txn each)", f"{results['baseline']['per_s']:,} /s", ""),
             ("speedup vs baseline", f"{results['speedup_vs_baseline']}x", f">= {TARGETS['speedup_vs_baseline_min']}x")]
     if e2e:
