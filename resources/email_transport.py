@@ -13,6 +13,7 @@ class OutgoingEmail:
     raw: bytes  # complete MIME message, headers included
     kind: str
     tags: dict[str, str] = field(default_factory=dict)
+    message_id: str | None = None  # the Message-ID header's value, when the builder already knows it
 
 
 class SendError(Exception):

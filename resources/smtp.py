@@ -89,7 +89,7 @@ class SMTPSenderResource(dg.ConfigurableResource):
         except (smtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
             self._drop_connection()
             raise TransientSendError(f"SMTP connection to {self.host}:{self.port}: {exc}") from None
-        return message_id_of(email_.raw)
+        return email_.message_id or message_id_of(email_.raw)
 
     @staticmethod
     def _raise_for(code: int, text: bytes | str) -> None:

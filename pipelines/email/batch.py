@@ -176,7 +176,7 @@ class EmailBatchHandler:
                                      it.redact(f"render: {type(exc).__name__}: {exc}")[:1000], 0))
                 continue
             outgoing.append((it, OutgoingEmail(sender=built.sender, recipient=built.recipient, raw=built.raw,
-                                               kind=it.request.kind)))
+                                               kind=it.request.kind, message_id=built.message_id)))
         return window, early, self.sender.submit_all(outgoing)
 
     def _record(self, conn: duckdb.DuckDBPyConnection, window: list[tuple[_Item, Claimed]], early: list[Outcome],

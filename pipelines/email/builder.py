@@ -11,6 +11,7 @@ so a cached skeleton is always what a direct render would have produced.
 from __future__ import annotations
 
 import binascii
+import hashlib
 import re
 import threading
 import time
@@ -65,14 +66,29 @@ def _has_break(value: Any) -> bool:
 
 def message_id_for(request_id: str, to_address: str, domain: str) -> str:
     """Stable per (request, recipient): a resend after a crash carries the same Message-ID."""
-    return f"{uuid.uuid5(_MSGID_NAMESPACE, request_id + chr(0) + to_address).hex}@{domain}"
+    digest = hashlib.sha256(f"{_MSGID_NAMESPACE}\0{request_id}\0{to_address}".encode()).hexdigest()[:32]
+    return f"{digest}@{domain}"
 
 
-def _qp(text: str) -> bytes:
+def _encode_body(text: str, fallback: str) -> tuple[str, bytes]:
+    """(Content-Transfer-Encoding, CRLF body). ASCII with short lines goes as it is (7bit);
+    anything else as quoted-printable (text) or base64 (HTML, whose inlined lines run long)."""
     body = text.replace("\r\n", "\n").replace("\r", "\n")
     if not body.endswith("\n"):
         body += "\n"
-    return binascii.b2a_qp(body.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    if body.isascii() and max(map(len, body.split("\n"))) <= 998:
+        return "7bit", body.replace("\n", "\r\n").encode("ascii")
+    data = body.encode("utf-8")
+    if fallback == "base64":
+        encoded = binascii.b2a_base64(data, newline=False)
+        return "base64", b"\r\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76)) + b"\r\n"
+    return "quoted-printable", binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
+
+
+def _part(content_type: str, text: str, fallback: str) -> bytes:
+    cte, body = _encode_body(text, fallback)
+    return (f'Content-Type: {content_type}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n\r\n'
+            .encode("ascii") + body)
 
 
 def _fold(header_value: str) -> str:
@@ -333,13 +349,12 @@ class Builder:
             "MIME-Version: 1.0",
             f"X-Mailroom-Kind: {kind}",
         ]
-        text_part = b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n' + _qp(text)
+        text_part = _part("text/plain", text, "quoted-printable")
         if html is None:
             raw = ("\r\n".join(headers) + "\r\n").encode("ascii") + text_part
         else:
             boundary = f"=_mailroom_{uuid.uuid4().hex}"
-            html_part = (b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable'
-                         b"\r\n\r\n" + _qp(html))
+            html_part = _part("text/html", html, "base64")
             head = "\r\n".join(headers + [f'Content-Type: multipart/alternative; boundary="{boundary}"']) + "\r\n\r\n"
             b = boundary.encode("ascii")
             raw = (head.encode("ascii") + b"--" + b + b"\r\n" + text_part + b"--" + b + b"\r\n" + html_part
