@@ -250,6 +250,18 @@ def run_baseline(bodies: list[str], db_path: str, cert_dir: str) -> dict:
 
 # ---- end to end through SQS ----
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the
+    parent across fork+exec, which would report the benchmark driver's memory."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def consumer_main(args) -> None:
     """Child process: drain the queue into DuckDB exactly as the drain op does; print stats JSON."""
     from pipelines.common.drain import drain
@@ -278,7 +290,7 @@ def consumer_main(args) -> None:
                       wait_seconds=2, empty_polls_to_stop=3)
     print(json.dumps({"received": stats.received, "deleted": stats.deleted, "seconds": stats.seconds,
                       "receive_calls": stats.receive_calls, "delete_calls": stats.delete_calls,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **vars(total)}))
+                      "peak_rss_mb": peak_rss_mb(), **vars(total)}))
 
 
 def run_sqs(bodies: list[str], db_path: str, cert_dir: str, endpoint: str, workers: int) -> dict:

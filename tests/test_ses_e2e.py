@@ -3,13 +3,21 @@ ses-notifications -> ses_notifications_sensor -> ingest_ses_notifications_job ->
 
 from __future__ import annotations
 
+import json
 import time
 from email.message import EmailMessage
 
 import dagster as dg
 import duckdb
 
+from devstack.sns_signer import confirmation_envelope, notification_envelope
 from devstack.topology import SES_SENDER
+from pipelines.common.drain import QueueMessage
+from pipelines.email.ses.cert_store import CertStore
+from pipelines.email.ses.ingest import Ingestor
+from pipelines.email.ses.sns_verify import SnsVerifier
+from resources.aws import SNSResource, SQSQueueResource
+from resources.duckdb import DuckDBResource
 
 SIM = "simulator.amazonses.com"
 # recipient -> (notifications the simulator sends, final message status, address row)
@@ -34,8 +42,6 @@ def send_like_dispatch(local_stack, db_path: str) -> dict[str, str]:
         msg.set_content("hello")
         ids[to] = sesv2.send_email(FromEmailAddress=SES_SENDER, Destination={"ToAddresses": [to]},
                                    Content={"Raw": {"Data": msg.as_bytes()}})["MessageId"]
-    from resources.duckdb import DuckDBResource
-
     with DuckDBResource(path=db_path).connect() as conn:
         conn.executemany(
             "INSERT INTO email_messages (request_id, to_address, kind, message_id, from_address, subject, status, "
@@ -78,6 +84,10 @@ def test_ses_notifications_end_to_end(local_stack, stack_env):
     db_path = stack_env["DUCKDB_PATH"]
     instance = dg.DagsterInstance.ephemeral()
     ids = send_like_dispatch(local_stack, db_path)
+    # Poison on the same queue: quarantined by the same run, never blocking it.
+    stranger = "arn:aws:sns:us-east-1:123456789012:not-ours"
+    forged = notification_envelope(local_stack.signing, stranger, json.dumps({"notificationType": "Delivery"}))
+    SQSQueueResource(queue_name="ses-notifications", region_name="us-east-1").send(["not json", json.dumps(forged)])
     want_events = sum(n for n, _, _ in EXPECTED.values())
 
     deadline = time.monotonic() + 45
@@ -97,6 +107,10 @@ def test_ses_notifications_end_to_end(local_stack, stack_env):
         changes = sorted(c.execute("SELECT address, verified, reason FROM address_status_changes").fetchall())
     assert changes == [(f"bounce@{SIM}", False, "hard-bounce"), (f"complaint@{SIM}", False, "spam-complaint"),
                        (f"suppressed@{SIM}", False, "hard-bounce")]
+    with duckdb.connect(db_path, read_only=True) as c:
+        reasons = sorted(r[0] for r in c.execute("SELECT reason FROM quarantine WHERE source = 'ses-notifications'").fetchall())
+    assert reasons == ["SNS Notification refused: TopicArn 'arn:aws:sns:us-east-1:123456789012:not-ours' is not on "
+                       "the allow-list", "body is not JSON"]
 
     # The queue is drained: the doorbell stays quiet, and a second drain changes nothing.
     before = snapshot(db_path, ids)[3]
@@ -105,3 +119,16 @@ def test_ses_notifications_end_to_end(local_stack, stack_env):
     assert defs.resolve_job_def("ingest_ses_notifications_job").execute_in_process(
         instance=instance, run_config=RUN_CONFIG).success
     assert snapshot(db_path, ids)[3] == before
+
+
+def test_subscription_confirmation_is_confirmed_through_the_sns_api(local_stack, stack_env):
+    sns = SNSResource(region_name="us-east-1")
+    ingestor = Ingestor(SnsVerifier([local_stack.topic_arn], CertStore(local_stack.cert_dir)),
+                        confirm=sns.confirm_subscription)
+    env = confirmation_envelope(local_stack.signing, local_stack.topic_arn, token="a1b2c3" * 10)
+    with DuckDBResource(path=stack_env["DUCKDB_PATH"]).connect() as conn:
+        result = ingestor.process(conn, [QueueMessage("sqs-conf", "rh", json.dumps(env))])
+        row = conn.execute("SELECT sns_type, topic_arn, action, subscription_arn FROM sns_control_messages").fetchone()
+    assert (result.controls, result.quarantined) == (1, 0)
+    assert row[:3] == ("SubscriptionConfirmation", local_stack.topic_arn, "confirmed")
+    assert row[3].startswith(local_stack.topic_arn + ":")

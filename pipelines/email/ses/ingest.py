@@ -22,7 +22,7 @@ from pipelines.common.drain import QueueMessage
 from pipelines.common.quarantine import Quarantined, quarantine
 from pipelines.email.ses.address_health import AddressState, StatusChange, apply_effects
 from pipelines.email.ses.ses_parse import ParseError, SesEvent, is_ses_payload, parse_ses
-from pipelines.email.ses.sns_verify import SnsVerifier, VerificationError, parse_sns_time
+from pipelines.email.ses.sns_verify import SnsVerifier, VerificationError
 from pipelines.email.ses.status_machine import step
 
 SOURCE = "ses-notifications"
@@ -141,13 +141,12 @@ class Ingestor:
     def _envelope(self, sqs_id: str, env: dict) -> Examined:
         sns_type = env.get("Type")
         try:
-            self.verifier.verify(env)
+            sns_time = self.verifier.verify(env)
         except VerificationError as exc:
             raise VerificationError(f"SNS {sns_type} refused: {exc}") from None
         sns_id = env.get("MessageId")
         if not isinstance(sns_id, str) or not sns_id:
             raise ParseError("SNS envelope lacks MessageId")
-        sns_time = parse_sns_time(env.get("Timestamp"))
         if sns_type == "Notification":
             return Examined(sqs_id, parse_ses(env.get("Message"), sns_id, sns_time), [], None)  # type: ignore[arg-type]
         topic = env["TopicArn"]

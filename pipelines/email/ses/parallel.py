@@ -16,6 +16,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pipelines.common.drain import QueueMessage
 from pipelines.email.ses.cert_store import CertStore
 from pipelines.email.ses.ingest import Examined, Ingestor, Prepared
+from pipelines.email.ses.ses_parse import SesEvent
 from pipelines.email.ses.sns_verify import SnsVerifier
 
 _WORKER: Ingestor | None = None
@@ -31,9 +32,20 @@ def _init_worker(topics: list[str], cert_dir: str | None, max_age_seconds: float
     _WORKER = Ingestor(SnsVerifier(topics, CertStore(cert_dir), max_age_seconds), accept_raw=accept_raw)
 
 
-def _examine_chunk(messages: list[QueueMessage]) -> list[Examined]:
+def _examine_chunk(messages: list[QueueMessage]) -> list[tuple]:
+    """Examined results as plain tuples: they pickle several times faster than dataclasses."""
     assert _WORKER is not None
-    return [_WORKER.examine(m) for m in messages]
+    out = []
+    for m in messages:
+        ex = _WORKER.examine(m)
+        out.append((ex.sqs_message_id, [(e.event_id, e.sns_message_id, e.message_id, e.recipient, e.event_type,
+                                         e.signal, e.bounce_type, e.bounce_subtype, e.occurred_at, e.detail)
+                                        for e in ex.events], ex.controls, ex.reason))
+    return out
+
+
+def _from_tuple(t: tuple) -> Examined:
+    return Examined(t[0], [SesEvent(*e) for e in t[1]], t[2], t[3])
 
 
 class PreparePool:
@@ -74,7 +86,7 @@ class PreparePool:
             ex = self._results.pop(m.sqs_message_id, None)
             if ex is None:
                 future = self._futures.pop(m.sqs_message_id)
-                for result in future.result():
+                for result in map(_from_tuple, future.result()):
                     if result.sqs_message_id != m.sqs_message_id and result.sqs_message_id in self._futures:
                         self._results[result.sqs_message_id] = result
                         del self._futures[result.sqs_message_id]

@@ -118,7 +118,7 @@ def parse_ses(payload: dict | str, sns_message_id: str, fallback_time: datetime 
             signal = "soft-bounce"
         else:
             raise ParseError(f"unknown bounceType {bounce_type!r}")
-    detail = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    detail = json.dumps(obj)  # default arguments: the stdlib's cached C encoder, the fastest path
 
     if recipients_key is None:
         dest = mail.get("destination")

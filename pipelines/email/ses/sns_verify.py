@@ -50,7 +50,8 @@ class SnsVerifier:
     def topic_allowed(self, topic_arn: object) -> bool:
         return isinstance(topic_arn, str) and topic_arn in self.topics
 
-    def verify(self, envelope: Mapping[str, object]) -> None:
+    def verify(self, envelope: Mapping[str, object]) -> datetime:
+        """Raise VerificationError unless the envelope is genuine; return its Timestamp."""
         msg_type = envelope.get("Type")
         if msg_type not in SIGNED_KEYS:
             raise VerificationError(f"unknown SNS Type {msg_type!r}")
@@ -87,3 +88,4 @@ class SnsVerifier:
             key.verify(signature, data, PKCS1, algorithm)
         except InvalidSignature:
             raise VerificationError("signature does not verify") from None
+        return ts
