@@ -15,8 +15,10 @@ moto 5.2.5 records SESv2 SendEmail with Content.Raw (and SES v1 SendRawEmail) un
 data.json → ses → RawMessage {id, source, destinations, raw_data}; Content.Simple lands in
 ses → Message {id, source, destinations{To,Cc,BccAddresses}, subject, body}. For raw sends moto
 appends the To/Cc/Bcc header addresses to the envelope destinations, so recipients_of() takes
-them back off. data.json dumps every model moto ever created (every SQS message too), so the
-poller fetches it only when SES GetSendQuota's sent counter has moved.
+them back off. Plain data.json dumps every model moto ever created (every SQS message too);
+the stack runs moto through devstack.moto_server, whose data.json takes ?service=ses and
+per-model offsets, so each look returns only the sends not seen yet. The poller looks only when
+SES GetSendQuota's sent counter has moved.
 """
 
 from __future__ import annotations
@@ -232,15 +234,27 @@ class MailboxSimulator:
         self.interval = interval
         self.answered_file = Path(answered_file)
         self.answered: set[str] = set()
+        self.offsets: dict[str, int] = {}  # instances of each SES model already looked at
         if self.answered_file.exists():
             self.answered = set(self.answered_file.read_text().split())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _fetch(self) -> tuple[dict, dict[str, int] | None]:
+        query = "service=ses" + "".join(f"&offset_{m}={n}" for m, n in sorted(self.offsets.items()))
+        with urllib.request.urlopen(f"{self.endpoint}/moto-api/data.json?{query}", timeout=60) as resp:
+            data = json.load(resp)
+        counts = (data.get("ses") or {}).get("_counts")
+        if counts is None:  # plain moto: the full dump, every time
+            return data, None
+        if any(counts.get(m, 0) < n for m, n in self.offsets.items()):  # moto was reset
+            self.offsets = {}
+            return self._fetch()
+        return data, counts
+
     def poll_once(self) -> int:
         """Answers what is new; returns how many notifications it queued."""
-        with urllib.request.urlopen(f"{self.endpoint}/moto-api/data.json", timeout=60) as resp:
-            data = json.load(resp)
+        data, counts = self._fetch()
         queued = 0
         for sent in sent_messages(data):
             if sent.message_id in self.answered:
@@ -255,6 +269,8 @@ class MailboxSimulator:
             self.answered.add(sent.message_id)
             with self.answered_file.open("a") as f:
                 f.write(sent.message_id + "\n")
+        if counts is not None:
+            self.offsets = {m: counts[m] for m in ("RawMessage", "Message") if m in counts}
         return queued
 
     def _sent_count(self) -> float:

@@ -28,7 +28,7 @@ from devstack.topology import ensure_topology
 
 REGION = "us-east-1"
 DEFAULT_PORTS = {"DEVSTACK_MOTO_PORT": 4566, "DEVSTACK_SMTP_PORT": 2525}
-PROCESS_MARKERS = {"moto_pid": "moto.server", "services_pid": "devstack.services"}
+PROCESS_MARKERS = {"moto_pid": "moto", "services_pid": "devstack.services"}  # moto: devstack.moto_server
 
 
 class StackError(RuntimeError):
@@ -224,8 +224,8 @@ def up(config: StackConfig) -> tuple[StackState, bool]:
     moto_log = config.state_dir / "moto.log"
     # Tests purge the queues before each test; AWS (and moto by default) allow one purge a minute.
     moto_env = {**os.environ, "MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR": "false"}
-    moto = _spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)], moto_log,
-                  moto_env)
+    moto = _spawn([sys.executable, "-m", "devstack.moto_server", "-H", "127.0.0.1", "-p", str(moto_port)],
+                  moto_log, moto_env)
     state.moto_pid = moto.pid
     state.save()
     try:

@@ -595,3 +595,57 @@ def test_dagster_stops_when_dev_is_killed(tmp_path):
         if proc.poll() is None:
             proc.kill()
         down(tmp_path / "st")
+
+
+# --- moto's data.json, filtered -----------------------------------------------------------------
+
+def _data_json(endpoint: str, query: str = "") -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{endpoint}/moto-api/data.json{query}", timeout=30) as resp:
+        return json.load(resp)
+
+
+def test_data_json_filters_by_service_and_offset(stack_env, local_stack):
+    before = _data_json(local_stack.endpoint, "?service=ses")
+    assert set(before) == {"ses"}
+    n = before["ses"]["_counts"]["RawMessage"]
+    assert len(before["ses"]["RawMessage"]) == n
+    message_id = ses_send(local_stack, "someone@example.org")
+    after = _data_json(local_stack.endpoint, f"?service=ses&offset_RawMessage={n}")
+    assert [m["id"] for m in after["ses"]["RawMessage"]] == [message_id]
+    assert after["ses"]["_counts"]["RawMessage"] == n + 1
+    full = _data_json(local_stack.endpoint)  # no parameters: moto's own dump
+    assert {"ses", "sqs", "sns"} <= set(full)
+    assert "_counts" not in full["ses"]
+    assert message_id in [m["id"] for m in full["ses"]["RawMessage"]]
+
+
+def test_simulator_also_works_against_plain_moto(tmp_path):
+    from devstack.mailbox_simulator import MailboxSimulator
+    from devstack.stack import _moto_ready, client_factory, free_port
+
+    port = free_port()
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not _moto_ready(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        clients = client_factory(endpoint)
+        topology = ensure_topology(clients)
+        identity = generate_signing_identity()
+        simulator = MailboxSimulator(endpoint, clients, topology.queue_urls["ses-notifications"], topology.topic_arn,
+                                     identity, tmp_path / "answered.txt")
+        message_id = clients("sesv2").send_email(
+            FromEmailAddress="noreply@mailroom.test", Destination={"ToAddresses": [f"bounce@{SIM}"]},
+            Content={"Raw": {"Data": raw_email(f"bounce@{SIM}")}})["MessageId"]
+        assert simulator.poll_once() == 1
+        assert simulator.poll_once() == 0  # answered once only
+        assert simulator.offsets == {}  # full dumps: no offsets
+        [m] = clients("sqs").receive_message(QueueUrl=topology.queue_urls["ses-notifications"]).get("Messages")
+        assert json.loads(json.loads(m["Body"])["Message"])["mail"]["messageId"] == message_id
+    finally:
+        moto.kill()
+        moto.wait()

@@ -1,0 +1,71 @@
+"""moto's server (`python -m moto.server`, same arguments) with a cheaper data.json.
+
+`GET /moto-api/data.json` serialises every model moto ever created, every SQS message
+included, twice each (moto 5.2.5). The mailbox simulator only needs what SES sent since its
+last look, so data.json here also takes filters:
+
+  ?service=ses                    only that service (repeatable)
+  &offset_RawMessage=120          skip the first 120 instances of a model (creation order)
+
+Without parameters the answer is exactly moto's. The simulator works against plain moto too
+(it then gets the full dump).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from moto.moto_api._internal.responses import MotoAPIResponse
+
+_full_dump = MotoAPIResponse.model_data
+
+
+def _instance_dict(instance: Any) -> dict:
+    out = {}
+    for attr in dir(instance):
+        if attr.startswith("_"):
+            continue
+        try:
+            value = getattr(instance, attr)
+            json.dumps(value)
+        except (TypeError, AttributeError, ValueError):
+            continue
+        out[attr] = value
+    return out
+
+
+def model_data(self: MotoAPIResponse, request: Any, full_url: str, headers: Any) -> Any:
+    query = parse_qs(urlparse(full_url).query)
+    services = query.get("service")
+    if not services:
+        return _full_dump(self, request, full_url, headers)
+    from moto.core.model_instances import model_data as tracked
+
+    results: dict[str, dict[str, list]] = {}
+    for service in services:
+        models = tracked.get(service, {})
+        results[service] = {}
+        counts: dict[str, int] = {}
+        for name in sorted(models):
+            offset = int((query.get(f"offset_{name}") or ["0"])[0])
+            instances = models[name].instances_tracked  # type: ignore[attr-defined]
+            count = len(instances)  # first: a send arriving meanwhile is left for the next look
+            results[service][name] = [_instance_dict(i) for i in instances[offset:count]]
+            counts[name] = count
+        results[service]["_counts"] = counts  # type: ignore[assignment]
+    return 200, {"Content-Type": "application/json"}, json.dumps(results)
+
+
+MotoAPIResponse.model_data = model_data  # type: ignore[method-assign]
+if "moto.moto_api._internal.urls" in sys.modules:  # bound at import: bind again
+    _urls = sys.modules["moto.moto_api._internal.urls"]
+    _urls.url_paths["{0}/moto-api/data.json"] = _urls.response_instance.model_data
+
+
+if __name__ == "__main__":
+    from moto.server import main
+
+    main()
