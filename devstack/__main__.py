@@ -21,7 +21,7 @@ import os
 import sys
 
 from devstack.env import check_env, export_lines, stack_env
-from devstack.stack import StackError, config_from_env, down, status, up
+from devstack.stack import StackError, config_from_env, down, is_running, status, up
 from devstack.state import StackState, state_dir_from_env
 
 
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             if state is None:
                 print("no local stack: start it with `python -m devstack up`", file=sys.stderr)
                 return 1
+            if not is_running(state):
+                print(f"warning: the stack recorded in {state.state_dir} is not running; "
+                      "start it with `python -m devstack up`", file=sys.stderr)
             sys.stdout.write(export_lines(stack_env(state)))
             return 0
         if command == "check":
