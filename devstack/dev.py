@@ -45,25 +45,47 @@ def _die_with_parent() -> None:
         pass  # not Linux: Ctrl-C and SIGTERM still stop it through run_dev's finally
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _stop_dagster(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    # dagster dev shuts its webserver, daemon and code server down through its shutdown
-    # pipes on SIGINT; signalling the whole group at once leaves it waiting. The group gets
-    # SIGTERM/SIGKILL only if that does not work.
-    for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+    """dagster dev, then whatever it left in its process group (run workers), before the stack goes."""
+    pgid = proc.pid  # start_new_session: the group is dagster dev's own
+    if proc.poll() is None:
+        # dagster dev shuts its webserver, daemon and code server down through its shutdown
+        # pipes on SIGINT; signalling the whole group at once leaves it waiting.
+        os.kill(proc.pid, signal.SIGINT)
         try:
-            if sig == signal.SIGINT:
-                os.kill(proc.pid, sig)
-            else:
-                os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
+            proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            continue
+            pass
+    # Run workers the daemon launched are not stopped by dagster dev; a terminal's Ctrl-C would
+    # reach them as members of the foreground group, so do the same, then insist.
+    for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        if not _group_alive(pgid):
+            break
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _group_alive(pgid):
+            if proc.poll() is None:
+                try:
+                    proc.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    pass
+            else:
+                time.sleep(0.2)
+    if proc.poll() is None:
+        proc.wait()
 
 
 def run_dev() -> int:
