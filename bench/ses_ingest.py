@@ -256,11 +256,11 @@ def run_baseline(bodies: list[str], db_path: str, cert_dir: str) -> dict:
 
 # ---- end to end through SQS ----
 
-def peak_rss_mb() -> float:
-    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """A process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the
     parent across fork+exec, which would report the benchmark driver's memory."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     except OSError:
@@ -294,9 +294,11 @@ def consumer_main(args) -> None:
         # send, receive and delete, so a small in-flight window keeps the emulator from dominating.
         stats = drain(source, handle, max_messages=args.n, max_seconds=1800, batch_size=200,
                       wait_seconds=2, empty_polls_to_stop=3)
+        workers_rss = sum(peak_rss_mb(pid) for pid in (pool.worker_pids() if args.workers > 0 else []))
     print(json.dumps({"received": stats.received, "deleted": stats.deleted, "seconds": stats.seconds,
                       "receive_calls": stats.receive_calls, "delete_calls": stats.delete_calls,
-                      "peak_rss_mb": peak_rss_mb(), **vars(total)}))
+                      "peak_rss_mb": peak_rss_mb() + workers_rss, "workers_peak_rss_mb": workers_rss,
+                      **vars(total)}))
 
 
 def run_sqs(bodies: list[str], db_path: str, cert_dir: str, endpoint: str, workers: int) -> dict:
@@ -419,10 +421,11 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
+    inline = results["in_process"] if op_workers == 0 else results[f"in_process_{other}_workers"]
     rows = [(f"in process, {op_workers} verify workers (op default)", f"{results['in_process']['per_s']:,} /s",
              f">= {TARGETS['in_process_per_s_min']:,} /s"),
-            ("  same, per CPU-second of the process", f"{results['in_process']['per_cpu_s'] or 0:,} /s", ""),
             (f"in process, {other} verify workers", f"{results[f'in_process_{other}_workers']['per_s']:,} /s", ""),
+            ("in process, verify inline, per CPU-second", f"{inline['per_cpu_s']:,} /s", ""),
             ("baseline (Warehouse-style, 1 txn each)", f"{results['baseline']['per_s']:,} /s", ""),
             ("  same, per CPU-second", f"{results['baseline']['per_cpu_s']:,} /s", ""),
             ("speedup vs baseline", f"{results['speedup_vs_baseline']}x", f">= {TARGETS['speedup_vs_baseline_min']}x")]

@@ -23,7 +23,7 @@ class DrainConfig(dg.Config):
     batch_size: int = 5_000
     wait_seconds: int = 2
     # Worker processes verifying signatures while the run receives and writes; 0 verifies inline;
-    # -1 picks: inline on 2 CPUs or fewer (measured faster there), else CPUs - 1, at most 4.
+    # -1 picks one per CPU, at most 4 (parallel.auto_workers).
     verify_workers: int = -1
     # One DuckDB connection serves consecutive batches for at most this long, then readers get a turn.
     connection_hold_seconds: float = 10.0
