@@ -166,7 +166,7 @@ def db_counts(path: str) -> dict:
                 "quarantined": c.execute("SELECT count(*) FROM quarantine").fetchone()[0]}
 
 
-def run_in_process(bodies: list[str], db_path: str, cert_dir: str, workers: int, batch: int = 5_000) -> dict:
+def run_in_process(bodies: list[str], db_path: str, cert_dir: str, workers: int, batch: int = 2_000) -> dict:
     """What the drain op does per batch, minus SQS: verify+parse (in `workers` processes, or
     inline when 0) overlapped with apply+write of the previous batch in this process."""
     from pipelines.common.drain import QueueMessage

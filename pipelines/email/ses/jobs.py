@@ -20,7 +20,9 @@ from resources.sns_verifier import SnsVerifierResource
 class DrainConfig(dg.Config):
     max_messages: int = 50_000
     max_seconds: float = 240.0
-    batch_size: int = 5_000
+    # Messages stay in flight until their batch commits: a batch must fill and commit well within
+    # the queue's visibility timeout (SQS default 30 s; a receive of 10 takes ~20-50 ms).
+    batch_size: int = 2_000
     wait_seconds: int = 2
     # Worker processes verifying signatures while the run receives and writes; 0 verifies inline;
     # -1 picks one per CPU, at most 4 (parallel.auto_workers).
