@@ -1,0 +1,63 @@
+"""The code location loads with exactly the documented jobs, sensors, schedules and assets."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.settings import SETTINGS
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+JOBS = {"send_email_batch_job", "email_sends_daily_job", "ingest_ses_notifications_job",
+        "replay_ses_quarantine_job", "ses_cleanup_job"}
+SENSORS = {"email_requests_sensor", "ses_notifications_sensor"}
+SCHEDULES = {"email_sends_daily_schedule", "ses_cleanup_schedule"}
+ASSETS = {"email_sends_daily", "email_status", "email_delivery_daily", "ses_reputation"}
+RESOURCES = {"duckdb", "email_requests_queue", "ses_notifications_queue", "stripe_events_queue", "sns",
+             "email_sender", "templates", "stripe", "email_settings", "sns_verifier", "address_changes_queue"}
+
+
+def _defs():
+    from pipelines.definitions import defs
+
+    return defs
+
+
+def test_definitions_contain_the_expected_names():
+    defs = _defs()
+    repo = defs.get_repository_def()
+    jobs = {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")}
+    assert jobs == JOBS
+    assert {s.name for s in repo.sensor_defs} == SENSORS
+    assert {s.name for s in repo.schedule_defs} == SCHEDULES
+    assets = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert assets == ASSETS
+    assert set(defs.resources) == RESOURCES
+    for key in ASSETS:
+        assert repo.asset_graph.get(dg.AssetKey(key)).group_name == "email"
+
+
+def test_sensors_run_by_default_and_target_their_drain_jobs():
+    defs = _defs()
+    for sensor, job in [("email_requests_sensor", "send_email_batch_job"),
+                        ("ses_notifications_sensor", "ingest_ses_notifications_job")]:
+        sd = defs.resolve_sensor_def(sensor)
+        assert sd.job_name == job
+        assert sd.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_every_writer_takes_the_duckdb_pool():
+    defs = _defs()
+    for job in ("send_email_batch_job", "ingest_ses_notifications_job", "replay_ses_quarantine_job",
+                "ses_cleanup_job"):
+        for node in defs.resolve_job_def(job).graph.node_defs:
+            assert node.pool == "duckdb", (job, node.name)
+    for key in ASSETS:
+        assert defs.resolve_assets_def(key).op.pool == "duckdb", key
+
+
+def test_readme_names_every_definition_and_setting():
+    names = JOBS | SENSORS | SCHEDULES | ASSETS | {s.name for s in SETTINGS}
+    missing = sorted(n for n in names if f"`{n}`" not in README)
+    assert not missing, f"README does not mention: {missing}"
+    assert "make dev" in README and "make test" in README

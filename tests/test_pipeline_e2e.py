@@ -1,0 +1,81 @@
+"""The whole loop on the local stack, nothing bypassed:
+
+dispatch() -> SQS email-requests -> email_requests_sensor -> send_email_batch_job (SES on moto)
+-> mailbox simulator -> signed SNS envelope on SQS ses-notifications -> ses_notifications_sensor
+-> ingest_ses_notifications_job -> email_messages.status and email_addresses.
+"""
+
+import time
+
+import dagster as dg
+import duckdb
+
+from pipelines.email.dispatch import dispatch
+
+SIM = "simulator.amazonses.com"
+# recipient -> (final status, email_addresses row: verified, unverify_reason, transient_bounces)
+EXPECTED = {
+    f"success@{SIM}": ("delivered", (True, None, 0)),
+    f"bounce@{SIM}": ("bounced", (False, "hard-bounce", 0)),
+    f"complaint@{SIM}": ("complained", (False, "spam-complaint", 0)),
+    f"ooto@{SIM}": ("delivered", (True, None, 0)),  # out of office after delivery: recorded, not counted
+    f"soft-bounce@{SIM}": ("soft-bounced", (True, None, 1)),
+}
+# Delivery, Bounce, Delivery+Complaint, Delivery+Bounce, Bounce
+EVENTS = 7
+
+
+def tick_and_run(instance, sensor_name, queue_key, job_name, run_config=None):
+    from pipelines.definitions import defs
+
+    sensor = defs.resolve_sensor_def(sensor_name)
+    with dg.build_sensor_context(instance=instance, resources={queue_key: defs.resources[queue_key]}) as ctx:
+        tick = sensor.evaluate_tick(ctx)
+    if not tick.run_requests:
+        return None
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, run_config=run_config or {}, tags=tick.run_requests[0].tags)
+    assert result.success
+    return result
+
+
+def state(db_path):
+    with duckdb.connect(db_path, read_only=True) as c:
+        statuses = dict(c.execute("SELECT to_address, status FROM email_messages").fetchall())
+        addresses = {r[0]: tuple(r[1:]) for r in c.execute(
+            "SELECT address, verified, unverify_reason, transient_bounces FROM email_addresses").fetchall()}
+        events = c.execute("SELECT count(*) FROM email_events e JOIN email_messages m USING (message_id)").fetchone()[0]
+    return statuses, addresses, events
+
+
+def test_request_to_delivery_status_through_every_real_part(local_stack, stack_env, monkeypatch):
+    monkeypatch.setenv("EMAIL_TRANSPORT", "ses")
+    monkeypatch.setenv("SES_MAX_SEND_RATE", "50")
+    db_path = stack_env["DUCKDB_PATH"]
+    instance = dg.DagsterInstance.ephemeral()
+
+    dispatch("two-factor-added", [{"email": a, "verified": True} for a in EXPECTED],
+             {"method": "totp", "username": "alice"}, request_id="loop-1")
+    sent = tick_and_run(instance, "email_requests_sensor", "email_requests_queue", "send_email_batch_job")
+    assert sent is not None and sent.output_for_node("send_email_batch")["sent"] == len(EXPECTED)
+    assert set(state(db_path)[0].values()) == {"sent"}
+
+    ingest_config = {"ops": {"drain_ses_notifications": {"config": {"wait_seconds": 1, "max_seconds": 20}}}}
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline:
+        tick_and_run(instance, "ses_notifications_sensor", "ses_notifications_queue",
+                     "ingest_ses_notifications_job", ingest_config)
+        statuses, addresses, events = state(db_path)
+        if events >= EVENTS:
+            break
+        time.sleep(0.5)
+    assert events == EVENTS
+    assert statuses == {a: s for a, (s, _) in EXPECTED.items()}
+    assert {a: addresses[a] for a in EXPECTED} == {a: row for a, (_, row) in EXPECTED.items()}
+
+    # The suppressed addresses are now skipped by the next request of the same kind.
+    dispatch("two-factor-added", [{"email": a, "verified": True} for a in EXPECTED],
+             {"method": "webauthn", "username": "alice"}, request_id="loop-2")
+    again = tick_and_run(instance, "email_requests_sensor", "email_requests_queue", "send_email_batch_job")
+    out = again.output_for_node("send_email_batch")
+    assert out["sent"] == 3 and out["skipped_suppressed"] == 2
