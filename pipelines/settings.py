@@ -68,7 +68,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EMAIL_REQUESTS_QUEUE", "SQS queue the application puts email requests on", "email-requests", "prod-email-requests"),
     Setting("SES_NOTIFICATIONS_QUEUE", "SQS queue subscribed to the SES notifications topic", "ses-notifications", "prod-ses-notifications"),
     Setting("STRIPE_EVENTS_QUEUE", "SQS queue of Stripe events", "stripe-events", "prod-stripe-events"),
-    Setting("EMAIL_TRANSPORT", "How email leaves: ses, smtp or console", "smtp", "ses", _one_of("ses", "smtp", "console")),
+    Setting("EMAIL_TRANSPORT", "How email leaves: ses, smtp or console", "ses (make dev); smtp (tests, devstack env)", "ses", _one_of("ses", "smtp", "console")),
     Setting("EMAIL_SENDER", "Default From address", "noreply@mailroom.test", "PyPI <noreply@pypi.org>", _email),
     Setting("SES_CONFIGURATION_SET", "SES configuration set for sends (empty: none)", "mailroom", "pypi-transactional", _any),
     Setting("SES_MAX_SEND_RATE", "Sends per second; 0 reads SES GetAccount SendQuota", "0", "0", _int_min(0)),
