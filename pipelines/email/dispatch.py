@@ -36,7 +36,10 @@ def build_request(kind: str, recipients: Iterable[Recipient | Mapping[str, Any]]
 def _default_queue() -> _Queue:
     from resources.aws import SQSQueueResource
 
-    return SQSQueueResource(queue_name=os.environ["EMAIL_REQUESTS_QUEUE"],
+    name = os.environ.get("EMAIL_REQUESTS_QUEUE")
+    if not name:
+        raise ValueError("EMAIL_REQUESTS_QUEUE is not set: name the email-requests queue, or pass queue=")
+    return SQSQueueResource(queue_name=name,
                             region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
 
 
