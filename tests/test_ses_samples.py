@@ -61,7 +61,7 @@ def _outcome(ingestor, body: str):
         return ("refused", reason)
     if prepared.controls:
         return ("control", prepared.controls[0].action)
-    return ("events", [e.event_type for e in prepared.events])
+    return ("events", prepared.events.column("event_type").to_pylist())
 
 
 def test_every_sns_and_sqs_sample_is_listed():

@@ -3,7 +3,8 @@
 A hard bounce or a complaint unverifies; each soft bounce adds one and more than
 MAX_TRANSIENT_BOUNCES unverifies; a delivery resets the count. Callers apply each event_id
 once (email_events is keyed on it), so a redelivered notification never counts twice.
-Only a change of `verified` yields a StatusChange.
+Only a change of `verified` yields a StatusChange. Instants are anything ordered: aware
+datetimes, or microseconds since the epoch as the batch ingest uses them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class AddressState:
     verified: bool = True
     unverify_reason: str | None = None
     transient_bounces: int = 0
-    last_event_at: datetime | None = None
+    last_event_at: datetime | int | None = None
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,11 @@ class StatusChange:
     address: str
     verified: bool
     reason: str | None
-    changed_at: datetime
+    changed_at: datetime | int
 
 
 def apply_effects(state: AddressState, effects: tuple[str, ...], event_id: str,
-                  at: datetime) -> tuple[AddressState, StatusChange | None]:
+                  at: datetime | int) -> tuple[AddressState, StatusChange | None]:
     verified, reason, count = state.verified, state.unverify_reason, state.transient_bounces
     for effect in effects:
         if effect == RESET:

@@ -1,25 +1,26 @@
 """Batch ingestion of SES notifications: parse + verify, then apply and write set-wise.
 
-`prepare` turns queue messages into normalised events, verified SNS control messages
-(subscription confirmations) and quarantine rows; it needs no database. `commit` applies
-a prepared batch in one DuckDB transaction: drops event_ids already stored (a redelivery
-changes nothing), runs the status machine per message in event-time order, folds address
-health, and writes every table with one set-wise statement each.
+`prepare` turns queue messages into normalised events (one Arrow table, event_batch),
+verified SNS control messages (subscription confirmations) and quarantine rows; it needs no
+database. `commit` applies a prepared batch in one DuckDB transaction: drops event_ids already
+stored (a redelivery changes nothing), runs the status machine per message in event-time
+order, folds address health, and writes every table with one set-wise statement each.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import duckdb
-import pandas as pd
+import orjson
+import pyarrow as pa
 
 from pipelines.common.drain import QueueMessage
 from pipelines.common.quarantine import Quarantined, quarantine
+from pipelines.email.ses import event_batch
 from pipelines.email.ses.address_health import AddressState, StatusChange, apply_effects
 from pipelines.email.ses.ses_parse import ParseError, SesEvent, is_ses_payload, parse_ses
 from pipelines.email.ses.sns_verify import SnsVerifier, VerificationError
@@ -42,16 +43,17 @@ class ControlMessage:
 
 @dataclass
 class Examined:
-    """One queue message verified and parsed: its events and control messages, or the reason it is refused."""
+    """One queue message verified and parsed: how many events it gave (they are rows of the
+    batch's event table, in message order) and its control messages, or the reason it is refused."""
     sqs_message_id: str
-    events: list[SesEvent]
+    n_events: int
     controls: list[ControlMessage]
     reason: str | None
 
 
 @dataclass
 class Prepared:
-    events: list[SesEvent] = field(default_factory=list)
+    events: pa.Table = field(default_factory=lambda: event_batch.EMPTY)
     controls: list[ControlMessage] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     # sqs_message_id -> None when handled, else the quarantine reason
@@ -86,18 +88,28 @@ class Ingestor:
     # ---- parse + verify (no database, no network but the certificate fetch) ----
     def prepare(self, messages: Iterable[QueueMessage]) -> Prepared:
         messages = list(messages)
-        return self.assemble(messages, [self.examine(m) for m in messages])
+        examined, events = self.examine_all(messages)
+        return self.assemble(messages, examined, events)
 
-    def examine(self, msg: QueueMessage) -> Examined:
-        """Verify and parse one message. Pure: safe to run in a worker process."""
-        try:
-            return self._examine(msg)
-        except (VerificationError, ParseError) as exc:
-            return Examined(msg.sqs_message_id, [], [], str(exc))
+    def examine_all(self, messages: Iterable[QueueMessage]) -> tuple[list[Examined], pa.Table]:
+        """Verify and parse messages; their events as one table in message order.
+        Pure: safe to run in a worker process."""
+        examined: list[Examined] = []
+        events: list[SesEvent] = []
+        for msg in messages:
+            try:
+                evs, controls = self._examine(msg)
+            except (VerificationError, ParseError) as exc:
+                examined.append(Examined(msg.sqs_message_id, 0, [], str(exc)))
+                continue
+            examined.append(Examined(msg.sqs_message_id, len(evs), controls, None))
+            events.extend(evs)
+        return examined, event_batch.to_table(events)
 
-    def assemble(self, messages: list[QueueMessage], examined: list[Examined]) -> Prepared:
-        """Merge per-message results in order; confirm allow-listed subscriptions (the one side effect)."""
-        out = Prepared()
+    def assemble(self, messages: list[QueueMessage], examined: list[Examined], events: pa.Table) -> Prepared:
+        """Merge per-message results in order; confirm allow-listed subscriptions (the one side effect).
+        `events` are the batch's events: only messages that were not refused have any."""
+        out = Prepared(events=events)
         for msg, ex in zip(messages, examined):
             reason = ex.reason
             controls = ex.controls
@@ -107,7 +119,6 @@ class Ingestor:
                 out.quarantined.append(Quarantined(self.source, msg.sqs_message_id, msg.body, reason))
                 out.outcomes[msg.sqs_message_id] = reason
                 continue
-            out.events.extend(ex.events)
             out.controls.extend(controls)
             out.outcomes[msg.sqs_message_id] = None
         return out
@@ -121,24 +132,24 @@ class Ingestor:
             return [], f"SubscriptionConfirmation could not be confirmed: {type(exc).__name__}"
         return [replace(pending, action="confirmed", subscription_arn=arn, token=None)], None
 
-    def _examine(self, msg: QueueMessage) -> Examined:
+    def _examine(self, msg: QueueMessage) -> tuple[list[SesEvent], list[ControlMessage]]:
         try:
-            body = json.loads(msg.body)
-        except ValueError:
+            body = orjson.loads(msg.body)
+        except orjson.JSONDecodeError:
             raise ParseError("body is not JSON") from None
         if not isinstance(body, dict):
             raise ParseError("body is not a JSON object")
         if "Type" in body:
-            return self._envelope(msg.sqs_message_id, body)
+            return self._envelope(body)
         if is_ses_payload(body):
             if not self.accept_raw:
                 raise ParseError("raw SES payload (SNS raw delivery) refused: SES_ACCEPT_RAW is off")
             # Raw delivery carries no SNS id or signature: the body's hash is the idempotency key.
             digest = hashlib.sha256(msg.body.encode("utf-8")).hexdigest()[:32]
-            return Examined(msg.sqs_message_id, parse_ses(body, f"raw-{digest}", datetime.now(timezone.utc)), [], None)
+            return parse_ses(body, f"raw-{digest}", datetime.now(timezone.utc)), []
         raise ParseError("neither an SNS envelope nor an SES payload")
 
-    def _envelope(self, sqs_id: str, env: dict) -> Examined:
+    def _envelope(self, env: dict) -> tuple[list[SesEvent], list[ControlMessage]]:
         sns_type = env.get("Type")
         try:
             sns_time = self.verifier.verify(env)
@@ -148,13 +159,12 @@ class Ingestor:
         if not isinstance(sns_id, str) or not sns_id:
             raise ParseError("SNS envelope lacks MessageId")
         if sns_type == "Notification":
-            return Examined(sqs_id, parse_ses(env.get("Message"), sns_id, sns_time), [], None)  # type: ignore[arg-type]
+            return parse_ses(env.get("Message"), sns_id, sns_time), []  # type: ignore[arg-type]
         topic = env["TopicArn"]
         if sns_type == "SubscriptionConfirmation":
-            return Examined(sqs_id, [], [ControlMessage(sns_id, sns_type, topic, "confirm", None, sns_time,
-                                                        token=env["Token"])], None)
+            return [], [ControlMessage(sns_id, sns_type, topic, "confirm", None, sns_time, token=env["Token"])]
         # UnsubscribeConfirmation: nothing to do but record it
-        return Examined(sqs_id, [], [ControlMessage(sns_id, sns_type, topic, "recorded", None, sns_time)], None)
+        return [], [ControlMessage(sns_id, sns_type, topic, "recorded", None, sns_time)]
 
     # ---- apply + write (one transaction) ----
     def commit(self, conn: duckdb.DuckDBPyConnection, prepared: Prepared, *, write_quarantine: bool = True,
@@ -180,67 +190,74 @@ class Ingestor:
         return self.commit(conn, self.prepare(messages))
 
 
-def _frame(conn: duckdb.DuckDBPyConnection, name: str, data: dict) -> None:
-    conn.register(name, pd.DataFrame(data))
+STR, BOOL, INT = pa.string(), pa.bool_(), pa.int32()
 
 
-def apply_events(conn: duckdb.DuckDBPyConnection, events: list[SesEvent], result: IngestResult) -> None:
-    """Apply events inside the caller's transaction."""
-    unique: dict[str, SesEvent] = {}
-    for ev in events:
-        unique.setdefault(ev.event_id, ev)
-    result.events_duplicate += len(events) - len(unique)
-    if not unique:
+def _timestamps(micros: list[int | None]) -> pa.Array:
+    return pa.array(micros, type=pa.int64()).cast(event_batch.TS)
+
+
+def _register(conn: duckdb.DuckDBPyConnection, name: str, columns: dict[str, pa.Array | tuple[pa.DataType, list]]) -> None:
+    """Expose columns to SQL as an Arrow table: DuckDB scans Arrow without converting row by row."""
+    conn.register(name, pa.table({col: v if isinstance(v, pa.Array) else pa.array(v[1], type=v[0])
+                                  for col, v in columns.items()}))
+
+
+def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: IngestResult) -> None:
+    """Apply a batch of events (event_batch.SCHEMA) inside the caller's transaction."""
+    if not events.num_rows:
         return
-    _frame(conn, "ses_batch_ids", {"event_id": list(unique), "message_id": [e.message_id for e in unique.values()]})
-    stored = conn.execute(
-        "SELECT b.event_id FROM ses_batch_ids b JOIN email_events e USING (event_id)").fetchall()
+    event_ids = events.column("event_id").to_pylist()
+    first: dict[str, int] = {}  # event_id -> its first row: a redelivery within the batch counts once
+    for i, event_id in enumerate(event_ids):
+        first.setdefault(event_id, i)
+    result.events_duplicate += events.num_rows - len(first)
+    message_ids = events.column("message_id").to_pylist()
+    _register(conn, "ses_batch_ids", {"event_id": (STR, list(first)),
+                                      "message_id": (STR, [message_ids[i] for i in first.values()])})
+    stored = conn.execute("SELECT event_id FROM ses_batch_ids SEMI JOIN email_events USING (event_id)").fetchall()
     for (event_id,) in stored:
-        del unique[event_id]
+        del first[event_id]
     result.events_duplicate += len(stored)
     statuses: dict[str, str] = dict(conn.execute(
-        "SELECT m.message_id, any_value(m.status) FROM email_messages m "
-        "WHERE m.message_id IN (SELECT DISTINCT message_id FROM ses_batch_ids) GROUP BY m.message_id").fetchall())
+        "SELECT message_id, any_value(status) FROM email_messages "
+        "SEMI JOIN (SELECT DISTINCT message_id FROM ses_batch_ids) USING (message_id) GROUP BY message_id").fetchall())
     conn.unregister("ses_batch_ids")
-    if not unique:
+    if not first:
         return
 
-    new = sorted(unique.values(), key=lambda e: (e.message_id, e.occurred_at))
-    n = len(new)
+    at = event_batch.micros(events, "occurred_at")
+    signals = events.column("signal").to_pylist()
+    recipients = events.column("recipient").to_pylist()
+    rows = sorted(first.values(), key=lambda i: (message_ids[i], at[i]))  # per message, in event time
+    n = len(rows)
     orphan = [False] * n
     before: list[str | None] = [None] * n
     after: list[str | None] = [None] * n
-    status_updates: dict[str, tuple[str, datetime]] = {}
-    address_ops: list[tuple[str, datetime, str, tuple[str, ...]]] = []
-    for i, ev in enumerate(new):
-        status = statuses.get(ev.message_id)
+    status_updates: dict[str, tuple[str, int]] = {}
+    address_ops: list[tuple[str, int, str, tuple[str, ...]]] = []
+    for k, i in enumerate(rows):
+        message_id = message_ids[i]
+        status = statuses.get(message_id)
         if status is None:
-            orphan[i] = True
+            orphan[k] = True
             continue
-        rule = step(status, ev.signal)
-        before[i], after[i] = status, rule.next_status
+        rule = step(status, signals[i])
+        before[k] = status
+        after[k] = rule.next_status
         if rule.kind == "unexpected":
             result.unexpected_transitions += 1
         if rule.next_status != status:
-            statuses[ev.message_id] = rule.next_status
-            status_updates[ev.message_id] = (rule.next_status, ev.occurred_at)
-        if ev.recipient and ev.signal is not None:
-            address_ops.append((ev.recipient, ev.occurred_at, ev.event_id, rule.effects))
+            statuses[message_id] = rule.next_status
+            status_updates[message_id] = (rule.next_status, at[i])
+        if recipients[i] and signals[i] is not None:
+            address_ops.append((recipients[i], at[i], event_ids[i], rule.effects))
 
-    _frame(conn, "ses_new_events", {
-        "event_id": [e.event_id for e in new],
-        "sns_message_id": [e.sns_message_id for e in new],
-        "message_id": [e.message_id for e in new],
-        "recipient": [e.recipient for e in new],
-        "event_type": [e.event_type for e in new],
-        "bounce_type": [e.bounce_type for e in new],
-        "bounce_subtype": [e.bounce_subtype for e in new],
-        "occurred_at": pd.to_datetime([e.occurred_at for e in new], utc=True),
-        "orphan": orphan,
-        "status_before": before,
-        "status_after": after,
-        "detail": [e.detail for e in new],
-    })
+    new = (events.take(pa.array(rows, type=pa.int64())).drop_columns(["signal"])
+           .append_column("orphan", pa.array(orphan, type=BOOL))
+           .append_column("status_before", pa.array(before, type=STR))
+           .append_column("status_after", pa.array(after, type=STR)))
+    conn.register("ses_new_events", new)
     conn.execute(
         "INSERT INTO email_events (event_id, sns_message_id, message_id, recipient, event_type, bounce_type, "
         "bounce_subtype, occurred_at, orphan, status_before, status_after, detail) "
@@ -251,10 +268,10 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: list[SesEvent], result
     result.orphans += sum(orphan)
 
     if status_updates:
-        _frame(conn, "ses_status_updates", {
-            "message_id": list(status_updates),
-            "status": [s for s, _ in status_updates.values()],
-            "status_at": pd.to_datetime([t for _, t in status_updates.values()], utc=True),
+        _register(conn, "ses_status_updates", {
+            "message_id": (STR, list(status_updates)),
+            "status": (STR, [s for s, _ in status_updates.values()]),
+            "status_at": _timestamps([t for _, t in status_updates.values()]),
         })
         conn.execute("UPDATE email_messages SET status = u.status, status_at = u.status_at "
                      "FROM ses_status_updates u WHERE email_messages.message_id = u.message_id")
@@ -267,12 +284,13 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: list[SesEvent], result
 
 
 def _apply_address_ops(conn: duckdb.DuckDBPyConnection,
-                       ops: list[tuple[str, datetime, str, tuple[str, ...]]]) -> list[StatusChange]:
+                       ops: list[tuple[str, int, str, tuple[str, ...]]]) -> list[StatusChange]:
+    """Fold address effects in event time. Instants are microseconds since the epoch here."""
     addresses = sorted({op[0] for op in ops})
-    _frame(conn, "ses_addresses", {"address": addresses})
+    _register(conn, "ses_addresses", {"address": (STR, addresses)})
     states = {row[0]: AddressState(*row) for row in conn.execute(
-        "SELECT a.address, a.verified, a.unverify_reason, a.transient_bounces, a.last_event_at "
-        "FROM email_addresses a JOIN ses_addresses USING (address)").fetchall()}
+        "SELECT address, verified, unverify_reason, transient_bounces, epoch_us(last_event_at) "
+        "FROM email_addresses SEMI JOIN ses_addresses USING (address)").fetchall()}
     conn.unregister("ses_addresses")
     changes: list[StatusChange] = []
     for address, at, event_id, effects in sorted(ops, key=lambda op: (op[0], op[1])):
@@ -281,12 +299,12 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection,
         if change is not None:
             changes.append(change)
     touched = [states[a] for a in addresses]
-    _frame(conn, "ses_address_rows", {
-        "address": [s.address for s in touched],
-        "verified": [s.verified for s in touched],
-        "unverify_reason": [s.unverify_reason for s in touched],
-        "transient_bounces": [s.transient_bounces for s in touched],
-        "last_event_at": pd.to_datetime([s.last_event_at for s in touched], utc=True),
+    _register(conn, "ses_address_rows", {
+        "address": (STR, addresses),
+        "verified": (BOOL, [s.verified for s in touched]),
+        "unverify_reason": (STR, [s.unverify_reason for s in touched]),
+        "transient_bounces": (INT, [s.transient_bounces for s in touched]),
+        "last_event_at": _timestamps([s.last_event_at for s in touched]),
     })
     conn.execute(
         "INSERT INTO email_addresses (address, verified, unverify_reason, transient_bounces, last_event_at) "
@@ -296,12 +314,12 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection,
         "last_event_at = excluded.last_event_at")
     conn.unregister("ses_address_rows")
     if changes:
-        _frame(conn, "ses_address_changes", {
-            "change_id": [c.change_id for c in changes],
-            "address": [c.address for c in changes],
-            "verified": [c.verified for c in changes],
-            "reason": [c.reason for c in changes],
-            "changed_at": pd.to_datetime([c.changed_at for c in changes], utc=True),
+        _register(conn, "ses_address_changes", {
+            "change_id": (STR, [c.change_id for c in changes]),
+            "address": (STR, [c.address for c in changes]),
+            "verified": (BOOL, [c.verified for c in changes]),
+            "reason": (STR, [c.reason for c in changes]),
+            "changed_at": _timestamps([c.changed_at for c in changes]),
         })
         conn.execute(
             "INSERT INTO address_status_changes (change_id, address, verified, reason, changed_at) "

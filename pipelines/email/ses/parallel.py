@@ -13,10 +13,12 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
+import pyarrow as pa
+
 from pipelines.common.drain import QueueMessage
+from pipelines.email.ses import event_batch
 from pipelines.email.ses.cert_store import CertStore
 from pipelines.email.ses.ingest import Examined, Ingestor, Prepared
-from pipelines.email.ses.ses_parse import SesEvent
 from pipelines.email.ses.sns_verify import SnsVerifier
 
 _WORKER: Ingestor | None = None
@@ -34,20 +36,24 @@ def _init_worker(topics: list[str], cert_dir: str | None, max_age_seconds: float
     _WORKER = Ingestor(SnsVerifier(topics, CertStore(cert_dir), max_age_seconds), accept_raw=accept_raw)
 
 
-def _examine_chunk(messages: list[QueueMessage]) -> list[tuple]:
-    """Examined results as plain tuples: they pickle several times faster than dataclasses."""
+def _examine_chunk(messages: list[QueueMessage]) -> tuple[list[tuple], pa.Table]:
+    """Per-message results as plain tuples (they pickle several times faster than dataclasses)
+    and the chunk's events as one Arrow table (it crosses as buffers)."""
     assert _WORKER is not None
-    out = []
-    for m in messages:
-        ex = _WORKER.examine(m)
-        out.append((ex.sqs_message_id, [(e.event_id, e.sns_message_id, e.message_id, e.recipient, e.event_type,
-                                         e.signal, e.bounce_type, e.bounce_subtype, e.occurred_at, e.detail)
-                                        for e in ex.events], ex.controls, ex.reason))
-    return out
+    examined, events = _WORKER.examine_all(messages)
+    return [(e.sqs_message_id, e.n_events, e.controls, e.reason) for e in examined], events
 
 
-def _from_tuple(t: tuple) -> Examined:
-    return Examined(t[0], [SesEvent(*e) for e in t[1]], t[2], t[3])
+class _Chunk:
+    """A worker's result for consecutive messages: where each message's events start in its table."""
+
+    def __init__(self, result: tuple[list[tuple], pa.Table]):
+        rows, self.events = result
+        self.examined: dict[str, tuple[Examined, int]] = {}
+        offset = 0
+        for t in rows:
+            self.examined[t[0]] = (Examined(*t), offset)
+            offset += t[1]
 
 
 class PreparePool:
@@ -62,8 +68,8 @@ class PreparePool:
             initargs=(sorted(v.topics), str(v.certs.cert_dir) if v.certs.cert_dir else None, v.max_age_seconds,
                       ingestor.accept_raw))
         self._pending: list[QueueMessage] = []
-        self._futures: dict[str, Future] = {}
-        self._results: dict[str, Examined] = {}
+        self._futures: dict[str, Future] = {}   # sqs_message_id -> its chunk's future
+        self._chunks: dict[int, _Chunk] = {}     # id(future) -> result, while any of its messages is pending
 
     def submit(self, messages: Sequence[QueueMessage]) -> None:
         self._pending.extend(messages)
@@ -79,23 +85,29 @@ class PreparePool:
             self._futures[m.sqs_message_id] = future
 
     def prepare(self, batch: Sequence[QueueMessage]) -> Prepared:
-        missing = [m for m in batch if m.sqs_message_id not in self._futures and m.sqs_message_id not in self._results]
+        missing = [m for m in batch if m.sqs_message_id not in self._futures]
         if missing:
             self.submit(missing)
         self._send()
-        examined = []
+        examined: list[Examined] = []
+        slices: list[list] = []  # [table, start, length], contiguous runs merged
         for m in batch:
-            ex = self._results.pop(m.sqs_message_id, None)
-            if ex is None:
-                future = self._futures.pop(m.sqs_message_id)
-                for result in map(_from_tuple, future.result()):
-                    if result.sqs_message_id != m.sqs_message_id and result.sqs_message_id in self._futures:
-                        self._results[result.sqs_message_id] = result
-                        del self._futures[result.sqs_message_id]
-                    elif result.sqs_message_id == m.sqs_message_id:
-                        ex = result
+            future = self._futures.pop(m.sqs_message_id)
+            chunk = self._chunks.get(id(future))
+            if chunk is None:
+                chunk = self._chunks[id(future)] = _Chunk(future.result())
+            ex, offset = chunk.examined.pop(m.sqs_message_id)
+            if not chunk.examined:
+                del self._chunks[id(future)]
             examined.append(ex)
-        return self.ingestor.assemble(list(batch), examined)
+            if ex.n_events:
+                last = slices[-1] if slices else None
+                if last is not None and last[0] is chunk.events and last[1] + last[2] == offset:
+                    last[2] += ex.n_events
+                else:
+                    slices.append([chunk.events, offset, ex.n_events])
+        events = event_batch.concat(table.slice(start, length) for table, start, length in slices)
+        return self.ingestor.assemble(list(batch), examined, events)
 
     def worker_pids(self) -> list[int]:
         return [p.pid for p in (self._pool._processes or {}).values()]

@@ -12,10 +12,11 @@ Bounce, Complaint, Delivery and DeliveryDelay fan out per recipient; their event
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parseaddr
+
+import orjson
 
 EVENT_TYPES = {
     # payload type -> (normalised event_type, key of the SES object, key of its recipient list)
@@ -80,8 +81,8 @@ def parse_ses(payload: dict | str, sns_message_id: str, fallback_time: datetime 
     """Events for one SES payload (the SNS Message, or the SQS body under raw delivery)."""
     if isinstance(payload, str):
         try:
-            payload = json.loads(payload)
-        except ValueError:
+            payload = orjson.loads(payload)
+        except orjson.JSONDecodeError:
             raise ParseError("SNS Message is not JSON (not an SES notification)") from None
     if not is_ses_payload(payload):
         raise ParseError("SNS Message is not an SES notification (no notificationType or eventType)")
@@ -118,7 +119,7 @@ def parse_ses(payload: dict | str, sns_message_id: str, fallback_time: datetime 
             signal = "soft-bounce"
         else:
             raise ParseError(f"unknown bounceType {bounce_type!r}")
-    detail = json.dumps(obj)  # default arguments: the stdlib's cached C encoder, the fastest path
+    detail = orjson.dumps(obj).decode()
 
     if recipients_key is None:
         dest = mail.get("destination")
