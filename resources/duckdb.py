@@ -32,13 +32,14 @@ class DuckDBResource(dg.ConfigurableResource):
     lock_timeout_seconds: float = 120.0
 
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, read_only: bool = False, config: dict | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """`config`: DuckDB settings for this connection (e.g. {"threads": 1})."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_seconds
         delay = 0.02
         while True:
             try:
-                conn = duckdb.connect(self.path, read_only=read_only)
+                conn = duckdb.connect(self.path, read_only=read_only, config=config or {})
                 break
             except duckdb.IOException as exc:
                 if not _is_lock_error(exc) or time.monotonic() > deadline:

@@ -32,13 +32,16 @@ def confirmations():
     return []
 
 
-@pytest.fixture
-def ingestor(tmp_path, identity, confirmations):
+# With an SNS age limit, duplicates are looked for among recently received events only; without
+# one, in the whole ledger. Every ingest test runs both ways.
+@pytest.fixture(params=[0, 3600], ids=["whole-ledger", "age-window"])
+def ingestor(request, tmp_path, identity, confirmations):
     def confirm(topic, token):
         confirmations.append((topic, token))
         return f"{topic}:sub-1"
 
-    return Ingestor(SnsVerifier([TOPIC], CertStore(tmp_path / "certs"), max_age_seconds=0), confirm=confirm)
+    verifier = SnsVerifier([TOPIC], CertStore(tmp_path / "certs"), max_age_seconds=request.param)
+    return Ingestor(verifier, confirm=confirm)
 
 
 _counter = iter(range(10**9))
@@ -122,6 +125,26 @@ def test_six_soft_bounces_unverify_and_redelivery_never_counts_twice(db, ingesto
     run(db, ingestor, bodies[5:])
     assert address(db, "flaky@example.com") == (False, "soft-bounce", 6)
     assert table(db, "SELECT reason FROM address_status_changes") == [("soft-bounce",)]
+
+
+def test_duplicate_check_window_follows_the_age_limit(db, tmp_path, identity):
+    add_message(db, "m1", "a@example.com")
+    body = signed(identity, ses_message("Delivery", "m1", ["a@example.com"]), sns_id="sns-old")
+    windowed = Ingestor(SnsVerifier([TOPIC], CertStore(tmp_path / "certs"), max_age_seconds=3600))
+    assert windowed.dedupe_window == timedelta(seconds=3600 + 900)
+    assert run(db, windowed, [body]).events_new == 1
+    assert run(db, windowed, [body]).events_duplicate == 1
+    # Pretend the stored copy arrived three days ago: a copy that old can no longer pass the age
+    # limit, so the windowed check does not look at it; the whole-ledger check (replay) does.
+    with db.connect() as conn:
+        conn.execute("UPDATE email_events SET received_at = now() - INTERVAL 3 DAY")
+        assert windowed.commit(conn, windowed.prepare([qmsg(body)]), check_whole_ledger=True).events_duplicate == 1
+        assert windowed.commit(conn, windowed.prepare([qmsg(body)])).events_new == 1
+    unlimited = Ingestor(SnsVerifier([TOPIC], CertStore(tmp_path / "certs"), max_age_seconds=0))
+    raw = Ingestor(SnsVerifier([TOPIC], CertStore(tmp_path / "certs"), max_age_seconds=3600), accept_raw=True)
+    assert unlimited.dedupe_window is None and raw.dedupe_window is None
+    assert run(db, unlimited, [body]).events_duplicate == 1
+    assert table(db, "SELECT count(*) FROM email_events") == [(2,)]
 
 
 def test_delivery_resets_soft_bounce_count(db, ingestor, identity):

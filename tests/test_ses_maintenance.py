@@ -101,6 +101,28 @@ def test_replay_after_the_allow_list_is_fixed(db, tmp_path, identity):
         assert (result.messages, failing) == (1, 1)
 
 
+def test_replay_days_later_counts_the_age_limit_to_when_the_message_arrived(db, tmp_path, identity):
+    other = "arn:aws:sns:us-east-1:123456789012:second-region-topic"
+    two_days_later = datetime.now(timezone.utc) + timedelta(days=2)
+
+    def aged(topics, now=None):
+        return Ingestor(SnsVerifier(list(topics), CertStore(tmp_path / "certs"), max_age_seconds=3600, now=now))
+
+    with db.connect() as conn:
+        add(conn, "r1", "sent", 0, "m1", to="a@example.com")
+        fresh = signed(identity, ses_message("Delivery", "m1", ["a@example.com"]), topic=other)
+        assert aged([TOPIC]).process(conn, [QueueMessage("sqs-1", "rh", fresh)]).quarantined == 1
+        # Fixed two days later: the envelope was fresh when it reached us, so it is accepted now.
+        result, failing = replay(conn, aged([TOPIC, other], now=lambda: two_days_later))
+        assert (failing, result.events_new, result.status_changes) == (0, 1, 1)
+        assert conn.execute("SELECT status FROM email_messages").fetchone()[0] == "delivered"
+        # The same envelope arriving live two days later is refused as too old.
+        late = aged([TOPIC, other], now=lambda: two_days_later).process(conn, [QueueMessage("sqs-2", "rh", fresh)])
+        assert late.quarantined == 1
+        reason = conn.execute("SELECT reason FROM quarantine WHERE sqs_message_id = 'sqs-2'").fetchone()[0]
+        assert "s old, over the 3600 s limit" in reason
+
+
 def test_pool_gives_the_same_result_as_inline(tmp_path, identity):
     confirmed = []
     ing = Ingestor(verifier(tmp_path), confirm=lambda topic, token: confirmed.append(token) or "arn:sub")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 
@@ -20,6 +21,8 @@ class QueueMessage:
     receipt_handle: str
     body: str
     receive_count: int = 1
+    # When it first reached us, if earlier than now (a quarantine replay): age checks count from it.
+    received_at: datetime | None = None
 
     @classmethod
     def from_sqs(cls, msg: dict) -> QueueMessage:

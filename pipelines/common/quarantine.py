@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 import duckdb
 
@@ -33,10 +34,10 @@ def quarantine(conn: duckdb.DuckDBPyConnection, items: Iterable[Quarantined]) ->
     return len(rows)
 
 
-def pending(conn: duckdb.DuckDBPyConnection, source: str) -> list[tuple[str, str, str]]:
-    """(quarantine_id, sqs_message_id, raw_body) not yet replayed successfully, oldest first."""
+def pending(conn: duckdb.DuckDBPyConnection, source: str) -> list[tuple[str, str, str, datetime]]:
+    """(quarantine_id, sqs_message_id, raw_body, quarantined_at) not yet replayed successfully, oldest first."""
     return conn.execute(
-        "SELECT quarantine_id, sqs_message_id, raw_body FROM quarantine "
+        "SELECT quarantine_id, sqs_message_id, raw_body, quarantined_at FROM quarantine "
         "WHERE source = ? AND (replay_result IS NULL OR replay_result <> 'ok') ORDER BY quarantined_at",
         [source],
     ).fetchall()

@@ -51,7 +51,7 @@ EMAIL = [
     # SES notifications, one row per SNS message and recipient.
     """
     CREATE TABLE IF NOT EXISTS email_events (
-        event_id        VARCHAR PRIMARY KEY,   -- SNS MessageId, plus ':<recipient>' when fanned out
+        event_id        VARCHAR NOT NULL,      -- unique: SNS MessageId, plus ':<recipient>' when fanned out
         sns_message_id  VARCHAR NOT NULL,
         message_id      VARCHAR NOT NULL,      -- SES mail.messageId
         recipient       VARCHAR,
@@ -66,8 +66,10 @@ EMAIL = [
         detail          JSON                   -- the SES bounce/complaint/delivery/... object
     )
     """,
-    # No secondary index on email_events.message_id: every reader joins set-wise (hash joins), and
-    # the index would double the cost of each insert on the ingest path.
+    # No index on email_events at all. event_id is unique because the ingest writes only event_ids it
+    # has checked are absent, in the same transaction, and DuckDB lets one process write the file at
+    # a time (ses/ingest.py). A primary key would add ~40% to each insert on the ingest path and its
+    # ART index must fit in memory, which a 90-day ledger would outgrow; readers join set-wise.
     # Address health, one row per address.
     """
     CREATE TABLE IF NOT EXISTS email_addresses (

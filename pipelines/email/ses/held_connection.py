@@ -4,6 +4,10 @@ Opening and closing per batch costs a checkpoint each time (most of the write co
 notifications a batch); holding the file for a whole run would lock ad-hoc readers out for
 minutes. So a run keeps one connection for at most `hold_seconds`, then closes it between
 batches, and readers (DuckDBResource retries on the lock) get in.
+
+The connection runs DuckDB on one thread: a batch's statements are small, so more threads
+mostly add scheduling overhead (~20% of the write time measured), and the verify workers
+want the other cores.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ class HeldConnection:
             self.close()
         if self._conn is None:
             self._stack = ExitStack()
-            self._conn = self._stack.enter_context(self.db.connect())
+            self._conn = self._stack.enter_context(self.db.connect(config={"threads": 1}))
             self._opened = time.monotonic()
             self.opens += 1
         return self._conn

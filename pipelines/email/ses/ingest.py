@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import duckdb
 import orjson
@@ -27,6 +27,7 @@ from pipelines.email.ses.sns_verify import SnsVerifier, VerificationError
 from pipelines.email.ses.status_machine import step
 
 SOURCE = "ses-notifications"
+DEDUPE_SKEW_SECONDS = 900  # clock skew allowed between SNS and us (the verifier allows 300 s), with room
 Confirm = Callable[[str, str], str]  # (topic_arn, token) -> subscription ARN
 
 
@@ -84,6 +85,11 @@ class Ingestor:
         self.accept_raw = accept_raw
         self.confirm = confirm
         self.source = source
+        # A copy of an SNS message passes verification only within max_age of its Timestamp, and the
+        # first copy was stored after that Timestamp (less clock skew), so only events received since
+        # then can be its duplicates. Raw delivery carries no Timestamp: the whole ledger is checked.
+        self.dedupe_window = (None if accept_raw or not verifier.max_age_seconds
+                              else timedelta(seconds=verifier.max_age_seconds + DEDUPE_SKEW_SECONDS))
 
     # ---- parse + verify (no database, no network but the certificate fetch) ----
     def prepare(self, messages: Iterable[QueueMessage]) -> Prepared:
@@ -140,7 +146,7 @@ class Ingestor:
         if not isinstance(body, dict):
             raise ParseError("body is not a JSON object")
         if "Type" in body:
-            return self._envelope(body)
+            return self._envelope(body, msg.received_at)
         if is_ses_payload(body):
             if not self.accept_raw:
                 raise ParseError("raw SES payload (SNS raw delivery) refused: SES_ACCEPT_RAW is off")
@@ -149,10 +155,10 @@ class Ingestor:
             return parse_ses(body, f"raw-{digest}", datetime.now(timezone.utc)), []
         raise ParseError("neither an SNS envelope nor an SES payload")
 
-    def _envelope(self, env: dict) -> tuple[list[SesEvent], list[ControlMessage]]:
+    def _envelope(self, env: dict, received_at: datetime | None) -> tuple[list[SesEvent], list[ControlMessage]]:
         sns_type = env.get("Type")
         try:
-            sns_time = self.verifier.verify(env)
+            sns_time = self.verifier.verify(env, received_at)
         except VerificationError as exc:
             raise VerificationError(f"SNS {sns_type} refused: {exc}") from None
         sns_id = env.get("MessageId")
@@ -168,11 +174,14 @@ class Ingestor:
 
     # ---- apply + write (one transaction) ----
     def commit(self, conn: duckdb.DuckDBPyConnection, prepared: Prepared, *, write_quarantine: bool = True,
+               check_whole_ledger: bool = False,
                within: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> IngestResult:
         result = IngestResult(messages=len(prepared.outcomes))
         conn.execute("BEGIN TRANSACTION")
         try:
-            apply_events(conn, prepared.events, result)
+            since = (None if check_whole_ledger or self.dedupe_window is None
+                     else datetime.now(timezone.utc) - self.dedupe_window)
+            apply_events(conn, prepared.events, result, dedupe_since=since)
             if prepared.controls:
                 _insert_controls(conn, prepared.controls)
                 result.controls = len(prepared.controls)
@@ -191,20 +200,28 @@ class Ingestor:
 
 
 STR, BOOL, INT = pa.string(), pa.bool_(), pa.int32()
+# Arrow's JSON type: DuckDB takes the column as JSON without re-validating what orjson wrote.
+DETAIL = pa.json_(pa.string())
+
+# The writes below name Arrow tables held in local variables (ses_batch, ses_new_events, ...):
+# DuckDB's replacement scan reads them in place, cheaper than register/unregister per statement.
 
 
 def _timestamps(micros: list[int | None]) -> pa.Array:
     return pa.array(micros, type=pa.int64()).cast(event_batch.TS)
 
 
-def _register(conn: duckdb.DuckDBPyConnection, name: str, columns: dict[str, pa.Array | tuple[pa.DataType, list]]) -> None:
-    """Expose columns to SQL as an Arrow table: DuckDB scans Arrow without converting row by row."""
-    conn.register(name, pa.table({col: v if isinstance(v, pa.Array) else pa.array(v[1], type=v[0])
-                                  for col, v in columns.items()}))
+def _table(**columns: pa.Array | tuple[pa.DataType, list]) -> pa.Table:
+    return pa.table({name: v if isinstance(v, pa.Array) else pa.array(v[1], type=v[0]) for name, v in columns.items()})
 
 
-def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: IngestResult) -> None:
-    """Apply a batch of events (event_batch.SCHEMA) inside the caller's transaction."""
+def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: IngestResult,
+                 dedupe_since: datetime | None = None) -> None:
+    """Apply a batch of events (event_batch.SCHEMA) inside the caller's transaction.
+
+    `dedupe_since`: earliest received_at a stored copy of any of these events can have (see
+    Ingestor.dedupe_window); None checks the whole ledger.
+    """
     if not events.num_rows:
         return
     event_ids = events.column("event_id").to_pylist()
@@ -213,16 +230,19 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Inge
         first.setdefault(event_id, i)
     result.events_duplicate += events.num_rows - len(first)
     message_ids = events.column("message_id").to_pylist()
-    _register(conn, "ses_batch_ids", {"event_id": (STR, list(first)),
-                                      "message_id": (STR, [message_ids[i] for i in first.values()])})
-    stored = conn.execute("SELECT event_id FROM ses_batch_ids SEMI JOIN email_events USING (event_id)").fetchall()
+    ses_batch = _table(event_id=(STR, list(first)), message_id=(STR, [message_ids[i] for i in first.values()]))
+    if dedupe_since is None:
+        stored = conn.execute("SELECT event_id FROM ses_batch SEMI JOIN email_events USING (event_id)").fetchall()
+    else:
+        stored = conn.execute("SELECT event_id FROM ses_batch SEMI JOIN "
+                              "(SELECT event_id FROM email_events WHERE received_at >= ?) USING (event_id)",
+                              [dedupe_since]).fetchall()
     for (event_id,) in stored:
         del first[event_id]
     result.events_duplicate += len(stored)
     statuses: dict[str, str] = dict(conn.execute(
         "SELECT message_id, any_value(status) FROM email_messages "
-        "SEMI JOIN (SELECT DISTINCT message_id FROM ses_batch_ids) USING (message_id) GROUP BY message_id").fetchall())
-    conn.unregister("ses_batch_ids")
+        "SEMI JOIN (SELECT DISTINCT message_id FROM ses_batch) USING (message_id) GROUP BY message_id").fetchall())
     if not first:
         return
 
@@ -253,29 +273,26 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Inge
         if recipients[i] and signals[i] is not None:
             address_ops.append((recipients[i], at[i], event_ids[i], rule.effects))
 
-    new = (events.take(pa.array(rows, type=pa.int64())).drop_columns(["signal"])
-           .append_column("orphan", pa.array(orphan, type=BOOL))
-           .append_column("status_before", pa.array(before, type=STR))
-           .append_column("status_after", pa.array(after, type=STR)))
-    conn.register("ses_new_events", new)
+    new = events.take(pa.array(rows, type=pa.int64()))
+    ses_new_events = (new.drop_columns(["signal", "detail"])
+                      .append_column("orphan", pa.array(orphan, type=BOOL))
+                      .append_column("status_before", pa.array(before, type=STR))
+                      .append_column("status_after", pa.array(after, type=STR))
+                      .append_column("detail", pa.ExtensionArray.from_storage(DETAIL, new.column("detail").combine_chunks())))
     conn.execute(
         "INSERT INTO email_events (event_id, sns_message_id, message_id, recipient, event_type, bounce_type, "
         "bounce_subtype, occurred_at, orphan, status_before, status_after, detail) "
         "SELECT event_id, sns_message_id, message_id, recipient, event_type, bounce_type, bounce_subtype, "
         "occurred_at, orphan, status_before, status_after, detail FROM ses_new_events")
-    conn.unregister("ses_new_events")
     result.events_new += n
     result.orphans += sum(orphan)
 
     if status_updates:
-        _register(conn, "ses_status_updates", {
-            "message_id": (STR, list(status_updates)),
-            "status": (STR, [s for s, _ in status_updates.values()]),
-            "status_at": _timestamps([t for _, t in status_updates.values()]),
-        })
+        ses_status_updates = _table(message_id=(STR, list(status_updates)),
+                                    status=(STR, [s for s, _ in status_updates.values()]),
+                                    status_at=_timestamps([t for _, t in status_updates.values()]))
         conn.execute("UPDATE email_messages SET status = u.status, status_at = u.status_at "
                      "FROM ses_status_updates u WHERE email_messages.message_id = u.message_id")
-        conn.unregister("ses_status_updates")
         result.status_changes += len(status_updates)
 
     if address_ops:
@@ -287,11 +304,11 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection,
                        ops: list[tuple[str, int, str, tuple[str, ...]]]) -> list[StatusChange]:
     """Fold address effects in event time. Instants are microseconds since the epoch here."""
     addresses = sorted({op[0] for op in ops})
-    _register(conn, "ses_addresses", {"address": (STR, addresses)})
+    ses_addresses = _table(address=(STR, addresses))
     states = {row[0]: AddressState(*row) for row in conn.execute(
         "SELECT address, verified, unverify_reason, transient_bounces, epoch_us(last_event_at) "
         "FROM email_addresses SEMI JOIN ses_addresses USING (address)").fetchall()}
-    conn.unregister("ses_addresses")
+    known = set(states)
     changes: list[StatusChange] = []
     for address, at, event_id, effects in sorted(ops, key=lambda op: (op[0], op[1])):
         state = states.get(address) or AddressState(address)
@@ -299,33 +316,33 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection,
         if change is not None:
             changes.append(change)
     touched = [states[a] for a in addresses]
-    _register(conn, "ses_address_rows", {
-        "address": (STR, addresses),
-        "verified": (BOOL, [s.verified for s in touched]),
-        "unverify_reason": (STR, [s.unverify_reason for s in touched]),
-        "transient_bounces": (INT, [s.transient_bounces for s in touched]),
-        "last_event_at": _timestamps([s.last_event_at for s in touched]),
-    })
+    ses_address_rows = _table(
+        address=(STR, addresses),
+        known=(BOOL, [a in known for a in addresses]),
+        verified=(BOOL, [s.verified for s in touched]),
+        unverify_reason=(STR, [s.unverify_reason for s in touched]),
+        transient_bounces=(INT, [s.transient_bounces for s in touched]),
+        last_event_at=_timestamps([s.last_event_at for s in touched]))
+    # Rows read above are updated and the others inserted: cheaper than an upsert's conflict check.
+    conn.execute(
+        "UPDATE email_addresses SET verified = r.verified, unverify_reason = r.unverify_reason, "
+        "transient_bounces = r.transient_bounces, last_event_at = r.last_event_at "
+        "FROM ses_address_rows r WHERE r.known AND email_addresses.address = r.address")
     conn.execute(
         "INSERT INTO email_addresses (address, verified, unverify_reason, transient_bounces, last_event_at) "
         "SELECT address, verified, unverify_reason, transient_bounces, last_event_at FROM ses_address_rows "
-        "ON CONFLICT (address) DO UPDATE SET verified = excluded.verified, "
-        "unverify_reason = excluded.unverify_reason, transient_bounces = excluded.transient_bounces, "
-        "last_event_at = excluded.last_event_at")
-    conn.unregister("ses_address_rows")
+        "WHERE NOT known")
     if changes:
-        _register(conn, "ses_address_changes", {
-            "change_id": (STR, [c.change_id for c in changes]),
-            "address": (STR, [c.address for c in changes]),
-            "verified": (BOOL, [c.verified for c in changes]),
-            "reason": (STR, [c.reason for c in changes]),
-            "changed_at": _timestamps([c.changed_at for c in changes]),
-        })
+        ses_address_changes = _table(
+            change_id=(STR, [c.change_id for c in changes]),
+            address=(STR, [c.address for c in changes]),
+            verified=(BOOL, [c.verified for c in changes]),
+            reason=(STR, [c.reason for c in changes]),
+            changed_at=_timestamps([c.changed_at for c in changes]))
         conn.execute(
             "INSERT INTO address_status_changes (change_id, address, verified, reason, changed_at) "
             "SELECT change_id, address, verified, reason, changed_at FROM ses_address_changes "
             "ON CONFLICT (change_id) DO NOTHING")
-        conn.unregister("ses_address_changes")
     return changes
 
 

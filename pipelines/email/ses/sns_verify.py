@@ -50,8 +50,9 @@ class SnsVerifier:
     def topic_allowed(self, topic_arn: object) -> bool:
         return isinstance(topic_arn, str) and topic_arn in self.topics
 
-    def verify(self, envelope: Mapping[str, object]) -> datetime:
-        """Raise VerificationError unless the envelope is genuine; return its Timestamp."""
+    def verify(self, envelope: Mapping[str, object], received_at: datetime | None = None) -> datetime:
+        """Raise VerificationError unless the envelope is genuine; return its Timestamp.
+        The age limit counts to `received_at` (when the message reached us) or else to now."""
         msg_type = envelope.get("Type")
         if msg_type not in SIGNED_KEYS:
             raise VerificationError(f"unknown SNS Type {msg_type!r}")
@@ -68,7 +69,7 @@ class SnsVerifier:
             raise VerificationError(str(exc)) from None
         ts = parse_sns_time(envelope.get("Timestamp"))
         if self.max_age_seconds:
-            age = (self._now() - ts).total_seconds()
+            age = ((received_at or self._now()) - ts).total_seconds()
             if age > self.max_age_seconds:
                 raise VerificationError(f"message is {int(age)} s old, over the {int(self.max_age_seconds)} s limit")
             if age < -300:
