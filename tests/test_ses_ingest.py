@@ -245,6 +245,18 @@ def test_poison_is_quarantined_with_raw_body_and_reason(db, ingestor, body, reas
     assert reason in rows[0][3]
 
 
+def test_one_odd_payload_is_quarantined_and_the_rest_of_its_batch_applies(db, ingestor, identity):
+    add_message(db, "m1", "a@example.com")
+    add_message(db, "m2", "b@example.com")
+    odd = json.loads(ses_message("Bounce", "m2", ["b@example.com"]))
+    odd["bounce"]["bounceSubType"] = {"nested": True}
+    res = run(db, ingestor, [signed(identity, ses_message("Delivery", "m1", ["a@example.com"])),
+                             signed(identity, json.dumps(odd))])
+    assert (res.events_new, res.quarantined) == (1, 1)
+    assert (status_of(db, "m1"), status_of(db, "m2")) == ("delivered", "sent")
+    assert "bounceSubType" in table(db, "SELECT reason FROM quarantine")[0][0]
+
+
 def test_verified_notification_that_is_not_ses_is_quarantined(db, ingestor, identity):
     res = run(db, ingestor, [signed(identity, "Hello world")])
     assert res.quarantined == 1

@@ -91,6 +91,7 @@ def test_undetermined_bounce_is_soft_and_addresses_are_normalised():
     ('{"notificationType": "Delivery", "mail": {"messageId": "m"}, "delivery": {"timestamp": "2026-01-01T00:00:00Z", "recipients": []}}', "no recipients"),
     ('{"notificationType": "Bounce", "mail": {"messageId": "m"}, "bounce": {"timestamp": "2026-01-01T00:00:00Z", "bounceType": "Weird", "bouncedRecipients": [{"emailAddress": "a@x"}]}}', "unknown bounceType"),
     ('{"notificationType": "Complaint", "mail": {"messageId": "m"}, "complaint": {"complainedRecipients": [{"emailAddress": "a@x"}]}}', "timestamp"),
+    ('{"notificationType": "Bounce", "mail": {"messageId": "m"}, "bounce": {"timestamp": "2026-01-01T00:00:00Z", "bounceType": "Permanent", "bounceSubType": 7, "bouncedRecipients": [{"emailAddress": "a@x"}]}}', "bounceSubType 7 is not a string"),
     ('{"notificationType": "Complaint", "mail": {"messageId": "m"}, "complaint": {"timestamp": "2026-01-01T00:00:00Z", "complainedRecipients": [{}]}}', "without an address"),
 ])
 def test_malformed_payloads_are_refused(payload, reason):

@@ -113,6 +113,8 @@ def parse_ses(payload: dict | str, sns_message_id: str, fallback_time: datetime 
         signal = "complaint"
     elif event_type == "Bounce":
         bounce_type, bounce_subtype = obj.get("bounceType"), obj.get("bounceSubType")
+        if bounce_subtype is not None and not isinstance(bounce_subtype, str):
+            raise ParseError(f"bounceSubType {bounce_subtype!r} is not a string")
         if bounce_type in HARD_BOUNCE_TYPES:
             signal = "hard-bounce"
         elif bounce_type in SOFT_BOUNCE_TYPES:
