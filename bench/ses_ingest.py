@@ -311,7 +311,7 @@ def consumer_main(args) -> None:
 
         # batch_size 200 rather than the op's 5,000: moto scans every in-flight message on each
         # send, receive and delete, so a small in-flight window keeps the emulator from dominating.
-        stats = drain(source, handle, max_messages=args.n, max_seconds=1800, batch_size=200,
+        stats = drain(source, handle, max_messages=args.n, max_seconds=args.sqs_max_seconds, batch_size=200,
                       wait_seconds=2, empty_polls_to_stop=3)
         workers_rss = sum(peak_rss_mb(pid) for pid in (pool.worker_pids() if args.workers > 0 else []))
     print(json.dumps({"received": stats.received, "deleted": stats.deleted, "seconds": stats.seconds,
@@ -320,7 +320,7 @@ def consumer_main(args) -> None:
                       **vars(total)}))
 
 
-def run_sqs(bodies: list[str], db_path: str, cert_dir: str, endpoint: str, workers: int) -> dict:
+def run_sqs(bodies: list[str], db_path: str, cert_dir: str, endpoint: str, workers: int, max_seconds: float) -> dict:
     import boto3
 
     env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
@@ -332,6 +332,7 @@ def run_sqs(bodies: list[str], db_path: str, cert_dir: str, endpoint: str, worke
     # moto's SQS costs O(messages in the queue) per message sent, received or deleted, so the
     # producer keeps a small backlog (as a live SNS subscription would) instead of preloading.
     backlog_max = 100
+    consumer_done = threading.Event()
 
     def produce():
         for start in range(0, len(bodies), 10):
@@ -340,15 +341,21 @@ def run_sqs(bodies: list[str], db_path: str, cert_dir: str, endpoint: str, worke
             if start % 100 == 0:
                 while int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
                           ["Attributes"]["ApproximateNumberOfMessages"]) > backlog_max:
+                    if consumer_done.is_set():  # the consumer hit its time limit: stop feeding it
+                        return
                     time.sleep(0.02)
 
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
     # Let a first backlog build so the consumer's long polls start full.
     time.sleep(1.0)
-    proc = subprocess.run([sys.executable, "-m", "bench.ses_ingest", "--consumer", "--queue", name, "--db", db_path,
-                           "--cert-dir", cert_dir, "--n", str(len(bodies)), "--workers", str(workers)],
-                          env=env, capture_output=True, text=True, check=True)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bench.ses_ingest", "--consumer", "--queue", name, "--db", db_path,
+                               "--cert-dir", cert_dir, "--n", str(len(bodies)), "--workers", str(workers),
+                               "--sqs-max-seconds", str(max_seconds)],
+                              env=env, capture_output=True, text=True, check=True)
+    finally:
+        consumer_done.set()
     producer.join()
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     calls = out["receive_calls"] + out["delete_calls"]
@@ -368,6 +375,8 @@ def main() -> None:
     ap.add_argument("--skip-sqs", action="store_true")
     ap.add_argument("--sqs-n", type=int, default=5_000,
                     help="notifications through moto's SQS (0: all n; moto costs O(queue length) per call)")
+    ap.add_argument("--sqs-max-seconds", type=float, default=7200,
+                    help="the SQS consumer's time limit (moto does ~35-60 notifications/s)")
     ap.add_argument("--consumer", action="store_true")
     ap.add_argument("--queue")
     ap.add_argument("--db")
@@ -434,7 +443,8 @@ def main() -> None:
             db3 = str(work / "sqs.duckdb")
             setup_db(db3, messages)
             sqs_bodies = bodies[:args.sqs_n] if args.sqs_n else bodies
-            results["sqs_end_to_end"] = run_sqs(sqs_bodies, db3, str(cert_dir), state.endpoint, op_workers)
+            results["sqs_end_to_end"] = run_sqs(sqs_bodies, db3, str(cert_dir), state.endpoint, op_workers,
+                                                args.sqs_max_seconds)
             results["sqs_end_to_end"]["db"] = db_counts(db3)
         finally:
             down(state_dir)
