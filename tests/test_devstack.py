@@ -14,6 +14,7 @@ import time
 import uuid
 from email import policy
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -497,10 +498,9 @@ def test_demo_requests_are_valid_dispatcher_requests():
     assert len({r["request_id"] for r in requests}) == 200
 
 
-def test_dev_serves_the_code_location_and_ctrl_c_stops_everything(tmp_path):
+def _start_dev(tmp_path, demo_interval: str) -> tuple[subprocess.Popen, Path]:
+    """`python -m devstack dev` on free ports with its own DAGSTER_HOME; returns (process, home)."""
     import shutil
-    import signal
-    import urllib.request
 
     from devstack.env import DAGSTER_HOME
 
@@ -508,9 +508,17 @@ def test_dev_serves_the_code_location_and_ctrl_c_stops_everything(tmp_path):
     home.mkdir()
     shutil.copy(DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
     env = _base_env(DEVSTACK_STATE_DIR=str(tmp_path / "st"), DEVSTACK_MOTO_PORT="0", DEVSTACK_SMTP_PORT="0",
-                    DEVSTACK_DAGSTER_PORT="0", DEVSTACK_DAGSTER_HOME=str(home), DEVSTACK_DEMO_INTERVAL="2")
+                    DEVSTACK_DAGSTER_PORT="0", DEVSTACK_DAGSTER_HOME=str(home), DEVSTACK_DEMO_INTERVAL=demo_interval)
     proc = subprocess.Popen([sys.executable, "-m", "devstack", "dev"], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, home
+
+
+def test_dev_serves_the_code_location_and_ctrl_c_stops_everything(tmp_path):
+    import signal
+    import urllib.request
+
+    proc, _ = _start_dev(tmp_path, demo_interval="2")
     try:
         port = None
         deadline = time.monotonic() + 180
@@ -559,18 +567,9 @@ def test_dev_serves_the_code_location_and_ctrl_c_stops_everything(tmp_path):
 
 
 def test_dagster_stops_when_dev_is_killed(tmp_path):
-    import shutil
     import signal
 
-    from devstack.env import DAGSTER_HOME
-
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
-    env = _base_env(DEVSTACK_STATE_DIR=str(tmp_path / "st"), DEVSTACK_MOTO_PORT="0", DEVSTACK_SMTP_PORT="0",
-                    DEVSTACK_DAGSTER_PORT="0", DEVSTACK_DAGSTER_HOME=str(home), DEVSTACK_DEMO_INTERVAL="0")
-    proc = subprocess.Popen([sys.executable, "-m", "devstack", "dev"], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc, home = _start_dev(tmp_path, demo_interval="0")
 
     def dagster_processes() -> list[str]:  # everything running with this test's DAGSTER_HOME
         return subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True).stdout.split()

@@ -50,6 +50,6 @@ def micros(table: pa.Table, column: str) -> list[int]:
     return table.column(column).cast(pa.int64()).to_pylist()
 
 
-def to_events(table: pa.Table) -> list[SesEvent]:
-    """Back to objects, for tests and tools; the ingest path never needs it."""
-    return [SesEvent(**row) for row in table.to_pylist()]
+def timestamps(micros: list[int | None]) -> pa.Array:
+    """The inverse of `micros`: microseconds since the epoch as a timestamp column."""
+    return pa.array(micros, type=pa.int64()).cast(TS)

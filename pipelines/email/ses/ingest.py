@@ -207,10 +207,6 @@ DETAIL = pa.json_(pa.string())
 # DuckDB's replacement scan reads them in place, cheaper than register/unregister per statement.
 
 
-def _timestamps(micros: list[int | None]) -> pa.Array:
-    return pa.array(micros, type=pa.int64()).cast(event_batch.TS)
-
-
 def _table(**columns: pa.Array | tuple[pa.DataType, list]) -> pa.Table:
     return pa.table({name: v if isinstance(v, pa.Array) else pa.array(v[1], type=v[0]) for name, v in columns.items()})
 
@@ -290,7 +286,7 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Inge
     if status_updates:
         ses_status_updates = _table(message_id=(STR, list(status_updates)),
                                     status=(STR, [s for s, _ in status_updates.values()]),
-                                    status_at=_timestamps([t for _, t in status_updates.values()]))
+                                    status_at=event_batch.timestamps([t for _, t in status_updates.values()]))
         conn.execute("UPDATE email_messages SET status = u.status, status_at = u.status_at "
                      "FROM ses_status_updates u WHERE email_messages.message_id = u.message_id")
         result.status_changes += len(status_updates)
@@ -322,7 +318,7 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection,
         verified=(BOOL, [s.verified for s in touched]),
         unverify_reason=(STR, [s.unverify_reason for s in touched]),
         transient_bounces=(INT, [s.transient_bounces for s in touched]),
-        last_event_at=_timestamps([s.last_event_at for s in touched]))
+        last_event_at=event_batch.timestamps([s.last_event_at for s in touched]))
     # Rows read above are updated and the others inserted: cheaper than an upsert's conflict check.
     conn.execute(
         "UPDATE email_addresses SET verified = r.verified, unverify_reason = r.unverify_reason, "
@@ -338,7 +334,7 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection,
             address=(STR, [c.address for c in changes]),
             verified=(BOOL, [c.verified for c in changes]),
             reason=(STR, [c.reason for c in changes]),
-            changed_at=_timestamps([c.changed_at for c in changes]))
+            changed_at=event_batch.timestamps([c.changed_at for c in changes]))
         conn.execute(
             "INSERT INTO address_status_changes (change_id, address, verified, reason, changed_at) "
             "SELECT change_id, address, verified, reason, changed_at FROM ses_address_changes "
