@@ -180,8 +180,6 @@ def run_in_process(bodies: list[str], db_path: str, cert_dir: str, workers: int,
     held = HeldConnection(db, hold_seconds=10.0)
     msgs = [QueueMessage(f"sqs-{i}", f"rh-{i}", b) for i, b in enumerate(bodies)]
     pool = PreparePool(ingestor, workers) if workers else None
-    if pool:
-        pool.prepare(msgs[:1])  # start the workers outside the timing (a run starts them once)
     prep = write = 0.0
     started, cpu_started = time.perf_counter(), time.process_time()
     if pool:
@@ -216,7 +214,6 @@ def run_verify_only(bodies: list[str], cert_dir: str, workers: int, batch: int) 
     ingestor = make_ingestor(cert_dir)
     msgs = [QueueMessage(f"sqs-{i}", f"rh-{i}", b) for i, b in enumerate(bodies)]
     with PreparePool(ingestor, workers) as pool:
-        pool.prepare(msgs[:1])
         started = time.perf_counter()
         for start in range(0, len(msgs), 10):
             pool.submit(msgs[start:start + 10])

@@ -132,6 +132,7 @@ def test_pool_gives_the_same_result_as_inline(tmp_path, identity):
              QueueMessage("conf", "rh", json.dumps(confirmation_envelope(identity, TOPIC, token="tok")))]
     inline = ing.prepare(msgs)
     with PreparePool(ing, workers=2, chunk=7) as pool:
+        assert len(set(pool.worker_pids())) == 2  # both started up front, not on demand
         pool.submit(msgs[:20])
         pooled = pool.prepare(list(reversed(msgs)))
     assert inline.events.num_rows == 30

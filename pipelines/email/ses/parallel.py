@@ -36,6 +36,10 @@ def _init_worker(topics: list[str], cert_dir: str | None, max_age_seconds: float
     _WORKER = Ingestor(SnsVerifier(topics, CertStore(cert_dir), max_age_seconds), accept_raw=accept_raw)
 
 
+def _ready() -> int:
+    return os.getpid()
+
+
 def _examine_chunk(messages: list[tuple]) -> tuple[list[tuple], pa.Table]:
     """Messages come and per-message results go as plain tuples (they pickle twice as fast as
     dataclasses); the chunk's events go back as one Arrow table (it crosses as buffers)."""
@@ -68,6 +72,11 @@ class PreparePool:
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
             initargs=(sorted(v.topics), str(v.certs.cert_dir) if v.certs.cert_dir else None, v.max_age_seconds,
                       ingestor.accept_raw))
+        # The executor spawns workers lazily, one per submit that finds none idle, and a spawned
+        # worker takes ~1 s to import: started on demand, the second worker joined a 20,000-
+        # notification run halfway through. Start them all now and wait until each is ready.
+        for future in [self._pool.submit(_ready) for _ in range(workers)]:
+            future.result()
         self._pending: list[QueueMessage] = []
         self._futures: dict[str, Future] = {}   # sqs_message_id -> its chunk's future
         self._chunks: dict[int, _Chunk] = {}     # id(future) -> result, while any of its messages is pending
