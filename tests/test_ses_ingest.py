@@ -178,6 +178,22 @@ def test_within_one_batch_events_apply_in_event_time_order(db, ingestor, identit
         ("Delivery", "sent", "delivered"), ("Complaint", "delivered", "complained")]
 
 
+def test_status_update_touches_exactly_the_rows_of_its_messages(db, ingestor, identity):
+    # The update finds its rows by rowid: after deletes (cleanup) and with a message id on two
+    # rows, it must still change those rows and no other.
+    for i in range(1, 6):
+        add_message(db, f"m{i}", f"u{i}@example.com")
+    add_message(db, "m5", "u5-again@example.com")
+    with db.connect() as conn:
+        conn.execute("DELETE FROM email_messages WHERE message_id IN ('m1', 'm2')")
+        conn.execute("CHECKPOINT")
+    run(db, ingestor, [signed(identity, ses_message("Delivery", "m3", ["u3@example.com"])),
+                       signed(identity, ses_message("Bounce", "m5", ["u5@example.com"]))])
+    assert table(db, "SELECT message_id, to_address, status FROM email_messages ORDER BY 1, 2") == [
+        ("m3", "u3@example.com", "delivered"), ("m4", "u4@example.com", "sent"),
+        ("m5", "u5-again@example.com", "bounced"), ("m5", "u5@example.com", "bounced")]
+
+
 def test_ooto_after_delivery_is_recorded_and_keeps_status(db, ingestor, identity):
     add_message(db, "m1", "a@example.com")
     run(db, ingestor, [signed(identity, ses_message("Delivery", "m1", ["a@example.com"]))])
