@@ -5,7 +5,8 @@ mixed SES types in both formats, 5% duplicates (the same SNS message delivered a
 messages that exist in email_messages (plus ~1% orphans).
 
 1. in process, no SQS: parse + verify + state machine + DuckDB write, in the drain op's batches
-   (DrainConfig.batch_size) with its verify workers, once more with the other worker setting;
+   (DrainConfig.batch_size) with its verify workers, once more with the other worker setting,
+   once more after --old-messages rows of earlier mail (does the status lookup grow with the table?);
    plus the verify stage alone (the worker pool, no DuckDB), the ceiling for the whole;
 2. baseline, same run, the way Warehouse works: one notification at a time, verify, then one
    transaction (look up the event and the message, insert, update, address upsert); timed on
@@ -141,10 +142,17 @@ def make_dataset(n: int, seed: int, identity) -> tuple[list[str], list[tuple[str
     return bodies, messages, unique
 
 
-def setup_db(path: str, messages) -> None:
+def setup_db(path: str, messages, old: int = 0) -> None:
+    """email_messages rows for the dataset, after `old` rows of earlier mail (SES message ids begin
+    with the send time, so earlier mail has smaller ids)."""
     from resources.duckdb import DuckDBResource
 
     with DuckDBResource(path=path).connect() as conn:
+        if old:
+            conn.execute("INSERT INTO email_messages (request_id, to_address, kind, message_id, status, attempts, "
+                         "sent_at) SELECT 'old-' || i, 'old' || i || '@example.org', 'password-reset', "
+                         "printf('0000%012d-old-000000', i), 'delivered', 1, now() - INTERVAL 10 DAY FROM range(?) r(i)",
+                         [old])
         conn.register("msgs", pd.DataFrame(messages, columns=["request_id", "to_address", "message_id"]))
         conn.execute("INSERT INTO email_messages (request_id, to_address, kind, message_id, status, attempts, sent_at) "
                      "SELECT request_id, to_address, 'password-reset', message_id, 'sent', 1, now() FROM msgs")
@@ -369,6 +377,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=-1, help="verify worker processes; -1 = the drain op's auto choice")
     ap.add_argument("--repeat", type=int, default=3, help="in-process runs with the op's settings (median reported)")
     ap.add_argument("--batch", type=int, default=0, help="notifications per commit; 0 = the drain op's batch_size")
+    ap.add_argument("--old-messages", type=int, default=2_000_000,
+                    help="one more in-process run with this many older email_messages rows first (0: skip)")
     ap.add_argument("--skip-sqs", action="store_true")
     ap.add_argument("--sqs-n", type=int, default=5_000,
                     help="notifications through moto's SQS (0: all n; moto costs O(queue length) per call)")
@@ -417,6 +427,14 @@ def main() -> None:
         results[label]["runs_per_s"] = [x["per_s"] for x in runs]
         print(f"{label} ({workers} verify workers): {results[label]['per_s']:,}/s "
               f"(runs: {', '.join(f'{x:,}' for x in results[label]['runs_per_s'])})", flush=True)
+    if args.old_messages:
+        db1 = str(work / "in-process-old.duckdb")
+        setup_db(db1, messages, old=args.old_messages)
+        results["in_process_old_messages"] = {"old_messages": args.old_messages,
+                                              **run_in_process(bodies, db1, str(cert_dir), op_workers, batch)}
+        results["in_process_old_messages"]["db"] = db_counts(db1)
+        print(f"in_process with {args.old_messages:,} older email_messages rows: "
+              f"{results['in_process_old_messages']['per_s']:,}/s", flush=True)
     pool_workers = op_workers or 2
     results["verify_stage_only"] = run_verify_only(bodies, str(cert_dir), pool_workers, batch)
     print(f"verify + parse stage alone ({pool_workers} workers, no DuckDB): "
@@ -451,6 +469,8 @@ def main() -> None:
         "in_process_per_s": results["in_process"]["per_s"] >= TARGETS["in_process_per_s_min"],
         "speedup_vs_baseline": results["speedup_vs_baseline"] >= TARGETS["speedup_vs_baseline_min"],
         "all_events_stored": results["in_process"]["db"]["quarantined"] == 0,
+        "old_messages_same_events": (results["in_process_old_messages"]["db"] == results["in_process"]["db"]
+                                     if args.old_messages else None),
     }
     if e2e:
         results["checks"].update({
@@ -466,6 +486,8 @@ def main() -> None:
     rows = [(f"in process, {op_workers} verify workers (op default, median of {args.repeat})", f"{results['in_process']['per_s']:,} /s",
              f">= {TARGETS['in_process_per_s_min']:,} /s"),
             (f"in process, {other} verify workers", f"{results[f'in_process_{other}_workers']['per_s']:,} /s", ""),
+            *([(f"in process, after {args.old_messages:,} older email_messages rows",
+                 f"{results['in_process_old_messages']['per_s']:,} /s", "")] if args.old_messages else []),
             (f"verify + parse stage alone, {pool_workers} workers", f"{results['verify_stage_only']['per_s']:,} /s", ""),
             ("in process, verify inline, per CPU-second", f"{inline['per_cpu_s']:,} /s", ""),
             ("baseline (Warehouse-style, 1 txn each)", f"{results['baseline']['per_s']:,} /s", ""),
