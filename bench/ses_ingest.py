@@ -36,7 +36,6 @@ from datetime import datetime, timedelta, timezone
 from multiprocessing import Pool
 from pathlib import Path
 
-import pandas as pd
 
 RESULTS = Path(__file__).parent / "results" / "ses_ingest.json"
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-notifications"
@@ -145,6 +144,8 @@ def make_dataset(n: int, seed: int, identity) -> tuple[list[str], list[tuple[str
 def setup_db(path: str, messages, old: int = 0) -> None:
     """email_messages rows for the dataset, after `old` rows of earlier mail (SES message ids begin
     with the send time, so earlier mail has smaller ids)."""
+    import pandas as pd  # not at the top: the consumer's spawned verify workers import this module
+
     from resources.duckdb import DuckDBResource
 
     with DuckDBResource(path=path).connect() as conn:
@@ -303,6 +304,7 @@ def consumer_main(args) -> None:
 
     queue = SQSQueueResource(queue_name=args.queue, region_name="us-east-1")
     ingestor, db, total = make_ingestor(args.cert_dir), DuckDBResource(path=args.db), IngestResult()
+    rss_after_imports = peak_rss_mb()
 
     with ExitStack() as stack:
         held = stack.enter_context(HeldConnection(db, hold_seconds=10.0))
@@ -322,6 +324,7 @@ def consumer_main(args) -> None:
     print(json.dumps({"received": stats.received, "deleted": stats.deleted, "seconds": stats.seconds,
                       "receive_calls": stats.receive_calls, "delete_calls": stats.delete_calls,
                       "peak_rss_mb": peak_rss_mb() + workers_rss, "workers_peak_rss_mb": workers_rss,
+                      "main_peak_rss_mb": peak_rss_mb(), "main_rss_after_imports_mb": rss_after_imports,
                       **vars(total)}))
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import duckdb
+if TYPE_CHECKING:  # imported by the SES verify workers, which need no DuckDB
+    import duckdb
 
 
 @dataclass(frozen=True)

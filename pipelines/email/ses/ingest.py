@@ -13,8 +13,8 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
-import duckdb
 import orjson
 import pyarrow as pa
 
@@ -25,6 +25,9 @@ from pipelines.email.ses.address_health import AddressState, StatusChange, apply
 from pipelines.email.ses.ses_parse import ParseError, SesEvent, is_ses_payload, parse_ses
 from pipelines.email.ses.sns_verify import SnsVerifier, VerificationError
 from pipelines.email.ses.status_machine import step
+
+if TYPE_CHECKING:  # the verify workers import this module; they need no DuckDB
+    import duckdb
 
 SOURCE = "ses-notifications"
 DEDUPE_SKEW_SECONDS = 900  # clock skew allowed between SNS and us (the verifier allows 300 s), with room

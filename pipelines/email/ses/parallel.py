@@ -8,8 +8,10 @@ then only assembles, confirms subscriptions and commits, so commit-before-delete
 
 from __future__ import annotations
 
+import importlib.abc
 import multiprocessing
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -31,8 +33,21 @@ def auto_workers() -> int:
     return 0 if cpus < 2 else min(4, cpus)
 
 
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """pyarrow imports pandas (~50 MB) the first time it builds an array from a Python list, only
+    to ask whether the list is a pandas object. A verify worker never holds one, so it refuses
+    the import and pyarrow carries on without pandas."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError("pandas is not used in SES verify workers", name=name)
+        return None
+
+
 def _init_worker(topics: list[str], cert_dir: str | None, max_age_seconds: float, accept_raw: bool) -> None:
     global _WORKER
+    if "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas())
     _WORKER = Ingestor(SnsVerifier(topics, CertStore(cert_dir), max_age_seconds), accept_raw=accept_raw)
 
 
