@@ -142,6 +142,21 @@ def test_pool_gives_the_same_result_as_inline(tmp_path, identity):
     assert confirmed == ["tok", "tok"]
 
 
+def test_pool_message_received_again_before_its_batch_is_verified_once_and_nothing_is_left(tmp_path, identity):
+    ing = Ingestor(verifier(tmp_path))
+    msgs = [QueueMessage(f"s{i}", "rh", signed(identity, ses_message("Delivery", f"m{i}", [f"u{i}@example.org"])))
+            for i in range(10)]
+    again = QueueMessage("s3", "rh-new", msgs[3].body)  # the same SQS message, a new receipt handle
+    with PreparePool(ing, workers=2, chunk=4) as pool:
+        pool.submit(msgs[:6])
+        pool.submit([again])
+        pool.submit(msgs[6:])
+        prepared = pool.prepare(msgs[:3] + [again] + msgs[4:])
+        assert prepared.events.num_rows == 10
+        assert sorted(prepared.events.column("message_id").to_pylist()) == sorted(f"m{i}" for i in range(10))
+        assert pool._futures == {} and pool._chunks == {}  # no chunk kept alive by the second copy
+
+
 @pytest.mark.parametrize("rate,level", [(0.0, "ok"), (0.0499, "ok"), (0.05, "warn"), (0.0999, "warn"), (0.10, "fail")])
 def test_bounce_grades(rate, level):
     assert grade(rate, 0.05, 0.10) == level

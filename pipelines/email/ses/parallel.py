@@ -93,11 +93,16 @@ class PreparePool:
         for future in [self._pool.submit(_ready) for _ in range(workers)]:
             future.result()
         self._pending: list[QueueMessage] = []
-        self._futures: dict[str, Future] = {}   # sqs_message_id -> its chunk's future
+        self._futures: dict[str, Future | None] = {}   # sqs_message_id -> its chunk's future
         self._chunks: dict[int, _Chunk] = {}     # id(future) -> result, while any of its messages is pending
 
     def submit(self, messages: Sequence[QueueMessage]) -> None:
-        self._pending.extend(messages)
+        # A message received again before its batch is prepared (its visibility timeout ran out)
+        # has the same body: the copy already on its way is used, and its chunk is not orphaned.
+        for m in messages:
+            if m.sqs_message_id not in self._futures:
+                self._futures[m.sqs_message_id] = None  # its chunk's future once sent
+                self._pending.append(m)
         if len(self._pending) >= self.chunk:
             self._send()
 
