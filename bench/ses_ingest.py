@@ -293,6 +293,19 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def pss_mb(pid: int | str = "self") -> float:
+    """A process's proportional set size: its private memory plus its share of pages it shares
+    (the libraries the drain process and its workers all map). Summed over the processes it
+    counts shared pages once, where a sum of RSS counts them once per process."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def consumer_main(args) -> None:
     """Child process: drain the queue into DuckDB exactly as the drain op does; print stats JSON."""
     from pipelines.common.drain import drain
@@ -313,8 +326,12 @@ def consumer_main(args) -> None:
             pool = stack.enter_context(PreparePool(ingestor, args.workers))
             source, prepare = PreparingQueue(queue, pool), pool.prepare
 
+        peak_pss = [0.0]
+
         def handle(batch):
             total.add(ingestor.commit(held.get(), prepare(batch)))
+            pids = ["self", *(pool.worker_pids() if args.workers > 0 else [])]
+            peak_pss[0] = max(peak_pss[0], sum(pss_mb(pid) for pid in pids))
 
         # batch_size 200 rather than the op's 5,000: moto scans every in-flight message on each
         # send, receive and delete, so a small in-flight window keeps the emulator from dominating.
@@ -325,6 +342,7 @@ def consumer_main(args) -> None:
                       "receive_calls": stats.receive_calls, "delete_calls": stats.delete_calls,
                       "peak_rss_mb": peak_rss_mb() + workers_rss, "workers_peak_rss_mb": workers_rss,
                       "main_peak_rss_mb": peak_rss_mb(), "main_rss_after_imports_mb": rss_after_imports,
+                      "peak_pss_mb": peak_pss[0],
                       **vars(total)}))
 
 
@@ -369,7 +387,7 @@ def run_sqs(bodies: list[str], db_path: str, cert_dir: str, endpoint: str, worke
     calls = out["receive_calls"] + out["delete_calls"]
     return {**out, "seconds": round(out["seconds"], 3), "per_s": round(out["received"] / out["seconds"]),
             "sqs_calls": calls, "sqs_calls_per_notification": round(calls / max(out["received"], 1), 4),
-            "peak_rss_mb": round(out["peak_rss_mb"], 1)}
+            "peak_rss_mb": round(out["peak_rss_mb"], 1), "peak_pss_mb": round(out["peak_pss_mb"], 1)}
 
 
 def main() -> None:
@@ -499,7 +517,8 @@ def main() -> None:
     if e2e:
         rows += [("end to end from SQS (moto)", f"{e2e['per_s']:,} /s", ""),
                  ("SQS calls per notification", f"{e2e['sqs_calls_per_notification']}", f"<= {TARGETS['sqs_calls_per_notification_max']}"),
-                 ("consumer peak RSS", f"{e2e['peak_rss_mb']} MB", f"< {TARGETS['peak_rss_mb_max']} MB")]
+                 ("consumer peak RSS (sum over its processes)", f"{e2e['peak_rss_mb']} MB", f"< {TARGETS['peak_rss_mb_max']} MB"),
+                 ("consumer peak PSS (shared pages once)", f"{e2e['peak_pss_mb']} MB", "")]
     width = max(len(r[0]) for r in rows)
     print(f"\n{'measure'.ljust(width)}  {'result':>14}  target")
     for name, value, target in rows:

@@ -57,3 +57,21 @@ def test_bounded_by_count():
     stats = drain(q, lambda batch: None, max_messages=23)
     assert stats.received == 23
     assert len(q.pending) == 27
+
+
+def test_quarantine_keeps_every_row_once_with_its_first_reason(tmp_path):
+    from pipelines.common.quarantine import Quarantined, quarantine
+    from resources.duckdb import DuckDBResource
+
+    db = DuckDBResource(path=str(tmp_path / "q.duckdb"))
+    flood = [Quarantined("ses-notifications", f"sqs-{i}", f"body {i}", "signature does not verify")
+             for i in range(2_000)]
+    with db.connect() as conn:
+        # The same message twice in one call and again later: one row, the first reason.
+        assert quarantine(conn, flood + [Quarantined("ses-notifications", "sqs-7", "body 7", "second")]) == 2_000
+        assert quarantine(conn, [Quarantined("ses-notifications", "sqs-7", "body 7", "third")]) == 1
+        rows = conn.execute("SELECT count(*), count(DISTINCT quarantine_id) FROM quarantine").fetchone()
+        reason = conn.execute("SELECT raw_body, reason FROM quarantine "
+                              "WHERE quarantine_id = 'ses-notifications:sqs-7'").fetchone()
+    assert rows == (2_000, 2_000)
+    assert reason == ("body 7", "signature does not verify")

@@ -4,7 +4,10 @@ worker pool, and the outbound address-change queue."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -140,6 +143,20 @@ def test_pool_gives_the_same_result_as_inline(tmp_path, identity):
     assert pooled.outcomes == inline.outcomes
     assert [c.action for c in pooled.controls] == ["confirmed"] and pooled.controls[0].token is None
     assert confirmed == ["tok", "tok"]
+
+
+def test_verify_worker_imports_no_heavy_library():
+    # Each worker's memory counts against the consumer's: a worker that examined a message must
+    # not have loaded pyarrow, DuckDB, pandas or Dagster (they made each worker ~190 MB).
+    code = ("import sys\n"
+            "from pipelines.email.ses import verify_worker\n"
+            "verify_worker.init(['arn:aws:sns:us-east-1:1:t'], None, 0, False)\n"
+            "rows, columns = verify_worker.examine_chunk([('s1', '{}', None)])\n"
+            "assert rows[0][3] == 'neither an SNS envelope nor an SES payload', rows\n"
+            "print(sorted(m for m in ('pyarrow', 'duckdb', 'pandas', 'dagster') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
 
 
 def test_pool_message_received_again_before_its_batch_is_verified_once_and_nothing_is_left(tmp_path, identity):

@@ -1,8 +1,8 @@
 """Parsed SES events as one Arrow table per batch.
 
-Workers build it, it crosses the process boundary as Arrow buffers (no per-value pickling),
-and the writer hands it to DuckDB without turning it back into Python objects; only the few
-columns the status machine reads become Python lists. `occurred_at` is read as microseconds
+The writer builds it from the verify workers' plain column lists (workers do not import
+pyarrow, which keeps each of them ~70 MB smaller) and hands it to DuckDB without turning it
+back into Python objects; only the few columns the status machine reads become Python lists. `occurred_at` is read as microseconds
 since the epoch: converting Arrow timestamps to datetime objects costs more than all the rest.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
 
+from pipelines.email.ses.examine import EVENT_FIELDS
 from pipelines.email.ses.ses_parse import SesEvent
 
 TS = pa.timestamp("us", tz="UTC")
@@ -29,6 +30,7 @@ SCHEMA = pa.schema([
 ])
 # Not SCHEMA.empty_table(): that imports pandas, ~60 MB in every verify worker.
 EMPTY = pa.Table.from_batches([], schema=SCHEMA)
+assert tuple(SCHEMA.names) == EVENT_FIELDS, "the table's columns are SesEvent's fields, in order"
 
 
 def to_table(events: Sequence[SesEvent]) -> pa.Table:
@@ -37,6 +39,15 @@ def to_table(events: Sequence[SesEvent]) -> pa.Table:
     return pa.Table.from_arrays(
         [pa.array([getattr(e, name) for e in events], type=SCHEMA.field(name).type) for name in SCHEMA.names],
         schema=SCHEMA)
+
+
+def from_columns(columns: list[list]) -> pa.Table:
+    """The table for examine.event_columns' lists (occurred_at in microseconds since the epoch)."""
+    if not columns or not columns[0]:
+        return EMPTY
+    return pa.Table.from_arrays(
+        [pa.array(values, type=pa.int64()).cast(TS) if name == "occurred_at" else pa.array(values, type=type_)
+         for values, name, type_ in zip(columns, SCHEMA.names, SCHEMA.types)], schema=SCHEMA)
 
 
 def concat(tables: Iterable[pa.Table]) -> pa.Table:

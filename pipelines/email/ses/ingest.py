@@ -1,6 +1,7 @@
 """Batch ingestion of SES notifications: parse + verify, then apply and write set-wise.
 
-`prepare` turns queue messages into normalised events (one Arrow table, event_batch),
+`prepare` turns queue messages (verified and parsed by examine.py) into normalised events (one
+Arrow table, event_batch),
 verified SNS control messages (subscription confirmations) and quarantine rows; it needs no
 database. `commit` applies a prepared batch in one DuckDB transaction: drops event_ids already
 stored (a redelivery changes nothing), runs the status machine per message in event-time
@@ -9,21 +10,19 @@ order, folds address health, and writes every table with one set-wise statement 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-import orjson
 import pyarrow as pa
 
 from pipelines.common.drain import QueueMessage
 from pipelines.common.quarantine import Quarantined, quarantine
 from pipelines.email.ses import event_batch
 from pipelines.email.ses.address_health import AddressState, StatusChange, apply_effects
-from pipelines.email.ses.ses_parse import ParseError, SesEvent, is_ses_payload, parse_ses
-from pipelines.email.ses.sns_verify import SnsVerifier, VerificationError
+from pipelines.email.ses.examine import ControlMessage, Examined, Examiner
+from pipelines.email.ses.sns_verify import SnsVerifier
 from pipelines.email.ses.status_machine import step
 
 if TYPE_CHECKING:  # the verify workers import this module; they need no DuckDB
@@ -32,27 +31,6 @@ if TYPE_CHECKING:  # the verify workers import this module; they need no DuckDB
 SOURCE = "ses-notifications"
 DEDUPE_SKEW_SECONDS = 900  # clock skew allowed between SNS and us (the verifier allows 300 s), with room
 Confirm = Callable[[str, str], str]  # (topic_arn, token) -> subscription ARN
-
-
-@dataclass(frozen=True)
-class ControlMessage:
-    sns_message_id: str
-    sns_type: str
-    topic_arn: str
-    action: str                     # confirm (pending), confirmed, recorded
-    subscription_arn: str | None
-    received_at: datetime
-    token: str | None = field(default=None, repr=False)  # only while pending; never stored
-
-
-@dataclass
-class Examined:
-    """One queue message verified and parsed: how many events it gave (they are rows of the
-    batch's event table, in message order) and its control messages, or the reason it is refused."""
-    sqs_message_id: str
-    n_events: int
-    controls: list[ControlMessage]
-    reason: str | None
 
 
 @dataclass
@@ -84,6 +62,7 @@ class IngestResult:
 class Ingestor:
     def __init__(self, verifier: SnsVerifier, *, accept_raw: bool = False, confirm: Confirm | None = None,
                  source: str = SOURCE):
+        self.examiner = Examiner(verifier, accept_raw=accept_raw)
         self.verifier = verifier
         self.accept_raw = accept_raw
         self.confirm = confirm
@@ -101,18 +80,8 @@ class Ingestor:
         return self.assemble(messages, examined, events)
 
     def examine_all(self, messages: Iterable[QueueMessage]) -> tuple[list[Examined], pa.Table]:
-        """Verify and parse messages; their events as one table in message order.
-        Pure: safe to run in a worker process."""
-        examined: list[Examined] = []
-        events: list[SesEvent] = []
-        for msg in messages:
-            try:
-                evs, controls = self._examine(msg)
-            except (VerificationError, ParseError) as exc:
-                examined.append(Examined(msg.sqs_message_id, 0, [], str(exc)))
-                continue
-            examined.append(Examined(msg.sqs_message_id, len(evs), controls, None))
-            events.extend(evs)
+        """Verify and parse messages; their events as one table in message order."""
+        examined, events = self.examiner.examine_all(messages)
         return examined, event_batch.to_table(events)
 
     def assemble(self, messages: list[QueueMessage], examined: list[Examined], events: pa.Table) -> Prepared:
@@ -140,40 +109,6 @@ class Ingestor:
         except Exception as exc:  # replayable from quarantine; the token stays valid for 3 days
             return [], f"SubscriptionConfirmation could not be confirmed: {type(exc).__name__}"
         return [replace(pending, action="confirmed", subscription_arn=arn, token=None)], None
-
-    def _examine(self, msg: QueueMessage) -> tuple[list[SesEvent], list[ControlMessage]]:
-        try:
-            body = orjson.loads(msg.body)
-        except orjson.JSONDecodeError:
-            raise ParseError("body is not JSON") from None
-        if not isinstance(body, dict):
-            raise ParseError("body is not a JSON object")
-        if "Type" in body:
-            return self._envelope(body, msg.received_at)
-        if is_ses_payload(body):
-            if not self.accept_raw:
-                raise ParseError("raw SES payload (SNS raw delivery) refused: SES_ACCEPT_RAW is off")
-            # Raw delivery carries no SNS id or signature: the body's hash is the idempotency key.
-            digest = hashlib.sha256(msg.body.encode("utf-8")).hexdigest()[:32]
-            return parse_ses(body, f"raw-{digest}", datetime.now(timezone.utc)), []
-        raise ParseError("neither an SNS envelope nor an SES payload")
-
-    def _envelope(self, env: dict, received_at: datetime | None) -> tuple[list[SesEvent], list[ControlMessage]]:
-        sns_type = env.get("Type")
-        try:
-            sns_time = self.verifier.verify(env, received_at)
-        except VerificationError as exc:
-            raise VerificationError(f"SNS {sns_type} refused: {exc}") from None
-        sns_id = env.get("MessageId")
-        if not isinstance(sns_id, str) or not sns_id:
-            raise ParseError("SNS envelope lacks MessageId")
-        if sns_type == "Notification":
-            return parse_ses(env.get("Message"), sns_id, sns_time), []  # type: ignore[arg-type]
-        topic = env["TopicArn"]
-        if sns_type == "SubscriptionConfirmation":
-            return [], [ControlMessage(sns_id, sns_type, topic, "confirm", None, sns_time, token=env["Token"])]
-        # UnsubscribeConfirmation: nothing to do but record it
-        return [], [ControlMessage(sns_id, sns_type, topic, "recorded", None, sns_time)]
 
     # ---- apply + write (one transaction) ----
     def commit(self, conn: duckdb.DuckDBPyConnection, prepared: Prepared, *, write_quarantine: bool = True,

@@ -1,29 +1,22 @@
 """Verification and parsing in worker processes, overlapped with receiving and writing.
 
 RSA verification and JSON parsing are most of the CPU per notification and hold the GIL,
-so they run in a process pool. PreparingQueue hands each received message to the pool as it
+so they run in a process pool (the worker side is verify_worker.py). PreparingQueue hands each received message to the pool as it
 arrives; by the time the drain flushes a batch, most of it is verified. The main process
 then only assembles, confirms subscriptions and commits, so commit-before-delete holds.
 """
 
 from __future__ import annotations
 
-import importlib.abc
 import multiprocessing
 import os
-import sys
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
-import pyarrow as pa
-
 from pipelines.common.drain import QueueMessage
-from pipelines.email.ses import event_batch
-from pipelines.email.ses.cert_store import CertStore
-from pipelines.email.ses.ingest import Examined, Ingestor, Prepared
-from pipelines.email.ses.sns_verify import SnsVerifier
-
-_WORKER: Ingestor | None = None
+from pipelines.email.ses import event_batch, verify_worker
+from pipelines.email.ses.examine import Examined
+from pipelines.email.ses.ingest import Ingestor, Prepared
 
 
 def auto_workers() -> int:
@@ -33,42 +26,12 @@ def auto_workers() -> int:
     return 0 if cpus < 2 else min(4, cpus)
 
 
-class _NoPandas(importlib.abc.MetaPathFinder):
-    """pyarrow imports pandas (~50 MB) the first time it builds an array from a Python list, only
-    to ask whether the list is a pandas object. A verify worker never holds one, so it refuses
-    the import and pyarrow carries on without pandas."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError("pandas is not used in SES verify workers", name=name)
-        return None
-
-
-def _init_worker(topics: list[str], cert_dir: str | None, max_age_seconds: float, accept_raw: bool) -> None:
-    global _WORKER
-    if "pandas" not in sys.modules:
-        sys.meta_path.insert(0, _NoPandas())
-    _WORKER = Ingestor(SnsVerifier(topics, CertStore(cert_dir), max_age_seconds), accept_raw=accept_raw)
-
-
-def _ready() -> int:
-    return os.getpid()
-
-
-def _examine_chunk(messages: list[tuple]) -> tuple[list[tuple], pa.Table]:
-    """Messages come and per-message results go as plain tuples (they pickle twice as fast as
-    dataclasses); the chunk's events go back as one Arrow table (it crosses as buffers)."""
-    assert _WORKER is not None
-    examined, events = _WORKER.examine_all(QueueMessage(sqs_id, "", body, received_at=at)
-                                           for sqs_id, body, at in messages)
-    return [(e.sqs_message_id, e.n_events, e.controls, e.reason) for e in examined], events
-
-
 class _Chunk:
     """A worker's result for consecutive messages: where each message's events start in its table."""
 
-    def __init__(self, result: tuple[list[tuple], pa.Table]):
-        rows, self.events = result
+    def __init__(self, result: tuple[list[tuple], list[list]]):
+        rows, columns = result
+        self.events = event_batch.from_columns(columns)
         self.examined: dict[str, tuple[Examined, int]] = {}
         offset = 0
         for t in rows:
@@ -84,13 +47,13 @@ class PreparePool:
         self.chunk = chunk
         v = ingestor.verifier
         self._pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=verify_worker.init,
             initargs=(sorted(v.topics), str(v.certs.cert_dir) if v.certs.cert_dir else None, v.max_age_seconds,
                       ingestor.accept_raw))
         # The executor spawns workers lazily, one per submit that finds none idle, and a spawned
         # worker takes ~1 s to import: started on demand, the second worker joined a 20,000-
         # notification run halfway through. Start them all now and wait until each is ready.
-        for future in [self._pool.submit(_ready) for _ in range(workers)]:
+        for future in [self._pool.submit(verify_worker.ready) for _ in range(workers)]:
             future.result()
         self._pending: list[QueueMessage] = []
         self._futures: dict[str, Future | None] = {}   # sqs_message_id -> its chunk's future
@@ -110,7 +73,7 @@ class PreparePool:
         if not self._pending:
             return
         chunk, self._pending = self._pending, []
-        future = self._pool.submit(_examine_chunk, [(m.sqs_message_id, m.body, m.received_at) for m in chunk])
+        future = self._pool.submit(verify_worker.examine_chunk, [(m.sqs_message_id, m.body, m.received_at) for m in chunk])
         for m in chunk:
             self._futures[m.sqs_message_id] = future
 
