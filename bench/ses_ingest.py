@@ -281,29 +281,29 @@ def run_baseline(bodies: list[str], db_path: str, cert_dir: str) -> dict:
 
 # ---- end to end through SQS ----
 
-def peak_rss_mb(pid: int | str = "self") -> float:
-    """A process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the
-    parent across fork+exec, which would report the benchmark driver's memory."""
+def _proc_mb(pid: int | str, file: str, key: str) -> float | None:
+    """A `key: N kB` line of /proc/<pid>/<file>, in MB; None when the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(key):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """A process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the
+    parent across fork+exec, which would report the benchmark driver's memory."""
+    mb = _proc_mb(pid, "status", "VmHWM:")
+    return mb if mb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def pss_mb(pid: int | str = "self") -> float:
     """A process's proportional set size: its private memory plus its share of pages it shares
     (the libraries the drain process and its workers all map). Summed over the processes it
     counts shared pages once, where a sum of RSS counts them once per process."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return _proc_mb(pid, "smaps_rollup", "Pss:") or 0.0
 
 
 def consumer_main(args) -> None:
