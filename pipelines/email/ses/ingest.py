@@ -1,9 +1,8 @@
 """Batch ingestion of SES notifications: parse + verify, then apply and write set-wise.
 
 `prepare` turns queue messages (verified and parsed by examine.py) into normalised events (one
-Arrow table, event_batch),
-verified SNS control messages (subscription confirmations) and quarantine rows; it needs no
-database. `commit` applies a prepared batch in one DuckDB transaction: drops event_ids already
+Arrow table, event_batch), verified SNS control messages (subscription confirmations) and
+quarantine rows; it needs no database. `commit` applies a prepared batch in one DuckDB transaction: drops event_ids already
 stored (a redelivery changes nothing), runs the status machine per message in event-time
 order, folds address health, and writes every table with one set-wise statement each.
 """
@@ -25,7 +24,7 @@ from pipelines.email.ses.examine import ControlMessage, Examined, Examiner
 from pipelines.email.ses.sns_verify import SnsVerifier
 from pipelines.email.ses.status_machine import step
 
-if TYPE_CHECKING:  # the verify workers import this module; they need no DuckDB
+if TYPE_CHECKING:
     import duckdb
 
 SOURCE = "ses-notifications"

@@ -1,9 +1,10 @@
 """Verification and parsing in worker processes, overlapped with receiving and writing.
 
 RSA verification and JSON parsing are most of the CPU per notification and hold the GIL,
-so they run in a process pool (the worker side is verify_worker.py). PreparingQueue hands each received message to the pool as it
-arrives; by the time the drain flushes a batch, most of it is verified. The main process
-then only assembles, confirms subscriptions and commits, so commit-before-delete holds.
+so they run in a process pool (the worker side is verify_worker.py). PreparingQueue hands each
+received message to the pool as it arrives; by the time the drain flushes a batch, most of it
+is verified. The main process then only assembles, confirms subscriptions and commits, so
+commit-before-delete holds.
 """
 
 from __future__ import annotations
