@@ -1,18 +1,19 @@
 """Parsed SES events as one Arrow table per batch.
 
-The writer builds it from the verify workers' plain column lists (workers do not import
-pyarrow, which keeps each of them ~70 MB smaller) and hands it to DuckDB without turning it
-back into Python objects; only the few columns the status machine reads become Python lists. `occurred_at` is read as microseconds
-since the epoch: converting Arrow timestamps to datetime objects costs more than all the rest.
+The writer builds it from plain column lists (examine.event_columns: the verify workers send
+those, since they do not import pyarrow) and hands it to DuckDB without turning it back into
+Python objects; only the few columns the status machine reads become Python lists.
+`occurred_at` is read as microseconds since the epoch: converting Arrow timestamps to datetime
+objects costs more than all the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import pyarrow as pa
 
-from pipelines.email.ses.examine import EVENT_FIELDS
+from pipelines.email.ses.examine import EVENT_FIELDS, event_columns
 from pipelines.email.ses.ses_parse import SesEvent
 
 TS = pa.timestamp("us", tz="UTC")
@@ -28,17 +29,12 @@ SCHEMA = pa.schema([
     ("occurred_at", TS),
     ("detail", pa.string()),
 ])
-# Not SCHEMA.empty_table(): that imports pandas, ~60 MB in every verify worker.
-EMPTY = pa.Table.from_batches([], schema=SCHEMA)
+EMPTY = SCHEMA.empty_table()
 assert tuple(SCHEMA.names) == EVENT_FIELDS, "the table's columns are SesEvent's fields, in order"
 
 
-def to_table(events: Sequence[SesEvent]) -> pa.Table:
-    if not events:
-        return EMPTY
-    return pa.Table.from_arrays(
-        [pa.array([getattr(e, name) for e in events], type=SCHEMA.field(name).type) for name in SCHEMA.names],
-        schema=SCHEMA)
+def to_table(events: list[SesEvent]) -> pa.Table:
+    return from_columns(event_columns(events))
 
 
 def from_columns(columns: list[list]) -> pa.Table:
@@ -46,7 +42,7 @@ def from_columns(columns: list[list]) -> pa.Table:
     if not columns or not columns[0]:
         return EMPTY
     return pa.Table.from_arrays(
-        [pa.array(values, type=pa.int64()).cast(TS) if name == "occurred_at" else pa.array(values, type=type_)
+        [timestamps(values) if name == "occurred_at" else pa.array(values, type=type_)
          for values, name, type_ in zip(columns, SCHEMA.names, SCHEMA.types)], schema=SCHEMA)
 
 

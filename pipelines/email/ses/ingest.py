@@ -62,8 +62,6 @@ class Ingestor:
     def __init__(self, verifier: SnsVerifier, *, accept_raw: bool = False, confirm: Confirm | None = None,
                  source: str = SOURCE):
         self.examiner = Examiner(verifier, accept_raw=accept_raw)
-        self.verifier = verifier
-        self.accept_raw = accept_raw
         self.confirm = confirm
         self.source = source
         # A copy of an SNS message passes verification only within max_age of its Timestamp, and the
@@ -71,6 +69,14 @@ class Ingestor:
         # then can be its duplicates. Raw delivery carries no Timestamp: the whole ledger is checked.
         self.dedupe_window = (None if accept_raw or not verifier.max_age_seconds
                               else timedelta(seconds=verifier.max_age_seconds + DEDUPE_SKEW_SECONDS))
+
+    @property
+    def verifier(self) -> SnsVerifier:
+        return self.examiner.verifier
+
+    @property
+    def accept_raw(self) -> bool:
+        return self.examiner.accept_raw
 
     # ---- parse + verify (no database, no network but the certificate fetch) ----
     def prepare(self, messages: Iterable[QueueMessage]) -> Prepared:
