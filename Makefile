@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test install stack-up stack-down stack-status bench lock validate clean
+.PHONY: dev test query install stack-up stack-down stack-status bench lock validate clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,3 +44,7 @@ lock:
 
 clean:
 	rm -rf $(VENV) .devstack
+
+# Ad-hoc read-only query that waits out a writer's lock: make query SQL="SELECT ..."
+query: install
+	$(BIN)/python -m pipelines.query "$(SQL)"
