@@ -413,10 +413,10 @@ def main() -> None:
     if s and b:
         results["speedup_vs_baseline"] = round(s["emails_per_s"] / b["emails_per_s"], 1)
     save(results, out)
-    print_table(results)
+    print_table(results, out)
 
 
-def print_table(r: dict) -> None:
+def print_table(r: dict, out: Path) -> None:
     rows = []
     if "null" in r:
         rows.append(("pipeline ceiling (null transport): emails/s", r["null"]["emails_per_s"], ""))
