@@ -226,3 +226,22 @@ def test_without_the_age_bound_the_same_queue_redelivers(local_stack, stack_env,
     run_consumer(queue, consumer, store, DrainOptions(batch_size=1_000, max_seconds=8, wait_seconds=0,
                                                       visibility_share=100.0, max_messages=60))
     assert any(m.receive_count > 1 for m in seen)
+
+
+@pytest.mark.integration
+def test_string_message_attributes_reach_the_consumer(local_stack, stack_env, store):
+    from resources.aws import SQSQueueResource
+
+    name = f"kit-attributes-{uuid.uuid4().hex[:8]}"
+    sqs = local_stack.client("sqs")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="with attributes", MessageAttributes={
+        "Stripe-Signature": {"DataType": "String", "StringValue": "t=1700000000,v1=abc"},
+        "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01"}})
+    seen: list[QueueMessage] = []
+    consumer = RowConsumer()
+    original = consumer.prepare
+    consumer.prepare = lambda batch: (seen.extend(batch), original(batch))[1]
+    run_consumer(SQSQueueResource(queue_name=name, region_name="us-east-1"), consumer, store,
+                 DrainOptions(wait_seconds=1))
+    assert [m.attributes for m in seen] == [{"Stripe-Signature": "t=1700000000,v1=abc"}]
