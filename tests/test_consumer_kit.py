@@ -245,3 +245,22 @@ def test_string_message_attributes_reach_the_consumer(local_stack, stack_env, st
     run_consumer(SQSQueueResource(queue_name=name, region_name="us-east-1"), consumer, store,
                  DrainOptions(wait_seconds=1))
     assert [m.attributes for m in seen] == [{"Stripe-Signature": "t=1700000000,v1=abc"}]
+
+
+@pytest.mark.integration
+def test_the_factory_replay_job_runs_quarantined_rows_again(stack_env):
+    import dagster as dg
+
+    from pipelines.definitions import defs
+
+    db = database(stack_env["DUCKDB_PATH"])
+    with db.connect() as conn:   # a notification quarantined earlier whose body still is not JSON
+        conn.execute("INSERT INTO quarantine (quarantine_id, source, sqs_message_id, raw_body, reason) "
+                     "VALUES ('ses-notifications:q1', 'ses-notifications', 'q1', 'not json', 'body is not JSON')")
+    result = defs.resolve_job_def("replay_ses_quarantine_job").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    out = result.output_for_node("replay_ses_quarantine")
+    assert (out["messages"], out["still_failing"], out["address_changes_published"]) == (1, 1, 0)
+    with db.connect() as conn:
+        assert conn.execute("SELECT replay_result FROM quarantine").fetchone()[0] == "body is not JSON"
