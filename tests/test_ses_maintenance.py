@@ -276,3 +276,25 @@ def test_store_reopens_its_connection_after_its_time_so_others_get_the_file(db, 
     # Closed: another process could open the file now; here, a fresh connection works.
     with db.connect() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_pool_keeps_good_notifications_when_one_in_their_chunk_breaks_the_worker(db, tmp_path, identity):
+    # A body the examiner might raise on (a list where SNS has a string): whether it is refused
+    # with a reason or raises in the worker, the good notifications of its chunk are all stored.
+    from pipelines.common.consumer import process_batch
+    from pipelines.email_delivery.parallel import PooledIngestor
+    from pipelines.store.store import Store
+
+    with db.connect() as conn:
+        for i in range(20):
+            add(conn, f"r{i}", "sent", 0, f"m{i}", to=f"u{i}@example.org")
+    msgs = [QueueMessage(f"s{i}", "rh", signed(identity, ses_message("Delivery", f"m{i}", [f"u{i}@example.org"])))
+            for i in range(20)]
+    msgs.insert(7, QueueMessage("poison", "rh", json.dumps({"Type": []})))
+    with PooledIngestor(Ingestor(verifier(tmp_path)), workers=2, chunk=8) as consumer, Store(db.connect) as store:
+        consumer.on_receive(msgs)
+        counters = process_batch(store, consumer, msgs)
+    assert counters["events_new"] == 20 and counters["quarantined"] == 1
+    with db.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM email_messages WHERE status = 'delivered'").fetchone()[0] == 20
+        assert conn.execute("SELECT sqs_message_id FROM quarantine").fetchall() == [("poison",)]
