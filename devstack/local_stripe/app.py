@@ -24,9 +24,6 @@ API_VERSION = _ApiVersion.CURRENT
 EVENT_PREFIX = {"subscription": "customer.subscription", "dispute": "charge.dispute",
                 "test_helpers.test_clock": "test_helpers.test_clock"}
 
-# nested lists rendered with their element's skeleton: (object, field) -> element object name
-NESTED_LISTS = {("subscription", "items"): "subscription_item", ("invoice", "lines"): "line_item"}
-
 DUNNING_FINAL_ACTIONS = ("cancel", "unpaid", "past_due")
 
 
@@ -130,11 +127,14 @@ class Emulator:
         if name not in shapes.RESOURCES:
             return obj
         out = shapes.render(name, obj)
-        for (owner, field_name), element in NESTED_LISTS.items():
-            if owner == name and isinstance(out.get(field_name), dict):
-                lst = dict(out[field_name])
-                lst["data"] = [shapes.render(element, e) for e in lst["data"]]
-                out[field_name] = lst
+        for key, value in obj.items():  # embedded objects (an item's price, a list's data) in full
+            if isinstance(value, dict):
+                kind = value.get("object")
+                if kind == "list" and value.get("data") and isinstance(value["data"][0], dict) \
+                        and value["data"][0].get("object") in shapes.RESOURCES:
+                    out[key] = {**value, "data": [self.render(v) for v in value["data"]]}
+                elif kind in shapes.RESOURCES:
+                    out[key] = self.render(value)
         return out
 
     def expand(self, value: Any, paths: list[str]) -> Any:

@@ -127,8 +127,7 @@ def create_subscription(em: Emulator, p: dict[str, Any], *, source: str = "api")
         em.store["subscription"].remove(sid)
         raise invalid("This customer has no attached payment source or default payment method.", "customer")
     em.emit("customer.subscription.created", sub)
-    invoice = cycle_invoice(em, sub, "subscription_create", period, now)
-    sub = em.get("subscription", sid)
+    invoice = cycle_invoice(em, sub, "subscription_create", period, now, trial=trialing)
     if invoice["status"] == "open" and behaviour != "default_incomplete":
         invoice = pay_invoice(em, invoice, off_session=False)
     return em.get("subscription", sid)
@@ -270,15 +269,16 @@ def _invoice_fields(em: Emulator, customer: dict[str, Any], currency: str) -> di
 
 
 def cycle_invoice(em: Emulator, sub: dict[str, Any], reason: str, period: tuple[int, int], at: int,
-                  finalize: bool = True) -> dict[str, Any]:
+                  finalize: bool = True, trial: bool = False) -> dict[str, Any]:
     customer = em.get("customer", sub["customer"], "customer")
     iid = new_id("invoice")
     lines = []
     for it in sub["items"]["data"]:
-        amount = it["price"]["unit_amount"] * it["quantity"]
+        amount = 0 if trial else it["price"]["unit_amount"] * it["quantity"]
+        label = it["price"].get("nickname") or it["price"]["product"]
         lines.append({
             "id": new_id("line_item"), "object": "line_item", "amount": amount, "currency": sub["currency"],
-            "description": f"{it['quantity']} × {it['price'].get('nickname') or it['price']['product']}",
+            "description": f"Trial period for {label}" if trial else f"{it['quantity']} × {label}",
             "invoice": iid, "quantity": it["quantity"], "subtotal": amount, "metadata": {}, "discountable": True,
             "discount_amounts": [], "discounts": [], "taxes": [], "pretax_credit_amounts": [],
             "period": {"start": period[0], "end": period[1]}, "subscription": sub["id"],
@@ -396,7 +396,8 @@ def pay_invoice(em: Emulator, invoice: dict[str, Any], *, payment_method: Any = 
     payment = {"id": f"inpay_{pi['id'][3:]}", "object": "invoice_payment", "amount_paid":
                pi["amount"] if pi["status"] == "succeeded" else None, "amount_requested": pi["amount"],
                "created": at, "currency": pi["currency"], "invoice": invoice["id"], "is_default": True,
-               "livemode": False, "payment": {"type": "payment_intent", "payment_intent": pi["id"]},
+               "livemode": False, "payment": shapes.fill("invoice_payment", "payment", {
+                   "type": "payment_intent", "payment_intent": pi["id"]}),
                "status": "paid" if pi["status"] == "succeeded" else "open",
                "status_transitions": {"canceled_at": None, "paid_at": at if pi["status"] == "succeeded" else None}}
     others = [x for x in invoice["payments"]["data"] if x["id"] != payment["id"]]

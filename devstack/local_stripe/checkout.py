@@ -59,7 +59,7 @@ def create_session(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
             "amount_discount": 0, "amount_shipping": 0, "amount_tax": 0}),
         "automatic_tax": shapes.fill("checkout.session", "automatic_tax", {"enabled": False}),
         "custom_fields": [], "custom_text": shapes.fill("checkout.session", "custom_text", {}),
-        "shipping_options": [], "discounts": [], "payment_method_options": {},
+        "shipping_options": [], "discounts": [], "payment_method_options": None,
     }, oid=oid, created=now)
     em.checkout_data[oid] = {"metadata": as_metadata(sub_data) if sub_data else {},
                              "trial_period_days": sub_data.get("trial_period_days")}

@@ -18,10 +18,12 @@ DECLINES = {
 }
 
 
-def _error(code: str, decline_code: str | None, message: str, pm_id: str | None, charge_id: str | None = None) -> dict[str, Any]:
+def _error(em: Emulator, code: str, decline_code: str | None, message: str, pm_id: str | None,
+           charge_id: str | None = None) -> dict[str, Any]:
+    pm = em.store["payment_method"].get(pm_id) if pm_id else None
     return shapes.fill("payment_intent", "last_payment_error", {
         "type": "card_error", "code": code, "decline_code": decline_code, "message": message,
-        "charge": charge_id, "payment_method": {"id": pm_id, "object": "payment_method"} if pm_id else None})
+        "charge": charge_id, "payment_method": em.render(pm) if pm else None})
 
 
 def create_payment_intent(em: Emulator, p: dict[str, Any], *, customer: str | None = None,
@@ -67,7 +69,7 @@ def confirm_payment_intent(em: Emulator, pi: dict[str, Any], p: dict[str, Any], 
             return em.update(pi, {"payment_method": pm_id, "status": "requires_action", "next_action": {
                 "type": "use_stripe_sdk", "use_stripe_sdk": {"type": "three_d_secure_redirect"}}},
                 event="requires_action")
-        error = _error("authentication_required", "authentication_required",
+        error = _error(em, "authentication_required", "authentication_required",
                        "Your card was declined. This transaction requires authentication.", pm_id)
         pi = em.update(pi, {"payment_method": pm_id, "status": "requires_payment_method",
                             "last_payment_error": error}, event="payment_failed")
@@ -82,7 +84,7 @@ def confirm_payment_intent(em: Emulator, pi: dict[str, Any], p: dict[str, Any], 
     code, decline, message = DECLINES.get(behaviour, DECLINES["decline"])
     pi = em.update(pi, {"payment_method": pm_id, "status": "requires_payment_method",
                         "latest_charge": charge["id"], "next_action": None,
-                        "last_payment_error": _error(code, decline, message, pm_id, charge["id"])},
+                        "last_payment_error": _error(em, code, decline, message, pm_id, charge["id"])},
                    event="payment_failed")
     if raise_on_failure:
         raise _as_card_error(em, pi)
@@ -113,10 +115,11 @@ def _charge(em: Emulator, pi: dict[str, Any], pm_id: str, behaviour: str) -> dic
             "type": "authorized" if ok else "issuer_declined"}),
         "billing_details": shapes.fill("charge", "billing_details", {
             "address": shapes.fill("charge", "billing_details.address", {})}),
-        "payment_method_details": {"type": "card", "card": {
+        "payment_method_details": shapes.fill("charge", "payment_method_details", {"type": "card", "card": {
             "brand": card.get("brand"), "last4": card.get("last4"), "exp_month": card.get("exp_month"),
-            "exp_year": card.get("exp_year")}},
-        "metadata": dict(pi.get("metadata") or {}), "fraud_details": {},
+            "exp_year": card.get("exp_year"), "funding": card.get("funding"), "country": card.get("country"),
+            "fingerprint": card.get("fingerprint"), "network": card.get("brand")}}),
+        "metadata": dict(pi.get("metadata") or {}), "fraud_details": shapes.fill("charge", "fraud_details", {}),
         "calculated_statement_descriptor": "LOCAL STRIPE",
     }, created=em.now_for(customer), event=False)
     em.emit("charge.succeeded" if ok else "charge.failed", charge)

@@ -152,6 +152,7 @@ class StripeServer(ThreadingHTTPServer):
     def __init__(self, emulator: Emulator, host: str = "127.0.0.1", port: int = 12111) -> None:
         super().__init__((host, port), Handler)
         self.emulator = emulator
+        emulator.config.public_base = f"http://{host}:{self.port}"
 
     @property
     def port(self) -> int:

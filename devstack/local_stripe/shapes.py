@@ -9,7 +9,11 @@ leaves the emulator, so each response carries every declared field (None for opt
 from __future__ import annotations
 
 import functools
+import importlib
+import re
+import sys
 import typing
+from pathlib import Path
 from typing import Any
 
 import stripe
@@ -34,17 +38,56 @@ RESOURCES: dict[str, type[StripeObject]] = {
     "refund": stripe.Refund,
     "dispute": stripe.Dispute,
     "event": stripe.Event,
+    "item": stripe.LineItem,
+    "invoice_payment": stripe.InvoicePayment,
     "test_helpers.test_clock": stripe.test_helpers.TestClock,
 }
+
+
+class SdkNamespace(dict):
+    """Where the SDK's forward references resolve: the class's module, then the (lazily
+    loaded) stripe package, whose resources the modules import only for type checking."""
+
+    def __init__(self, module_name: str) -> None:
+        super().__init__(vars(sys.modules[module_name]))
+
+    def __missing__(self, key: str) -> Any:
+        alias = _type_checking_aliases(self["__name__"]).get(key)
+        if alias is not None:
+            return getattr(importlib.import_module(alias[0]), alias[1])
+        for package in (stripe, getattr(stripe, "checkout"), getattr(stripe, "billing_portal"),
+                        getattr(stripe, "test_helpers")):
+            try:
+                return getattr(package, key)
+            except AttributeError:
+                continue
+        raise KeyError(key)
+
+
+@functools.cache
+def _type_checking_aliases(module_name: str) -> dict[str, tuple[str, str]]:
+    """Names the module imports from stripe only for type checking (`from stripe._card import
+    Card as CardResource`, parenthesised lists too): name -> (module, attribute)."""
+    source = Path(sys.modules[module_name].__file__ or "").read_text()
+    found: dict[str, tuple[str, str]] = {}
+    for mod, names in re.findall(r"from (stripe[\w.]*) import (\([^)]*\)|[^\n]+)", source):
+        for item in names.strip("()").split(","):
+            parts = item.split()
+            if len(parts) == 1:
+                found[parts[0]] = (mod, parts[0])
+            elif len(parts) == 3 and parts[1] == "as":
+                found[parts[2]] = (mod, parts[0])
+    return found
 
 
 def hints(cls: type) -> dict[str, Any]:
     """The declared fields of an SDK class (nested classes included), without ClassVars."""
     try:
-        found = typing.get_type_hints(cls, vars(stripe))
+        found = typing.get_type_hints(cls, None, SdkNamespace(cls.__module__))
     except Exception:  # a forward reference the SDK namespace cannot resolve: fall back to raw
         found = dict(getattr(cls, "__annotations__", {}))
-    return {k: v for k, v in found.items() if typing.get_origin(v) is not typing.ClassVar and k != "OBJECT_NAME"}
+    return {k: v for k, v in found.items()
+            if typing.get_origin(v) is not typing.ClassVar and k != "OBJECT_NAME" and not k.startswith("_")}
 
 
 def _default(tp: Any, depth: int = 0) -> Any:
@@ -97,18 +140,37 @@ def render(object_name: str, sparse: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _nested_class(tp: Any) -> type | None:
+    """The StripeObject class an annotation (possibly Optional[...]) describes, if any."""
+    for arm in [tp, *typing.get_args(tp)]:
+        cls = typing.get_origin(arm) or arm
+        if isinstance(cls, type) and issubclass(cls, StripeObject) and not issubclass(cls, ListObject) \
+                and cls.__name__ != "UntypedStripeObject":
+            return cls
+    return None
+
+
 @functools.cache
-def _nested_default(object_name: str, path: tuple[str, ...]) -> Any:
-    tp: Any = RESOURCES[object_name]
+def _path_class(object_name: str, path: tuple[str, ...]) -> type:
+    cls: type = RESOURCES[object_name]
     for part in path:
-        field_type = hints(tp)[part]
-        args = [a for a in typing.get_args(field_type) if a is not type(None)] or [field_type]
-        tp = next((a for a in args if isinstance(a, type) and issubclass(a, StripeObject)), args[0])
-    return {k: _default(v, 1) for k, v in hints(tp).items()}
+        found = _nested_class(hints(cls)[part])
+        if found is None:
+            raise KeyError(f"{object_name}.{'.'.join(path)} is not a nested object")
+        cls = found
+    return cls
+
+
+def complete(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """values with every field cls declares; nested objects given in values completed too."""
+    declared = hints(cls)
+    out = {k: _default(v, 1) for k, v in declared.items()}
+    for key, value in values.items():
+        nested = _nested_class(declared[key]) if key in declared else None
+        out[key] = complete(nested, value) if nested is not None and isinstance(value, dict) else value
+    return out
 
 
 def fill(object_name: str, path: str, values: dict[str, Any]) -> dict[str, Any]:
     """A nested object (e.g. fill("price", "recurring", {...})) with every declared field."""
-    out = dict(_nested_default(object_name, tuple(path.split("."))))
-    out.update(values)
-    return out
+    return complete(_path_class(object_name, tuple(path.split("."))), values)
