@@ -10,7 +10,6 @@ import decimal
 import hashlib
 import hmac
 import json
-import sys
 import typing
 import urllib.request
 from pathlib import Path

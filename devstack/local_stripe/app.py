@@ -3,11 +3,11 @@ its event), render (every declared field) and expand. One lock guards it all."""
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from stripe._api_version import _ApiVersion
 
 from devstack.local_stripe import shapes
@@ -84,6 +84,7 @@ class Emulator:
         if "created" in shapes.skeleton(name):
             obj["created"] = self.now() if created is None else created
         obj.update(fields)
+        obj = shapes.compact(name, obj)
         self.store[name].add(obj)
         if event:
             self.emit(f"{EVENT_PREFIX.get(name, name)}.created", obj)
@@ -92,7 +93,7 @@ class Emulator:
     def update(self, obj: dict[str, Any], changes: dict[str, Any], event: str | None = "updated") -> dict[str, Any]:
         """A new version of obj with changes applied; records `<prefix>.<event>` with the
         previous attributes when anything changed."""
-        new = {**obj, **changes}
+        new = shapes.compact(obj["object"], {**obj, **changes})
         if new == obj:
             return obj
         self.store[obj["object"]].put(new)
@@ -105,7 +106,7 @@ class Emulator:
         active = self.deliverer.active
         event = self.events.record(type_, obj, previous, dict(self.request), self.api_version, int(active))
         if active:
-            self.deliverer.submit(event["id"], type_, event["created"], json.dumps(self.render(event)))
+            self.deliverer.submit(event["id"], type_, event["created"], orjson.dumps(self.render(event)).decode())
         return event
 
     def get(self, name: str, oid: Any, param: str = "id") -> dict[str, Any]:
@@ -116,26 +117,9 @@ class Emulator:
     # --- output -----------------------------------------------------------------------------
 
     def render(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """obj as the API shows it: every declared field, embedded objects in full."""
         name = obj.get("object")
-        if name == "event":
-            out = shapes.render("event", obj)
-            data = dict(obj["data"])
-            data["object"] = self.render(data["object"])
-            data.setdefault("previous_attributes", None)
-            out["data"] = data
-            return out
-        if name not in shapes.RESOURCES:
-            return obj
-        out = shapes.render(name, obj)
-        for key, value in obj.items():  # embedded objects (an item's price, a list's data) in full
-            if isinstance(value, dict):
-                kind = value.get("object")
-                if kind == "list" and value.get("data") and isinstance(value["data"][0], dict) \
-                        and value["data"][0].get("object") in shapes.RESOURCES:
-                    out[key] = {**value, "data": [self.render(v) for v in value["data"]]}
-                elif kind in shapes.RESOURCES:
-                    out[key] = self.render(value)
-        return out
+        return shapes.render(name, obj) if name in shapes.RESOURCES else obj
 
     def expand(self, value: Any, paths: list[str]) -> Any:
         for path in paths:

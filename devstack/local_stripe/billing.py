@@ -21,11 +21,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from devstack.local_stripe import shapes
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.clock import add_interval
 from devstack.local_stripe.customers import attach, default_payment_method, ensure_customer_exists, resolve
 from devstack.local_stripe.errors import invalid
+from devstack.local_stripe.shapes import compact
 from devstack.local_stripe.payments import confirm_payment_intent, create_payment_intent
 from devstack.local_stripe.store import new_id
 from devstack.local_stripe.wire import as_bool, as_int, as_list, as_metadata, as_str
@@ -48,9 +48,9 @@ def _price(em: Emulator, ref: Any, param: str) -> dict[str, Any]:
 
 def _item(em: Emulator, sub_id: str, price: dict[str, Any], quantity: int, metadata: dict[str, str],
           created: int, period: tuple[int, int], oid: str | None = None) -> dict[str, Any]:
-    return {"id": oid or new_id("subscription_item"), "object": "subscription_item", "created": created,
+    return compact("subscription_item", {"id": oid or new_id("subscription_item"), "object": "subscription_item", "created": created,
             "price": price, "quantity": quantity, "metadata": metadata, "subscription": sub_id,
-            "current_period_start": period[0], "current_period_end": period[1], "discounts": [], "tax_rates": []}
+            "current_period_start": period[0], "current_period_end": period[1]})
 
 
 def _items_list(sub_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -59,7 +59,8 @@ def _items_list(sub_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _with_period(items: list[dict[str, Any]], start: int, end: int) -> list[dict[str, Any]]:
-    return [{**it, "current_period_start": start, "current_period_end": end} for it in items]
+    return [compact("subscription_item", {**it, "current_period_start": start, "current_period_end": end})
+            for it in items]
 
 
 # --- subscriptions ----------------------------------------------------------------------------
@@ -114,11 +115,11 @@ def create_subscription(em: Emulator, p: dict[str, Any], *, source: str = "api")
         "days_until_due": as_int(p, "days_until_due"), "default_payment_method": pm_id,
         "description": as_str(p, "description"), "trial_start": now if trialing else None,
         "trial_end": trial_end if trialing else None, "latest_invoice": None,
-        "trial_settings": shapes.fill("subscription", "trial_settings", {
-            "end_behavior": {"missing_payment_method": missing_pm}}),
+        "trial_settings": {
+            "end_behavior": {"missing_payment_method": missing_pm}},
         "test_clock": customer.get("test_clock"),
-        "payment_settings": shapes.fill("subscription", "payment_settings", {
-            "save_default_payment_method": "off", "payment_method_types": None}),
+        "payment_settings": {
+            "save_default_payment_method": "off", "payment_method_types": None},
     }, oid=sid, created=now, event=False)
     em.cycles[sid] = {"anchor_day": dt.datetime.fromtimestamp(period[1] if trialing else now, dt.timezone.utc).day,
                       "interval": interval, "count": count, "failed_at": None, "retries": 0,
@@ -141,8 +142,8 @@ def update_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) ->
         cape = as_bool(p, "cancel_at_period_end")
         changes["cancel_at_period_end"] = cape
         changes["canceled_at"] = em.now_for(sub) if cape else None
-        changes["cancellation_details"] = shapes.fill("subscription", "cancellation_details", {
-            "reason": "cancellation_requested"}) if cape else None
+        changes["cancellation_details"] = {
+            "reason": "cancellation_requested"} if cape else None
     if "cancel_at" in p:
         changes["cancel_at"] = as_int(p, "cancel_at") if p["cancel_at"] else None
     for name in ("description",):
@@ -193,14 +194,14 @@ def _updated_items(em: Emulator, sub: dict[str, Any], requested: list[Any]) -> l
                 it["quantity"] = as_int(req, "quantity", minimum=0)
             if "metadata" in req:
                 it["metadata"] = as_metadata(req, it.get("metadata"))
-            items[it["id"]] = it
+            items[it["id"]] = compact("subscription_item", it)
         else:
             if not req.get("price"):
                 raise invalid(f"Missing required param: items[{i}][price].", f"items[{i}][price]",
                               code="parameter_missing")
             it = _item(em, sub["id"], _price(em, req["price"], f"items[{i}][price]"), as_int(req, "quantity", 1,
                        minimum=0) or 0, as_metadata(req), em.now_for(sub), period)
-            items[it["id"]] = it
+            items[it["id"]] = compact("subscription_item", it)
             order.append(it["id"])
     if not order:
         raise invalid("A subscription must keep at least one item.", "items")
@@ -215,8 +216,8 @@ def cancel_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any], *,
     details = p.get("cancellation_details") if isinstance(p.get("cancellation_details"), dict) else {}
     return em.update(sub, {
         "status": "canceled", "canceled_at": sub.get("canceled_at") or at, "ended_at": at,
-        "cancellation_details": shapes.fill("subscription", "cancellation_details", {
-            "reason": reason, "comment": details.get("comment"), "feedback": details.get("feedback")}),
+        "cancellation_details": {
+            "reason": reason, "comment": details.get("comment"), "feedback": details.get("feedback")},
     }, event="deleted")
 
 
@@ -253,12 +254,12 @@ def _invoice_fields(em: Emulator, customer: dict[str, Any], currency: str) -> di
         "currency": currency, "status": "draft", "account_country": "US", "account_name": "Local Stripe",
         "attempt_count": 0, "attempted": False, "auto_advance": True, "metadata": {},
         "collection_method": "charge_automatically", "livemode": False,
-        "issuer": shapes.fill("invoice", "issuer", {"type": "self"}),
-        "status_transitions": shapes.fill("invoice", "status_transitions", {}),
+        "issuer": {"type": "self"},
+        "status_transitions": {},
         "payments": {"object": "list", "data": [], "has_more": False, "url": "/v1/invoice_payments"},
         "lines": {"object": "list", "data": [], "has_more": False, "url": ""},
-        "automatic_tax": shapes.fill("invoice", "automatic_tax", {"enabled": False}),
-        "payment_settings": shapes.fill("invoice", "payment_settings", {}),
+        "automatic_tax": {"enabled": False},
+        "payment_settings": {},
         "rendering": None, "starting_balance": 0, "ending_balance": None, "total_discount_amounts": [],
         "total_taxes": [], "total_pretax_credit_amounts": [], "discounts": [], "default_tax_rates": [],
         "amount_due": 0, "amount_paid": 0, "amount_remaining": 0, "amount_overpaid": 0,
@@ -276,19 +277,19 @@ def cycle_invoice(em: Emulator, sub: dict[str, Any], reason: str, period: tuple[
     for it in sub["items"]["data"]:
         amount = 0 if trial else it["price"]["unit_amount"] * it["quantity"]
         label = it["price"].get("nickname") or it["price"]["product"]
-        lines.append({
+        lines.append(compact("line_item", {
             "id": new_id("line_item"), "object": "line_item", "amount": amount, "currency": sub["currency"],
             "description": f"Trial period for {label}" if trial else f"{it['quantity']} × {label}",
             "invoice": iid, "quantity": it["quantity"], "subtotal": amount, "metadata": {}, "discountable": True,
             "discount_amounts": [], "discounts": [], "taxes": [], "pretax_credit_amounts": [],
             "period": {"start": period[0], "end": period[1]}, "subscription": sub["id"],
-            "parent": shapes.fill("line_item", "parent", {"type": "subscription_item_details",
-                "subscription_item_details": shapes.fill("line_item", "parent.subscription_item_details", {
+            "parent": {"type": "subscription_item_details",
+                "subscription_item_details": {
                     "subscription": sub["id"], "subscription_item": it["id"], "proration": False,
-                    "invoice_item": None, "proration_details": {"credited_items": None}})}),
+                    "invoice_item": None, "proration_details": {"credited_items": None}}},
             "pricing": {"type": "price_details", "price_details": {"price": it["price"]["id"],
                         "product": it["price"]["product"]}, "unit_amount_decimal": str(it["price"]["unit_amount"])},
-        })
+        }))
     total = sum(line["amount"] for line in lines)
     fields = _invoice_fields(em, customer, sub["currency"])
     fields.update({
@@ -298,9 +299,9 @@ def cycle_invoice(em: Emulator, sub: dict[str, Any], reason: str, period: tuple[
         "subtotal": total, "total": total, "subtotal_excluding_tax": total, "total_excluding_tax": total,
         "amount_due": total, "amount_remaining": total,
         "collection_method": sub.get("collection_method") or "charge_automatically",
-        "parent": shapes.fill("invoice", "parent", {"type": "subscription_details", "subscription_details":
-                              shapes.fill("invoice", "parent.subscription_details", {
-                                  "subscription": sub["id"], "metadata": dict(sub.get("metadata") or {})})}),
+        "parent": {"type": "subscription_details", "subscription_details":
+                              {
+                                  "subscription": sub["id"], "metadata": dict(sub.get("metadata") or {})}},
     })
     invoice = em.create("invoice", fields, oid=iid, created=at)
     em.update(sub, {"latest_invoice": iid}, event=None)
@@ -396,13 +397,11 @@ def pay_invoice(em: Emulator, invoice: dict[str, Any], *, payment_method: Any = 
     payment = {"id": f"inpay_{pi['id'][3:]}", "object": "invoice_payment", "amount_paid":
                pi["amount"] if pi["status"] == "succeeded" else None, "amount_requested": pi["amount"],
                "created": at, "currency": pi["currency"], "invoice": invoice["id"], "is_default": True,
-               "livemode": False, "payment": shapes.fill("invoice_payment", "payment", {
-                   "type": "payment_intent", "payment_intent": pi["id"]}),
+               "livemode": False, "payment": {
+                   "type": "payment_intent", "payment_intent": pi["id"]},
                "status": "paid" if pi["status"] == "succeeded" else "open",
                "status_transitions": {"canceled_at": None, "paid_at": at if pi["status"] == "succeeded" else None}}
-    others = [x for x in invoice["payments"]["data"] if x["id"] != payment["id"]]
-    for x in others:
-        x["is_default"] = False
+    others = [{**x, "is_default": False} for x in invoice["payments"]["data"] if x["id"] != payment["id"]]
     invoice = em.update(invoice, {"payments": {**invoice["payments"], "data": others + [payment],
                                                "total_count": len(others) + 1}}, event=None)
     if pi["status"] == "succeeded":

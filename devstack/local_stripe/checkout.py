@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from devstack.local_stripe import shapes
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.billing import _price, create_subscription
 from devstack.local_stripe.customers import attach, create_customer, resolve
@@ -55,10 +54,10 @@ def create_session(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
         "customer_creation": None if customer else "always", "ui_mode": "hosted", "livemode": False,
         "allow_promotion_codes": as_str(p, "allow_promotion_codes") == "true" or None,
         "billing_address_collection": as_str(p, "billing_address_collection"),
-        "total_details": shapes.fill("checkout.session", "total_details", {
-            "amount_discount": 0, "amount_shipping": 0, "amount_tax": 0}),
-        "automatic_tax": shapes.fill("checkout.session", "automatic_tax", {"enabled": False}),
-        "custom_fields": [], "custom_text": shapes.fill("checkout.session", "custom_text", {}),
+        "total_details": {
+            "amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+        "automatic_tax": {"enabled": False},
+        "custom_fields": [], "custom_text": {},
         "shipping_options": [], "discounts": [], "payment_method_options": None,
     }, oid=oid, created=now)
     em.checkout_data[oid] = {"metadata": as_metadata(sub_data) if sub_data else {},
@@ -95,9 +94,9 @@ def complete_session(em: Emulator, session: dict[str, Any], p: dict[str, Any]) -
     return em.update(session, {
         "status": "complete", "payment_status": "paid" if invoice["status"] == "paid" and invoice["total"] else
         "no_payment_required", "customer": customer_id, "subscription": sub["id"], "invoice": invoice["id"],
-        "customer_details": shapes.fill("checkout.session", "customer_details", {
+        "customer_details": {
             "email": customer.get("email"), "name": customer.get("name"), "tax_exempt": "none", "tax_ids": [],
-            "address": None, "phone": None}),
+            "address": None, "phone": None},
     }, event="completed")
 
 

@@ -24,7 +24,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from devstack.local_stripe import billing, catalog, checkout, customers, payments, shapes
+from devstack.local_stripe import billing, catalog, checkout, customers, payments
 from devstack.local_stripe.app import DUNNING_FINAL_ACTIONS, Emulator
 from devstack.local_stripe.errors import StripeError, invalid
 from devstack.local_stripe.faults import Faults
@@ -137,5 +137,3 @@ def seed(em: Emulator, body: dict[str, Any]) -> dict[str, Any]:
     return {"customers": n, "subscriptions": n * per, "price": price["id"],
             "totals": {k: len(t) for k, t in em.store.tables.items() if len(t)}}
 
-
-__all__ = ["dispatch", "shapes"]

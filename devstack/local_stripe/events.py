@@ -44,7 +44,7 @@ class EventLog:
         dropped = 0
         order, created = self.table.order, self.table.created
         while self._pruned < len(order) and created[self._pruned] < cutoff:
-            if self.table.remove(order[self._pruned]) is not None:
+            if self.table.objects.pop(order[self._pruned], None) is not None:
                 dropped += 1
             self._pruned += 1
         return dropped

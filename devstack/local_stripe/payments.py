@@ -6,7 +6,6 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from devstack.local_stripe import shapes
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.customers import resolve
 from devstack.local_stripe.errors import StripeError, card_error, invalid
@@ -21,9 +20,9 @@ DECLINES = {
 def _error(em: Emulator, code: str, decline_code: str | None, message: str, pm_id: str | None,
            charge_id: str | None = None) -> dict[str, Any]:
     pm = em.store["payment_method"].get(pm_id) if pm_id else None
-    return shapes.fill("payment_intent", "last_payment_error", {
+    return {
         "type": "card_error", "code": code, "decline_code": decline_code, "message": message,
-        "charge": charge_id, "payment_method": em.render(pm) if pm else None})
+        "charge": charge_id, "payment_method": em.render(pm) if pm else None}
 
 
 def create_payment_intent(em: Emulator, p: dict[str, Any], *, customer: str | None = None,
@@ -108,18 +107,18 @@ def _charge(em: Emulator, pi: dict[str, Any], pm_id: str, behaviour: str) -> dic
         "payment_intent": pi["id"], "payment_method": pm_id, "captured": ok, "paid": ok, "refunded": False,
         "disputed": False, "status": "succeeded" if ok else "failed",
         "failure_code": None if ok else code, "failure_message": None if ok else message,
-        "outcome": shapes.fill("charge", "outcome", {
+        "outcome": {
             "network_status": "approved_by_network" if ok else "declined_by_network",
             "reason": None if ok else decline, "risk_level": "normal", "seller_message":
             "Payment complete." if ok else "The bank did not return any further details with this decline.",
-            "type": "authorized" if ok else "issuer_declined"}),
-        "billing_details": shapes.fill("charge", "billing_details", {
-            "address": shapes.fill("charge", "billing_details.address", {})}),
-        "payment_method_details": shapes.fill("charge", "payment_method_details", {"type": "card", "card": {
+            "type": "authorized" if ok else "issuer_declined"},
+        "billing_details": {
+            "address": {}},
+        "payment_method_details": {"type": "card", "card": {
             "brand": card.get("brand"), "last4": card.get("last4"), "exp_month": card.get("exp_month"),
             "exp_year": card.get("exp_year"), "funding": card.get("funding"), "country": card.get("country"),
-            "fingerprint": card.get("fingerprint"), "network": card.get("brand")}}),
-        "metadata": dict(pi.get("metadata") or {}), "fraud_details": shapes.fill("charge", "fraud_details", {}),
+            "fingerprint": card.get("fingerprint"), "network": card.get("brand")}},
+        "metadata": dict(pi.get("metadata") or {}), "fraud_details": {},
         "calculated_statement_descriptor": "LOCAL STRIPE",
     }, created=em.now_for(customer), event=False)
     em.emit("charge.succeeded" if ok else "charge.failed", charge)
@@ -180,9 +179,9 @@ def create_dispute(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
         "amount": amount, "charge": charge["id"], "currency": charge["currency"],
         "payment_intent": charge.get("payment_intent"), "reason": reason, "status": "needs_response",
         "metadata": {}, "is_charge_refundable": False, "balance_transactions": [],
-        "evidence": shapes.fill("dispute", "evidence", {}),
-        "evidence_details": shapes.fill("dispute", "evidence_details", {
-            "due_by": em.now() + 7 * 86400, "has_evidence": False, "past_due": False, "submission_count": 0}),
+        "evidence": {},
+        "evidence_details": {
+            "due_by": em.now() + 7 * 86400, "has_evidence": False, "past_due": False, "submission_count": 0},
     })
     em.update(charge, {"disputed": True}, event=None)
     return dispute

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+import orjson
 
 from devstack.local_stripe import api, control
 from devstack.local_stripe.app import Emulator
@@ -54,17 +55,17 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if parts.path.startswith("/_control/"):
                 status, body = control.dispatch(em, method, parts.path, parts.query, raw)
-                self._send(status, json.dumps(body).encode(), headers)
+                self._send(status, orjson.dumps(body), headers)
                 return
             self._api(em, method, parts.path, parts.query, raw, request_id, version, headers)
         except StripeError as exc:
             if exc.should_retry is not None:
                 headers["Stripe-Should-Retry"] = "true" if exc.should_retry else "false"
-            self._send(exc.status, json.dumps(exc.body()).encode(), headers)
+            self._send(exc.status, orjson.dumps(exc.body()), headers)
         except Exception as exc:  # a bug in the emulator: answer like Stripe's api_error and log it
             log.exception("%s %s failed", method, parts.path)
             body = StripeError(500, "api_error", f"local Stripe internal error: {type(exc).__name__}: {exc}").body()
-            self._send(500, json.dumps(body).encode(), headers)
+            self._send(500, orjson.dumps(body), headers)
 
     def _api(self, em: Emulator, method: str, path: str, query: str, raw: bytes, request_id: str, version: str,
              headers: dict[str, str]) -> None:
@@ -101,9 +102,9 @@ class Handler(BaseHTTPRequestHandler):
                 finally:
                     em.request = {"id": None, "idempotency_key": None}
                     em.api_version = em.config.api_version
-            body = json.dumps(rendered).encode()
+            body = orjson.dumps(rendered)
         except StripeError as exc:
-            status, body = exc.status, json.dumps(exc.body()).encode()
+            status, body = exc.status, orjson.dumps(exc.body())
             if exc.should_retry is not None:
                 headers["Stripe-Should-Retry"] = "true" if exc.should_retry else "false"
             if key and exc.status in (400, 404) and exc.type == "invalid_request_error":

@@ -1,9 +1,10 @@
-"""Every field the SDK's typed resource declares, with a neutral value of the declared type.
+"""Every field the SDK's typed resources declare, with a neutral value of the declared type.
 
-The store keeps only the fields an object has actually set (a few dozen of up to ~90), which is
-what lets it hold 100,000 subscriptions; `render` lays them over this skeleton when an object
-leaves the emulator, so each response carries every declared field (None for optional ones,
-[] for lists, {} for hashes, nested objects filled the same way).
+The store keeps only the fields an object has set, nested objects included (a few dozen of the
+hundreds declared once nested classes count), which is what lets it hold 100,000 subscriptions.
+`render` completes an object when it leaves the emulator: every declared field, None for
+optional ones, [] for lists, {} for hashes, nested objects and embedded resources (an item's
+price, an event's data.object) completed the same way.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 
 import stripe
 from stripe._list_object import ListObject
+from stripe._search_result_object import SearchResultObject
 from stripe._stripe_object import StripeObject
 
-# object name -> SDK class; the types this project uses
+# object name -> SDK class: the types this project uses, and what they embed
 RESOURCES: dict[str, type[StripeObject]] = {
     "customer": stripe.Customer,
     "product": stripe.Product,
@@ -33,13 +35,13 @@ RESOURCES: dict[str, type[StripeObject]] = {
     "setup_intent": stripe.SetupIntent,
     "invoice": stripe.Invoice,
     "line_item": stripe.InvoiceLineItem,
+    "invoice_payment": stripe.InvoicePayment,
+    "item": stripe.LineItem,
     "payment_intent": stripe.PaymentIntent,
     "charge": stripe.Charge,
     "refund": stripe.Refund,
     "dispute": stripe.Dispute,
     "event": stripe.Event,
-    "item": stripe.LineItem,
-    "invoice_payment": stripe.InvoicePayment,
     "test_helpers.test_clock": stripe.test_helpers.TestClock,
 }
 
@@ -125,29 +127,102 @@ def _default(tp: Any, depth: int = 0) -> Any:
 
 
 @functools.cache
-def skeleton(object_name: str) -> dict[str, Any]:
-    cls = RESOURCES[object_name]
-    base = {k: _default(v) for k, v in hints(cls).items()}
-    base["object"] = object_name
-    base["livemode"] = False
-    return base
-
-
-def render(object_name: str, sparse: dict[str, Any]) -> dict[str, Any]:
-    """A fresh top-level dict. Nested skeleton values are shared: never mutate them in place."""
-    out = dict(skeleton(object_name))
-    out.update(sparse)
-    return out
+def defaults(cls: type) -> dict[str, Any]:
+    """cls's declared fields with neutral values. Shared: copy before changing."""
+    return {k: _default(v, 1) for k, v in hints(cls).items()}
 
 
 def _nested_class(tp: Any) -> type | None:
     """The StripeObject class an annotation (possibly Optional[...]) describes, if any."""
     for arm in [tp, *typing.get_args(tp)]:
         cls = typing.get_origin(arm) or arm
-        if isinstance(cls, type) and issubclass(cls, StripeObject) and not issubclass(cls, ListObject) \
-                and cls.__name__ != "UntypedStripeObject":
+        if isinstance(cls, type) and issubclass(cls, StripeObject) \
+                and not issubclass(cls, (ListObject, SearchResultObject)) and cls.__name__ != "UntypedStripeObject":
             return cls
     return None
+
+
+@functools.cache
+def _field_classes(cls: type) -> dict[str, tuple[type | None, type | None]]:
+    """field -> (nested object class, element class of a declared List[...])."""
+    out = {}
+    for name, tp in hints(cls).items():
+        element = None
+        for arm in [tp, *typing.get_args(tp)]:
+            if typing.get_origin(arm) in (list, typing.List) and typing.get_args(arm):
+                element = _nested_class(typing.get_args(arm)[0])
+        out[name] = (_nested_class(tp), element)
+    return out
+
+
+def complete(cls: type | None, values: dict[str, Any]) -> dict[str, Any]:
+    """values with every field cls declares, nested objects and embedded resources completed."""
+    kind = values.get("object")
+    if isinstance(kind, str) and kind in RESOURCES:
+        cls = RESOURCES[kind]
+    if cls is None:
+        return values
+    fields = _field_classes(cls)
+    out = dict(defaults(cls))
+    for key, value in values.items():
+        nested, element = fields.get(key, (None, None))
+        if isinstance(value, dict):
+            out[key] = _complete_value(nested, value)
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            out[key] = [_complete_value(element, v) for v in value]
+        else:
+            out[key] = value
+    if "object" in out and isinstance(kind, str):
+        out["object"] = kind
+    return out
+
+
+def _complete_value(cls: type | None, value: dict[str, Any]) -> dict[str, Any]:
+    kind = value.get("object")
+    if kind in ("list", "search_result") and isinstance(value.get("data"), list):
+        return {**value, "data": [complete(None, v) if isinstance(v, dict) else v for v in value["data"]]}
+    if isinstance(kind, str) and kind in RESOURCES:
+        return complete(RESOURCES[kind], value)
+    return complete(cls, value) if cls is not None else value
+
+
+@functools.cache
+def skeleton(object_name: str) -> dict[str, Any]:
+    out = dict(defaults(RESOURCES[object_name]))
+    out.update(object=object_name, livemode=False)
+    return out
+
+
+class Sparse(dict):
+    """A stored object: only the fields that differ from their declared default. Reading a
+    declared field that is not stored gives its default (shared: never mutate it in place)."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> Any:
+        name = dict.get(self, "object")
+        defaults = skeleton(name) if name in RESOURCES else {}
+        if key in defaults:
+            return defaults[key]
+        raise KeyError(key)
+
+
+ALWAYS_KEPT = frozenset({"id", "object", "created", "livemode"})
+
+
+_MISSING = object()
+
+
+def compact(object_name: str, fields: dict[str, Any]) -> Sparse:
+    """fields without the top-level ones equal to their declared default (render puts them
+    back; reading them from the Sparse gives the default)."""
+    base = skeleton(object_name)
+    return Sparse({k: v for k, v in fields.items() if k in ALWAYS_KEPT or base.get(k, _MISSING) != v})
+
+
+def render(object_name: str, sparse: dict[str, Any]) -> dict[str, Any]:
+    """A fresh, complete top-level dict. Nested defaults are shared: never mutate them in place."""
+    return complete(RESOURCES[object_name], sparse)
 
 
 @functools.cache
@@ -161,16 +236,6 @@ def _path_class(object_name: str, path: tuple[str, ...]) -> type:
     return cls
 
 
-def complete(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """values with every field cls declares; nested objects given in values completed too."""
-    declared = hints(cls)
-    out = {k: _default(v, 1) for k, v in declared.items()}
-    for key, value in values.items():
-        nested = _nested_class(declared[key]) if key in declared else None
-        out[key] = complete(nested, value) if nested is not None and isinstance(value, dict) else value
-    return out
-
-
 def fill(object_name: str, path: str, values: dict[str, Any]) -> dict[str, Any]:
-    """A nested object (e.g. fill("price", "recurring", {...})) with every declared field."""
+    """A nested object given in full at once (rarely needed: render completes nested objects)."""
     return complete(_path_class(object_name, tuple(path.split("."))), values)
