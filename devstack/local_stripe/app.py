@@ -3,7 +3,9 @@ its event), render (every declared field) and expand. One lock guards it all."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,13 +53,14 @@ class Emulator:
         with self.lock:
             self.store = Store()
             self.clock = Clock()
-            self.events = EventLog(self.store["event"], self.clock.now)
+            self.events = EventLog(self.store["event"], self.now)
             self.request: dict[str, Any] = {"id": None, "idempotency_key": None}
             self.api_version = self.config.api_version
             self.pm_behaviour: dict[str, str] = {}      # pm id -> succeed | decline | authenticate
             self.cycles: dict[str, dict[str, Any]] = {}  # subscription id -> billing cycle state
             self.deleted: dict[str, str] = {}            # deleted id -> object name
             self.checkout_data: dict[str, dict[str, Any]] = {}  # session id -> subscription_data
+            self.acting_at: int | None = None  # set while catching up: the time things happen at
             self.idempotency = IdempotencyCache()
             self.deliverer.clear()
 
@@ -67,11 +70,23 @@ class Emulator:
     # --- time -------------------------------------------------------------------------------
 
     def now(self, test_clock: str | None = None) -> int:
+        if self.acting_at is not None:
+            return self.acting_at
         if test_clock:
             clock = self.store["test_helpers.test_clock"].get(test_clock)
             if clock is not None:
                 return int(clock["frozen_time"])
         return self.clock.now()
+
+    @contextlib.contextmanager
+    def happening_at(self, ts: int) -> Iterator[None]:
+        """Everything inside (objects, events) is dated ts: a renewal that falls due while
+        time is advanced happens at its due time, not at the end of the advance."""
+        saved, self.acting_at = self.acting_at, ts
+        try:
+            yield
+        finally:
+            self.acting_at = saved
 
     def now_for(self, obj: dict[str, Any] | None) -> int:
         return self.now(obj.get("test_clock") if obj else None)

@@ -19,6 +19,7 @@ No proration: quantity and item changes apply from the next renewal invoice.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from typing import Any
 
 from devstack.local_stripe.app import Emulator
@@ -463,19 +464,33 @@ def mark_uncollectible(em: Emulator, invoice: dict[str, Any]) -> dict[str, Any]:
 # --- the passage of time ----------------------------------------------------------------------
 
 def run_due(em: Emulator, test_clock: str | None = None) -> int:
-    """Every subscription on that clock (the emulator clock when None) catches up to now."""
-    steps = 0
-    for sub in list(em.store["subscription"].oldest_first(0)):
+    """Every subscription on that clock (the emulator clock when None) catches up to now, all
+    of them in the order things fall due, so events come out in time order."""
+    now = em.now(test_clock)
+    heap: list[tuple[int, int, str]] = []
+    for seq, sub in enumerate(em.store["subscription"].oldest_first(0)):
         if sub.get("test_clock") == test_clock and sub["status"] not in ENDED:
-            steps += run_subscription(em, sub["id"], em.now(test_clock))
+            due = _next_due(em, sub)
+            if due is not None and due[0] <= now:
+                heap.append((due[0], seq, sub["id"]))
+    heapq.heapify(heap)
+    steps = 0
+    while heap:
+        at, seq, sub_id = heapq.heappop(heap)
+        if not _step(em, sub_id, at):
+            continue
+        steps += 1
+        due = _next_due(em, em.get("subscription", sub_id))
+        if due is not None and due[0] <= now:
+            heapq.heappush(heap, (max(due[0], at), seq, sub_id))
     return steps
 
 
 def _next_due(em: Emulator, sub: dict[str, Any]) -> tuple[int, str] | None:
     cyc = em.cycles.get(sub["id"])
-    if cyc is None:
-        return None
     status = sub["status"]
+    if cyc is None or status in ENDED:
+        return None
     period_end = sub["items"]["data"][0]["current_period_end"]
     candidates: list[tuple[int, str]] = []
     if status == "incomplete":
@@ -498,15 +513,24 @@ def _next_due(em: Emulator, sub: dict[str, Any]) -> tuple[int, str] | None:
 def run_subscription(em: Emulator, sub_id: str, now: int) -> int:
     steps = 0
     while steps < 10_000:
-        sub = em.get("subscription", sub_id)
-        if sub["status"] in ENDED:
-            break
-        due = _next_due(em, sub)
+        due = _next_due(em, em.get("subscription", sub_id))
         if due is None or due[0] > now:
             break
-        at, action = due
+        if not _step(em, sub_id, due[0]):
+            break
         steps += 1
-        cyc = em.cycles[sub_id]
+    return steps
+
+
+def _step(em: Emulator, sub_id: str, at: int) -> int:
+    """Does what falls due for the subscription at `at`, dated `at`."""
+    sub = em.get("subscription", sub_id)
+    due = _next_due(em, sub)
+    if sub["status"] in ENDED or due is None or due[0] > at:
+        return 0
+    action = due[1]
+    cyc = em.cycles[sub_id]
+    with em.happening_at(at):
         if action == "expire":
             inv = em.store["invoice"].get(sub.get("latest_invoice") or "")
             if inv and inv["status"] == "open":
@@ -525,7 +549,7 @@ def run_subscription(em: Emulator, sub_id: str, now: int) -> int:
                 _final_action(em, sub_id, at)
         else:
             _renew(em, sub, at)
-    return steps
+    return 1
 
 
 def _final_action(em: Emulator, sub_id: str, at: int) -> None:
