@@ -216,6 +216,35 @@ def test_a_request_that_failed_validation_saves_no_idempotent_result(local, clie
     assert status == 200 and body["object"] == "price"
 
 
+def test_a_key_still_in_use_answers_409(local, client):
+    import threading
+
+    local.control("faults", latency_seconds=1.0)
+    results = []
+    first = threading.Thread(target=lambda: results.append(
+        local.raw("POST", "/v1/customers", "email=slow%40example.org", {"Idempotency-Key": "key-busy"})))
+    first.start()
+    time.sleep(0.3)
+    status, headers, body = local.raw("POST", "/v1/customers", "email=slow%40example.org",
+                                      {"Idempotency-Key": "key-busy"})
+    first.join()
+    assert status == 409 and body["error"]["type"] == "idempotency_error"
+    assert headers["Stripe-Should-Retry"] == "true"
+    assert results[0][0] == 200
+
+
+def test_unknown_parameters_are_refused_as_stripe_does(local, client):
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.customers.create(params={"emial": "typo@example.org"})
+    assert (err.value.code, err.value.param) == ("parameter_unknown", "emial")
+    assert "Received unknown parameter: emial" in err.value.user_message
+    price = plan(client)
+    customer, _ = customer_with_card(client)
+    sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}],
+                                                 "proration_behavior": "none"})  # accepted by Stripe: no error
+    assert sub.status == "active"
+
+
 def test_errors_have_stripes_shape_codes_and_headers(local, client):
     with pytest.raises(stripe.InvalidRequestError) as err:
         client.v1.customers.retrieve("cus_missing")
@@ -430,6 +459,25 @@ def test_paused_when_a_trial_ends_without_a_payment_method_then_resumed(local, c
     assert resumed.status == "active"
     assert client.v1.invoices.retrieve(resumed.latest_invoice).status == "paid"
     assert status_changes(local, client, sub.id) == ["trialing", "paused", "active"]
+
+
+def test_pause_endpoint_and_resume_keeping_the_cycle(local, client):
+    price = plan(client)
+    customer, _ = customer_with_card(client)
+    sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
+    paused = client.v1.subscriptions.pause(sub.id)
+    assert paused.status == "paused"
+    assert status_changes(local, client, sub.id) == ["active", "paused"]
+    local.control("advance", seconds=40 * DAY)
+    assert len(client.v1.invoices.list(params={"subscription": sub.id}).data) == 1  # nothing billed while paused
+    resumed = client.v1.subscriptions.resume(sub.id, params={"billing_cycle_anchor": {"type": "unchanged"}})
+    assert resumed.status == "active"
+    assert len(client.v1.invoices.list(params={"subscription": sub.id}).data) == 2  # the period had ended
+    assert [e.data.object.id for e in local.events(client, type="customer.subscription.resumed")] == [sub.id]
+    again = client.v1.subscriptions.pause(sub.id)
+    kept = client.v1.subscriptions.resume(again.id, params={"billing_cycle_anchor": {"type": "unchanged"}})
+    assert kept["items"].data[0].current_period_end == resumed["items"].data[0].current_period_end
+    assert len(client.v1.invoices.list(params={"subscription": sub.id}).data) == 2  # within the period: none
 
 
 def test_cancel_now_at_period_end_and_undo(local, client):

@@ -16,24 +16,25 @@ from devstack.local_stripe.listing import list_object, list_page, search_page, s
 from devstack.local_stripe.wire import as_bool, as_str
 
 Handler = Callable[[Emulator, dict[str, str], dict[str, Any]], Any]
-ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
+ROUTES: list[tuple[str, re.Pattern[str], str, Handler]] = []
 
 
 def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
     def register(fn: Handler) -> Handler:
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
-        ROUTES.append((method, regex, fn))
+        ROUTES.append((method, regex, pattern, fn))
         return fn
     return register
 
 
-def find_route(method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
+def find_route(method: str, path: str) -> tuple[Handler, dict[str, str], str] | None:
+    """(handler, path arguments, route pattern), None for an unknown path."""
     allowed = False
-    for m, regex, fn in ROUTES:
+    for m, regex, pattern, fn in ROUTES:
         match = regex.match(path)
         if match:
             if m == method:
-                return fn, match.groupdict()
+                return fn, match.groupdict(), pattern
             allowed = True
     if allowed:
         raise invalid(f"Unrecognized request URL ({method}: {path}). This path does not accept {method}.")
@@ -176,6 +177,8 @@ def _(em, a, p): return em.get("subscription", a["id"])
 def _(em, a, p): return billing.update_subscription(em, em.get("subscription", a["id"]), p)
 @route("DELETE", "/v1/subscriptions/{id}")
 def _(em, a, p): return billing.cancel_subscription(em, em.get("subscription", a["id"]), p)
+@route("POST", "/v1/subscriptions/{id}/pause")
+def _(em, a, p): return billing.pause_subscription(em, em.get("subscription", a["id"]), p)
 @route("POST", "/v1/subscriptions/{id}/resume")
 def _(em, a, p): return billing.resume_subscription(em, em.get("subscription", a["id"]), p)
 @route("GET", "/v1/subscription_items")

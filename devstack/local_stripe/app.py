@@ -61,6 +61,7 @@ class Emulator:
             self.deleted: dict[str, str] = {}            # deleted id -> object name
             self.checkout_data: dict[str, dict[str, Any]] = {}  # session id -> subscription_data
             self.acting_at: int | None = None  # set while catching up: the time things happen at
+            self.quiet: set[str] = set()  # ids whose `updated` events are held back (being created)
             self.idempotency = IdempotencyCache()
             self.deliverer.clear()
 
@@ -112,7 +113,7 @@ class Emulator:
         if new == obj:
             return obj
         self.store[obj["object"]].put(new)
-        if event:
+        if event and not (event == "updated" and new["id"] in self.quiet):
             previous = previous_attributes(obj, new, shapes.skeleton(obj["object"]))
             self.emit(f"{EVENT_PREFIX.get(obj['object'], obj['object'])}.{event}", new, previous)
         return new

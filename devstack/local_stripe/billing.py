@@ -128,11 +128,18 @@ def create_subscription(em: Emulator, p: dict[str, Any], *, source: str = "api")
     if behaviour == "error_if_incomplete" and not trialing and not default_payment_method(em, customer_id, sub):
         em.store["subscription"].remove(sid)
         raise invalid("This customer has no attached payment source or default payment method.", "customer")
+    # Created with the status its first invoice leaves it in (active when paid at once), as
+    # Stripe reports it: the changes on the way are not separate updates.
+    em.quiet.add(sid)
+    try:
+        invoice = cycle_invoice(em, sub, "subscription_create", period, now, trial=trialing)
+        if invoice["status"] == "open" and behaviour != "default_incomplete":
+            pay_invoice(em, invoice, off_session=False)
+    finally:
+        em.quiet.discard(sid)
+    sub = em.get("subscription", sid)
     em.emit("customer.subscription.created", sub)
-    invoice = cycle_invoice(em, sub, "subscription_create", period, now, trial=trialing)
-    if invoice["status"] == "open" and behaviour != "default_incomplete":
-        invoice = pay_invoice(em, invoice, off_session=False)
-    return em.get("subscription", sid)
+    return sub
 
 
 def update_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
@@ -222,17 +229,38 @@ def cancel_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any], *,
     }, event="deleted")
 
 
+def pause_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+    """POST /v1/subscriptions/<id>/pause: no invoices until resumed."""
+    if sub["status"] not in ("active", "past_due", "trialing", "unpaid"):
+        raise invalid(f"Subscription {sub['id']} cannot be paused from status {sub['status']}.", "id")
+    as_str(p, "type", "subscription", choices=("subscription",))
+    sub = em.update(sub, {"status": "paused", "pause_collection": None})
+    em.emit("customer.subscription.paused", sub)
+    return sub
+
+
 def resume_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+    """Back to active. billing_cycle_anchor now (the default) starts a new period with an
+    invoice at once; unchanged keeps the period (its end renews as usual)."""
     if sub["status"] != "paused":
         raise invalid(f"Subscription {sub['id']} is not paused (status {sub['status']}); only paused "
-                      "subscriptions can be resumed.", code="subscription_not_paused" if False else None)
+                      "subscriptions can be resumed.", "id")
+    anchor = p.get("billing_cycle_anchor") or "now"
+    if isinstance(anchor, dict):
+        anchor = anchor.get("type") or "now"
+    if anchor not in ("now", "unchanged"):
+        raise invalid("billing_cycle_anchor must be now or unchanged", "billing_cycle_anchor")
     now = em.now_for(sub)
     cyc = em.cycles[sub["id"]]
+    if anchor == "unchanged" and sub["items"]["data"][0]["current_period_end"] > now:
+        sub = em.update(sub, {"status": "active"})
+        em.emit("customer.subscription.resumed", sub)
+        return sub
     period = (now, add_interval(now, cyc["interval"], cyc["count"]))
     cyc["anchor_day"] = dt.datetime.fromtimestamp(now, dt.timezone.utc).day
     sub = em.update(sub, {"status": "active", "pause_collection": None, "billing_cycle_anchor": now,
-                          "items": _items_list(sub["id"], _with_period(sub["items"]["data"], *period))},
-                    event="resumed")
+                          "items": _items_list(sub["id"], _with_period(sub["items"]["data"], *period))})
+    em.emit("customer.subscription.resumed", sub)
     invoice = cycle_invoice(em, sub, "subscription_cycle", period, now)
     if invoice["status"] == "open":
         pay_invoice(em, invoice, off_session=True)
@@ -331,7 +359,7 @@ def create_invoice(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
 def finalize_invoice(em: Emulator, invoice: dict[str, Any], at: int | None = None) -> dict[str, Any]:
     if invoice["status"] != "draft":
         raise invalid(f"This invoice is already finalized, you can't re-finalize a non-draft invoice.",
-                      code="invoice_not_editable" if False else None)
+                      code="invoice_not_editable")
     customer = em.get("customer", invoice["customer"], "customer")
     at = em.now_for(customer) if at is None else at
     seq = customer.get("next_invoice_sequence") or 1
@@ -372,7 +400,7 @@ def _subscription_of(invoice: dict[str, Any]) -> str | None:
 def pay_invoice(em: Emulator, invoice: dict[str, Any], *, payment_method: Any = None, off_session: bool = True,
                 raise_on_failure: bool = False) -> dict[str, Any]:
     if invoice["status"] == "paid":
-        raise invalid("Invoice is already paid", code="invoice_already_paid" if False else None)
+        raise invalid("Invoice is already paid", "id", code="invoice_already_paid")
     if invoice["status"] != "open":
         if invoice["status"] == "draft":
             invoice = finalize_invoice(em, invoice)

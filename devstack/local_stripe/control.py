@@ -5,8 +5,8 @@ GET  /_control/clock                             {"now": ...}
 POST /_control/checkout_sessions/<id>/complete {payment_method?, email?, name?}
 POST /_control/payment_methods/<id>/fail | /succeed | /behaviour {behaviour}
 POST /_control/disputes {charge, reason?, amount?}; POST /_control/disputes/<id>/close {status: won|lost}
-GET|POST /_control/faults {rate_429, rate_5xx, status_5xx, duplicate_rate, reorder_window,
-                           delay_rate, delay_seconds, seed}   (POST replaces the whole set)
+GET|POST /_control/faults {rate_429, rate_5xx, status_5xx, latency_seconds, duplicate_rate,
+                           reorder_window, delay_rate, delay_seconds, seed}   (POST replaces the whole set)
 GET|POST /_control/delivery {mode: eventbridge|webhook|off, queue_url, sqs_endpoint, source_id,
                              webhook_secret, region, account}
 POST /_control/flush {timeout?, include_delayed?} wait until queued deliveries are sent
