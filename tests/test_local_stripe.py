@@ -55,7 +55,7 @@ class Local:
             return exc.code, dict(exc.headers), json.loads(exc.read())
 
     def events(self, client: stripe.StripeClient, **params: Any) -> list[Any]:
-        return list(client.v1.events.list(params={"limit": 100, **params}).auto_paging_iter())
+        return list(client.v1.events.list(params={"limit": 100, **params}).auto_paging_iter())  # newest first
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,29 @@ def test_limit_outside_1_to_100_is_refused_naming_the_parameter(local, client, l
     status, headers, body = local.raw("GET", f"/v1/customers?limit={limit}")
     assert status == 400 and body["error"]["type"] == "invalid_request_error"
     assert body["error"]["param"] == "limit"
+
+
+def test_filtered_lists_page_through_their_index(local, client):
+    price = plan(client)
+    customers = [customer_with_card(client)[0] for _ in range(3)]
+    mine: list[str] = []
+    for _ in range(4):
+        for c in customers:
+            sub = client.v1.subscriptions.create(params={"customer": c.id, "items": [{"price": price.id}]})
+            if c.id == customers[1].id:
+                mine.append(sub.id)
+    walked = [s.id for s in client.v1.subscriptions.list(params={"customer": customers[1].id, "limit": 2})
+              .auto_paging_iter()]
+    assert walked == mine[::-1]
+    page = client.v1.subscriptions.list(params={"customer": customers[1].id, "limit": 2, "ending_before": mine[0]})
+    assert [s.id for s in page.data] == [mine[2], mine[1]] and page.has_more is True
+    one = client.v1.invoices.list(params={"subscription": mine[0]}).data
+    assert len(one) == 1 and one[0].parent.subscription_details.subscription == mine[0]
+    assert len(client.v1.invoices.list(params={"customer": customers[0].id, "limit": 100}).data) == 4
+    both = local.events(client, types=["customer.subscription.created", "invoice.paid"], limit=5)
+    assert len(both) == 24 and [e.created for e in both] == sorted((e.created for e in both), reverse=True)
+    ids = [e.id for e in both]
+    assert len(set(ids)) == 24
 
 
 def test_created_filters(local, client):
@@ -525,8 +548,9 @@ def test_checkout_session_completed_as_a_payer_would(local, client):
     assert session.status == "open" and session.url.startswith(local.base) and session.amount_total == 2000
     with pytest.raises(urllib.error.HTTPError) as declined:
         local.control(f"checkout_sessions/{session.id}/complete", payment_method="pm_card_chargeDeclined")
-    assert declined.value.code == 400
+    assert declined.value.code == 402 and json.loads(declined.value.read())["error"]["code"] == "card_declined"
     assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
+    assert client.v1.customers.list().data == [] and client.v1.subscriptions.list(params={"status": "all"}).data == []
     local.control(f"checkout_sessions/{session.id}/complete", payment_method="pm_card_visa")
     done = client.v1.checkout.sessions.retrieve(session.id, params={"expand": ["subscription"]})
     assert done.status == "complete" and done.payment_status == "paid"
@@ -540,6 +564,19 @@ def test_checkout_session_completed_as_a_payer_would(local, client):
         local.control(f"checkout_sessions/{session.id}/complete")
     items = client.v1.checkout.sessions.line_items.list(session.id)
     assert [(i.price.id, i.quantity) for i in items.data] == [(price.id, 4)]
+
+
+def test_checkout_with_a_3ds_card_passes_on_the_page_and_fails_off_session_renewals(local, client):
+    price = plan(client)
+    session = client.v1.checkout.sessions.create(params={
+        "mode": "subscription", "line_items": [{"price": price.id}], "success_url": "https://example.org/ok"})
+    local.control(f"checkout_sessions/{session.id}/complete", payment_method="pm_card_authenticationRequired")
+    sub_id = client.v1.checkout.sessions.retrieve(session.id).subscription
+    assert client.v1.subscriptions.retrieve(sub_id).status == "active"
+    local.control("advance", seconds=32 * DAY)
+    assert client.v1.subscriptions.retrieve(sub_id).status == "past_due"
+    failed = local.events(client, type="payment_intent.payment_failed")[0]
+    assert failed.data.object.last_payment_error.code == "authentication_required"
 
 
 def test_refunds_partial_then_full(local, client):

@@ -62,8 +62,17 @@ def _eq(params: dict[str, Any], *names: str) -> Callable[[dict[str, Any]], bool]
     return lambda o: all(o.get(k) == v for k, v in wanted.items())
 
 
-def _list(em: Emulator, name: str, url: str, params: dict[str, Any], predicate: Any = None) -> Page:
-    data, more = list_page(em.store[name], params, url, predicate)
+def _list(em: Emulator, name: str, url: str, params: dict[str, Any], predicate: Any = None,
+          where: dict[str, list[Any]] | None = None) -> Page:
+    """A page; a filter on an indexed field (customer, subscription...) walks that index."""
+    table = em.store[name]
+    if where is None:
+        for field in table.readers:
+            value = params.get(field)
+            if isinstance(value, str) and value:
+                where = {field: [value]}
+                break
+    data, more = list_page(table, params, url, predicate, where)
     return Page(data, more, url)
 
 
@@ -96,7 +105,8 @@ def _(em, a, p): return customers.delete_customer(em, em.get("customer", a["id"]
 def _(em, a, p):
     em.get("customer", a["id"])
     return _list(em, "payment_method", f"/v1/customers/{a['id']}/payment_methods", p,
-                 lambda o: o.get("customer") == a["id"] and (not p.get("type") or o["type"] == p["type"]))
+                 lambda o: o.get("customer") == a["id"] and (not p.get("type") or o["type"] == p["type"]),
+                 where={"customer": [a["id"]]})
 @route("GET", "/v1/customers/{id}/payment_methods/{pm}")
 def _(em, a, p):
     pm = em.get("payment_method", a["pm"])
@@ -198,10 +208,11 @@ def _(em, a, p):
 
 
 def _item(em: Emulator, item_id: str) -> dict[str, Any]:
-    for sub in em.store["subscription"].newest_first():
-        for it in sub["items"]["data"]:
-            if it["id"] == item_id:
-                return it
+    owner = em.item_owner.get(item_id)
+    sub = em.store["subscription"].get(owner) if owner else None
+    for it in (sub or {}).get("items", {}).get("data", []):
+        if it["id"] == item_id:
+            return it
     raise missing("subscription_item", item_id)
 
 

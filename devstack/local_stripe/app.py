@@ -62,6 +62,8 @@ class Emulator:
             self.checkout_data: dict[str, dict[str, Any]] = {}  # session id -> subscription_data
             self.acting_at: int | None = None  # set while catching up: the time things happen at
             self.quiet: set[str] = set()  # ids whose `updated` events are held back (being created)
+            self.recording = True  # False while seeding bulk data: no events
+            self.item_owner: dict[str, str] = {}  # subscription item id -> subscription id
             self.idempotency = IdempotencyCache()
             self.deliverer.clear()
 
@@ -118,7 +120,9 @@ class Emulator:
             self.emit(f"{EVENT_PREFIX.get(obj['object'], obj['object'])}.{event}", new, previous)
         return new
 
-    def emit(self, type_: str, obj: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    def emit(self, type_: str, obj: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        if not self.recording:
+            return None
         active = self.deliverer.active
         event = self.events.record(type_, obj, previous, dict(self.request), self.api_version, int(active))
         if active:

@@ -48,8 +48,10 @@ def _price(em: Emulator, ref: Any, param: str) -> dict[str, Any]:
 
 
 def _item(em: Emulator, sub_id: str, price: dict[str, Any], quantity: int, metadata: dict[str, str],
-          created: int, period: tuple[int, int], oid: str | None = None) -> dict[str, Any]:
-    return compact("subscription_item", {"id": oid or new_id("subscription_item"), "object": "subscription_item", "created": created,
+          created: int, period: tuple[int, int]) -> dict[str, Any]:
+    item_id = new_id("subscription_item")
+    em.item_owner[item_id] = sub_id
+    return compact("subscription_item", {"id": item_id, "object": "subscription_item", "created": created,
             "price": price, "quantity": quantity, "metadata": metadata, "subscription": sub_id,
             "current_period_start": period[0], "current_period_end": period[1]})
 
