@@ -649,6 +649,12 @@ def test_payment_methods_setup_intents_and_the_default(local, client):
                 "type": "card", "card": {"token": "tok_visa"}}).id}})
     client.v1.payment_methods.detach(pm.id)
     assert client.v1.customers.retrieve(customer.id).invoice_settings.default_payment_method is None
+    at_once = client.v1.customers.create(params={"payment_method": "pm_card_visa",
+                                                 "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    default = at_once.invoice_settings.default_payment_method
+    assert default.startswith("pm_") and client.v1.payment_methods.retrieve(default).customer == at_once.id
+    attached_only = client.v1.customers.create(params={"payment_method": "pm_card_visa"})
+    assert attached_only.invoice_settings.default_payment_method is None
     assert {e.type for e in local.events(client)} >= {"setup_intent.created", "setup_intent.succeeded",
                                                       "payment_method.attached", "payment_method.detached"}
     portal = client.v1.billing_portal.sessions.create(params={"customer": customer.id,

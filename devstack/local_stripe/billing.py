@@ -146,7 +146,7 @@ def create_subscription(em: Emulator, p: dict[str, Any], *, source: str = "api")
 
 def update_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     if sub["status"] in ENDED:
-        raise invalid(f"A canceled subscription can only update its cancellation_details and metadata.", "id")
+        raise invalid("A canceled subscription can only update its cancellation_details and metadata.", "id")
     changes: dict[str, Any] = {"metadata": as_metadata(p, sub.get("metadata"))}
     if "cancel_at_period_end" in p:
         cape = as_bool(p, "cancel_at_period_end")
@@ -360,7 +360,7 @@ def create_invoice(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
 
 def finalize_invoice(em: Emulator, invoice: dict[str, Any], at: int | None = None) -> dict[str, Any]:
     if invoice["status"] != "draft":
-        raise invalid(f"This invoice is already finalized, you can't re-finalize a non-draft invoice.",
+        raise invalid("This invoice is already finalized, you can't re-finalize a non-draft invoice.",
                       code="invoice_not_editable")
     customer = em.get("customer", invoice["customer"], "customer")
     at = em.now_for(customer) if at is None else at

@@ -127,7 +127,8 @@ def seed(em: Emulator, body: dict[str, Any]) -> dict[str, Any]:
     try:
         for i in range(n):
             customer = customers.create_customer(em, {"email": f"seed{i}@example.com", "name": f"Seed {i}",
-                                                      "metadata": {"seed": "true"}, "payment_method": "pm_card_visa"})
+                                                      "metadata": {"seed": "true"}, "payment_method": "pm_card_visa",
+                                                      "invoice_settings": {"default_payment_method": "pm_card_visa"}})
             for _ in range(per):
                 billing.create_subscription(em, {"customer": customer["id"], "items": [{"price": price["id"]}]})
     finally:
