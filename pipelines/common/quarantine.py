@@ -25,6 +25,16 @@ class Quarantined:
         return f"{self.source}:{self.sqs_message_id}"
 
 
+def storable(text: str) -> str:
+    """`text` with lone surrogates written as escapes: DuckDB (UTF-8) cannot store them, and a
+    queue body may carry them."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def quarantine(conn: duckdb.DuckDBPyConnection, items: Iterable[Quarantined]) -> int:
     """Insert, keeping the first reason for a message seen again (a redelivery)."""
     first: dict[str, Quarantined] = {}
@@ -39,8 +49,8 @@ def quarantine(conn: duckdb.DuckDBPyConnection, items: Iterable[Quarantined]) ->
         "quarantine_id": pa.array(list(first), pa.string()),
         "source": pa.array([q.source for q in kept], pa.string()),
         "sqs_message_id": pa.array([q.sqs_message_id for q in kept], pa.string()),
-        "raw_body": pa.array([q.raw_body for q in kept], pa.string()),
-        "reason": pa.array([q.reason for q in kept], pa.string()),
+        "raw_body": pa.array([storable(q.raw_body) for q in kept], pa.string()),
+        "reason": pa.array([storable(q.reason) for q in kept], pa.string()),
     })
     conn.execute(
         "INSERT INTO quarantine (quarantine_id, source, sqs_message_id, raw_body, reason) "
