@@ -22,7 +22,7 @@ from pipelines.common.drain import QueueMessage
 from pipelines.common.quarantine import Quarantined, quarantine
 from pipelines.email.builder import Builder
 from pipelines.email.catalogue import KindSpec, catalogue
-from pipelines.email.outbox import Claimed, Outcome, Planned, claim, mark
+from pipelines.email.outbox import Claimed, Outcome, Planned, claim, mark, stored_digests
 from pipelines.email.redaction import Redactor, keep_remote_ip, redact_raw_body, redactor_for
 from pipelines.email.request import BadRequest, EmailRequest, Recipient, parse_request
 from pipelines.email.sending import Sender
@@ -113,7 +113,7 @@ class EmailBatchHandler:
                 from_address=from_address, subject=redact(subject), user_id=r.user_id,
                 remote_ip=keep_remote_ip(request.remote_ip, r.acting_user), transport=self.transport_name,
                 address=r.email, verified=r.verified, allow_unverified=spec.allow_unverified,
-                repeat_window_s=window_s)
+                repeat_window_s=window_s, request_digest=request.digest)
             items.append(_Item(request, r, spec, redact, planned, subject))
         return items
 
@@ -121,11 +121,11 @@ class EmailBatchHandler:
     def handle(self, batch: list[QueueMessage]) -> None:
         started = time.perf_counter()
         bad: list[Quarantined] = []
-        items: list[_Item] = []
+        planned: list[tuple[QueueMessage, list[_Item]]] = []
         for msg in batch:
             self.stats.requests += 1
             try:
-                items.extend(self._plan(self._parse(msg)))
+                planned.append((msg, self._plan(self._parse(msg))))
             except BadRequest as exc:
                 bad.append(Quarantined(QUARANTINE_SOURCE, msg.sqs_message_id,
                                        redact_raw_body(msg.body, self.kinds), exc.reason))
@@ -135,9 +135,10 @@ class EmailBatchHandler:
                 bad.append(Quarantined(QUARANTINE_SOURCE, msg.sqs_message_id,
                                        redact_raw_body(msg.body, self.kinds),
                                        f"unexpected error while planning: {type(exc).__name__}"))
-        self.stats.quarantined += len(bad)
-        self.stats.recipients += len(items)
         with self.connect() as conn:
+            items = self._refuse_reused_ids(conn, planned, bad)
+            self.stats.quarantined += len(bad)
+            self.stats.recipients += len(items)
             quarantine(conn, bad)
             claims = claim(conn, [it.planned for it in items])
             to_send: list[tuple[_Item, Claimed]] = []
@@ -163,6 +164,27 @@ class EmailBatchHandler:
         if bad:
             log.warning("quarantined %d email request(s): %s", len(bad),
                         "; ".join(sorted({q.reason for q in bad}))[:500])
+
+    def _refuse_reused_ids(self, conn: duckdb.DuckDBPyConnection, planned: list[tuple[QueueMessage, list[_Item]]],
+                           bad: list[Quarantined]) -> list[_Item]:
+        """Items of requests whose request_id was not used before for other content. A copy of a
+        request (same digest) passes: the claim makes it a no-op. Another request under the same
+        id, stored earlier or earlier in this batch, is quarantined whole: sending it could skip
+        or duplicate emails the producer meant."""
+        known = stored_digests(conn, [its[0].request.request_id for _, its in planned if its])
+        items: list[_Item] = []
+        for msg, its in planned:
+            if not its:
+                continue
+            request = its[0].request
+            digests = known.setdefault(request.request_id, set())
+            if digests and request.digest not in digests:
+                bad.append(Quarantined(QUARANTINE_SOURCE, msg.sqs_message_id,
+                                       redact_raw_body(msg.body, self.kinds), "request_id reused with different content"))
+                continue
+            digests.add(request.digest)
+            items.extend(its)
+        return items
 
     def _submit(self, window: list[tuple[_Item, Claimed]]) -> tuple[list, list[Outcome], list]:
         early: list[Outcome] = []

@@ -39,6 +39,7 @@ class Planned:
     verified: bool
     allow_unverified: bool
     repeat_window_s: int | None
+    request_digest: str | None = None   # EmailRequest.digest: what the request asked for
 
     @property
     def eligible(self) -> bool:
@@ -75,6 +76,19 @@ def _planned_frame(planned: Sequence[Planned]) -> pd.DataFrame:
         "window_s": pd.array([p.repeat_window_s for p in planned], dtype="Int64"),
         "eligible": [p.eligible for p in planned],
     })
+
+
+def stored_digests(conn: duckdb.DuckDBPyConnection, request_ids: Sequence[str]) -> dict[str, set[str]]:
+    """The content digests already recorded for these request ids (rows from before digests
+    were recorded have none and match anything)."""
+    if not request_ids:
+        return {}
+    found: dict[str, set[str]] = {}
+    for rid, digest in conn.execute(
+            "SELECT DISTINCT request_id, request_digest FROM email_messages WHERE request_digest IS NOT NULL "
+            "AND request_id IN (SELECT unnest(?::VARCHAR[]))", [sorted(set(request_ids))]).fetchall():
+        found.setdefault(rid, set()).add(digest)
+    return found
 
 
 def claim(conn: duckdb.DuckDBPyConnection, planned: Sequence[Planned]) -> list[Claimed]:
@@ -140,13 +154,14 @@ def claim(conn: duckdb.DuckDBPyConnection, planned: Sequence[Planned]) -> list[C
                 "user_id": [p.user_id for p, _, _ in inserts],
                 "remote_ip": [p.remote_ip for p, _, _ in inserts],
                 "transport": [p.transport for p, _, _ in inserts],
+                "request_digest": [p.request_digest for p, _, _ in inserts],
             })
             conn.register("new_rows", rows)
             conn.execute(
                 "INSERT INTO email_messages (request_id, to_address, kind, from_address, subject, status, "
-                "skip_reason, user_id, remote_ip, transport, created_at, status_at) "
+                "skip_reason, user_id, remote_ip, transport, request_digest, created_at, status_at) "
                 "SELECT request_id, to_address, kind, from_address, subject, status, skip_reason, user_id, "
-                "remote_ip, transport, now(), now() FROM new_rows")
+                "remote_ip, transport, request_digest, now(), now() FROM new_rows")
             conn.unregister("new_rows")
         conn.unregister("planned_rows")
         conn.execute("COMMIT")

@@ -248,6 +248,8 @@ def parse_request(body: str | bytes | dict, kinds: dict[str, KindSpec] | None = 
 
     recipients = []
     for i, r in enumerate(data["recipients"]):
+        if r.get("email") and has_control(r["email"]):
+            raise BadRequest(f"malformed address in recipients/{i}: control character")
         email = (r.get("email") or "").strip() or None
         if email is not None and not is_valid_address(email):
             raise BadRequest(f"malformed address in recipients/{i}")
