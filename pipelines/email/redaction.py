@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -55,12 +56,14 @@ def _secret_key_re(names: Iterable[str]) -> re.Pattern[str]:
     return re.compile("|".join(re.escape(w) for w in words), re.IGNORECASE)
 
 
-def _text_pattern(key_re: re.Pattern[str]) -> re.Pattern[str]:
+@lru_cache(maxsize=8)
+def _text_pattern(key_words: str) -> re.Pattern[str]:
     # A key that looks secret, quoted or not, possibly JSON-escaped any number of times (a request
     # encoded as a JSON string), then `:` or `=`, then its value up to the next quote, backslash,
     # separator or white space. The value may be cut off by truncation: then it runs to the end.
+    # Keys are tried only where a word starts, and matched possessively: linear in the text.
     return re.compile(
-        r'(?P<key>[\w.-]*(?:' + key_re.pattern + r')[\w.-]*)(?P<sep>\\*"?\s*[:=]\s*(?:\\*")?)'
+        r'(?<![\w.-])(?=[\w.-]*?(?:' + key_words + r'))(?P<key>[\w.-]++)(?P<sep>\\*+"?\s*+[:=]\s*+(?:\\*")?)'
         r'(?P<value>(?!\[redacted\])[^"\\,;&}\]\s]+)', re.IGNORECASE)
 
 
@@ -111,8 +114,11 @@ def redact_raw_body(body: str, kinds: dict[str, KindSpec] | None = None) -> str:
     except orjson.JSONDecodeError:
         data = None
     if isinstance(data, (dict, list)):
-        body = orjson.dumps(_mask_structure(data, key_re, found)).decode()
-    text = _text_pattern(key_re).sub(lambda m: _mask_match(m, found), body)
+        try:
+            body = orjson.dumps(_mask_structure(data, key_re, found)).decode()
+        except orjson.JSONEncodeError:   # over orjson's 254 levels for writing: the text pass only
+            pass
+    text = _text_pattern(key_re.pattern).sub(lambda m: _mask_match(m, found), body)
     # The same values wherever else they appear (a token repeated in a URL); JSON literals are
     # left alone so a masked body stays JSON.
     return storable(Redactor(v for v in found if v not in ("true", "false", "null"))(text))

@@ -108,6 +108,18 @@ def parse_time(value: object, field: str = "timestamp") -> datetime | None:
     return ts
 
 
+def signal_of(event_type: str, bounce_type: str | None) -> str | None:
+    """The status-machine input of a (normalised) event, as stored in email_events."""
+    if event_type == "Delivery":
+        return "delivery"
+    if event_type == "Complaint":
+        return "complaint"
+    if event_type == "Bounce":
+        return ("hard-bounce" if bounce_type in HARD_BOUNCE_TYPES
+                else "soft-bounce" if bounce_type in SOFT_BOUNCE_TYPES else None)
+    return None
+
+
 def is_ses_payload(obj: object) -> bool:
     return isinstance(obj, dict) and ("notificationType" in obj or "eventType" in obj)
 
@@ -142,26 +154,16 @@ def parse_ses(payload: dict | str, sns_message_id: str, fallback_time: datetime 
     if occurred is None:
         raise ParseError("SES payload has no usable timestamp")
 
-    signal: str | None = None
     bounce_type = bounce_subtype = None
-    if event_type == "Delivery":
-        signal = "delivery"
-    elif event_type == "Complaint":
-        signal = "complaint"
-    elif event_type == "Bounce":
+    if event_type == "Bounce":
         bounce_type, bounce_subtype = obj.get("bounceType"), obj.get("bounceSubType")
         if bounce_subtype is not None and not isinstance(bounce_subtype, str):
             raise ParseError(f"bounceSubType {_shown(bounce_subtype)} is not a string")
         if bounce_subtype is not None and (len(bounce_subtype) > 100 or _CONTROL.search(bounce_subtype)):
             raise ParseError(f"bounceSubType {_shown(bounce_subtype)} is not a real subtype")
-        if not isinstance(bounce_type, str):
+        if not isinstance(bounce_type, str) or bounce_type not in HARD_BOUNCE_TYPES | SOFT_BOUNCE_TYPES:
             raise ParseError(f"unknown bounceType {_shown(bounce_type)}")
-        if bounce_type in HARD_BOUNCE_TYPES:
-            signal = "hard-bounce"
-        elif bounce_type in SOFT_BOUNCE_TYPES:
-            signal = "soft-bounce"
-        else:
-            raise ParseError(f"unknown bounceType {_shown(bounce_type)}")
+    signal = signal_of(event_type, bounce_type)
     try:
         detail = orjson.dumps(obj).decode()
     except orjson.JSONEncodeError:   # orjson writes at most 254 levels; SES objects have a handful
