@@ -168,7 +168,7 @@ from hypothesis import HealthCheck, settings as hypothesis_settings  # noqa: E40
 _HYPOTHESIS = dict(deadline=None, print_blob=True,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                           HealthCheck.filter_too_much])
-hypothesis_settings.register_profile("ci", max_examples=300, **_HYPOTHESIS)
+hypothesis_settings.register_profile("ci", max_examples=200, **_HYPOTHESIS)
 hypothesis_settings.register_profile("deep", max_examples=5000, **_HYPOTHESIS)
 hypothesis_settings.register_profile("quick", max_examples=20, **_HYPOTHESIS)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -7,7 +7,8 @@ go through the same writes a run makes (the ledger claim, the event commit, the 
 insert) in a real DuckDB without an error. Any other exception fails the test, and Hypothesis
 prints the blob to replay it.
 
-Profiles: "ci" (default, 300 examples a test), "deep" (HYPOTHESIS_PROFILE=deep, 5,000).
+Profiles: "ci" (default, 200 examples a test: 400-600 per parser), "deep" (HYPOTHESIS_PROFILE=deep,
+5,000 a test).
 """
 
 from __future__ import annotations

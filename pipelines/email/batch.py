@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import duckdb
 import jinja2
@@ -26,9 +27,14 @@ from pipelines.email.outbox import Claimed, Outcome, Planned, claim, mark, store
 from pipelines.email.redaction import Redactor, keep_remote_ip, redact_raw_body, redactor_for
 from pipelines.email.request import BadRequest, EmailRequest, Recipient, parse_request
 from pipelines.email.sending import Sender
+from pipelines.email_delivery.ingest import relink_orphans
+from pipelines.store.transaction import transaction
 from resources.outgoing_email import OutgoingEmail
 
 QUARANTINE_SOURCE = "email-requests"
+# Orphan notifications of a window's messages arrive after its rows were claimed; the slack
+# covers clocks and long transactions (DuckDB's now() is the transaction's start).
+RELINK_SLACK = timedelta(minutes=10)
 log = logging.getLogger(__name__)
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
@@ -217,6 +223,11 @@ class EmailBatchHandler:
             outcomes.append(Outcome(it.planned.request_id, it.planned.to_address, result.status, result.message_id,
                                     it.redact(result.error)[:1000] if result.error else None, result.attempts))
         created = [c.created_at for _, c in window if c.created_at is not None]
-        mark(conn, outcomes, since=min(created) if len(created) == len(window) else None)
+        since = min(created) if len(created) == len(window) else None
+        with transaction(conn):
+            mark(conn, outcomes, since=since)
+            # A notification may have overtaken this record (stored as an orphan): apply it now.
+            relink_orphans(conn, [o.message_id for o in outcomes if o.message_id],
+                           None if since is None else since - RELINK_SLACK)
         if self.keep_send_seconds:
             self.stats.record_seconds.extend([time.perf_counter() - started] * len(window))

@@ -105,7 +105,7 @@ class Examiner:
         try:
             sns_time = self.verifier.verify(env, received_at)
         except VerificationError as exc:
-            label = sns_type if sns_type in SIGNED_KEYS else "message"
+            label = sns_type if isinstance(sns_type, str) and sns_type in SIGNED_KEYS else "message"
             raise VerificationError(f"SNS {label} refused: {exc}") from None
         if env.get("MessageId") in (None, ""):
             raise ParseError("SNS envelope lacks MessageId")
