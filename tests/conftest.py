@@ -160,6 +160,21 @@ def stack_env(local_stack: LocalStack, tmp_path: Path, monkeypatch: pytest.Monke
     return env
 
 
+# Tests that start servers (the local stack, PostgreSQL/RabbitMQ, `devstack dev`) are `integration`:
+# `pytest -m "not integration"` is the fast inner loop; `make test` and CI run everything.
+# Any test using one of these fixtures is marked here; tests that start servers on their own
+# carry the marker explicitly.
+SERVER_FIXTURES = frozenset({"pg", "celery_worker", "instance"})   # test_production_profile.py
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & {"local_stack", "stack_env"} or (
+                item.path.name == "test_production_profile.py" and fixtures & SERVER_FIXTURES):
+            item.add_marker(pytest.mark.integration)
+
+
 # Hypothesis profiles for the parsers' property tests (tests/strategies.py): "ci" runs in every
 # suite run, "deep" before a release (HYPOTHESIS_PROFILE=deep). A failure prints its blob, to be
 # replayed with @reproduce_failure.

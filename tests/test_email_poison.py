@@ -9,14 +9,14 @@ from dataclasses import replace
 
 import pytest
 
-from pipelines.common.drain import QueueMessage
-from pipelines.email.batch import EmailBatchHandler
+from pipelines.common.queue_message import QueueMessage
+from pipelines.email.batch import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.redaction import REDACTED, redact_raw_body
 from pipelines.email.request import BadRequest, parse_request
 from pipelines.email.sending import RetryPolicy, Sender
 from pipelines.store.schema import database
-from tests.fakes import RecordingTransport, sample_kinds, write_sample_templates
+from tests.fakes import BatchDriver, RecordingTransport, sample_kinds, write_sample_templates
 
 SECRET = "tok-Poison-Secret-9911"
 
@@ -125,9 +125,9 @@ def handler(tmp_path):
     kinds = sample_kinds()
     db = database(str(tmp_path / "p.duckdb"))
     transport = RecordingTransport()
-    h = EmailBatchHandler(db.connect, Builder(str(tmp_path / "t"), kinds=kinds),
-                          Sender(transport, concurrency=2, policy=RetryPolicy(base_delay=0)),
-                          default_sender="noreply@mailroom.test", transport_name="rec", kinds=kinds)
+    h = BatchDriver(db.connect, EmailRequestConsumer(
+        Builder(str(tmp_path / "t"), kinds=kinds), Sender(transport, concurrency=2, policy=RetryPolicy(base_delay=0)),
+        default_sender="noreply@mailroom.test", transport_name="rec", kinds=kinds))
     return h, db, transport
 
 
@@ -156,7 +156,7 @@ def test_poison_beside_good_requests_in_one_batch(tmp_path):
         rows = c.execute("SELECT sqs_message_id, reason, raw_body FROM quarantine").fetchall()
     assert len(rows) == len(POISON) and all(reason for _, reason, _ in rows)
     assert not any(SECRET in raw for _, _, raw in rows)
-    assert h.stats.quarantined == len(POISON) and h.stats.sent == 3
+    assert h.stats["quarantined"] == len(POISON) and h.stats["sent"] == 3
 
 
 def test_reused_request_id_with_other_content_is_quarantined(tmp_path):
@@ -181,7 +181,7 @@ def test_reused_request_id_with_other_content_is_quarantined(tmp_path):
                                                    for m in ("m3", "m4", "m5", "m7")]
     assert not any(SECRET in q[2] for q in quarantined)
     assert ledger == [("dup", "alice@example.org", True), ("new", "n@example.org", True)]
-    assert h.stats.already_recorded == 1    # the identical copy: a no-op
+    assert h.stats["already_recorded"] == 1    # the identical copy: a no-op
 
 
 def test_ledger_rows_without_a_digest_match_anything(tmp_path):

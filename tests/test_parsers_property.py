@@ -25,20 +25,18 @@ from hypothesis import strategies as st
 
 from bench.samples import sample_context
 from devstack.sns_signer import generate_signing_identity, notification_envelope, sns_timestamp
-from pipelines.common.drain import QueueMessage
+from pipelines.common.queue_message import QueueMessage
 from pipelines.common.quarantine import Quarantined, quarantine
 from pipelines.common.sns.cert_store import CertStore
 from pipelines.common.sns.verify import SnsVerifier, VerificationError
-from pipelines.email.batch import EmailBatchHandler
+from pipelines.email.batch import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.catalogue import catalogue
-from pipelines.email.outbox import claim
-from pipelines.email.redaction import redact_raw_body
-from pipelines.email.request import BadRequest
 from pipelines.email.sending import Sender
 from pipelines.email_delivery.ingest import Ingestor
 from pipelines.email_delivery.ses_parse import ParseError
 from pipelines.store.schema import ALL_DDL
+from pipelines.store.transaction import transaction
 from tests.fakes import RecordingTransport
 from tests.ses_helpers import FIXTURES, PINNED_CERTS, TOPIC, fixture_json
 from tests.strategies import as_body, garbage_bodies, huge_or_deep_bodies, mutations_of
@@ -63,10 +61,12 @@ def assert_reason(reason: object) -> None:
     reason.encode("utf-8")   # storable
 
 
-def quarantine_it(source: str, body: str | bytes, reason: str, redact: bool) -> None:
-    text = body if isinstance(body, str) else body.decode("utf-8", "surrogateescape")
-    raw = redact_raw_body(text) if redact else text
-    quarantine(db(), [Quarantined(source, "sqs-property", raw, reason)])
+def write(commit, quarantined: list[Quarantined]) -> None:
+    """A batch's commit and its quarantine rows in one transaction, as the consumer kit does;
+    the quarantine rows are removed afterwards so every example starts alike."""
+    with transaction(db()) as conn:
+        commit(conn)
+        quarantine(conn, quarantined)
     db().execute("DELETE FROM quarantine")
 
 
@@ -76,9 +76,9 @@ KINDS = catalogue()
 
 
 @lru_cache(maxsize=1)
-def email_handler() -> EmailBatchHandler:
-    return EmailBatchHandler(lambda: None, Builder(kinds=KINDS), Sender(RecordingTransport(), concurrency=1),
-                             default_sender="noreply@mailroom.test", transport_name="property", kinds=KINDS)
+def email_handler() -> EmailRequestConsumer:
+    return EmailRequestConsumer(Builder(kinds=KINDS), Sender(RecordingTransport(), concurrency=1),
+                                default_sender="noreply@mailroom.test", transport_name="property", kinds=KINDS)
 
 
 def email_samples() -> list[dict]:
@@ -100,18 +100,18 @@ EMAIL_SAMPLES = email_samples()
 
 
 def email_outcome(body: str | bytes) -> str:
-    """The email consumer's pure step (parse, header checks, subject render, plan) and then the
-    ledger claim, as a run does them."""
-    handler = email_handler()
-    try:
-        items = handler._plan(handler._parse(QueueMessage("sqs-property", "rh", body)))
-    except BadRequest as exc:
-        assert type(exc).__name__ in ("BadRequest", "HeaderInjection")
-        assert_reason(exc.reason)
-        quarantine_it("email-requests", body, exc.reason, redact=True)
-        return "refused"
-    claim(db(), [it.planned for it in items])
-    return "accepted"
+    """The consumer's own steps, as the kit calls them but without its safety net: prepare (parse,
+    header checks, subject render, plan, redaction of what is refused), then commit (the reused-id
+    check and the ledger claim) and the quarantine write, in one transaction."""
+    text = body if isinstance(body, str) else body.decode("utf-8", "surrogateescape")   # as SQS hands it over
+    consumer = email_handler()
+    prepared = consumer.prepare([QueueMessage("sqs-property", "rh", text)])
+    write(lambda conn: consumer.commit(conn, prepared), prepared.quarantined)
+    reason = prepared.outcomes["sqs-property"]
+    if reason is None:
+        return "accepted"
+    assert_reason(reason)
+    return "refused"
 
 
 def test_email_samples_are_accepted():
@@ -157,23 +157,25 @@ def ingestor(accept_raw: bool) -> Ingestor:
 
 
 def ses_outcome(body: str | bytes, accept_raw: bool = False) -> str:
-    """Verify + parse (the verify workers' step), then the commit a run makes."""
+    """Verify + parse (what the verify workers run) must accept or refuse; then the consumer's
+    prepare and commit, with the quarantine write, as a run makes them."""
     text = body if isinstance(body, str) else body.decode("utf-8", "surrogateescape")
     ing = ingestor(accept_raw)
     msg = QueueMessage("sqs-property", "rh", text)
     try:
-        events, controls = ing.examiner.examine(msg)
+        events, _ = ing.examiner.examine(msg)
     except (ParseError, VerificationError) as exc:
         assert type(exc) in (ParseError, VerificationError)
         assert_reason(str(exc))
-        quarantine_it("ses-notifications", text, str(exc), redact=False)
-        return "refused"
-    prepared = ing.prepare([msg])   # the same examination, assembled into the batch's table
+        events = []
+    prepared = ing.prepare([msg])
     assert prepared.events.num_rows == len(events)
-    ing.commit(db(), prepared)        # writes its events, or its quarantine row
-    for q in prepared.quarantined:    # a subscription confirmation with no SNS client to confirm it
-        assert_reason(q.reason)
-    return "refused" if prepared.quarantined else "accepted"
+    write(lambda conn: ing.commit(conn, prepared), prepared.quarantined)
+    reason = prepared.outcomes["sqs-property"]
+    if reason is None:
+        return "accepted"
+    assert_reason(reason)
+    return "refused"
 
 
 def signed_body(message: object) -> str:

@@ -8,15 +8,15 @@ import json
 import duckdb
 import pytest
 
-from pipelines.common.drain import QueueMessage
+from pipelines.common.queue_message import QueueMessage
 from pipelines.common.sns.cert_store import CertStore
 from pipelines.common.sns.verify import SnsVerifier
-from pipelines.email.batch import EmailBatchHandler
+from pipelines.email.batch import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.sending import RetryPolicy, Sender
 from pipelines.email_delivery.ingest import Ingestor
 from pipelines.store.schema import database
-from tests.fakes import RecordingTransport, sample_kinds, write_sample_templates
+from tests.fakes import BatchDriver, RecordingTransport, process, sample_kinds, write_sample_templates
 from tests.ses_helpers import FIXTURES, T0, TOPIC, fixture_json, iso, ses_message, signed, write_identity
 
 
@@ -43,8 +43,8 @@ def env(tmp_path):
 
     def ingest(*messages: str):
         with db.connect() as conn:
-            return ingestor.process(conn, [QueueMessage(f"sqs-{next(count)}", "rh", signed(identity, m))
-                                           for m in messages])
+            return process(conn, ingestor, [QueueMessage(f"sqs-{next(count)}", "rh", signed(identity, m))
+                                            for m in messages])
 
     return db, ingest
 
@@ -78,7 +78,7 @@ def test_every_recipient_of_a_multi_recipient_sample_counts(env, name):
     named = _named(payload)
     ledger_row(db, payload["mail"]["messageId"], named[0])      # the row knows one of them
     result = ingest(json.dumps(payload))
-    assert result.events_new == len(named) and result.orphans == 0
+    assert result["events_new"] == len(named) and result["orphans"] == 0
     bounce = payload.get("bounce", {})
     if bounce.get("bounceType") == "Permanent" or "complaint" in payload:
         reason = "hard-bounce" if bounce else "spam-complaint"
@@ -146,9 +146,10 @@ def test_two_rows_sharing_a_message_id(env):
 def _handler(tmp_path, db):
     write_sample_templates(tmp_path / "t")
     kinds = sample_kinds()
-    return EmailBatchHandler(db.connect, Builder(str(tmp_path / "t"), kinds=kinds),
-                             Sender(RecordingTransport(), concurrency=1, policy=RetryPolicy(base_delay=0)),
-                             default_sender="noreply@mailroom.test", transport_name="rec", kinds=kinds)
+    return BatchDriver(db.connect, EmailRequestConsumer(
+        Builder(str(tmp_path / "t"), kinds=kinds),
+        Sender(RecordingTransport(), concurrency=1, policy=RetryPolicy(base_delay=0)),
+        default_sender="noreply@mailroom.test", transport_name="rec", kinds=kinds))
 
 
 REQUEST = {"request_id": "order-1", "kind": "password-reset",
@@ -172,7 +173,7 @@ def test_outcome_does_not_depend_on_the_order_of_the_two_commits(env, tmp_path, 
                      ses_message("Bounce", "rec-1", ["user@example.org"], T0.replace(minute=1))]
     if order == "notification-first":
         result = ingest(*notifications)
-        assert result.orphans == 2 and addresses(db) == {}
+        assert result["orphans"] == 2 and addresses(db) == {}
         handler.handle([QueueMessage("sqs-req", "rh", json.dumps(REQUEST))])
     else:
         handler.handle([QueueMessage("sqs-req", "rh", json.dumps(REQUEST))])

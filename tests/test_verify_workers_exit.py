@@ -16,7 +16,7 @@ import pytest
 
 RUN = textwrap.dedent("""
     import json, multiprocessing.resource_tracker as rt, sys, time
-    from pipelines.common.drain import QueueMessage
+    from pipelines.common.queue_message import QueueMessage
     from pipelines.common.sns.cert_store import CertStore
     from pipelines.common.sns.verify import SnsVerifier
     from pipelines.email_delivery.ingest import Ingestor

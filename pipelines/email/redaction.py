@@ -91,7 +91,7 @@ def _mask_structure(data: Any, key_re: re.Pattern[str], found: list[str]) -> Any
     return root[0]
 
 
-def redact_raw_body(body: str, kinds: dict[str, KindSpec] | None = None) -> str:
+def redact_raw_body(body: str | bytes, kinds: dict[str, KindSpec] | None = None) -> str:
     """A quarantined request body with every value that looks secret masked.
 
     The body is parsed with limits (orjson: 1024 levels at most, nothing unstorable). When it is
@@ -102,6 +102,8 @@ def redact_raw_body(body: str, kinds: dict[str, KindSpec] | None = None) -> str:
     every secret value found anywhere else it appears. A body over MAX_STORED_BODY is not kept:
     only its size and digest.
     """
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "backslashreplace")
     size = len(body.encode("utf-8", "surrogatepass"))
     if size > MAX_STORED_BODY:
         digest = hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()

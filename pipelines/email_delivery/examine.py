@@ -15,9 +15,9 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from pipelines.common.drain import QueueMessage
-from pipelines.email_delivery.ses_parse import ParseError, SesEvent, check_id, is_ses_payload, parse_ses
+from pipelines.common.queue_message import QueueMessage
 from pipelines.common.sns.canonical import SIGNED_KEYS
+from pipelines.email_delivery.ses_parse import ParseError, SesEvent, check_id, is_ses_payload, parse_ses
 from pipelines.common.sns.verify import SnsVerifier, VerificationError
 
 # SesEvent's fields in order: the columns of the batch's event table (event_batch.SCHEMA).
