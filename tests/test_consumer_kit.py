@@ -116,6 +116,17 @@ def test_commit_raising_rolls_back_and_commits_one_by_one(store):
         assert conn.execute("SELECT count(*), count(DISTINCT id) FROM kit_rows").fetchone() == (2, 2)
 
 
+def test_a_body_duckdb_cannot_store_is_quarantined_escaped(store):
+    # A lone surrogate (JSON's "\\ud800") cannot be encoded as UTF-8: committing it raises, and the
+    # quarantine row keeps its escape instead.
+    counters = process_batch(store, RowConsumer(), msgs("a", "lone \ud800 surrogate"))
+    assert stored(store) == ["a"]
+    assert quarantined(store) == {"m1": "internal error: UnicodeEncodeError"}
+    assert counters["internal_errors"] == 1
+    with store.transaction() as conn:
+        assert conn.execute("SELECT raw_body FROM quarantine").fetchone()[0] == "lone \\ud800 surrogate"
+
+
 def test_the_run_fails_only_when_even_the_quarantine_write_fails(store):
     with store.transaction() as conn:
         conn.execute("ALTER TABLE quarantine RENAME TO quarantine_gone")
