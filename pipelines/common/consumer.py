@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pipelines.common.counters import Counters
 from pipelines.common.drain import DrainOptions, drain
-from pipelines.common.quarantine import Quarantined, mark_replayed, pending, quarantine
+from pipelines.common.quarantine import Quarantined, mark_replayed, pending, quarantine, storable
 from pipelines.common.queue_message import Queue, QueueMessage
 
 if TYPE_CHECKING:
@@ -73,11 +73,6 @@ def _log_internal(log: Any, what: str, exc: BaseException) -> None:
     frames = "".join(traceback.format_tb(exc.__traceback__))
     log.error(f"{what}: {internal_error(exc)}\nTraceback (most recent call last):\n{frames}"
               f"{type(exc).__name__} (message withheld)")
-
-
-def storable(text: str) -> str:
-    """Text DuckDB can store: a lone surrogate (JSON allows "\\ud800") becomes its escape."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _kept_body(consumer: Consumer, body: str) -> str:
