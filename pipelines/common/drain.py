@@ -23,6 +23,8 @@ class QueueMessage:
     receive_count: int = 1
     # When it first reached us, if earlier than now (a quarantine replay): age checks count from it.
     received_at: datetime | None = None
+    # SQS string MessageAttributes (e.g. "Stripe-Signature")
+    attributes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_sqs(cls, msg: dict) -> QueueMessage:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import duckdb
 
+from pipelines.billing.tables import TABLES as BILLING
+
 COMMON = [
     # Anything that could not be parsed, verified or processed: kept with its raw body.
     """
@@ -134,7 +136,7 @@ EMAIL = [
     """,
 ]
 
-ALL_DDL: list[str] = COMMON + EMAIL
+ALL_DDL: list[str] = COMMON + EMAIL + BILLING
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
