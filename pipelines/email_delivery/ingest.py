@@ -1,0 +1,263 @@
+"""Batch ingestion of SES notifications: the ses-notifications consumer (pipelines/common/consumer.py).
+
+`prepare` turns queue messages (verified and parsed by examine.py) into normalised events (one
+Arrow table, event_batch), verified SNS control messages (subscription confirmations) and
+quarantine rows; it needs no database. `commit` applies a prepared batch inside the kit's
+transaction: drops event_ids already stored (a redelivery changes nothing), runs the status
+machine per message in event-time order, folds address health, and writes every table with
+one set-wise statement each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from pipelines.common.consumer import Prepared
+from pipelines.common.counters import Counters
+from pipelines.common.quarantine import Quarantined
+from pipelines.common.queue_message import QueueMessage
+from pipelines.email_delivery import event_batch
+from pipelines.email_delivery.address_health import AddressState, StatusChange, apply_effects
+from pipelines.email_delivery.examine import ControlMessage, Examined, Examiner
+from pipelines.common.sns.verify import SnsVerifier
+from pipelines.email_delivery.status_machine import step
+from pipelines.store.write import BOOL, INT, STR, TS, arrow, insert, with_rows
+
+if TYPE_CHECKING:
+    import duckdb
+
+SOURCE = "ses-notifications"
+DEDUPE_SKEW_SECONDS = 900  # clock skew allowed between SNS and us (the verifier allows 300 s), with room
+Confirm = Callable[[str, str], str]  # (topic_arn, token) -> subscription ARN
+
+
+@dataclass
+class PreparedNotifications(Prepared):
+    events: pa.Table = field(default_factory=lambda: event_batch.EMPTY)
+    controls: list[ControlMessage] = field(default_factory=list)
+    # A replay (messages carrying received_at) looks for duplicates in the whole ledger.
+    replay: bool = False
+
+
+COUNTERS = ("events_new", "events_duplicate", "orphans", "status_changes", "unexpected_transitions",
+            "address_changes", "controls")
+
+
+class Ingestor:
+    def __init__(self, verifier: SnsVerifier, *, accept_raw: bool = False, confirm: Confirm | None = None,
+                 source: str = SOURCE):
+        self.examiner = Examiner(verifier, accept_raw=accept_raw)
+        self.confirm = confirm
+        self.source = source
+        # A copy of an SNS message passes verification only within max_age of its Timestamp, and the
+        # first copy was stored after that Timestamp (less clock skew), so only events received since
+        # then can be its duplicates. Raw delivery carries no Timestamp: the whole ledger is checked.
+        self.dedupe_window = (None if accept_raw or not verifier.max_age_seconds
+                              else timedelta(seconds=verifier.max_age_seconds + DEDUPE_SKEW_SECONDS))
+
+    @property
+    def verifier(self) -> SnsVerifier:
+        return self.examiner.verifier
+
+    @property
+    def accept_raw(self) -> bool:
+        return self.examiner.accept_raw
+
+    # ---- parse + verify (no database, no network but the certificate fetch) ----
+    def prepare(self, messages: Iterable[QueueMessage]) -> PreparedNotifications:
+        messages = list(messages)
+        examined, events = self.examine_all(messages)
+        return self.assemble(messages, examined, events)
+
+    def examine_all(self, messages: Iterable[QueueMessage]) -> tuple[list[Examined], pa.Table]:
+        """Verify and parse messages; their events as one table in message order."""
+        examined, events = self.examiner.examine_all(messages)
+        return examined, event_batch.to_table(events)
+
+    def assemble(self, messages: list[QueueMessage], examined: list[Examined],
+                 events: pa.Table) -> PreparedNotifications:
+        """Merge per-message results in order; confirm allow-listed subscriptions (the one side effect).
+        `events` are the batch's events: only messages that were not refused have any."""
+        out = PreparedNotifications(events=events, replay=any(m.received_at is not None for m in messages))
+        for msg, ex in zip(messages, examined):
+            reason = ex.reason
+            controls = ex.controls
+            if reason is None and controls and controls[0].action == "confirm":
+                controls, reason = self._confirm(controls[0])
+            if reason is not None:
+                out.quarantined.append(Quarantined(self.source, msg.sqs_message_id, msg.body, reason))
+                out.outcomes[msg.sqs_message_id] = reason
+                continue
+            out.controls.extend(controls)
+            out.outcomes[msg.sqs_message_id] = None
+        return out
+
+    def _confirm(self, pending: ControlMessage) -> tuple[list[ControlMessage], str | None]:
+        if self.confirm is None:
+            return [], "SubscriptionConfirmation for an allow-listed topic, but no SNS client is configured to confirm it"
+        try:
+            arn = self.confirm(pending.topic_arn, pending.token or "")
+        except Exception as exc:  # replayable from quarantine; the token stays valid for 3 days
+            return [], f"SubscriptionConfirmation could not be confirmed: {type(exc).__name__}"
+        return [replace(pending, action="confirmed", subscription_arn=arn, token=None)], None
+
+    # ---- apply + write (inside the kit's transaction) ----
+    def commit(self, conn: duckdb.DuckDBPyConnection, prepared: PreparedNotifications) -> Counters:
+        result = Counters(dict.fromkeys(COUNTERS, 0))
+        since = (None if prepared.replay or self.dedupe_window is None
+                 else datetime.now(timezone.utc) - self.dedupe_window)
+        apply_events(conn, prepared.events, result, dedupe_since=since)
+        if prepared.controls:
+            _insert_controls(conn, prepared.controls)
+            result["controls"] = len(prepared.controls)
+        return result
+
+
+# Arrow's JSON type: DuckDB takes the column as JSON without re-validating what orjson wrote.
+DETAIL = pa.json_(pa.string())
+
+def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Counters,
+                 dedupe_since: datetime | None = None) -> None:
+    """Apply a batch of events (event_batch.SCHEMA) inside the caller's transaction.
+
+    `dedupe_since`: earliest received_at a stored copy of any of these events can have (see
+    Ingestor.dedupe_window); None checks the whole ledger.
+    """
+    if not events.num_rows:
+        return
+    event_ids = events.column("event_id").to_pylist()
+    first: dict[str, int] = {}  # event_id -> its first row: a redelivery within the batch counts once
+    for i, event_id in enumerate(event_ids):
+        first.setdefault(event_id, i)
+    result["events_duplicate"] += events.num_rows - len(first)
+    message_ids = events.column("message_id").to_pylist()
+    ses_batch = arrow(event_id=(STR, list(first)), message_id=(STR, [message_ids[i] for i in first.values()]))
+    if dedupe_since is None:
+        stored = with_rows(conn, "SELECT event_id FROM rows SEMI JOIN email_events USING (event_id)",
+                           ses_batch).fetchall()
+    else:
+        stored = with_rows(conn, "SELECT event_id FROM rows SEMI JOIN "
+                           "(SELECT event_id FROM email_events WHERE received_at >= ?) USING (event_id)",
+                           ses_batch, [dedupe_since]).fetchall()
+    for (event_id,) in stored:
+        del first[event_id]
+    result["events_duplicate"] += len(stored)
+    # Row ids let the status update below find its rows without joining on message_id again:
+    # both statements scan email_messages, but a rowid join reads no column (half the cost at
+    # 2 M rows). Row ids are stable within the transaction.
+    statuses: dict[str, str] = {}
+    row_ids: dict[str, list[int]] = {}
+    for message_id, status, ids in with_rows(
+            conn, "SELECT message_id, any_value(status), list(rowid) FROM email_messages "
+            "SEMI JOIN (SELECT DISTINCT message_id FROM rows) USING (message_id) GROUP BY message_id",
+            ses_batch).fetchall():
+        statuses[message_id] = status
+        row_ids[message_id] = ids
+    if not first:
+        return
+
+    at = event_batch.micros(events, "occurred_at")
+    signals = events.column("signal").to_pylist()
+    recipients = events.column("recipient").to_pylist()
+    rows = sorted(first.values(), key=lambda i: (message_ids[i], at[i]))  # per message, in event time
+    n = len(rows)
+    orphan = [False] * n
+    before: list[str | None] = [None] * n
+    after: list[str | None] = [None] * n
+    status_updates: dict[str, tuple[str, int]] = {}
+    address_ops: list[tuple[str, int, str, tuple[str, ...]]] = []
+    for k, i in enumerate(rows):
+        message_id = message_ids[i]
+        status = statuses.get(message_id)
+        if status is None:
+            orphan[k] = True
+            continue
+        rule = step(status, signals[i])
+        before[k] = status
+        after[k] = rule.next_status
+        if rule.kind == "unexpected":
+            result["unexpected_transitions"] += 1
+        if rule.next_status != status:
+            statuses[message_id] = rule.next_status
+            status_updates[message_id] = (rule.next_status, at[i])
+        if recipients[i] and signals[i] is not None:
+            address_ops.append((recipients[i], at[i], event_ids[i], rule.effects))
+
+    new = events.take(pa.array(rows, type=pa.int64()))
+    ses_new_events = (new.drop_columns(["signal", "detail"])
+                      .append_column("orphan", pa.array(orphan, type=BOOL))
+                      .append_column("status_before", pa.array(before, type=STR))
+                      .append_column("status_after", pa.array(after, type=STR))
+                      .append_column("detail", pa.ExtensionArray.from_storage(DETAIL, new.column("detail").combine_chunks())))
+    insert(conn, "email_events", ses_new_events)
+    result["events_new"] += n
+    result["orphans"] += sum(orphan)
+
+    if status_updates:
+        updates = [(row_id, s, t) for m, (s, t) in status_updates.items() for row_id in row_ids[m]]
+        ses_status_updates = arrow(row_id=(pa.int64(), [u[0] for u in updates]),
+                                    status=(STR, [u[1] for u in updates]),
+                                    status_at=event_batch.timestamps([u[2] for u in updates]))
+        with_rows(conn, "UPDATE email_messages SET status = u.status, status_at = u.status_at "
+                        "FROM rows u WHERE email_messages.rowid = u.row_id", ses_status_updates)
+        result["status_changes"] += len(status_updates)
+
+    if address_ops:
+        changes = _apply_address_ops(conn, address_ops)
+        result["address_changes"] += len(changes)
+
+
+def _apply_address_ops(conn: duckdb.DuckDBPyConnection,
+                       ops: list[tuple[str, int, str, tuple[str, ...]]]) -> list[StatusChange]:
+    """Fold address effects in event time. Instants are microseconds since the epoch here."""
+    addresses = sorted({op[0] for op in ops})
+    ses_addresses = arrow(address=(STR, addresses))
+    states = {row[0]: AddressState(*row) for row in with_rows(
+        conn, "SELECT address, verified, unverify_reason, transient_bounces, epoch_us(last_event_at) "
+        "FROM email_addresses SEMI JOIN rows USING (address)", ses_addresses).fetchall()}
+    known = set(states)
+    changes: list[StatusChange] = []
+    for address, at, event_id, effects in sorted(ops, key=lambda op: (op[0], op[1])):
+        state = states.get(address) or AddressState(address)
+        states[address], change = apply_effects(state, effects, event_id, at)
+        if change is not None:
+            changes.append(change)
+    touched = [states[a] for a in addresses]
+    ses_address_rows = arrow(
+        address=(STR, addresses),
+        known=(BOOL, [a in known for a in addresses]),
+        verified=(BOOL, [s.verified for s in touched]),
+        unverify_reason=(STR, [s.unverify_reason for s in touched]),
+        transient_bounces=(INT, [s.transient_bounces for s in touched]),
+        last_event_at=event_batch.timestamps([s.last_event_at for s in touched]))
+    # Rows read above are updated and the others inserted: cheaper than an upsert's conflict check.
+    with_rows(conn, "UPDATE email_addresses SET verified = r.verified, unverify_reason = r.unverify_reason, "
+                    "transient_bounces = r.transient_bounces, last_event_at = r.last_event_at "
+                    "FROM rows r WHERE r.known AND email_addresses.address = r.address", ses_address_rows)
+    insert(conn, "email_addresses", ses_address_rows, where="NOT known",
+           columns=["address", "verified", "unverify_reason", "transient_bounces", "last_event_at"])
+    if changes:
+        ses_address_changes = arrow(
+            change_id=(STR, [c.change_id for c in changes]),
+            address=(STR, [c.address for c in changes]),
+            verified=(BOOL, [c.verified for c in changes]),
+            reason=(STR, [c.reason for c in changes]),
+            changed_at=event_batch.timestamps([c.changed_at for c in changes]))
+        insert(conn, "address_status_changes", ses_address_changes, on_conflict="(change_id) DO NOTHING")
+    return changes
+
+
+def _insert_controls(conn: duckdb.DuckDBPyConnection, controls: list[ControlMessage]) -> None:
+    insert(conn, "sns_control_messages", arrow(
+        sns_message_id=(STR, [c.sns_message_id for c in controls]),
+        sns_type=(STR, [c.sns_type for c in controls]),
+        topic_arn=(STR, [c.topic_arn for c in controls]),
+        action=(STR, [c.action for c in controls]),
+        subscription_arn=(STR, [c.subscription_arn for c in controls]),
+        received_at=(TS, [c.received_at for c in controls]),
+    ), on_conflict="(sns_message_id) DO NOTHING")

@@ -1,0 +1,85 @@
+"""Jobs: drain the ses-notifications queue and replay its quarantine (from the consumer kit's
+factory), and clean up old rows."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from pipelines.common.factory import DrainConfig as QueueDrainConfig, queue_consumer_defs
+from pipelines.common.sns.cert_store import shared_cert_store
+from pipelines.common.sns.verify import SnsVerifier
+from pipelines.email_delivery.address_changes import publish_address_changes
+from pipelines.email_delivery.cleanup import cleanup
+from pipelines.email_delivery.ingest import SOURCE, Ingestor
+from pipelines.email_delivery.parallel import PooledIngestor, auto_workers
+from resources.duckdb import DuckDBResource
+
+
+class DrainConfig(QueueDrainConfig):
+    max_messages: int = 50_000
+    # Messages stay in flight until their batch commits: a batch must fill and commit well within
+    # the queue's visibility timeout (SQS default 30 s; a receive of 10 takes ~20-50 ms). The kit
+    # also flushes a batch early once its oldest message has used half of that timeout.
+    batch_size: int = 2_000
+    wait_seconds: int = 2
+    # Worker processes verifying signatures while the run receives and writes; 0 verifies inline;
+    # -1 picks one per CPU, at most 4 (parallel.auto_workers).
+    verify_workers: int = -1
+
+
+def ingestor_for(context) -> Ingestor:
+    settings = context.resources.sns_verifier
+    verifier = SnsVerifier(settings.topics, shared_cert_store(settings.cert_dir),
+                           max_age_seconds=settings.max_age_seconds)
+    return Ingestor(verifier, accept_raw=settings.raw_accepted, confirm=context.resources.sns.confirm_subscription)
+
+
+def make_consumer(context) -> Ingestor | PooledIngestor:
+    workers = int(context.op_config.get("verify_workers", -1) if context.op_config else -1)
+    workers = auto_workers() if workers < 0 else workers
+    ingestor = ingestor_for(context)
+    return PooledIngestor(ingestor, workers) if workers > 0 else ingestor
+
+
+def publish_changes(context) -> dict[str, int]:
+    """Copy new address_status_changes to the outbound queue, if one is configured."""
+    queue = context.resources.address_changes_queue
+    if not queue.queue_name:
+        return {"address_changes_published": 0}
+    with context.resources.duckdb.connect() as conn:
+        return {"address_changes_published": publish_address_changes(conn, queue.send)}
+
+
+ses_queue_defs = queue_consumer_defs(
+    source=SOURCE, queue_resource_key="ses_notifications_queue", make_consumer=make_consumer,
+    make_replay_consumer=ingestor_for,
+    op_name="drain_ses_notifications", job_name="ingest_ses_notifications_job",
+    sensor_name="ses_notifications_sensor",
+    replay_op_name="replay_ses_quarantine", replay_job_name="replay_ses_quarantine_job",
+    config_class=DrainConfig, resource_keys={"sns", "sns_verifier", "address_changes_queue"},
+    # One DuckDB thread: a batch's statements are small, so more threads mostly add scheduling
+    # overhead (~20% of the write time measured), and the verify workers want the other cores.
+    connect_config={"threads": 1},
+    after_run=publish_changes,
+    op_description="Drains ses-notifications: verify, parse, apply; commit, then delete.",
+    job_description="Drains the ses-notifications queue into email_events, email_messages, email_addresses.",
+    replay_description="Replays quarantined SES notifications after a fix.",
+)
+
+
+class CleanupConfig(dg.Config):
+    final_days: int = 14
+    all_days: int = 90
+
+
+@dg.op(pool="duckdb", description="Deletes old messages and their events (Warehouse's retention).")
+def cleanup_ses_messages(context: dg.OpExecutionContext, config: CleanupConfig, duckdb: DuckDBResource):
+    with duckdb.connect() as conn:
+        res = cleanup(conn, datetime.now(timezone.utc), final_days=config.final_days, all_days=config.all_days)
+    context.log.info(f"cleanup: {res.messages} messages, {res.events} events deleted")
+    return dg.Output(None, metadata={"messages_deleted": res.messages, "events_deleted": res.events})
+
+
+@dg.job(description="Daily retention of email_messages and email_events.")
+def ses_cleanup_job():
+    cleanup_ses_messages()

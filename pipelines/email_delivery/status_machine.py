@@ -1,0 +1,82 @@
+"""The email status state machine, as a table.
+
+Per message (email_messages.status), with Warehouse's semantics (warehouse/email/ses/models.py)
+for every pair Warehouse defines. Warehouse raises on the other pairs and the notification is
+lost; here each of them has an explicit outcome, marked UNEXPECTED, so nothing is dropped and
+an out-of-order arrival still ends in a sensible state. "sent" is Warehouse's "Accepted".
+
+Address effects (address_health.py) ride on the transition, as in Warehouse:
+RESET zeroes the soft-bounce count, COUNT adds one soft bounce (more than 5 unverifies),
+HARD and COMPLAINT unverify the address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.email.status import ACCEPTED, NOT_ACCEPTED
+
+SENT, DELIVERED, BOUNCED, SOFT_BOUNCED, COMPLAINED = ACCEPTED
+STATES = ACCEPTED
+# Dispatch's own statuses: no SES notification should arrive for them; recorded, never changed.
+NOT_SENT = NOT_ACCEPTED
+
+DELIVERY, HARD_BOUNCE, SOFT_BOUNCE, COMPLAINT = "delivery", "hard-bounce", "soft-bounce", "complaint"
+INPUTS = (DELIVERY, HARD_BOUNCE, SOFT_BOUNCE, COMPLAINT)
+
+RESET, COUNT, HARD, SPAM = "reset-transient", "count-soft-bounce", "unverify:hard-bounce", "unverify:spam-complaint"
+
+TRANSITION, RECORDED, UNEXPECTED = "transition", "recorded", "unexpected"
+
+
+@dataclass(frozen=True)
+class Rule:
+    next_status: str
+    effects: tuple[str, ...]
+    kind: str           # TRANSITION, RECORDED (status kept by design) or UNEXPECTED (not in Warehouse)
+    why: str = ""
+
+
+R = Rule
+TABLE: dict[tuple[str, str], Rule] = {
+    (SENT, DELIVERY):          R(DELIVERED, (RESET,), TRANSITION),
+    (SENT, HARD_BOUNCE):       R(BOUNCED, (RESET, HARD), TRANSITION),
+    (SENT, SOFT_BOUNCE):       R(SOFT_BOUNCED, (COUNT,), TRANSITION),
+    (SENT, COMPLAINT):         R(COMPLAINED, (SPAM,), UNEXPECTED, "a complaint proves delivery; its Delivery is late"),
+
+    (SOFT_BOUNCED, DELIVERY):  R(DELIVERED, (RESET,), TRANSITION),
+    (SOFT_BOUNCED, HARD_BOUNCE): R(BOUNCED, (RESET, HARD), UNEXPECTED, "SES gave up after retrying"),
+    (SOFT_BOUNCED, SOFT_BOUNCE): R(SOFT_BOUNCED, (COUNT,), UNEXPECTED, "another transient failure"),
+    (SOFT_BOUNCED, COMPLAINT): R(COMPLAINED, (SPAM,), UNEXPECTED, "a complaint proves delivery"),
+
+    (DELIVERED, DELIVERY):     R(DELIVERED, (), RECORDED, "delivery reported twice"),
+    (DELIVERED, HARD_BOUNCE):  R(BOUNCED, (RESET, HARD), TRANSITION),
+    (DELIVERED, SOFT_BOUNCE):  R(DELIVERED, (), RECORDED, "out-of-office reply"),
+    (DELIVERED, COMPLAINT):    R(COMPLAINED, (SPAM,), TRANSITION),
+
+    (BOUNCED, DELIVERY):       R(DELIVERED, (RESET,), TRANSITION, "the address stays unverified"),
+    (BOUNCED, HARD_BOUNCE):    R(BOUNCED, (), UNEXPECTED, "bounce reported twice"),
+    (BOUNCED, SOFT_BOUNCE):    R(BOUNCED, (), UNEXPECTED, "soft bounce after a hard one"),
+    (BOUNCED, COMPLAINT):      R(COMPLAINED, (SPAM,), UNEXPECTED, "a complaint proves delivery"),
+
+    (COMPLAINED, DELIVERY):    R(COMPLAINED, (), UNEXPECTED, "complaint is final; a late Delivery"),
+    (COMPLAINED, HARD_BOUNCE): R(COMPLAINED, (), UNEXPECTED, "complaint is final"),
+    (COMPLAINED, SOFT_BOUNCE): R(COMPLAINED, (), UNEXPECTED, "complaint is final"),
+    (COMPLAINED, COMPLAINT):   R(COMPLAINED, (), UNEXPECTED, "complaint reported twice"),
+}
+for _status in NOT_SENT:
+    for _signal in INPUTS:
+        TABLE[(_status, _signal)] = R(_status, (), UNEXPECTED, "not sent through SES by dispatch")
+del _status, _signal
+
+assert all((s, i) in TABLE for s in STATES + NOT_SENT for i in INPUTS)
+
+
+def step(status: str, signal: str | None) -> Rule:
+    """The rule for one event; record-only events (signal None) and unknown statuses keep the status."""
+    if signal is None:
+        return Rule(status, (), RECORDED, "event without a status input")
+    rule = TABLE.get((status, signal))
+    if rule is None:
+        return Rule(status, (), UNEXPECTED, f"unknown status {status!r}")
+    return rule
