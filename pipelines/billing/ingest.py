@@ -24,7 +24,7 @@ carry the exact values.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -32,12 +32,15 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from pipelines.billing import writes
-from pipelines.billing.envelope import EnvelopeSettings, Refusal, StripeEvent, open_message
+from pipelines.billing.envelope import EnvelopeSettings, Refusal, StripeEvent, kept_body, open_message
 from pipelines.billing.projections import HANDLERS, OrgLink, Projection, ProjectionError, is_handled, project
 from pipelines.billing.retrieve import RetrieveError, Retriever
 from pipelines.billing.vocab import EventOutcome
-from pipelines.common.drain import QueueMessage
+from pipelines.common.consumer import Prepared
+from pipelines.common.counters import Counters
 from pipelines.common.quarantine import Quarantined, quarantine
+from pipelines.common.queue_message import QueueMessage
+from pipelines.store.write import with_rows
 from resources.stripe_client import STRIPE_API_VERSION
 
 if TYPE_CHECKING:
@@ -80,9 +83,7 @@ class Incoming:
 
 
 @dataclass
-class PreparedEvents:
-    quarantined: list[Quarantined] = field(default_factory=list)
-    outcomes: dict[str, str | None] = field(default_factory=dict)
+class PreparedEvents(Prepared):
     events: list[Incoming] = field(default_factory=list)
 
 
@@ -115,7 +116,7 @@ class StripeIngest:
         now = datetime.now(timezone.utc)
         for m in messages:
             received = m.received_at or now
-            opened = open_message(m.body, getattr(m, "attributes", None) or {}, self.settings.envelope, received)
+            opened = open_message(m.body, m.attributes, self.settings.envelope, received)
             if isinstance(opened, Refusal):
                 self._refuse(out, m, opened.reason)
                 continue
@@ -123,7 +124,7 @@ class StripeIngest:
                 out.outcomes[m.sqs_message_id] = None
                 continue
             seen.add(opened.id)
-            inc = Incoming(m.sqs_message_id, m.body, received, opened)
+            inc = Incoming(m.sqs_message_id, kept_body(m.body, m.attributes), received, opened)
             try:
                 self._classify(inc)
             except ProjectionError as exc:
@@ -139,7 +140,7 @@ class StripeIngest:
         return out
 
     def _refuse(self, out: PreparedEvents, m: QueueMessage, reason: str) -> None:
-        out.quarantined.append(Quarantined(self.source, m.sqs_message_id, m.body, reason))
+        out.quarantined.append(Quarantined(self.source, m.sqs_message_id, kept_body(m.body, m.attributes), reason))
         out.outcomes[m.sqs_message_id] = reason
 
     def _classify(self, inc: Incoming) -> None:
@@ -155,8 +156,8 @@ class StripeIngest:
             inc.projection = project(ev.type, ev.object)
 
     # ---- commit: one transaction, opened by the caller ----
-    def commit(self, conn: duckdb.DuckDBPyConnection, prepared: PreparedEvents) -> Counter[str]:
-        counts: Counter[str] = Counter(messages=len(prepared.outcomes), quarantined=len(prepared.quarantined))
+    def commit(self, conn: duckdb.DuckDBPyConnection, prepared: PreparedEvents) -> Counters:
+        counts = Counters()  # the kit counts messages and the quarantine rows of prepare
         incoming = prepared.events
         if not incoming:
             return counts
@@ -192,13 +193,13 @@ class StripeIngest:
 
     def _drop_known(self, conn: duckdb.DuckDBPyConnection, incoming: list[Incoming]) -> list[Incoming]:
         batch_ids = pa.table({"event_id": pa.array([i.event.id for i in incoming], pa.string())})
-        known = {r[0] for r in conn.execute(
-            "SELECT e.event_id FROM stripe_events e JOIN batch_ids b USING (event_id) "
-            "WHERE e.outcome <> 'quarantined'").fetchall()}
+        known = {r[0] for r in with_rows(
+            conn, "SELECT e.event_id FROM stripe_events e JOIN rows b USING (event_id) "
+            "WHERE e.outcome <> 'quarantined'", batch_ids).fetchall()}
         return [i for i in incoming if i.event.id not in known]
 
     def _decide(self, object_id: str, group: list[Incoming], mark: tuple[int, str] | None, plan: _Plan,
-                counts: Counter[str]) -> None:
+                counts: Counters) -> None:
         newest = group[-1]
         ev = newest.event
         for older in group[:-1]:
@@ -247,7 +248,7 @@ class StripeIngest:
         plan.apply(newest, projection, max(key, mark) if mark else key, note=f"re-retrieved: {why}",
                    retrieved=True)
 
-    def _write(self, conn: duckdb.DuckDBPyConnection, plan: _Plan, counts: Counter[str]) -> None:
+    def _write(self, conn: duckdb.DuckDBPyConnection, plan: _Plan, counts: Counters) -> None:
         for table, key in TABLE_KEYS:
             writes.upsert(conn, table, key, plan.rows.get(table, []))
         if plan.items_of:
@@ -260,14 +261,14 @@ class StripeIngest:
         _write_watermarks(conn, plan.marks)
 
     def _activate_checkout_subscriptions(self, conn: duckdb.DuckDBPyConnection, plan: _Plan,
-                                         counts: Counter[str]) -> None:
+                                         counts: Counters) -> None:
         """Checkout completed before its subscription's own events arrived: fetch the subscription."""
         if not plan.needs_subscription:
             return
         wanted = pa.table({"subscription_id": pa.array(list(plan.needs_subscription), pa.string())})
-        missing = [r[0] for r in conn.execute(
-            "SELECT w.subscription_id FROM wanted w ANTI JOIN stripe_subscriptions s USING (subscription_id)"
-        ).fetchall()]
+        missing = [r[0] for r in with_rows(
+            conn, "SELECT w.subscription_id FROM rows w ANTI JOIN stripe_subscriptions s USING (subscription_id)",
+            wanted).fetchall()]
         if not missing or self.retriever is None:
             return
         extra = _Plan()
@@ -331,9 +332,9 @@ def _watermarks(conn: duckdb.DuckDBPyConnection, object_ids: list[str]) -> dict[
     if not object_ids:
         return {}
     batch_objects = pa.table({"object_id": pa.array(object_ids, pa.string())})
-    return {oid: (int(created), eid) for oid, created, eid in conn.execute(
-        "SELECT w.object_id, epoch(w.event_created)::BIGINT, w.event_id FROM stripe_object_watermarks w "
-        "JOIN batch_objects b USING (object_id)").fetchall()}
+    return {oid: (int(created), eid) for oid, created, eid in with_rows(
+        conn, "SELECT w.object_id, epoch(w.event_created)::BIGINT, w.event_id FROM stripe_object_watermarks w "
+        "JOIN rows b USING (object_id)", batch_objects).fetchall()}
 
 
 def _write_watermarks(conn: duckdb.DuckDBPyConnection, marks: dict[str, tuple[str, int, str, bool]]) -> None:
@@ -350,13 +351,13 @@ def _write_watermarks(conn: duckdb.DuckDBPyConnection, marks: dict[str, tuple[st
         "event_id": pa.array([r["event_id"] for r in rows], pa.string()),
         "retrieved_at": pa.array([r["retrieved_at"] for r in rows], pa.timestamp("us", tz="UTC")),
     })
-    conn.execute(
-        "INSERT INTO stripe_object_watermarks (object_id, object_type, event_created, event_id, retrieved_at, "
-        "updated_at) SELECT object_id, object_type, event_created, event_id, retrieved_at, now() FROM marks_rows "
+    with_rows(
+        conn, "INSERT INTO stripe_object_watermarks (object_id, object_type, event_created, event_id, retrieved_at, "
+        "updated_at) SELECT object_id, object_type, event_created, event_id, retrieved_at, now() FROM rows "
         "ON CONFLICT (object_id) DO UPDATE SET event_created = excluded.event_created, "
         "event_id = excluded.event_id, "
         "retrieved_at = COALESCE(excluded.retrieved_at, stripe_object_watermarks.retrieved_at), "
-        "updated_at = now()")
+        "updated_at = now()", marks_rows)
 
 
 def _drop_removed_items(conn: duckdb.DuckDBPyConnection, subscription_ids: list[str], items: list[dict]) -> None:

@@ -11,7 +11,8 @@ reads them (seat counts, billing contacts, leaks).
 
 from __future__ import annotations
 
-from pipelines.billing.vocab import EventOutcome, OrganizationType, PaymentKind, SubscriptionStatus, check
+from pipelines.billing.vocab import EventOutcome, OrganizationType, PaymentKind, SubscriptionStatus
+from pipelines.store.vocab import check
 
 TABLES: list[str] = [
     # The ledger: one row per Stripe event id ever received; a redelivery changes nothing.

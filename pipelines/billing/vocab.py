@@ -1,11 +1,9 @@
-"""Closed vocabularies of the billing tables, rendered into CHECK constraints (tables.py) and used by
+"""Closed vocabularies of the billing tables, rendered into CHECK constraints (tables.py, with pipelines.store.vocab.check) and used by
 the code that writes them, so a value outside the set is refused before it reaches DuckDB."""
 
 from __future__ import annotations
 
 from enum import StrEnum
-
-from pipelines.store.vocab import check  # noqa: F401 - the tables render their CHECKs with it
 
 
 class SubscriptionStatus(StrEnum):

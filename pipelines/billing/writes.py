@@ -1,4 +1,5 @@
-"""Set-wise writes of projection rows: one Arrow table per table and one statement each.
+"""Set-wise writes of projection rows: one Arrow table per table and one statement each
+(pipelines.store.write reads the Arrow table in place).
 
 Column types come from the table itself (DESCRIBE, cached per table): Stripe's epoch seconds
 become TIMESTAMPTZ, JSON columns take text. Two modes:
@@ -14,6 +15,8 @@ from datetime import datetime
 
 import duckdb
 import pyarrow as pa
+
+from pipelines.store.write import with_rows
 
 _TYPES: dict[str, dict[str, str]] = {}
 STICKY = {"organization_id"}   # never cleared by a payload that does not name one
@@ -81,11 +84,6 @@ def upsert(conn: duckdb.DuckDBPyConnection, table: str, key: tuple[str, ...], ro
     cols = ", ".join(columns) + (", updated_at" if has_updated_at else "")
     select = ", ".join(columns) + (", now()" if has_updated_at else "")
     action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
-    name = f"_rows_{table}"
-    conn.register(name, arrow)
-    try:
-        conn.execute(f"INSERT INTO {table} ({cols}) SELECT {select} FROM {name} "
-                     f"ON CONFLICT ({', '.join(key)}) {action}")
-    finally:
-        conn.unregister(name)
+    with_rows(conn, f"INSERT INTO {table} ({cols}) SELECT {select} FROM rows "
+                    f"ON CONFLICT ({', '.join(key)}) {action}", arrow)
     return len(rows)
