@@ -97,6 +97,7 @@ def test_real_eventbridge_sample_is_opened():
     (lambda d: d["detail"].pop("id"), "event lacks id"),
     (lambda d: d["detail"].update(created="yesterday"), "event created is str, expected int"),
     (lambda d: d["detail"].update(created=True), "event created is bool"),
+    (lambda d: d["detail"].update(created=2**62), "not a plausible time"),
     (lambda d: d["detail"].update(livemode="no"), "livemode is str"),
     (lambda d: d["detail"]["data"].pop("object"), "event lacks data.object"),
     (lambda d: d["detail"]["data"]["object"].pop("id"), "lacks a string id"),
@@ -289,6 +290,10 @@ def test_unknown_type_is_recorded_not_failed(conn):
     ("charge.succeeded", {k: v for k, v in s.charge("ch_1", "pi_1", "cus_A", T, 5, "succeeded").items()
                           if k != "currency"}, "charge lacks currency"),
     ("customer.updated", {"id": "sub_x", "object": "subscription"}, "expected 'customer'"),
+    ("charge.succeeded", {**s.charge("ch_1", "pi_1", "cus_A", T, 5, "succeeded"), "amount": 2**63},
+     "does not fit 64 bits"),
+    ("invoice.paid", {**s.invoice("in_1", "cus_A", "sub_A", T, "paid", 5, 1, "x"), "period_end": 2**40},
+     "is not a plausible time"),
 ])
 def test_an_object_lacking_a_needed_field_is_quarantined(conn, event_type, obj, reason):
     evt = s.event(event_type, obj, T)
