@@ -3,7 +3,9 @@ its event), render (every declared field) and expand. One lock guards it all."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,13 +53,17 @@ class Emulator:
         with self.lock:
             self.store = Store()
             self.clock = Clock()
-            self.events = EventLog(self.store["event"], self.clock.now)
+            self.events = EventLog(self.store["event"], self.now)
             self.request: dict[str, Any] = {"id": None, "idempotency_key": None}
             self.api_version = self.config.api_version
             self.pm_behaviour: dict[str, str] = {}      # pm id -> succeed | decline | authenticate
             self.cycles: dict[str, dict[str, Any]] = {}  # subscription id -> billing cycle state
             self.deleted: dict[str, str] = {}            # deleted id -> object name
             self.checkout_data: dict[str, dict[str, Any]] = {}  # session id -> subscription_data
+            self.acting_at: int | None = None  # set while catching up: the time things happen at
+            self.quiet: set[str] = set()  # ids whose `updated` events are held back (being created)
+            self.recording = True  # False while seeding bulk data: no events
+            self.item_owner: dict[str, str] = {}  # subscription item id -> subscription id
             self.idempotency = IdempotencyCache()
             self.deliverer.clear()
 
@@ -67,11 +73,23 @@ class Emulator:
     # --- time -------------------------------------------------------------------------------
 
     def now(self, test_clock: str | None = None) -> int:
+        if self.acting_at is not None:
+            return self.acting_at
         if test_clock:
             clock = self.store["test_helpers.test_clock"].get(test_clock)
             if clock is not None:
                 return int(clock["frozen_time"])
         return self.clock.now()
+
+    @contextlib.contextmanager
+    def happening_at(self, ts: int) -> Iterator[None]:
+        """Everything inside (objects, events) is dated ts: a renewal that falls due while
+        time is advanced happens at its due time, not at the end of the advance."""
+        saved, self.acting_at = self.acting_at, ts
+        try:
+            yield
+        finally:
+            self.acting_at = saved
 
     def now_for(self, obj: dict[str, Any] | None) -> int:
         return self.now(obj.get("test_clock") if obj else None)
@@ -97,12 +115,14 @@ class Emulator:
         if new == obj:
             return obj
         self.store[obj["object"]].put(new)
-        if event:
+        if event and not (event == "updated" and new["id"] in self.quiet):
             previous = previous_attributes(obj, new, shapes.skeleton(obj["object"]))
             self.emit(f"{EVENT_PREFIX.get(obj['object'], obj['object'])}.{event}", new, previous)
         return new
 
-    def emit(self, type_: str, obj: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    def emit(self, type_: str, obj: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        if not self.recording:
+            return None
         active = self.deliverer.active
         event = self.events.record(type_, obj, previous, dict(self.request), self.api_version, int(active))
         if active:

@@ -19,6 +19,7 @@ No proration: quantity and item changes apply from the next renewal invoice.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from typing import Any
 
 from devstack.local_stripe import shapes
@@ -49,8 +50,10 @@ def _price(em: Emulator, ref: Any, param: str) -> dict[str, Any]:
 
 
 def _item(em: Emulator, sub_id: str, price: dict[str, Any], quantity: int, metadata: dict[str, str],
-          created: int, period: tuple[int, int], oid: str | None = None) -> dict[str, Any]:
-    return compact("subscription_item", {"id": oid or new_id("subscription_item"), "object": "subscription_item", "created": created,
+          created: int, period: tuple[int, int]) -> dict[str, Any]:
+    item_id = new_id("subscription_item")
+    em.item_owner[item_id] = sub_id
+    return compact("subscription_item", {"id": item_id, "object": "subscription_item", "created": created,
             "price": price, "quantity": quantity, "metadata": metadata, "subscription": sub_id,
             "current_period_start": period[0], "current_period_end": period[1]})
 
@@ -129,16 +132,23 @@ def create_subscription(em: Emulator, p: dict[str, Any], *, source: str = "api")
     if behaviour == "error_if_incomplete" and not trialing and not default_payment_method(em, customer_id, sub):
         em.store["subscription"].remove(sid)
         raise invalid("This customer has no attached payment source or default payment method.", "customer")
+    # Created with the status its first invoice leaves it in (active when paid at once), as
+    # Stripe reports it: the changes on the way are not separate updates.
+    em.quiet.add(sid)
+    try:
+        invoice = cycle_invoice(em, sub, "subscription_create", period, now, trial=trialing)
+        if invoice["status"] == "open" and behaviour != "default_incomplete":
+            pay_invoice(em, invoice, off_session=False)
+    finally:
+        em.quiet.discard(sid)
+    sub = em.get("subscription", sid)
     em.emit("customer.subscription.created", sub)
-    invoice = cycle_invoice(em, sub, "subscription_create", period, now, trial=trialing)
-    if invoice["status"] == "open" and behaviour != "default_incomplete":
-        invoice = pay_invoice(em, invoice, off_session=False)
-    return em.get("subscription", sid)
+    return sub
 
 
 def update_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     if sub["status"] in ENDED:
-        raise invalid(f"A canceled subscription can only update its cancellation_details and metadata.", "id")
+        raise invalid("A canceled subscription can only update its cancellation_details and metadata.", "id")
     changes: dict[str, Any] = {"metadata": as_metadata(p, sub.get("metadata"))}
     if "cancel_at_period_end" in p:
         cape = as_bool(p, "cancel_at_period_end")
@@ -223,17 +233,38 @@ def cancel_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any], *,
     }, event="deleted")
 
 
+def pause_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+    """POST /v1/subscriptions/<id>/pause: no invoices until resumed."""
+    if sub["status"] not in ("active", "past_due", "trialing", "unpaid"):
+        raise invalid(f"Subscription {sub['id']} cannot be paused from status {sub['status']}.", "id")
+    as_str(p, "type", "subscription", choices=("subscription",))
+    sub = em.update(sub, {"status": "paused", "pause_collection": None})
+    em.emit("customer.subscription.paused", sub)
+    return sub
+
+
 def resume_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+    """Back to active. billing_cycle_anchor now (the default) starts a new period with an
+    invoice at once; unchanged keeps the period (its end renews as usual)."""
     if sub["status"] != "paused":
         raise invalid(f"Subscription {sub['id']} is not paused (status {sub['status']}); only paused "
-                      "subscriptions can be resumed.", code="subscription_not_paused" if False else None)
+                      "subscriptions can be resumed.", "id")
+    anchor = p.get("billing_cycle_anchor") or "now"
+    if isinstance(anchor, dict):
+        anchor = anchor.get("type") or "now"
+    if anchor not in ("now", "unchanged"):
+        raise invalid("billing_cycle_anchor must be now or unchanged", "billing_cycle_anchor")
     now = em.now_for(sub)
     cyc = em.cycles[sub["id"]]
+    if anchor == "unchanged" and sub["items"]["data"][0]["current_period_end"] > now:
+        sub = em.update(sub, {"status": "active"})
+        em.emit("customer.subscription.resumed", sub)
+        return sub
     period = (now, add_interval(now, cyc["interval"], cyc["count"]))
     cyc["anchor_day"] = dt.datetime.fromtimestamp(now, dt.timezone.utc).day
     sub = em.update(sub, {"status": "active", "pause_collection": None, "billing_cycle_anchor": now,
-                          "items": _items_list(sub["id"], _with_period(sub["items"]["data"], *period))},
-                    event="resumed")
+                          "items": _items_list(sub["id"], _with_period(sub["items"]["data"], *period))})
+    em.emit("customer.subscription.resumed", sub)
     invoice = cycle_invoice(em, sub, "subscription_cycle", period, now)
     if invoice["status"] == "open":
         pay_invoice(em, invoice, off_session=True)
@@ -331,8 +362,8 @@ def create_invoice(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
 
 def finalize_invoice(em: Emulator, invoice: dict[str, Any], at: int | None = None) -> dict[str, Any]:
     if invoice["status"] != "draft":
-        raise invalid(f"This invoice is already finalized, you can't re-finalize a non-draft invoice.",
-                      code="invoice_not_editable" if False else None)
+        raise invalid("This invoice is already finalized, you can't re-finalize a non-draft invoice.",
+                      code="invoice_not_editable")
     customer = em.get("customer", invoice["customer"], "customer")
     at = em.now_for(customer) if at is None else at
     seq = customer.get("next_invoice_sequence") or 1
@@ -373,7 +404,7 @@ def _subscription_of(invoice: dict[str, Any]) -> str | None:
 def pay_invoice(em: Emulator, invoice: dict[str, Any], *, payment_method: Any = None, off_session: bool = True,
                 raise_on_failure: bool = False) -> dict[str, Any]:
     if invoice["status"] == "paid":
-        raise invalid("Invoice is already paid", code="invoice_already_paid" if False else None)
+        raise invalid("Invoice is already paid", "id", code="invoice_already_paid")
     if invoice["status"] != "open":
         if invoice["status"] == "draft":
             invoice = finalize_invoice(em, invoice)
@@ -465,19 +496,33 @@ def mark_uncollectible(em: Emulator, invoice: dict[str, Any]) -> dict[str, Any]:
 # --- the passage of time ----------------------------------------------------------------------
 
 def run_due(em: Emulator, test_clock: str | None = None) -> int:
-    """Every subscription on that clock (the emulator clock when None) catches up to now."""
-    steps = 0
-    for sub in list(em.store["subscription"].oldest_first(0)):
+    """Every subscription on that clock (the emulator clock when None) catches up to now, all
+    of them in the order things fall due, so events come out in time order."""
+    now = em.now(test_clock)
+    heap: list[tuple[int, int, str]] = []
+    for seq, sub in enumerate(em.store["subscription"].oldest_first(0)):
         if sub.get("test_clock") == test_clock and sub["status"] not in ENDED:
-            steps += run_subscription(em, sub["id"], em.now(test_clock))
+            due = _next_due(em, sub)
+            if due is not None and due[0] <= now:
+                heap.append((due[0], seq, sub["id"]))
+    heapq.heapify(heap)
+    steps = 0
+    while heap:
+        at, seq, sub_id = heapq.heappop(heap)
+        if not _step(em, sub_id, at):
+            continue
+        steps += 1
+        due = _next_due(em, em.get("subscription", sub_id))
+        if due is not None and due[0] <= now:
+            heapq.heappush(heap, (max(due[0], at), seq, sub_id))
     return steps
 
 
 def _next_due(em: Emulator, sub: dict[str, Any]) -> tuple[int, str] | None:
     cyc = em.cycles.get(sub["id"])
-    if cyc is None:
-        return None
     status = sub["status"]
+    if cyc is None or status in ENDED:
+        return None
     period_end = sub["items"]["data"][0]["current_period_end"]
     candidates: list[tuple[int, str]] = []
     if status == "incomplete":
@@ -500,15 +545,24 @@ def _next_due(em: Emulator, sub: dict[str, Any]) -> tuple[int, str] | None:
 def run_subscription(em: Emulator, sub_id: str, now: int) -> int:
     steps = 0
     while steps < 10_000:
-        sub = em.get("subscription", sub_id)
-        if sub["status"] in ENDED:
-            break
-        due = _next_due(em, sub)
+        due = _next_due(em, em.get("subscription", sub_id))
         if due is None or due[0] > now:
             break
-        at, action = due
+        if not _step(em, sub_id, due[0]):
+            break
         steps += 1
-        cyc = em.cycles[sub_id]
+    return steps
+
+
+def _step(em: Emulator, sub_id: str, at: int) -> int:
+    """Does what falls due for the subscription at `at`, dated `at`."""
+    sub = em.get("subscription", sub_id)
+    due = _next_due(em, sub)
+    if sub["status"] in ENDED or due is None or due[0] > at:
+        return 0
+    action = due[1]
+    cyc = em.cycles[sub_id]
+    with em.happening_at(at):
         if action == "expire":
             inv = em.store["invoice"].get(sub.get("latest_invoice") or "")
             if inv and inv["status"] == "open":
@@ -527,7 +581,7 @@ def run_subscription(em: Emulator, sub_id: str, now: int) -> int:
                 _final_action(em, sub_id, at)
         else:
             _renew(em, sub, at)
-    return steps
+    return 1
 
 
 def _final_action(em: Emulator, sub_id: str, at: int) -> None:

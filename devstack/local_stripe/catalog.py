@@ -43,6 +43,7 @@ def delete_product(em: Emulator, product: dict[str, Any]) -> dict[str, Any]:
     if any(pr["product"] == product["id"] for pr in em.store["price"].oldest_first(0)):
         raise invalid("This product cannot be deleted because it has one or more user-created prices.", "id")
     em.store["product"].remove(product["id"])
+    em.deleted[product["id"]] = "product"
     em.emit("product.deleted", product)
     return {"id": product["id"], "object": "product", "deleted": True}
 

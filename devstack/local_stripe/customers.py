@@ -45,22 +45,27 @@ def _customer_fields(em: Emulator, p: dict[str, Any], current: dict[str, Any] | 
 
 
 def create_customer(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
+    """payment_method attaches one at creation; invoice_settings[default_payment_method] may
+    name it (or its test token) to make it the default, as on Stripe."""
     clock = p.get("test_clock")
     if clock:
         em.get("test_helpers.test_clock", clock, "test_clock")
-    pm_ref = p.get("payment_method")
-    p = {k: v for k, v in p.items() if k != "invoice_settings"} | (
-        {} if "invoice_settings" not in p else {"invoice_settings": {}})
-    fields = _customer_fields(em, p, None)
+    settings = p.get("invoice_settings") if isinstance(p.get("invoice_settings"), dict) else {}
+    wanted_default = settings.get("default_payment_method")
+    pm = resolve(em, p["payment_method"], "payment_method") if p.get("payment_method") else None
+    if wanted_default and wanted_default not in (p.get("payment_method"), pm and pm["id"]):
+        raise invalid(f"The customer does not have a payment method with the ID {wanted_default}. The payment "
+                      "method must be attached to the customer.", "invoice_settings[default_payment_method]")
+    fields = _customer_fields(em, {k: v for k, v in p.items() if k != "invoice_settings"}, None)
     fields.update({"balance": 0, "delinquent": False, "invoice_prefix": secrets.token_hex(4).upper(),
                    "next_invoice_sequence": 1, "preferred_locales": [], "tax_exempt": "none",
-                   "test_clock": clock or None,
-                   "invoice_settings": {}})
+                   "test_clock": clock or None, "invoice_settings": {}})
     customer = em.create("customer", fields, created=em.now(clock))
-    if pm_ref:
-        pm = attach(em, resolve(em, pm_ref, "payment_method"), customer["id"])
-        customer = em.update(em.get("customer", customer["id"]), {
-            "invoice_settings": {**customer["invoice_settings"], "default_payment_method": pm["id"]}})
+    if pm is not None:
+        attach(em, pm, customer["id"])
+        if wanted_default:
+            customer = em.update(em.get("customer", customer["id"]), {
+                "invoice_settings": {"default_payment_method": pm["id"]}})
     return customer
 
 

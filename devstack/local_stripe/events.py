@@ -57,9 +57,11 @@ class EventLog:
         types = params.get("types")
         if types:
             wanted.update(types if isinstance(types, list) else [types])
-        predicate = None
+        predicate, where = None, None
         if wanted:
             exact = {t for t in wanted if not t.endswith("*")}
             prefixes = tuple(t[:-1] for t in wanted if t.endswith("*"))  # Stripe accepts `customer.*`
             predicate = lambda e: e["type"] in exact or (bool(prefixes) and e["type"].startswith(prefixes))  # noqa: E731
-        return list_page(self.table, params, "/v1/events", predicate)
+            if not prefixes:
+                where = {"type": sorted(exact)}
+        return list_page(self.table, params, "/v1/events", predicate, where)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from devstack.local_stripe import api, control
+from devstack.local_stripe import params as accepted_params
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.errors import StripeError, invalid, unauthorized
 from devstack.local_stripe.wire import parse_form
@@ -22,6 +24,7 @@ log = logging.getLogger("local_stripe")
 class Handler(BaseHTTPRequestHandler):
     server: "StripeServer"
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - one line per request is noise
         pass
@@ -79,7 +82,8 @@ class Handler(BaseHTTPRequestHandler):
         found = api.find_route(method, path)
         if found is None:
             raise api.error_for_unknown(method, path)
-        handler, args = found
+        handler, args, pattern = found
+        accepted_params.check(method, pattern, params)
         key = self.headers.get("Idempotency-Key") if method in ("POST", "DELETE") else None
         if key:
             with em.lock:
@@ -90,6 +94,8 @@ class Handler(BaseHTTPRequestHandler):
                 return
         status, body = 200, b""
         try:
+            if em.faults.latency_seconds:
+                time.sleep(em.faults.latency_seconds)
             with em.lock:
                 em.request = {"id": request_id, "idempotency_key": key}
                 em.api_version = version

@@ -206,6 +206,12 @@ class Sparse(dict):
             return defaults[key]
         raise KeyError(key)
 
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
 
 ALWAYS_KEPT = frozenset({"id", "object", "created", "livemode"})
 

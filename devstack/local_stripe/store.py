@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import secrets
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -53,6 +53,26 @@ def type_of_id(object_id: str) -> str | None:
     return TYPE_BY_PREFIX.get(object_id.split("_", 1)[0])
 
 
+def _subscription_of(obj: dict[str, Any]) -> str | None:
+    parent = obj.get("parent") or {}
+    return (parent.get("subscription_details") or {}).get("subscription")
+
+
+# Secondary indexes: field -> how to read it. A list filtered on one of them walks only the
+# positions of matching objects, so `?customer=` stays O(limit) at 100,000 objects.
+INDEXES: dict[str, dict[str, Callable[[dict[str, Any]], Any]]] = {
+    "subscription": {"customer": lambda o: o.get("customer")},
+    "invoice": {"customer": lambda o: o.get("customer"), "subscription": _subscription_of},
+    "payment_intent": {"customer": lambda o: o.get("customer")},
+    "charge": {"customer": lambda o: o.get("customer"), "payment_intent": lambda o: o.get("payment_intent")},
+    "payment_method": {"customer": lambda o: o.get("customer")},
+    "setup_intent": {"customer": lambda o: o.get("customer")},
+    "checkout.session": {"customer": lambda o: o.get("customer")},
+    "refund": {"charge": lambda o: o.get("charge")},
+    "event": {"type": lambda o: o.get("type")},
+}
+
+
 class Table:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -60,6 +80,25 @@ class Table:
         self.order: list[str] = []
         self.created: list[int] = []
         self.position: dict[str, int] = {}
+        self.readers = INDEXES.get(name, {})
+        self.index: dict[str, dict[Any, list[int]]] = {field: {} for field in self.readers}
+
+    def _index(self, obj: dict[str, Any], pos: int) -> None:
+        for field, read in self.readers.items():
+            value = read(obj)
+            if value is None:
+                continue
+            positions = self.index[field].setdefault(value, [])
+            if not positions or positions[-1] < pos:
+                positions.append(pos)
+            else:
+                i = bisect.bisect_left(positions, pos)
+                if i == len(positions) or positions[i] != pos:
+                    positions.insert(i, pos)
+
+    def positions(self, field: str, value: Any) -> list[int]:
+        """Positions of objects whose field had value (check the object: it may have changed since)."""
+        return self.index[field].get(value, [])
 
     def __len__(self) -> int:
         return len(self.objects)
@@ -73,6 +112,7 @@ class Table:
         self.order.append(oid)
         self.created.append(created)
         self.objects[oid] = _pack(obj)
+        self._index(obj, self.position[oid])
         return obj
 
     def get(self, oid: str) -> Sparse | None:
@@ -90,6 +130,8 @@ class Table:
 
     def put(self, obj: dict[str, Any]) -> None:
         self.objects[obj["id"]] = _pack(obj)
+        if self.readers:
+            self._index(obj, self.position[obj["id"]])
 
     def remove(self, oid: str) -> Sparse | None:
         raw = self.objects.pop(oid, None)
@@ -103,6 +145,12 @@ class Table:
         i = len(self.order) if start is None else start
         while i > stop:
             i -= 1
+            raw = self.objects.get(self.order[i])
+            if raw is not None:
+                yield Sparse(orjson.loads(raw))
+
+    def at_positions(self, positions: Iterable[int]) -> Iterator[Sparse]:
+        for i in positions:
             raw = self.objects.get(self.order[i])
             if raw is not None:
                 yield Sparse(orjson.loads(raw))
