@@ -40,10 +40,13 @@ def tables(db_path: str) -> dict[str, list]:
                 for t in ("stripe_customers", "stripe_subscriptions", "stripe_invoices", "stripe_payments")}
 
 
-def test_checkout_to_active_subscription_end_to_end(local_stack, stack_env):
+@pytest.mark.parametrize("delivery", ["eventbridge", "webhook"])
+def test_checkout_to_active_subscription_end_to_end(local_stack, stack_env, delivery):
+    """EventBridge is the production path; a webhook forwarded with its Stripe-Signature as an SQS
+    message attribute is verified against STRIPE_WEBHOOK_SECRET."""
     local_stack.stripe_control("reset")
     local_stack.stripe_control("faults")
-    local_stack.stripe_control("delivery", mode="eventbridge")
+    local_stack.stripe_control("delivery", mode=delivery)
     local_stack.purge("stripe-events")
     db_path = stack_env["DUCKDB_PATH"]
     client = local_stack.stripe_client()
@@ -62,7 +65,12 @@ def test_checkout_to_active_subscription_end_to_end(local_stack, stack_env):
     # Poison on the same queue: quarantined by the same run, never blocking it.
     stranger = json.dumps({"source": "aws.partner/stripe.com/ed_someone_else", "detail-type": "customer.created",
                            "detail": json.loads(str(events[-1]))})
-    SQSQueueResource(queue_name="stripe-events", region_name="us-east-1").send(["not json", stranger])
+    queue = SQSQueueResource(queue_name="stripe-events", region_name="us-east-1")
+    queue.send(["not json", stranger])
+    if delivery == "webhook":  # a forged signature too
+        local_stack.client("sqs").send_message(
+            QueueUrl=local_stack.queue_urls["stripe-events"], MessageBody=str(events[0]),
+            MessageAttributes={"Stripe-Signature": {"DataType": "String", "StringValue": "t=1,v1=00"}})
 
     instance = dg.DagsterInstance.ephemeral()
     deadline = time.monotonic() + 60
@@ -88,9 +96,13 @@ def test_checkout_to_active_subscription_end_to_end(local_stack, stack_env):
         assert c.execute("SELECT count(*) FROM stripe_invoices WHERE status = 'paid'").fetchone()[0] == 1
         reasons = sorted(r[0] for r in c.execute("SELECT reason FROM quarantine WHERE source = 'stripe-events'").fetchall())
         outcomes = dict(c.execute("SELECT outcome, count(*) FROM stripe_events GROUP BY ALL").fetchall())
-    assert len(reasons) == 2
+        deliveries = {r[0] for r in c.execute("SELECT DISTINCT delivery FROM stripe_events").fetchall()}
+    assert deliveries == {delivery}
+    assert len(reasons) == (3 if delivery == "webhook" else 2)
     assert reasons[0].startswith("EventBridge source 'aws.partner/stripe.com/ed_someone_else' is not in")
-    assert reasons[1].startswith("malformed JSON")
+    if delivery == "webhook":
+        assert reasons[1].startswith("bad Stripe-Signature: No signatures found matching")
+    assert reasons[-1].startswith("malformed JSON")
     assert outcomes.get("quarantined", 0) == 0 and sum(outcomes.values()) == len(events)
     meta = runs[-1].output_for_node("drain_stripe_events")
     assert meta["stripe_subscriptions_rows"] == 1
