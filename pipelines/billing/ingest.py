@@ -16,10 +16,10 @@ quarantined is tried again), then per object decide which state wins:
 - otherwise (an older event that is not a create/update) the event is `stale`.
 Every table is then written with one statement, and the ledger records each event's outcome.
 
-customer.deleted cascades: the customer is marked deleted and its subscriptions that are not
-already ended become `canceled` with ended_at/canceled_at the deletion time when unset; Stripe
-cancels them itself and their own customer.subscription.deleted events, whenever they arrive,
-carry the exact values.
+customer.deleted is final: its payload (the customer as it was when deleted) is applied whatever
+the order, with deleted_at its time. It cascades: the customer's subscriptions that are not
+already ended become `canceled`, canceled_at/ended_at the deletion time when unset; Stripe
+cancels them itself, and their own customer.subscription.deleted events carry the exact values.
 """
 
 from __future__ import annotations
