@@ -32,6 +32,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench.report import print_table, write_results
+
 RESULTS = Path(__file__).parent / "results" / "stripe_ingest.json"
 TARGETS = {"sqs_calls_per_event_max": 0.25, "speedup_vs_baseline_min": 10.0,
            "stripe_calls_per_event_in_order_max": 0.05, "peak_rss_mb_max": 500}
@@ -251,8 +253,7 @@ def main() -> None:
         })
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(results, out)
     rows = [("in process (run_consumer, op batch size)", f"{inp['per_s']:,} /s", ""),
             ("baseline (Warehouse-style, 1 txn each)", f"{results['baseline']['per_s']:,} /s", ""),
             ("speedup vs baseline", f"{results['speedup_vs_baseline']}x", f">= {TARGETS['speedup_vs_baseline_min']}x"),
@@ -267,10 +268,7 @@ def main() -> None:
                  ("SQS calls per event", f"{e2e['sqs_calls_per_event']}", f"<= {TARGETS['sqs_calls_per_event_max']}"),
                  ("Stripe API calls per event, from SQS", f"{e2e['stripe_calls_per_event']}", ""),
                  ("SQS consumer peak RSS", f"{e2e['peak_rss_mb']:.0f} MB", f"< {TARGETS['peak_rss_mb_max']} MB")]
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'measure'.ljust(width)}  {'result':>12}  target")
-    for name, value, target in rows:
-        print(f"{name.ljust(width)}  {value:>12}  {target}")
+    print_table(rows)
     print(f"checks: {results['checks']}\nwritten to {out}")
 
 
