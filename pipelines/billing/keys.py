@@ -1,0 +1,55 @@
+"""Idempotency keys derived from the action, so a retried call never creates or applies twice.
+
+A key names what is being done and to what (`customer.create`, the organisation id), plus a
+digest of the parameters: the same action with the same parameters gets the same key (Stripe
+replays the first response), a different request gets a different key instead of Stripe's
+400 "keys for idempotent requests can only be used with the same parameters".
+
+Updates that can be undone and redone (name A -> B -> A, cancel at period end, resume, cancel
+again) must not replay an earlier response within Stripe's 24-hour key lifetime. They take the
+state they start from when the caller knows it (seat sync: quantity 5 -> 6), else the caller's
+`scope` (the Dagster run id), else a fresh nonce per call (`update_options`): the SDK's own
+retries of that call reuse it, and setting a field to a value is harmless to repeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+PREFIX = "mailroom"
+
+
+def _digest(params: Mapping[str, Any] | None) -> str:
+    if not params:
+        return "-"
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def action_key(action: str, *parts: object, params: Mapping[str, Any] | None = None,
+               scope: str | None = None) -> str:
+    """`mailroom:<action>:<part>:...[:<scope>]:<digest of params>` (at most 255 characters, Stripe's limit)."""
+    pieces = [PREFIX, action, *(str(p) for p in parts)]
+    if scope:
+        pieces.append(str(scope))
+    pieces.append(_digest(params))
+    key = ":".join(pieces)
+    if len(key) > 255:  # ids are short; this only guards against an absurd caller-supplied scope
+        key = f"{PREFIX}:{action}:{hashlib.sha256(key.encode()).hexdigest()}"
+    return key
+
+
+def options(action: str, *parts: object, params: Mapping[str, Any] | None = None,
+            scope: str | None = None) -> dict[str, str]:
+    """RequestOptions for the SDK: {"idempotency_key": ...}."""
+    return {"idempotency_key": action_key(action, *parts, params=params, scope=scope)}
+
+
+def update_options(action: str, *parts: object, params: Mapping[str, Any] | None = None,
+                   scope: str | None = None) -> dict[str, str]:
+    """RequestOptions for a reversible update: scoped by the caller, or unique to this call."""
+    return options(action, *parts, params=params, scope=scope or f"call-{uuid.uuid4().hex[:12]}")
