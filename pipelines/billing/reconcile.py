@@ -177,7 +177,7 @@ class Reconciler:
             ensure_ops_tables(conn)
             row = conn.execute("SELECT cursor_created, cursor_event_ids FROM billing_reconcile_runs"
                                " WHERE finished_at IS NOT NULL AND cursor_created IS NOT NULL"
-                               " ORDER BY cursor_created DESC, finished_at DESC LIMIT 1").fetchone()
+                               " ORDER BY finished_at DESC LIMIT 1").fetchone()
         return (row[0], list(row[1] or [])) if row else (None, [])
 
     def _start(self, mode: str, started: datetime) -> None:
@@ -255,10 +255,15 @@ class Reconciler:
     def full_sweep(self, report: ReconcileReport | None = None) -> ReconcileReport:
         report = report or ReconcileReport(self.run_id, "full")
         report.mode = "full"
-        started = self.clock()
         self._start("full", datetime.now(UTC))
-        # Events created from here on are the next incremental run's business.
-        cursor = int(started) - 1
+        # The next incremental run starts from Stripe's newest event as of now, in Stripe's own
+        # clock (test clocks and the local Stripe can run ahead of ours): events after it are its
+        # business, everything before it this sweep sees in the objects themselves.
+        newest = list(self.client.v1.events.list({"limit": 1}).data)
+        report.calls["event"] += 1
+        cursor = int(newest[0]["created"]) if newest else int(self.clock()) - 1
+        cursor_ids = [newest[0]["id"]] if newest else []
+        sweep_started = cursor + 1
         for object_type in SWEEP_TYPES:
             seen: set[str] = set()
             buffer: list = []
@@ -271,11 +276,12 @@ class Reconciler:
             self._apply(object_type, buffer, report)
             with self.transaction() as conn:
                 # rows created after the sweep began may be objects the listing could not see yet
-                extra = [i for i in self.adapter.ids_created_before(conn, object_type, cursor) if i not in seen]
+                extra = [i for i in self.adapter.ids_created_before(conn, object_type, sweep_started)
+                         if i not in seen]
             self._delete_missing(object_type, extra, report)
             self.log(f"full sweep {object_type}: {len(seen)} listed, {report.calls[object_type]} calls, "
                      f"{report.differences[object_type]} differences")
-        self._finish(report, cursor, [])
+        self._finish(report, cursor, cursor_ids)
         return report
 
     # --- incremental ----------------------------------------------------------------------
