@@ -47,7 +47,8 @@ TARGETS = {"smtp_emails_per_s_min": 1000, "speedup_vs_baseline_min": 10.0, "rate
 
 def request_stream(n: int, seed: int = 7, prefix: str = "b") -> Iterator[str]:
     """n request bodies, mixed kinds, 1-3 recipients each, generated one at a time."""
-    from pipelines.email.catalogue import catalogue, sample_context
+    from bench.samples import sample_context
+    from pipelines.email.catalogue import catalogue
 
     rnd = random.Random(seed)
     kinds = sorted(catalogue().values(), key=lambda k: k.kind)
@@ -82,9 +83,9 @@ def batches(bodies: Iterator[str], size: int):
 
 
 def seed_suppressed(db_path: str) -> None:
-    from resources.duckdb import DuckDBResource
+    from pipelines.store.schema import database
 
-    with DuckDBResource(path=db_path).connect() as c:
+    with database(db_path).connect() as c:
         c.executemany("INSERT INTO email_addresses (address, verified, unverify_reason) VALUES (?, false, ?) "
                       "ON CONFLICT DO NOTHING", [(f"suppressed{i}@example.org", "hard-bounce") for i in range(50)])
 
@@ -144,11 +145,11 @@ def phase_pipeline(args: dict) -> dict:
     from pipelines.email.batch import EmailBatchHandler
     from pipelines.email.builder import Builder
     from pipelines.email.sending import RetryPolicy, Sender
-    from resources.duckdb import DuckDBResource
+    from pipelines.store.schema import database
 
     db_path = args["db_path"]
     seed_suppressed(db_path)
-    db = DuckDBResource(path=db_path)
+    db = database(db_path)
     transport = Stamping(make_transport(args["transport"], args["env"]))
     builder = Builder()
     keep = args["requests"] <= 20_000
@@ -208,11 +209,11 @@ def phase_baseline(args: dict) -> dict:
 
     from pipelines.email.catalogue import catalogue
     from pipelines.email.request import parse_request
-    from resources.duckdb import DuckDBResource
+    from pipelines.store.schema import database
     from resources.templates import DEFAULT_TEMPLATES_DIR, build_environment
 
     db_path = args["db_path"]
-    DuckDBResource(path=db_path).connect().__enter__().close()   # schema
+    database(db_path).connect().__enter__().close()   # schema
     env = build_environment(DEFAULT_TEMPLATES_DIR)
     kinds = catalogue()
     conn = smtplib.SMTP(args["env"]["SMTP_HOST"], int(args["env"]["SMTP_PORT"]))
@@ -303,7 +304,8 @@ def phase_sink_raw(args: dict) -> dict:
     import threading
 
     from pipelines.email.builder import Builder
-    from pipelines.email.catalogue import catalogue, sample_context
+    from bench.samples import sample_context
+    from pipelines.email.catalogue import catalogue
     from pipelines.email.request import EmailRequest, Recipient
 
     spec = catalogue()["password-reset"]

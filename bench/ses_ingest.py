@@ -146,9 +146,9 @@ def setup_db(path: str, messages, old: int = 0) -> None:
     with the send time, so earlier mail has smaller ids)."""
     import pandas as pd  # not at the top: the consumer's spawned verify workers import this module
 
-    from resources.duckdb import DuckDBResource
+    from pipelines.store.schema import database
 
-    with DuckDBResource(path=path).connect() as conn:
+    with database(path).connect() as conn:
         if old:
             conn.execute("INSERT INTO email_messages (request_id, to_address, kind, message_id, status, attempts, "
                          "sent_at) SELECT 'old-' || i, 'old' || i || '@example.org', 'password-reset', "
@@ -161,9 +161,9 @@ def setup_db(path: str, messages, old: int = 0) -> None:
 
 
 def make_ingestor(cert_dir: str):
-    from pipelines.email.ses.cert_store import CertStore
-    from pipelines.email.ses.ingest import Ingestor
-    from pipelines.email.ses.sns_verify import SnsVerifier
+    from pipelines.common.sns.cert_store import CertStore
+    from pipelines.email_delivery.ingest import Ingestor
+    from pipelines.common.sns.verify import SnsVerifier
 
     return Ingestor(SnsVerifier([TOPIC], CertStore(cert_dir), max_age_seconds=3600))
 
@@ -180,12 +180,12 @@ def run_in_process(bodies: list[str], db_path: str, cert_dir: str, workers: int,
     """What the drain op does per batch, minus SQS: verify+parse (in `workers` processes, or
     inline when 0) overlapped with apply+write of the previous batch in this process."""
     from pipelines.common.drain import QueueMessage
-    from pipelines.email.ses.ingest import IngestResult
-    from pipelines.email.ses.held_connection import HeldConnection
-    from pipelines.email.ses.parallel import PreparePool
-    from resources.duckdb import DuckDBResource
+    from pipelines.email_delivery.ingest import IngestResult
+    from pipelines.store.held_connection import HeldConnection
+    from pipelines.email_delivery.parallel import PreparePool
+    from pipelines.store.schema import database
 
-    ingestor, db, total = make_ingestor(cert_dir), DuckDBResource(path=db_path), IngestResult()
+    ingestor, db, total = make_ingestor(cert_dir), database(db_path), IngestResult()
     held = HeldConnection(db, hold_seconds=10.0)
     msgs = [QueueMessage(f"sqs-{i}", f"rh-{i}", b) for i, b in enumerate(bodies)]
     pool = PreparePool(ingestor, workers) if workers else None
@@ -218,7 +218,7 @@ def run_in_process(bodies: list[str], db_path: str, cert_dir: str, workers: int,
 def run_verify_only(bodies: list[str], cert_dir: str, workers: int, batch: int) -> dict:
     """The verify + parse stage alone (no DuckDB): what the worker pool delivers to the writer."""
     from pipelines.common.drain import QueueMessage
-    from pipelines.email.ses.parallel import PreparePool
+    from pipelines.email_delivery.parallel import PreparePool
 
     ingestor = make_ingestor(cert_dir)
     msgs = [QueueMessage(f"sqs-{i}", f"rh-{i}", b) for i, b in enumerate(bodies)]
@@ -236,9 +236,9 @@ def run_baseline(bodies: list[str], db_path: str, cert_dir: str) -> dict:
     """Warehouse-style: per notification, verify, then one transaction of row-at-a-time statements."""
     import duckdb
 
-    from pipelines.email.ses.address_health import AddressState, apply_effects
-    from pipelines.email.ses.ses_parse import parse_ses
-    from pipelines.email.ses.status_machine import step
+    from pipelines.email_delivery.address_health import AddressState, apply_effects
+    from pipelines.email_delivery.ses_parse import parse_ses
+    from pipelines.email_delivery.status_machine import step
 
     verifier = make_ingestor(cert_dir).verifier
     conn = duckdb.connect(db_path)
@@ -309,14 +309,14 @@ def pss_mb(pid: int | str = "self") -> float:
 def consumer_main(args) -> None:
     """Child process: drain the queue into DuckDB exactly as the drain op does; print stats JSON."""
     from pipelines.common.drain import drain
-    from pipelines.email.ses.ingest import IngestResult
-    from pipelines.email.ses.held_connection import HeldConnection
-    from pipelines.email.ses.parallel import PreparePool, PreparingQueue
+    from pipelines.email_delivery.ingest import IngestResult
+    from pipelines.store.held_connection import HeldConnection
+    from pipelines.email_delivery.parallel import PreparePool, PreparingQueue
     from resources.aws import SQSQueueResource
-    from resources.duckdb import DuckDBResource
+    from pipelines.store.schema import database
 
     queue = SQSQueueResource(queue_name=args.queue, region_name="us-east-1")
-    ingestor, db, total = make_ingestor(args.cert_dir), DuckDBResource(path=args.db), IngestResult()
+    ingestor, db, total = make_ingestor(args.cert_dir), database(args.db), IngestResult()
     rss_after_imports = peak_rss_mb()
 
     with ExitStack() as stack:
@@ -428,8 +428,8 @@ def main() -> None:
 
     results: dict = {"n": args.n, "distinct": unique, "duplicates": args.n - unique, "cpus": os.cpu_count(),
                      "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "targets": TARGETS}
-    from pipelines.email.ses.jobs import DrainConfig
-    from pipelines.email.ses.parallel import auto_workers
+    from pipelines.email_delivery.jobs import DrainConfig
+    from pipelines.email_delivery.parallel import auto_workers
 
     op_workers = auto_workers() if args.workers < 0 else args.workers
     batch = args.batch or DrainConfig().batch_size

@@ -1,6 +1,6 @@
 """Signing SNS envelopes the way AWS does, with a locally generated key and certificate.
 
-AWS signs the canonical string of pipelines.email.ses.sns_canonical with RSA PKCS#1 v1.5:
+AWS signs the canonical string of pipelines.common.sns.canonical with RSA PKCS#1 v1.5:
 SHA1 for SignatureVersion "1", SHA256 for "2". The certificate is published at
 SigningCertURL; locally the same PEM sits in the cert directory under the URL's basename
 (SNS_CERT_DIR), which is where the SES verifier looks it up.
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from pipelines.email.ses.sns_canonical import string_to_sign
+from pipelines.common.sns.canonical import string_to_sign
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from pipelines.email import definitions as email
-from pipelines.email.ses import definitions as ses
+from pipelines.email_delivery import definitions as ses
 from pipelines.executors import mailroom_executor
 from pipelines.resource_defs import build_resources
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from resources.aws import SNSResource, SQSQueueResource
+from pipelines.store.schema import ALL_DDL
 from resources.duckdb import DuckDBResource
 from resources.email_sender import EmailSenderResource
 from resources.ses import SESSenderResource
@@ -22,7 +23,7 @@ REGION = dg.EnvVar("AWS_REGION")
 
 def build_resources() -> dict[str, object]:
     return {
-        "duckdb": DuckDBResource(path=dg.EnvVar("DUCKDB_PATH")),
+        "duckdb": DuckDBResource(path=dg.EnvVar("DUCKDB_PATH"), ddl=ALL_DDL),
         "email_requests_queue": SQSQueueResource(region_name=REGION, queue_name=dg.EnvVar("EMAIL_REQUESTS_QUEUE")),
         "ses_notifications_queue": SQSQueueResource(region_name=REGION,
                                                     queue_name=dg.EnvVar("SES_NOTIFICATIONS_QUEUE")),

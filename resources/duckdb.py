@@ -1,4 +1,4 @@
-"""DuckDB: short-lived connections to one file, schema created on first use.
+"""DuckDB: short-lived connections to one file, the given schema created on first use.
 
 DuckDB lets one process at a time open a file for writing. Connections are held only
 for the length of a transaction, and opening retries while another process holds the
@@ -17,8 +17,6 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
-from pipelines.store.schema import ensure_schema
-
 _READY: set[str] = set()
 
 
@@ -30,6 +28,9 @@ def _is_lock_error(exc: Exception) -> bool:
 class DuckDBResource(dg.ConfigurableResource):
     path: str = Field(description="DuckDB database file.")
     lock_timeout_seconds: float = 120.0
+    # Idempotent DDL (CREATE ... IF NOT EXISTS) run once per process on the first write connection.
+    # The code location hands in pipelines.store.schema.ALL_DDL; this resource knows no table.
+    ddl: list[str] = Field(default_factory=list, description="DDL run on the first write connection.")
 
     @contextmanager
     def connect(self, read_only: bool = False, config: dict | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -47,8 +48,9 @@ class DuckDBResource(dg.ConfigurableResource):
                 time.sleep(delay + random.random() * delay)
                 delay = min(delay * 2, 1.0)
         try:
-            if not read_only and self.path not in _READY:
-                ensure_schema(conn)
+            if not read_only and self.ddl and self.path not in _READY:
+                for ddl in self.ddl:
+                    conn.execute(ddl)
                 _READY.add(self.path)
             yield conn
         finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from resources.email_transport import EmailTransport
 from resources.ses import SESSenderResource
 from resources.smtp import ConsoleSenderResource, SMTPSenderResource
 
@@ -15,7 +14,7 @@ class EmailSenderResource(dg.ConfigurableResource):
     smtp: SMTPSenderResource
     console: ConsoleSenderResource
 
-    def get_transport(self) -> EmailTransport:
+    def get_transport(self) -> SESSenderResource | SMTPSenderResource | ConsoleSenderResource:
         transports = {"ses": self.ses, "smtp": self.smtp, "console": self.console}
         if self.transport not in transports:
             raise ValueError(f"EMAIL_TRANSPORT must be one of ses, smtp, console; got {self.transport!r}")

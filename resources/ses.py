@@ -9,7 +9,7 @@ from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field, PrivateAttr
 
 from resources.aws import boto3_client
-from resources.email_transport import OutgoingEmail, PermanentSendError, TransientSendError
+from resources.outgoing_email import OutgoingEmail, PermanentSendError, TransientSendError
 
 TRANSIENT_CODES = {
     "Throttling", "ThrottlingException", "TooManyRequestsException", "ServiceUnavailable",

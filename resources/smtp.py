@@ -11,7 +11,7 @@ from email.parser import BytesHeaderParser
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from resources.email_transport import OutgoingEmail, PermanentSendError, TransientSendError
+from resources.outgoing_email import OutgoingEmail, PermanentSendError, TransientSendError
 
 
 SECURITY_MODES = ("none", "starttls", "tls")

@@ -1,21 +1,12 @@
-"""SNS verification settings for SES notifications, and the verifier built from them.
+"""SNS verification settings for SES notifications (configuration only).
 
-The verifier (and the certificate keys it caches) lives for the process, so each signing
-certificate is loaded once per process, not once per run or batch.
+pipelines/common/sns builds the verifier from these values; this resource knows nothing of it.
 """
 
 from __future__ import annotations
 
-import threading
-
 import dagster as dg
 from pydantic import Field
-
-from pipelines.email.ses.cert_store import CertStore
-from pipelines.email.ses.sns_verify import SnsVerifier
-
-_STORES: dict[str, CertStore] = {}
-_LOCK = threading.Lock()
 
 
 def _truthy(value: str) -> bool:
@@ -40,10 +31,3 @@ class SnsVerifierResource(dg.ConfigurableResource):
     @property
     def raw_accepted(self) -> bool:
         return _truthy(self.accept_raw)
-
-    def verifier(self) -> SnsVerifier:
-        with _LOCK:
-            store = _STORES.get(self.cert_dir)
-            if store is None:
-                store = _STORES[self.cert_dir] = CertStore(self.cert_dir or None)
-        return SnsVerifier(self.topics, store, max_age_seconds=self.max_age_seconds)

@@ -33,7 +33,7 @@ from devstack.sns_signer import (
 from devstack.stack import PortInUseError, aws_client, config_from_env, down, is_running, status, up
 from devstack.state import REPO_ROOT, StackState
 from devstack.topology import describe_topology, ensure_topology
-from pipelines.email.ses.sns_canonical import string_to_sign
+from pipelines.common.sns.canonical import string_to_sign
 from pipelines.settings import SETTINGS
 
 SIM = "simulator.amazonses.com"

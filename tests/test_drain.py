@@ -61,9 +61,9 @@ def test_bounded_by_count():
 
 def test_quarantine_keeps_every_row_once_with_its_first_reason(tmp_path):
     from pipelines.common.quarantine import Quarantined, quarantine
-    from resources.duckdb import DuckDBResource
+    from pipelines.store.schema import database
 
-    db = DuckDBResource(path=str(tmp_path / "q.duckdb"))
+    db = database(str(tmp_path / "q.duckdb"))
     flood = [Quarantined("ses-notifications", f"sqs-{i}", f"body {i}", "signature does not verify")
              for i in range(2_000)]
     with db.connect() as conn:

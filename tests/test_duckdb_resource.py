@@ -7,6 +7,7 @@ import time
 import duckdb
 import pytest
 
+from pipelines.store.schema import database
 from resources.duckdb import DuckDBResource
 
 HOLD = """
@@ -26,7 +27,7 @@ def _hold_lock(path, seconds):
 
 
 def test_schema_is_created_once_and_is_idempotent(tmp_path):
-    db = DuckDBResource(path=str(tmp_path / "a.duckdb"))
+    db = database(str(tmp_path / "a.duckdb"))
     with db.connect() as conn:
         tables = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert {"quarantine", "email_messages", "email_events", "email_addresses", "address_status_changes"} <= tables
@@ -41,7 +42,7 @@ def test_connect_waits_for_another_process(tmp_path):
     path = tmp_path / "b.duckdb"
     holder = _hold_lock(path, 1.5)
     started = time.monotonic()
-    with DuckDBResource(path=str(path), lock_timeout_seconds=30).connect() as conn:
+    with database(str(path), lock_timeout_seconds=30).connect() as conn:
         waited = time.monotonic() - started
         assert conn.execute("SELECT count(*) FROM held").fetchone() == (0,)
     holder.wait(timeout=10)
@@ -53,7 +54,7 @@ def test_connect_gives_up_after_the_timeout(tmp_path):
     holder = _hold_lock(path, 5)
     try:
         with pytest.raises(duckdb.IOException, match="lock"):
-            with DuckDBResource(path=str(path), lock_timeout_seconds=0.3).connect():
+            with database(str(path), lock_timeout_seconds=0.3).connect():
                 pass
     finally:
         holder.kill()

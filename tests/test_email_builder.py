@@ -10,9 +10,10 @@ import jinja2
 import pytest
 
 from pipelines.email.builder import Builder, HeaderInjection, message_id_for
-from pipelines.email.catalogue import catalogue, sample_context
+from bench.samples import sample_context
+from pipelines.email.catalogue import catalogue
 from pipelines.email.request import EmailRequest, Recipient, parse_request
-from pipelines.email.testing import sample_kinds, write_sample_templates
+from tests.fakes import sample_kinds, write_sample_templates
 from resources.templates import DEFAULT_TEMPLATES_DIR
 
 SENDER = "noreply@mailroom.test"

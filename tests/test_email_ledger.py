@@ -12,8 +12,8 @@ from pipelines.email.builder import Builder
 from pipelines.email.outbox import Outcome, Planned, claim, mark
 from pipelines.email.sending import RetryPolicy, Sender
 from pipelines.email.skip_rules import skip_reason
-from pipelines.email.testing import RecordingTransport, sample_kinds, write_sample_templates
-from resources.duckdb import DuckDBResource
+from tests.fakes import RecordingTransport, sample_kinds, write_sample_templates
+from pipelines.store.schema import database
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 H = timedelta(hours=1)
@@ -49,7 +49,7 @@ def planned(rid, to, subject="S", window=None, verified=True, allow=False, addre
 
 @pytest.fixture
 def db(tmp_path):
-    return DuckDBResource(path=str(tmp_path / "ledger.duckdb"))
+    return database(str(tmp_path / "ledger.duckdb"))
 
 
 def statuses(db):
@@ -187,7 +187,7 @@ def test_inflight_is_at_most_two_windows(db, tmp_path):
 # ---- repeat window under two concurrent processes ----------------------------------------------
 
 def _worker(db_path, templates, prefix, start, out):
-    db = DuckDBResource(path=db_path)
+    db = database(db_path)
     t = RecordingTransport()
     h = handler(db, templates, t)
     batch = [msg(i, {"request_id": f"{prefix}-{i}", "kind": "two-factor-added",

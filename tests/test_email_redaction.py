@@ -11,9 +11,9 @@ from pipelines.email.batch import EmailBatchHandler
 from pipelines.email.builder import Builder
 from pipelines.email.redaction import REDACTED, Redactor, keep_remote_ip, redact_raw_body
 from pipelines.email.sending import RetryPolicy, Sender
-from pipelines.email.testing import sample_kinds, write_sample_templates
-from resources.duckdb import DuckDBResource
-from resources.email_transport import PermanentSendError
+from tests.fakes import sample_kinds, write_sample_templates
+from pipelines.store.schema import database
+from resources.outgoing_email import PermanentSendError
 
 SECRET = "tok-Very-Secret-4242"
 
@@ -53,7 +53,7 @@ class LeakyTransport:
 
 def test_errors_and_ledger_never_hold_secrets(tmp_path, caplog):
     write_sample_templates(tmp_path / "t")
-    db = DuckDBResource(path=str(tmp_path / "r.duckdb"))
+    db = database(str(tmp_path / "r.duckdb"))
     kinds = sample_kinds()
     h = EmailBatchHandler(db.connect, Builder(str(tmp_path / "t"), kinds=kinds),
                           Sender(LeakyTransport(), concurrency=2, policy=RetryPolicy(base_delay=0)),
@@ -96,7 +96,7 @@ def test_dagster_run_keeps_secrets_out_of_events_and_store(local_stack, stack_en
 
 def test_unexpected_planning_error_quarantines_without_leaking(tmp_path, caplog):
     write_sample_templates(tmp_path / "t")
-    db = DuckDBResource(path=str(tmp_path / "u.duckdb"))
+    db = database(str(tmp_path / "u.duckdb"))
     kinds = sample_kinds()
 
     class Exploding(Builder):

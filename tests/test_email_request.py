@@ -5,7 +5,8 @@ import json
 import jsonschema
 import pytest
 
-from pipelines.email.catalogue import catalogue, load_catalogue, parse_window, sample_context
+from bench.samples import sample_context
+from pipelines.email.catalogue import catalogue, load_catalogue, parse_window
 from pipelines.email.dispatch import dispatch
 from pipelines.email.request import SCHEMA_PATH, BadRequest, parse_request
 

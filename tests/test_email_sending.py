@@ -6,7 +6,7 @@ import time
 import pytest
 
 from pipelines.email.sending import RATE_HEADROOM, RateLimiter, RetryPolicy, Sender, send_one
-from resources.email_transport import OutgoingEmail, PermanentSendError, TransientSendError
+from resources.outgoing_email import OutgoingEmail, PermanentSendError, TransientSendError
 from resources.smtp import SMTPSenderResource
 
 

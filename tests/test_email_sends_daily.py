@@ -3,7 +3,7 @@
 import dagster as dg
 
 from pipelines.email.assets import email_sends_daily
-from resources.duckdb import DuckDBResource
+from pipelines.store.schema import database
 
 ROWS = [
     # request, to, kind, status, skip_reason, created (hours ago)
@@ -32,7 +32,7 @@ def materialize(db):
 
 
 def test_counts_per_day_and_kind(tmp_path):
-    db = DuckDBResource(path=str(tmp_path / "d.duckdb"))
+    db = database(str(tmp_path / "d.duckdb"))
     seed(db, ROWS)
     result, checks = materialize(db)
     assert result.success and all(c.passed for c in checks.values())
@@ -50,7 +50,7 @@ def test_counts_per_day_and_kind(tmp_path):
 
 
 def test_checks_fail_on_stuck_pending_and_high_failure_rate(tmp_path):
-    db = DuckDBResource(path=str(tmp_path / "d.duckdb"))
+    db = database(str(tmp_path / "d.duckdb"))
     seed(db, ROWS + [("r10", "j@x", "password-reset", "pending", None, 2)]
          + [(f"f{i}", "k@x", "password-reset", "failed", None, 0) for i in range(3)])
     result, checks = materialize(db)
@@ -61,7 +61,7 @@ def test_checks_fail_on_stuck_pending_and_high_failure_rate(tmp_path):
 
 
 def test_ledger_check_fails_on_unknown_skip_reason(tmp_path):
-    db = DuckDBResource(path=str(tmp_path / "d.duckdb"))
+    db = database(str(tmp_path / "d.duckdb"))
     seed(db, ROWS + [("r11", "z@x", "password-reset", "skipped", "mystery", 0)])
     result, checks = materialize(db)
     assert not checks["email_sends_daily_matches_ledger"].passed

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipelines.email.ses.address_health import AddressState, apply_effects
-from pipelines.email.ses.status_machine import COUNT, HARD, RESET, SPAM
+from pipelines.email_delivery.address_health import AddressState, apply_effects
+from pipelines.email_delivery.status_machine import COUNT, HARD, RESET, SPAM
 
 T = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

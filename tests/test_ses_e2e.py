@@ -13,11 +13,11 @@ import duckdb
 from devstack.sns_signer import confirmation_envelope, notification_envelope
 from devstack.topology import SES_SENDER
 from pipelines.common.drain import QueueMessage
-from pipelines.email.ses.cert_store import CertStore
-from pipelines.email.ses.ingest import Ingestor
-from pipelines.email.ses.sns_verify import SnsVerifier
+from pipelines.common.sns.cert_store import CertStore
+from pipelines.email_delivery.ingest import Ingestor
+from pipelines.common.sns.verify import SnsVerifier
 from resources.aws import SNSResource, SQSQueueResource
-from resources.duckdb import DuckDBResource
+from pipelines.store.schema import database
 
 SIM = "simulator.amazonses.com"
 # recipient -> (notifications the simulator sends, final message status, address row)
@@ -42,7 +42,7 @@ def send_like_dispatch(local_stack, db_path: str) -> dict[str, str]:
         msg.set_content("hello")
         ids[to] = sesv2.send_email(FromEmailAddress=SES_SENDER, Destination={"ToAddresses": [to]},
                                    Content={"Raw": {"Data": msg.as_bytes()}})["MessageId"]
-    with DuckDBResource(path=db_path).connect() as conn:
+    with database(db_path).connect() as conn:
         conn.executemany(
             "INSERT INTO email_messages (request_id, to_address, kind, message_id, from_address, subject, status, "
             "attempts, transport, sent_at) VALUES (?, ?, 'password-reset', ?, ?, 'e2e', 'sent', 1, 'ses', now())",
@@ -126,7 +126,7 @@ def test_subscription_confirmation_is_confirmed_through_the_sns_api(local_stack,
     ingestor = Ingestor(SnsVerifier([local_stack.topic_arn], CertStore(local_stack.cert_dir)),
                         confirm=sns.confirm_subscription)
     env = confirmation_envelope(local_stack.signing, local_stack.topic_arn, token="a1b2c3" * 10)
-    with DuckDBResource(path=stack_env["DUCKDB_PATH"]).connect() as conn:
+    with database(stack_env["DUCKDB_PATH"]).connect() as conn:
         result = ingestor.process(conn, [QueueMessage("sqs-conf", "rh", json.dumps(env))])
         row = conn.execute("SELECT sns_type, topic_arn, action, subscription_arn FROM sns_control_messages").fetchone()
     assert (result.controls, result.quarantined) == (1, 0)

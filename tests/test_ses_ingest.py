@@ -10,10 +10,10 @@ import pytest
 
 from devstack.sns_signer import confirmation_envelope
 from pipelines.common.drain import QueueMessage
-from pipelines.email.ses.cert_store import CertStore
-from pipelines.email.ses.ingest import Ingestor
-from pipelines.email.ses.sns_verify import SnsVerifier
-from resources.duckdb import DuckDBResource
+from pipelines.common.sns.cert_store import CertStore
+from pipelines.email_delivery.ingest import Ingestor
+from pipelines.common.sns.verify import SnsVerifier
+from pipelines.store.schema import database
 from tests.ses_helpers import T0, TOPIC, ses_message, signed, write_identity
 
 
@@ -24,7 +24,7 @@ def identity(tmp_path):
 
 @pytest.fixture
 def db(tmp_path):
-    return DuckDBResource(path=str(tmp_path / "mailroom.duckdb"))
+    return database(str(tmp_path / "mailroom.duckdb"))
 
 
 @pytest.fixture

@@ -14,17 +14,17 @@ import pytest
 
 from devstack.sns_signer import confirmation_envelope
 from pipelines.common.drain import QueueMessage
-from pipelines.email.ses.address_changes import publish_address_changes
-from pipelines.email.ses.assets import email_delivery_daily, email_status, ses_reputation
-from pipelines.email.ses.cert_store import CertStore
-from pipelines.email.ses.cleanup import cleanup
-from pipelines.email.ses.ingest import Ingestor
-from pipelines.email.ses.parallel import PreparePool
-from pipelines.email.ses.replay import replay
-from pipelines.email.ses.reporting import grade
-from pipelines.email.ses.sns_verify import SnsVerifier
+from pipelines.email_delivery.address_changes import publish_address_changes
+from pipelines.email_delivery.assets import email_delivery_daily, email_status, ses_reputation
+from pipelines.common.sns.cert_store import CertStore
+from pipelines.email_delivery.cleanup import cleanup
+from pipelines.email_delivery.ingest import Ingestor
+from pipelines.email_delivery.parallel import PreparePool
+from pipelines.email_delivery.replay import replay
+from pipelines.email_delivery.reporting import grade
+from pipelines.common.sns.verify import SnsVerifier
 from resources.aws import SQSQueueResource
-from resources.duckdb import DuckDBResource
+from pipelines.store.schema import database
 from tests.ses_helpers import TOPIC, ses_message, signed, write_identity
 
 NOW = datetime.now(timezone.utc)
@@ -37,7 +37,7 @@ def identity(tmp_path):
 
 @pytest.fixture
 def db(tmp_path):
-    return DuckDBResource(path=str(tmp_path / "mailroom.duckdb"))
+    return database(str(tmp_path / "mailroom.duckdb"))
 
 
 def verifier(tmp_path, topics=(TOPIC,)):
@@ -149,7 +149,7 @@ def test_verify_worker_imports_no_heavy_library():
     # Each worker's memory counts against the consumer's: a worker that examined a message must
     # not have loaded pyarrow, DuckDB, pandas or Dagster (they made each worker ~190 MB).
     code = ("import sys\n"
-            "from pipelines.email.ses import verify_worker\n"
+            "from pipelines.email_delivery import verify_worker\n"
             "verify_worker.init(['arn:aws:sns:us-east-1:1:t'], None, 0, False)\n"
             "rows, columns = verify_worker.examine_chunk([('s1', '{}', None)])\n"
             "assert rows[0][3] == 'neither an SNS envelope nor an SES payload', rows\n"
@@ -251,7 +251,7 @@ def test_address_changes_are_published_once(db, tmp_path, identity, local_stack,
 
 
 def test_held_connection_reopens_after_its_time_so_others_get_the_file(db, monkeypatch):
-    from pipelines.email.ses import held_connection
+    from pipelines.store import held_connection
 
     clock = [100.0]
     monkeypatch.setattr(held_connection.time, "monotonic", lambda: clock[0])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipelines.email.ses.ses_parse import ParseError, parse_ses
+from pipelines.email_delivery.ses_parse import ParseError, parse_ses
 from tests.ses_helpers import FIXTURES, fixture_text
 
 # sample -> [(event_type, signal, recipient, bounce_type, bounce_subtype)]

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from pipelines.common.drain import QueueMessage
-from pipelines.email.ses.cert_store import CertStore
-from pipelines.email.ses.ingest import Ingestor
-from pipelines.email.ses.sns_verify import SnsVerifier
+from pipelines.common.sns.cert_store import CertStore
+from pipelines.email_delivery.ingest import Ingestor
+from pipelines.common.sns.verify import SnsVerifier
 from tests.ses_helpers import FIXTURES, PINNED_CERTS, fixture_text
 
 NOT_SES = "SNS Message is not"

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from pipelines.email.ses import status_machine as sm
+from pipelines.email_delivery import status_machine as sm
 
 C, H, R, S = sm.COUNT, sm.HARD, sm.RESET, sm.SPAM
 # Written out independently of the module's table: (state, input) -> (next status, effects, kind).

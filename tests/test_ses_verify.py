@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from devstack.sns_signer import confirmation_envelope, notification_envelope, sign_envelope, sns_timestamp
-from pipelines.email.ses.cert_store import CertificateError, CertStore, check_cert_url
-from pipelines.email.ses.sns_verify import SnsVerifier, VerificationError
+from pipelines.common.sns.cert_store import CertificateError, CertStore, check_cert_url
+from pipelines.common.sns.verify import SnsVerifier, VerificationError
 from tests.ses_helpers import FIXTURES, PINNED_CERTS, TOPIC, fixture_json, write_identity
 
 REAL = sorted(p.name for p in FIXTURES.glob("sns_*.verified.json"))

@@ -26,7 +26,7 @@ from pipelines.email.outbox import Claimed, Outcome, Planned, claim, mark
 from pipelines.email.redaction import Redactor, keep_remote_ip, redact_raw_body, redactor_for
 from pipelines.email.request import BadRequest, EmailRequest, Recipient, parse_request
 from pipelines.email.sending import Sender
-from resources.email_transport import OutgoingEmail
+from resources.outgoing_email import OutgoingEmail
 
 QUARANTINE_SOURCE = "email-requests"
 log = logging.getLogger(__name__)

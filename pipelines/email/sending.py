@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from resources.email_transport import EmailTransport, OutgoingEmail, PermanentSendError, TransientSendError
+from pipelines.email.transport import EmailTransport
+from resources.outgoing_email import OutgoingEmail, PermanentSendError, TransientSendError
 
 # Aim a little under the provider's rate, and cap hard a little under it too, so that
 # network and scheduling jitter never put one send too many into a one-second window.

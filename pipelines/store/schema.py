@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import duckdb
 
+from resources.duckdb import DuckDBResource
+
 COMMON = [
     # Anything that could not be parsed, verified or processed: kept with its raw body.
     """
@@ -140,3 +142,8 @@ ALL_DDL: list[str] = COMMON + EMAIL
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     for ddl in ALL_DDL:
         conn.execute(ddl)
+
+
+def database(path: str, **settings) -> DuckDBResource:
+    """A DuckDB resource for `path` that creates this schema on its first write connection."""
+    return DuckDBResource(path=path, ddl=ALL_DDL, **settings)

@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from pipelines.email.ses.assets import email_delivery_daily, email_status, ses_reputation
-from pipelines.email.ses.jobs import ingest_ses_notifications_job, replay_ses_quarantine_job, ses_cleanup_job
-from pipelines.email.ses.schedules import ses_cleanup_schedule
-from pipelines.email.ses.sensors import ses_notifications_sensor
+from pipelines.email_delivery.assets import email_delivery_daily, email_status, ses_reputation
+from pipelines.email_delivery.jobs import ingest_ses_notifications_job, replay_ses_quarantine_job, ses_cleanup_job
+from pipelines.email_delivery.schedules import ses_cleanup_schedule
+from pipelines.email_delivery.sensors import ses_notifications_sensor
 from resources.aws import SQSQueueResource
 from resources.sns_verifier import SnsVerifierResource
 

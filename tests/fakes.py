@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 from pipelines.email.catalogue import KindSpec, parse_window
-from resources.email_transport import OutgoingEmail, PermanentSendError, TransientSendError
+from resources.outgoing_email import OutgoingEmail, PermanentSendError, TransientSendError
 
 BASE_HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{{ site_name }}</title>

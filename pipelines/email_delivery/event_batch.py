@@ -13,8 +13,8 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 
-from pipelines.email.ses.examine import EVENT_FIELDS, event_columns
-from pipelines.email.ses.ses_parse import SesEvent
+from pipelines.email_delivery.examine import EVENT_FIELDS, event_columns
+from pipelines.email_delivery.ses_parse import SesEvent
 
 TS = pa.timestamp("us", tz="UTC")
 SCHEMA = pa.schema([

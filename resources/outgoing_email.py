@@ -1,9 +1,13 @@
-"""The one interface every email transport implements, and its two kinds of failure."""
+"""What a transport resource is handed (one complete MIME message) and the two ways it can fail.
+
+Plain data and exceptions, no domain logic: the transports in resources/ raise these and
+pipelines/email/ catches them. The interface a transport satisfies is declared by the domain
+that needs it (pipelines/email/transport.py), so resources never import pipelines.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -26,13 +30,3 @@ class TransientSendError(SendError):
 
 class PermanentSendError(SendError):
     """Rejected for good (SMTP 5xx, SES MessageRejected): record as failed, never retry."""
-
-
-class EmailTransport(Protocol):
-    def send(self, email: OutgoingEmail) -> str:
-        """Send one message; return the provider's message id."""
-        ...
-
-    def max_send_rate(self) -> float | None:
-        """Messages per second the provider allows, or None for no limit."""
-        ...

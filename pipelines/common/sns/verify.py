@@ -16,8 +16,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from pipelines.email.ses.cert_store import CertificateError, CertStore
-from pipelines.email.ses.sns_canonical import SIGNED_KEYS, string_to_sign
+from pipelines.common.sns.cert_store import CertificateError, CertStore
+from pipelines.common.sns.canonical import SIGNED_KEYS, string_to_sign
 
 HASHES = {"1": hashes.SHA1(), "2": hashes.SHA256()}
 PKCS1 = padding.PKCS1v15()

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta, timezone
 import orjson
 
 from pipelines.common.drain import QueueMessage
-from pipelines.email.ses.ses_parse import ParseError, SesEvent, is_ses_payload, parse_ses
-from pipelines.email.ses.sns_verify import SnsVerifier, VerificationError
+from pipelines.email_delivery.ses_parse import ParseError, SesEvent, is_ses_payload, parse_ses
+from pipelines.common.sns.verify import SnsVerifier, VerificationError
 
 # SesEvent's fields in order: the columns of the batch's event table (event_batch.SCHEMA).
 EVENT_FIELDS = tuple(f.name for f in fields(SesEvent))

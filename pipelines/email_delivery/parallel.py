@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from pipelines.common.drain import QueueMessage
-from pipelines.email.ses import event_batch, verify_worker
-from pipelines.email.ses.examine import Examined
-from pipelines.email.ses.ingest import Ingestor, Prepared
+from pipelines.email_delivery import event_batch, verify_worker
+from pipelines.email_delivery.examine import Examined
+from pipelines.email_delivery.ingest import Ingestor, Prepared
 
 
 def auto_workers() -> int:

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pipelines.email.ses.jobs import ses_cleanup_job
+from pipelines.email_delivery.jobs import ses_cleanup_job
 
 ses_cleanup_schedule = dg.ScheduleDefinition(
     name="ses_cleanup_schedule",

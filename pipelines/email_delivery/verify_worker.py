@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 
 from pipelines.common.drain import QueueMessage
-from pipelines.email.ses.cert_store import CertStore
-from pipelines.email.ses.examine import Examiner, event_columns
-from pipelines.email.ses.sns_verify import SnsVerifier
+from pipelines.common.sns.cert_store import CertStore
+from pipelines.email_delivery.examine import Examiner, event_columns
+from pipelines.common.sns.verify import SnsVerifier
 
 _EXAMINER: Examiner | None = None
 

@@ -4,8 +4,8 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from pipelines.email.ses.checks import REPUTATION_CHECKS, reputation_check_results
-from pipelines.email.ses.reporting import compute_reputation, refresh_delivery_daily, refresh_email_status
+from pipelines.email_delivery.checks import REPUTATION_CHECKS, reputation_check_results
+from pipelines.email_delivery.reporting import compute_reputation, refresh_delivery_daily, refresh_email_status
 from resources.duckdb import DuckDBResource
 
 EMAIL = "email"

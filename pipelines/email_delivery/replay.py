@@ -10,7 +10,7 @@ import duckdb
 
 from pipelines.common.drain import QueueMessage
 from pipelines.common.quarantine import mark_replayed, pending
-from pipelines.email.ses.ingest import IngestResult, Ingestor
+from pipelines.email_delivery.ingest import IngestResult, Ingestor
 
 
 def replay(conn: duckdb.DuckDBPyConnection, ingestor: Ingestor, limit: int = 10_000) -> tuple[IngestResult, int]:

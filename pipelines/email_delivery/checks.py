@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.email.ses.reporting import (BOUNCE_FAIL, BOUNCE_WARN, COMPLAINT_FAIL, COMPLAINT_WARN, Reputation,
+from pipelines.email_delivery.reporting import (BOUNCE_FAIL, BOUNCE_WARN, COMPLAINT_FAIL, COMPLAINT_WARN, Reputation,
                                            grade)
 
 REPUTATION_CHECKS = [

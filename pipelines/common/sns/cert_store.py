@@ -105,3 +105,18 @@ class CertStore:
             return x509.load_pem_x509_certificate(pem)
         except ValueError:
             raise CertificateError(f"certificate {basename} is not a PEM certificate") from None
+
+
+_SHARED: dict[str, CertStore] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_cert_store(cert_dir: str | None) -> CertStore:
+    """One store per directory for the life of the process, so each signing certificate is
+    loaded once per process, not once per run or batch."""
+    key = cert_dir or ""
+    with _SHARED_LOCK:
+        store = _SHARED.get(key)
+        if store is None:
+            store = _SHARED[key] = CertStore(cert_dir or None)
+        return store

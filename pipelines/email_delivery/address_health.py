@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from pipelines.email.ses.status_machine import COUNT, HARD, RESET, SPAM
+from pipelines.email_delivery.status_machine import COUNT, HARD, RESET, SPAM
 
 MAX_TRANSIENT_BOUNCES = 5
 REASONS = {HARD: "hard-bounce", SPAM: "spam-complaint"}

@@ -18,11 +18,11 @@ import pyarrow as pa
 
 from pipelines.common.drain import QueueMessage
 from pipelines.common.quarantine import Quarantined, quarantine
-from pipelines.email.ses import event_batch
-from pipelines.email.ses.address_health import AddressState, StatusChange, apply_effects
-from pipelines.email.ses.examine import ControlMessage, Examined, Examiner
-from pipelines.email.ses.sns_verify import SnsVerifier
-from pipelines.email.ses.status_machine import step
+from pipelines.email_delivery import event_batch
+from pipelines.email_delivery.address_health import AddressState, StatusChange, apply_effects
+from pipelines.email_delivery.examine import ControlMessage, Examined, Examiner
+from pipelines.common.sns.verify import SnsVerifier
+from pipelines.email_delivery.status_machine import step
 
 if TYPE_CHECKING:
     import duckdb

@@ -1,7 +1,7 @@
 """The ses-notifications doorbell (DESIGN rule 1)."""
 
 from pipelines.common.doorbell import queue_doorbell_sensor
-from pipelines.email.ses.jobs import ingest_ses_notifications_job
+from pipelines.email_delivery.jobs import ingest_ses_notifications_job
 
 ses_notifications_sensor = queue_doorbell_sensor(
     name="ses_notifications_sensor",

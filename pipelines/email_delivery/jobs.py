@@ -6,12 +6,14 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from pipelines.common.drain import drain
-from pipelines.email.ses.address_changes import publish_address_changes
-from pipelines.email.ses.cleanup import cleanup
-from pipelines.email.ses.held_connection import HeldConnection
-from pipelines.email.ses.ingest import IngestResult, Ingestor
-from pipelines.email.ses.parallel import PreparePool, PreparingQueue, auto_workers
-from pipelines.email.ses.replay import replay
+from pipelines.common.sns.cert_store import shared_cert_store
+from pipelines.common.sns.verify import SnsVerifier
+from pipelines.email_delivery.address_changes import publish_address_changes
+from pipelines.email_delivery.cleanup import cleanup
+from pipelines.store.held_connection import HeldConnection
+from pipelines.email_delivery.ingest import IngestResult, Ingestor
+from pipelines.email_delivery.parallel import PreparePool, PreparingQueue, auto_workers
+from pipelines.email_delivery.replay import replay
 from resources.aws import SNSResource, SQSQueueResource
 from resources.duckdb import DuckDBResource
 from resources.sns_verifier import SnsVerifierResource
@@ -32,7 +34,9 @@ class DrainConfig(dg.Config):
 
 
 def _ingestor(sns_verifier: SnsVerifierResource, sns: SNSResource) -> Ingestor:
-    return Ingestor(sns_verifier.verifier(), accept_raw=sns_verifier.raw_accepted, confirm=sns.confirm_subscription)
+    verifier = SnsVerifier(sns_verifier.topics, shared_cert_store(sns_verifier.cert_dir),
+                           max_age_seconds=sns_verifier.max_age_seconds)
+    return Ingestor(verifier, accept_raw=sns_verifier.raw_accepted, confirm=sns.confirm_subscription)
 
 
 def _publish(duckdb: DuckDBResource, queue: SQSQueueResource) -> int:
