@@ -27,7 +27,7 @@ TABLES: list[str] = [
     """
     CREATE TABLE IF NOT EXISTS billing_reconcile_runs (
         run_id            VARCHAR PRIMARY KEY,
-        mode              VARCHAR NOT NULL CHECK (mode IN ('full', 'incremental')),
+        mode              VARCHAR NOT NULL CHECK (mode IN ('full', 'incremental', 'resync')),
         started_at        TIMESTAMPTZ NOT NULL,
         finished_at       TIMESTAMPTZ,
         cursor_created    BIGINT,                -- newest Stripe event `created` covered by this run

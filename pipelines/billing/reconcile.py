@@ -239,9 +239,10 @@ class Reconciler:
 
     # --- full sweep -----------------------------------------------------------------------
 
-    def _pages(self, object_type: str, report: ReconcileReport) -> Iterator[list]:
+    def _pages(self, object_type: str, report: ReconcileReport,
+               params: dict[str, Any] | None = None) -> Iterator[list]:
         service = _service(self.client, object_type)
-        params: dict[str, Any] = {"limit": PAGE, **LIST_PARAMS.get(object_type, {})}
+        params = dict(params) if params else {"limit": PAGE, **LIST_PARAMS.get(object_type, {})}
         while True:
             page = service.list(params)
             report.calls[object_type] += 1
@@ -298,6 +299,62 @@ class Reconciler:
                 return events
             params["starting_after"] = data[-1]["id"]
 
+    def _refetch(self, touched: list[tuple[str, str]], report: ReconcileReport) -> None:
+        """Retrieve each object once, then compare and repair; rows of deleted objects go."""
+        by_type: dict[str, list] = {}
+        gone: dict[str, list[str]] = {}
+        for object_type, oid in dict.fromkeys(touched):
+            report.calls[object_type] += 1
+            try:
+                obj = _service(self.client, object_type).retrieve(oid)
+            except stripe.InvalidRequestError as exc:
+                if exc.http_status == 404:
+                    gone.setdefault(object_type, []).append(oid)
+                    continue
+                raise
+            if obj.get("deleted"):
+                gone.setdefault(object_type, []).append(oid)
+            else:
+                by_type.setdefault(object_type, []).append(obj)
+        self._apply_all(by_type, gone, report)
+
+    def _apply_all(self, by_type: Mapping[str, list], gone: Mapping[str, list[str]], report: ReconcileReport) -> None:
+        for object_type in SWEEP_TYPES:
+            self._apply(object_type, by_type.get(object_type, []), report)
+        for object_type, ids in gone.items():
+            with self.transaction() as conn:
+                present = set(self.adapter.rows(conn, object_type, ids))
+            self._delete_missing(object_type, [i for i in ids if i in present], report)
+
+    def resync(self, ids_by_type: Mapping[str, Iterable[str]]) -> ReconcileReport:
+        """Re-read these objects from Stripe and repair their rows (after an operator action)."""
+        report = ReconcileReport(self.run_id, "resync")
+        self._start("resync", datetime.now(UTC))
+        self._refetch([(t, i) for t, ids in ids_by_type.items() for i in ids], report)
+        self._finish(report, None, [])
+        return report
+
+    def resync_customer(self, customer_id: str) -> ReconcileReport:
+        """A customer and everything it owns: one retrieve plus one list per owned type (paginated).
+        An unknown id raises Stripe's 404 (InvalidRequestError) before anything is written."""
+        report = ReconcileReport(self.run_id, "resync")
+        customer = self.client.v1.customers.retrieve(customer_id)
+        report.calls["customer"] += 1
+        self._start("resync", datetime.now(UTC))
+        by_type: dict[str, list] = {}
+        gone: dict[str, list[str]] = {}
+        if customer.get("deleted"):
+            gone["customer"] = [customer_id]
+        else:
+            by_type["customer"] = [customer]
+            for object_type in SWEEP_TYPES[1:]:
+                params: dict[str, Any] = {"limit": PAGE, "customer": customer_id, **LIST_PARAMS.get(object_type, {})}
+                for page in self._pages(object_type, report, params):
+                    by_type.setdefault(object_type, []).extend(page)
+        self._apply_all(by_type, gone, report)
+        self._finish(report, None, [])
+        return report
+
     def incremental(self) -> ReconcileReport:
         report = ReconcileReport(self.run_id, "incremental")
         cursor, cursor_ids = self.last_cursor()
@@ -323,28 +380,7 @@ class Reconciler:
         for event in sorted(fresh, key=lambda e: (e["created"], e["id"])):
             for key in touched_objects(event):
                 touched[key] = None
-        by_type: dict[str, list] = {}
-        gone: dict[str, list[str]] = {}
-        for object_type, oid in touched:
-            try:
-                obj = _service(self.client, object_type).retrieve(oid)
-            except stripe.InvalidRequestError as exc:
-                report.calls[object_type] += 1
-                if exc.http_status == 404:
-                    gone.setdefault(object_type, []).append(oid)
-                    continue
-                raise
-            report.calls[object_type] += 1
-            if obj.get("deleted"):
-                gone.setdefault(object_type, []).append(oid)
-            else:
-                by_type.setdefault(object_type, []).append(obj)
-        for object_type in SWEEP_TYPES:
-            self._apply(object_type, by_type.get(object_type, []), report)
-        for object_type, ids in gone.items():
-            with self.transaction() as conn:
-                present = set(self.adapter.rows(conn, object_type, ids))
-            self._delete_missing(object_type, [i for i in ids if i in present], report)
+        self._refetch(list(touched), report)
         new_ids = [e["id"] for e in events if e["created"] == newest]
         if newest == cursor:
             new_ids = sorted(set(new_ids) | handled)

@@ -76,3 +76,27 @@ def sync_seats(client: stripe.StripeClient, targets: Iterable[SeatTarget], *, sc
             continue
         report.changed.append((t.organization_id, t.subscription_id, int(t.quantity or 0), after))
     return report
+
+
+_TARGETS_SQL = """
+    WITH members AS (
+        SELECT organization_id, count(*) AS n FROM organization_members GROUP BY organization_id
+    ), items AS (
+        SELECT subscription_id, min(item_id) AS item_id, count(*) AS n_items, sum(quantity) AS quantity
+        FROM stripe_subscription_items GROUP BY subscription_id
+    )
+    SELECT s.organization_id, s.subscription_id, CASE WHEN i.n_items = 1 THEN i.item_id END, s.status,
+           i.quantity, coalesce(m.n, 0)
+    FROM stripe_subscriptions s
+    JOIN organizations o ON o.id = s.organization_id AND o.deleted_at IS NULL
+    LEFT JOIN items i ON i.subscription_id = s.subscription_id
+    LEFT JOIN members m ON m.organization_id = s.organization_id
+    ORDER BY s.organization_id, s.subscription_id
+"""
+
+
+def seat_targets(conn) -> list[SeatTarget]:
+    """Every organisation's subscriptions with their recorded quantity and the member count.
+    (Canceled ones are listed too: `sync_seats` skips them and says so.)"""
+    return [SeatTarget(str(r[0]), r[1], r[2], r[3], None if r[4] is None else int(r[4]), int(r[5]))
+            for r in conn.execute(_TARGETS_SQL).fetchall()]

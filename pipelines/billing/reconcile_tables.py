@@ -1,0 +1,101 @@
+"""The billing tables as reconciliation sees them: compared columns per object type, and repair.
+
+Repair writes the same rows the event ingestion writes (billing-core's projections), so a
+reconciled row is indistinguishable from an ingested one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+
+
+def _ref(value: Any) -> str | None:
+    return value if isinstance(value, str) or value is None else value.get("id")
+
+
+def _ts(value: int | None) -> datetime | None:
+    return datetime.fromtimestamp(int(value), UTC) if value else None
+
+
+def _subscription_of_invoice(inv: Mapping[str, Any]) -> str | None:
+    parent = inv.get("parent") or {}
+    details = parent.get("subscription_details") or {}
+    return _ref(details.get("subscription")) or _ref(inv.get("subscription"))
+
+
+def _period_end(sub: Mapping[str, Any]) -> int | None:
+    items = ((sub.get("items") or {}).get("data")) or []
+    ends = [i.get("current_period_end") for i in items if i.get("current_period_end")]
+    return max(ends) if ends else sub.get("current_period_end")
+
+
+# table, key column, and the compared columns with how to read each from the Stripe object
+SPECS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "customer": ("stripe_customers", "customer_id", {
+        "email": lambda o: o.get("email"),
+        "name": lambda o: o.get("name"),
+        "organization_id": lambda o: (o.get("metadata") or {}).get("organization_id"),
+    }),
+    "subscription": ("stripe_subscriptions", "subscription_id", {
+        "customer_id": lambda o: _ref(o["customer"]),
+        "status": lambda o: o["status"],
+        "cancel_at_period_end": lambda o: bool(o.get("cancel_at_period_end")),
+        "current_period_end": lambda o: _ts(_period_end(o)),
+        "organization_id": lambda o: (o.get("metadata") or {}).get("organization_id"),
+    }),
+    "invoice": ("stripe_invoices", "invoice_id", {
+        "customer_id": lambda o: _ref(o["customer"]),
+        "subscription_id": _subscription_of_invoice,
+        "status": lambda o: o["status"],
+        "amount_due": lambda o: o["amount_due"],
+        "amount_paid": lambda o: o["amount_paid"],
+        "currency": lambda o: o["currency"],
+    }),
+    "payment_intent": ("stripe_payments", "payment_id", {
+        "amount": lambda o: o["amount"],
+        "currency": lambda o: o["currency"],
+        "status": lambda o: o["status"],
+        "failure_code": lambda o: (o.get("last_payment_error") or {}).get("decline_code")
+        or (o.get("last_payment_error") or {}).get("code"),
+    }),
+}
+_KIND_FILTER = {"payment_intent": "kind = 'payment_intent'"}
+
+
+class BillingTables:
+    """reconcile.TableAdapter over the stripe_* tables."""
+
+    def expected(self, object_type: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+        return {col: read(obj) for col, read in SPECS[object_type][2].items()}
+
+    def rows(self, conn: duckdb.DuckDBPyConnection, object_type: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        table, key, cols = SPECS[object_type]
+        where = f" AND {_KIND_FILTER[object_type]}" if object_type in _KIND_FILTER else ""
+        cur = conn.execute(f"SELECT {key}, {', '.join(cols)} FROM {table}"
+                           f" WHERE {key} IN (SELECT unnest(?::VARCHAR[])){where}", [ids])
+        names = list(cols)
+        return {r[0]: dict(zip(names, r[1:])) for r in cur.fetchall()}
+
+    def ids_created_before(self, conn: duckdb.DuckDBPyConnection, object_type: str, before: int) -> Iterable[str]:
+        table, key, _ = SPECS[object_type]
+        where = f" AND {_KIND_FILTER[object_type]}" if object_type in _KIND_FILTER else ""
+        return [r[0] for r in conn.execute(f"SELECT {key} FROM {table} WHERE created < ?{where}",
+                                           [_ts(before)]).fetchall()]
+
+    def upsert(self, conn: duckdb.DuckDBPyConnection, object_type: str, objects: list[Mapping[str, Any]]) -> None:
+        from pipelines.billing import projections  # billing-core's: the rows ingestion writes
+        projections.upsert_objects(conn, object_type, objects)
+
+    def delete(self, conn: duckdb.DuckDBPyConnection, object_type: str, ids: list[str]) -> None:
+        table, key, _ = SPECS[object_type]
+        where = f" AND {_KIND_FILTER[object_type]}" if object_type in _KIND_FILTER else ""
+        conn.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT unnest(?::VARCHAR[])){where}", [ids])
+        if object_type == "subscription":
+            conn.execute("DELETE FROM stripe_subscription_items WHERE subscription_id IN"
+                         " (SELECT unnest(?::VARCHAR[]))", [ids])
