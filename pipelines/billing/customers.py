@@ -15,7 +15,9 @@ def create_customer(client: stripe.StripeClient, *, organization_id: str, name: 
     params: dict = {"name": name, "description": description, "metadata": tenant.metadata(organization_id)}
     if email:
         params["email"] = email
-    return client.v1.customers.create(params, keys.options("customer.create", organization_id, params=params))
+    return keys.create_once(
+        client.v1.customers.create, params, "customer.create", organization_id,
+        still_good=lambda c: not client.v1.customers.retrieve(c["id"]).to_dict().get("deleted"))
 
 
 def update_customer(client: stripe.StripeClient, customer_id: str, *, name: str | None = None,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 PREFIX = "mailroom"
@@ -41,6 +41,33 @@ def action_key(action: str, *parts: object, params: Mapping[str, Any] | None = N
     if len(key) > 255:  # ids are short; this only guards against an absurd caller-supplied scope
         key = f"{PREFIX}:{action}:{hashlib.sha256(key.encode()).hexdigest()}"
     return key
+
+
+def plain(obj: Any) -> Any:
+    """A Stripe SDK object (which is not a dict in SDK v16) as plain dicts and lists."""
+    return obj.to_dict() if hasattr(obj, "to_dict") else obj
+
+
+def replayed(obj: Any) -> bool:
+    """Stripe answered from its idempotency cache (`Idempotent-Replayed: true`): the object is as
+    it was when first created, and may have ended since."""
+    headers = getattr(getattr(obj, "last_response", None), "headers", None) or {}
+    return any(k.lower() == "idempotent-replayed" and str(v).lower() == "true" for k, v in headers.items())
+
+
+def create_once(create: Callable[[dict, dict], Any], params: dict, action: str, *parts: object,
+                still_good: Callable[[Any], bool], scope: str | None = None) -> Any:
+    """`create(params, options)` keyed by the action: a retry returns the object the first attempt
+    made. If Stripe replays an object that has since ended (a customer deleted, a subscription
+    canceled, a price archived: the same action legitimately asked again within the key's 24
+    hours), create anew under a key that names the ended object, so that request is itself
+    retry-safe."""
+    obj = create(params, options(action, *parts, params=params, scope=scope))
+    for _ in range(3):
+        if not replayed(obj) or still_good(obj):
+            return obj
+        obj = create(params, options(action, *parts, params=params, scope=f"{scope or ''}after-{obj['id']}"))
+    return obj
 
 
 def options(action: str, *parts: object, params: Mapping[str, Any] | None = None,

@@ -80,7 +80,7 @@ def refund_payment(context: dg.OpExecutionContext, config: RefundConfig, stripe:
     with stripe_errors(f"payment {config.payment_id}"):
         pi_id = config.payment_id
         if pi_id.startswith("ch_"):
-            pi_id = client.v1.charges.retrieve(pi_id).get("payment_intent") or ""
+            pi_id = client.v1.charges.retrieve(pi_id).to_dict().get("payment_intent") or ""
             if not pi_id:
                 raise dg.Failure(description=f"payment {config.payment_id}: the charge has no PaymentIntent")
         refund = payments.refund(client, pi_id, amount=config.amount, reason=config.reason, scope=context.run_id)
@@ -106,7 +106,7 @@ def cancel_subscription(context: dg.OpExecutionContext, config: CancelConfig, st
         if sub["status"] == "canceled":
             raise dg.Failure(description=f"subscription {config.subscription_id} is already canceled")
         sub = subscriptions.cancel(client, config.subscription_id, at_period_end=config.at_period_end,
-                                   scope=context.run_id)
+                                   scope=context.run_id).to_dict()
     report = reconciler(stripe, duckdb, context.run_id).resync({"subscription": [config.subscription_id]})
     context.log.info(f"subscription {sub['id']}: status {sub['status']}, "
                      f"cancel_at_period_end {sub.get('cancel_at_period_end')}")

@@ -1,7 +1,8 @@
 """Payment Processor: payment methods, one-off charges, invoice payment, refunds and disputes.
 
-A charge that needs the customer (3-D Secure) comes back as `requires_action` with the client
-secret, for the caller to hand to Stripe.js; a declined one comes back as `failed` with
+A charge that needs the customer (3-D Secure; off-session Stripe declines it with
+`authentication_required`) comes back as `requires_action` with the PaymentIntent's client
+secret, for the caller to hand to Stripe.js on the payer's next visit; a declined one comes back as `failed` with
 Stripe's code. Neither raises: the caller decides what to tell the payer.
 """
 
@@ -43,6 +44,10 @@ def set_default_payment_method(client: stripe.StripeClient, customer_id: str, pa
 
 
 def detach_payment_method(client: stripe.StripeClient, payment_method_id: str) -> stripe.PaymentMethod:
+    """Detach; a payment method already detached (a retry, or someone else) is returned as it is."""
+    current = client.v1.payment_methods.retrieve(payment_method_id)
+    if not current.to_dict().get("customer"):
+        return current
     return client.v1.payment_methods.detach(payment_method_id, None,
                                             keys.update_options("payment_method.detach", payment_method_id))
 
@@ -67,6 +72,7 @@ class ChargeResult:
 
 
 def _result(pi, invoice_id: str | None = None) -> ChargeResult:
+    pi = keys.plain(pi)
     status = pi["status"]
     error = pi.get("last_payment_error") or {}
     return ChargeResult(status=status, payment_intent_id=pi["id"],
@@ -76,9 +82,11 @@ def _result(pi, invoice_id: str | None = None) -> ChargeResult:
 
 def _from_card_error(exc: stripe.StripeError, invoice_id: str | None = None) -> ChargeResult:
     err = exc.error
-    pi = getattr(err, "payment_intent", None) if err is not None else None
+    pi = keys.plain(getattr(err, "payment_intent", None)) if err is not None else None
     code = (getattr(err, "decline_code", None) or getattr(err, "code", None)) if err is not None else None
-    if pi is not None and pi.get("status") == "requires_action":
+    # Off-session, a card that needs 3-D Secure is declined with authentication_required: the
+    # payer must come back on-session and confirm this PaymentIntent with its client secret.
+    if pi is not None and (pi.get("status") == "requires_action" or code == "authentication_required"):
         return ChargeResult("requires_action", pi["id"], client_secret=pi.get("client_secret"),
                             failure_code=code, invoice_id=invoice_id)
     return ChargeResult("failed", pi["id"] if pi is not None else None, failure_code=code or "card_error",
@@ -116,7 +124,7 @@ def charge(client: stripe.StripeClient, *, customer_id: str, amount: int, curren
 def pay_invoice(client: stripe.StripeClient, invoice_id: str, *, payment_method_id: str | None = None,
                 scope: str | None = None) -> ChargeResult:
     """Pay (or retry) an open invoice now. Keyed per call: each retry of a failed invoice is a new attempt."""
-    invoice = client.v1.invoices.retrieve(invoice_id)
+    invoice = keys.plain(client.v1.invoices.retrieve(invoice_id))
     if invoice["status"] == "paid":
         return ChargeResult("succeeded", None, invoice_id=invoice_id)
     if invoice["status"] != "open":
@@ -156,7 +164,7 @@ DISPUTE_FIELDS = ("id", "amount", "currency", "status", "reason", "charge", "pay
 
 def record_dispute(client: stripe.StripeClient, dispute_id: str) -> dict:
     """The dispute as a stripe_payments-shaped record (kind 'dispute'), fetched from Stripe."""
-    d = client.v1.disputes.retrieve(dispute_id)
+    d = keys.plain(client.v1.disputes.retrieve(dispute_id))
     pi = d.get("payment_intent")
     return {"payment_id": d["id"], "kind": "dispute", "amount": d["amount"], "currency": d["currency"],
             "status": d["status"], "reason": d.get("reason"),

@@ -32,14 +32,15 @@ def create_or_update_product(client: stripe.StripeClient, *, name: str, descript
         params["tax_code"] = tax_code
     if metadata:
         params["metadata"] = metadata
-    found = _newest_first(list(client.v1.products.search(
-        {"query": f'active:"true" AND name:"{_quote(name)}"', "limit": 100}).auto_paging_iter()))
+    found = _newest_first([keys.plain(p) for p in client.v1.products.search(
+        {"query": f'active:"true" AND name:"{_quote(name)}"', "limit": 100}).auto_paging_iter()])
     if not found:
-        return client.v1.products.create(params, keys.options("product.create", name, params=params))
+        return keys.create_once(client.v1.products.create, params, "product.create", name,
+                                still_good=lambda p: client.v1.products.retrieve(p["id"])["active"])
     newest = found[0]
     update = {k: v for k, v in params.items() if k != "name" and newest.get(k) != v}
     if not update:
-        return newest
+        return client.v1.products.retrieve(newest["id"])
     return client.v1.products.update(newest["id"], update,
                                      keys.options("product.update", newest["id"], params=update))
 
@@ -51,7 +52,7 @@ class PriceResult:
     archived: list[str] = field(default_factory=list)
 
 
-def _matches(price: stripe.Price, unit_amount: int, currency: str, interval: str | None) -> bool:
+def _matches(price: dict, unit_amount: int, currency: str, interval: str | None) -> bool:
     recurring = price.get("recurring") or {}
     return (price.get("unit_amount") == unit_amount and price.get("currency") == currency
             and (recurring.get("interval") if recurring else None) == interval)
@@ -68,11 +69,13 @@ def create_or_update_price(client: stripe.StripeClient, *, product_id: str, unit
     currency = currency.lower()
     if unit_amount < 0:
         raise ValueError(f"unit_amount must be >= 0, got {unit_amount}")
-    active = _newest_first(list(client.v1.prices.search(
-        {"query": f'active:"true" AND product:"{_quote(product_id)}"', "limit": 100}).auto_paging_iter()))
-    keep = next((p for p in active if _matches(p, unit_amount, currency, interval)), None)
-    created = keep is None
-    if keep is None:
+    active = _newest_first([keys.plain(p) for p in client.v1.prices.search(
+        {"query": f'active:"true" AND product:"{_quote(product_id)}"', "limit": 100}).auto_paging_iter()])
+    match = next((p for p in active if _matches(p, unit_amount, currency, interval)), None)
+    created = match is None
+    if match is not None:
+        keep = client.v1.prices.retrieve(match["id"])
+    else:
         params: dict = {"product": product_id, "unit_amount": unit_amount, "currency": currency}
         if interval:
             params["recurring"] = {"interval": interval}
@@ -81,7 +84,8 @@ def create_or_update_price(client: stripe.StripeClient, *, product_id: str, unit
         if lookup_key:
             params["lookup_key"] = lookup_key
             params["transfer_lookup_key"] = True
-        keep = client.v1.prices.create(params, keys.options("price.create", product_id, params=params))
+        keep = keys.create_once(client.v1.prices.create, params, "price.create", product_id,
+                                still_good=lambda p: client.v1.prices.retrieve(p["id"])["active"])
     archived = []
     for price in active:
         if price["id"] != keep["id"]:

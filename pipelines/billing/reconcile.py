@@ -246,7 +246,7 @@ class Reconciler:
         while True:
             page = service.list(params)
             report.calls[object_type] += 1
-            data = list(page.data)
+            data = [o.to_dict() for o in page.data]
             if data:
                 yield data
             if not page.has_more or not data:
@@ -260,7 +260,7 @@ class Reconciler:
         # The next incremental run starts from Stripe's newest event as of now, in Stripe's own
         # clock (test clocks and the local Stripe can run ahead of ours): events after it are its
         # business, everything before it this sweep sees in the objects themselves.
-        newest = list(self.client.v1.events.list({"limit": 1}).data)
+        newest = [e.to_dict() for e in self.client.v1.events.list({"limit": 1}).data]
         report.calls["event"] += 1
         cursor = int(newest[0]["created"]) if newest else int(self.clock()) - 1
         cursor_ids = [newest[0]["id"]] if newest else []
@@ -293,7 +293,7 @@ class Reconciler:
         while True:
             page = self.client.v1.events.list(params)
             report.calls["event"] += 1
-            data = list(page.data)
+            data = [e.to_dict() for e in page.data]
             events.extend(data)
             if not page.has_more or not data:
                 return events
@@ -306,7 +306,7 @@ class Reconciler:
         for object_type, oid in dict.fromkeys(touched):
             report.calls[object_type] += 1
             try:
-                obj = _service(self.client, object_type).retrieve(oid)
+                obj = _service(self.client, object_type).retrieve(oid).to_dict()
             except stripe.InvalidRequestError as exc:
                 if exc.http_status == 404:
                     gone.setdefault(object_type, []).append(oid)
@@ -338,7 +338,7 @@ class Reconciler:
         """A customer and everything it owns: one retrieve plus one list per owned type (paginated).
         An unknown id raises Stripe's 404 (InvalidRequestError) before anything is written."""
         report = ReconcileReport(self.run_id, "resync")
-        customer = self.client.v1.customers.retrieve(customer_id)
+        customer = self.client.v1.customers.retrieve(customer_id).to_dict()
         report.calls["customer"] += 1
         self._start("resync", datetime.now(UTC))
         by_type: dict[str, list] = {}

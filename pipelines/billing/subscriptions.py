@@ -16,6 +16,9 @@ from pipelines.billing import keys
 from pipelines.billing.tenant import Tenant
 
 
+ENDED = ("canceled", "incomplete_expired")
+
+
 class SubscriptionError(ValueError):
     """An action that cannot apply to this subscription as it is (names the id and why)."""
 
@@ -37,7 +40,7 @@ def create_checkout_session(client: stripe.StripeClient, *, customer_id: str, pr
 
 
 def default_payment_method(customer: stripe.Customer) -> str | None:
-    settings = customer.get("invoice_settings") or {}
+    settings = keys.plain(customer).get("invoice_settings") or {}
     pm = settings.get("default_payment_method")
     return pm if isinstance(pm, str) or pm is None else pm.get("id")
 
@@ -55,8 +58,9 @@ def create_subscription(client: stripe.StripeClient, *, customer_id: str, price_
                                 "(payments.create_setup_intent / set_default_payment_method) or use Checkout")
     params = {"customer": customer_id, "items": [{"price": price_id, "quantity": quantity}],
               "default_payment_method": pm, "metadata": tenant.metadata(organization_id)}
-    return client.v1.subscriptions.create(
-        params, keys.options("subscription.create", organization_id, params=params, scope=scope))
+    return keys.create_once(
+        client.v1.subscriptions.create, params, "subscription.create", organization_id, scope=scope,
+        still_good=lambda s: client.v1.subscriptions.retrieve(s["id"])["status"] not in ENDED)
 
 
 def create_portal_session(client: stripe.StripeClient, *, customer_id: str, return_url: str,
@@ -67,8 +71,8 @@ def create_portal_session(client: stripe.StripeClient, *, customer_id: str, retu
         params, keys.update_options("portal.create", customer_id, params=params, scope=scope))
 
 
-def only_item(subscription: stripe.Subscription) -> stripe.SubscriptionItem:
-    items = subscription["items"]["data"]
+def only_item(subscription) -> dict:
+    items = keys.plain(subscription)["items"]["data"]
     if len(items) != 1:
         raise SubscriptionError(f"subscription {subscription['id']} has {len(items)} items; name the item to change")
     return items[0]
@@ -100,7 +104,7 @@ def set_item_quantity(client: stripe.StripeClient, *, subscription_id: str, item
 def change_quantity(client: stripe.StripeClient, subscription_id: str, quantity: int, *,
                     scope: str | None = None) -> QuantityChange:
     """Change the seat count of a one-item subscription (retrieves it first to know the current count)."""
-    sub = client.v1.subscriptions.retrieve(subscription_id)
+    sub = keys.plain(client.v1.subscriptions.retrieve(subscription_id))
     if sub["status"] in ("canceled", "incomplete_expired"):
         raise SubscriptionError(f"subscription {subscription_id} is {sub['status']}; its quantity cannot change")
     item = only_item(sub)
@@ -121,11 +125,12 @@ def cancel(client: stripe.StripeClient, subscription_id: str, *, at_period_end: 
 
 def resume(client: stripe.StripeClient, subscription_id: str, *, scope: str | None = None) -> stripe.Subscription:
     """Undo a cancel-at-period-end before the period ends."""
-    sub = client.v1.subscriptions.retrieve(subscription_id)
+    current = client.v1.subscriptions.retrieve(subscription_id)
+    sub = keys.plain(current)
     if sub["status"] == "canceled":
         raise SubscriptionError(f"subscription {subscription_id} is already canceled; start a new one instead")
     if not sub.get("cancel_at_period_end"):
-        return sub
+        return current
     params = {"cancel_at_period_end": False}
     return client.v1.subscriptions.update(subscription_id, params, keys.update_options(
         "subscription.resume", subscription_id, params=params, scope=scope))
@@ -144,12 +149,13 @@ def pause(client: stripe.StripeClient, subscription_id: str, *, behavior: str = 
 def unpause(client: stripe.StripeClient, subscription_id: str, *, scope: str | None = None) -> stripe.Subscription:
     """Resume collection: clears pause_collection, or resumes a subscription whose status is `paused`
     (a trial that ended without a payment method)."""
-    sub = client.v1.subscriptions.retrieve(subscription_id)
+    current = client.v1.subscriptions.retrieve(subscription_id)
+    sub = keys.plain(current)
     if sub["status"] == "paused":
         return client.v1.subscriptions.resume(subscription_id, {"billing_cycle_anchor": "now"}, keys.update_options(
             "subscription.unpause-status", subscription_id, scope=scope))
     if not sub.get("pause_collection"):
-        return sub
+        return current
     params = {"pause_collection": ""}
     return client.v1.subscriptions.update(subscription_id, params, keys.update_options(
         "subscription.unpause", subscription_id, params=params, scope=scope))
