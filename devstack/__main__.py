@@ -1,6 +1,6 @@
 """python -m devstack up|down|status|env|check|dev
 
-  up      start moto + SMTP sink + mailbox simulator (harmless when already up)
+  up      start moto + SMTP sink + mailbox simulator + local Stripe (harmless when already up)
   down    stop them
   status  what is running, where
   env     `export` lines for the running stack (eval "$(python -m devstack env)")
@@ -8,7 +8,7 @@
   dev     up, then `dagster dev` on 127.0.0.1:3000 with demo traffic; Ctrl-C stops everything
 
 Settings (environment): DEVSTACK_STATE_DIR (default <repo>/.devstack), DEVSTACK_MOTO_PORT
-(4566), DEVSTACK_SMTP_PORT (2525), DEVSTACK_DAGSTER_PORT (3000) - 0 picks a free port;
+(4566), DEVSTACK_SMTP_PORT (2525), DEVSTACK_STRIPE_PORT (12111, the local Stripe), DEVSTACK_DAGSTER_PORT (3000) - 0 picks a free port;
 DEVSTACK_DUCKDB_PATH (<state>/mailroom.duckdb), DEVSTACK_SNS_SIGNATURE_VERSION (2),
 DEVSTACK_DEMO_INTERVAL (seconds between demo batches, 5; 0 turns demo traffic off),
 DEVSTACK_DAGSTER_HOME (default <repo>/.dagster).
