@@ -5,11 +5,11 @@ digest of the parameters: the same action with the same parameters gets the same
 replays the first response), a different request gets a different key instead of Stripe's
 400 "keys for idempotent requests can only be used with the same parameters".
 
-Updates that can be undone and redone (name A -> B -> A, cancel at period end, resume, cancel
-again) must not replay an earlier response within Stripe's 24-hour key lifetime. They take the
-state they start from when the caller knows it (seat sync: quantity 5 -> 6), else the caller's
-`scope` (the Dagster run id), else a fresh nonce per call (`update_options`): the SDK's own
-retries of that call reuse it, and setting a field to a value is harmless to repeat.
+Updates that can be undone and redone (quantity 5 -> 6 -> 5 -> 6, cancel at period end, resume,
+cancel again) must not replay an earlier response within Stripe's 24-hour key lifetime, and a key
+with the starting state in it would (5 -> 6 twice). They take the caller's `scope` (the Dagster
+run id), else a fresh nonce per call (`update_options`): the SDK's own retries of that call reuse
+it, and setting a field to a value is harmless to repeat.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-PREFIX = "mailroom"
-
+from resources.stripe_client import idempotency_key
 
 def _digest(params: Mapping[str, Any] | None) -> str:
     if not params:
@@ -32,15 +31,9 @@ def _digest(params: Mapping[str, Any] | None) -> str:
 
 def action_key(action: str, *parts: object, params: Mapping[str, Any] | None = None,
                scope: str | None = None) -> str:
-    """`mailroom:<action>:<part>:...[:<scope>]:<digest of params>` (at most 255 characters, Stripe's limit)."""
-    pieces = [PREFIX, action, *(str(p) for p in parts)]
-    if scope:
-        pieces.append(str(scope))
-    pieces.append(_digest(params))
-    key = ":".join(pieces)
-    if len(key) > 255:  # ids are short; this only guards against an absurd caller-supplied scope
-        key = f"{PREFIX}:{action}:{hashlib.sha256(key.encode()).hexdigest()}"
-    return key
+    """The client's `idempotency_key` over the action, its ids, the caller's scope and a digest
+    of the parameters."""
+    return idempotency_key(action, *parts, *([scope] if scope else []), _digest(params))
 
 
 def plain(obj: Any) -> Any:

@@ -1,9 +1,9 @@
 """Subscription Manager: an organisation's subscription from signup to cancellation.
 
 Every write carries an idempotency key derived from the action (see keys.py): creates are keyed
-by the organisation and parameters, so a retry never creates twice; quantity changes put the
-state they start from in the key ("5 seats -> 6" retried is one update, 5 -> 6 -> 5 -> 6 is
-four); other reversible updates are keyed per call or by the caller's `scope`.
+by the organisation and parameters, so a retry never creates twice; updates (which set absolute
+values, so repeating one is harmless) are keyed by the action and the caller's `scope` or the
+call, so 5 seats -> 6 -> 5 -> 6 within a day is four changes, not a replay of the first.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def set_item_quantity(client: stripe.StripeClient, *, subscription_id: str, item
     if before == after:
         return QuantityChange(subscription_id, item_id, before, after, called=False)
     params = {"items": [{"id": item_id, "quantity": after}]}
-    client.v1.subscriptions.update(subscription_id, params, keys.options(
+    client.v1.subscriptions.update(subscription_id, params, keys.update_options(
         "subscription.quantity", subscription_id, item_id, f"{before}-{after}", params=params, scope=scope))
     return QuantityChange(subscription_id, item_id, before, after, called=True)
 
