@@ -53,9 +53,9 @@ def fill_organizations(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
                       f"billing@{name}.example"])
         for i in range(members):
             role = "Owner" if i == 0 else "Member"
-            conn.execute("INSERT INTO organization_members (organization_id, user_id, username, role)"
+            conn.execute("INSERT INTO organization_members (organization_id, user_id, role, joined_at)"
                          " VALUES (?, ?, ?, ?) ON CONFLICT (organization_id, user_id) DO NOTHING",
-                         [oid, f"{name}-user-{i}", f"{name}{i}", role])
+                         [oid, f"{name}{i}", role, created + timedelta(days=i)])
 
 
 def fill_stripe(client: stripe.StripeClient, api_base: str) -> dict[str, str]:

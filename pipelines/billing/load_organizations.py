@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.billing.load_organizations", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("organizations", nargs="?", help="CSV or Parquet: id, name, type, [created, deleted_at, billing_email]")
-    parser.add_argument("--members", help="CSV or Parquet: organization_id, user_id, [username, email, role]")
+    parser.add_argument("--members", help="CSV or Parquet: organization_id, user_id, [role, joined_at]")
     parser.add_argument("--replace-members", action="store_true",
                         help="the file is each listed organisation's full member list")
     parser.add_argument("--db", default=os.environ.get("DUCKDB_PATH"), help="DuckDB file (default $DUCKDB_PATH)")

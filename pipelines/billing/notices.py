@@ -29,13 +29,13 @@ class _Queue(Protocol):
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
-# The billing contact: the organisation's billing email, addressed as its owner's username
-# when the platform recorded one (organization_members.role 'Owner'), else the organisation name.
+# The billing contact: the organisation's billing email (else the customer's), addressed as its
+# earliest owner's user id (organization_members.role 'Owner'), else the organisation name.
 _CONTACT_SQL = """
-    SELECT o.id, o.name, coalesce(o.billing_email, c.email),
-           coalesce((SELECT m.username FROM organization_members m
+    SELECT o.id, o.name, coalesce(o.billing_email, c.billing_email),
+           coalesce((SELECT m.user_id FROM organization_members m
                      WHERE m.organization_id = o.id AND lower(coalesce(m.role, '')) = 'owner'
-                     ORDER BY m.user_id LIMIT 1), o.name)
+                     ORDER BY m.joined_at NULLS LAST, m.user_id LIMIT 1), o.name)
     FROM stripe_customers c JOIN organizations o ON o.id = c.organization_id
     WHERE c.customer_id = ?
 """
@@ -125,9 +125,9 @@ def send_event_notices(connect: Connect, events: Iterable[Mapping[str, Any]], qu
 
 _WITHOUT_SUBSCRIPTION_SQL = """
     SELECT o.id, o.name, o.billing_email,
-           coalesce((SELECT m.username FROM organization_members m
+           coalesce((SELECT m.user_id FROM organization_members m
                      WHERE m.organization_id = o.id AND lower(coalesce(m.role, '')) = 'owner'
-                     ORDER BY m.user_id LIMIT 1), o.name)
+                     ORDER BY m.joined_at NULLS LAST, m.user_id LIMIT 1), o.name)
     FROM organizations o
     WHERE o.type = 'company' AND o.deleted_at IS NULL AND o.created < ?
       AND o.billing_email IS NOT NULL

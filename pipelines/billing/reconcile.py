@@ -74,8 +74,10 @@ class TableAdapter(Protocol):
         """The compared columns as the tables should hold them for this Stripe object."""
     def rows(self, conn: duckdb.DuckDBPyConnection, object_type: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         """The compared columns of the rows with these ids."""
+    def present_ids(self, conn: duckdb.DuckDBPyConnection, object_type: str, ids: list[str]) -> set[str]:
+        """Which of these ids have a row that still stands for a live object."""
     def ids_created_before(self, conn: duckdb.DuckDBPyConnection, object_type: str, before: int) -> Iterable[str]:
-        """Ids of rows for objects created before `before` (epoch seconds)."""
+        """Ids of live rows for objects created before `before` (epoch seconds)."""
     def upsert(self, conn: duckdb.DuckDBPyConnection, object_type: str, objects: list[Mapping[str, Any]]) -> None: ...
     def delete(self, conn: duckdb.DuckDBPyConnection, object_type: str, ids: list[str]) -> None: ...
 
@@ -323,7 +325,7 @@ class Reconciler:
             self._apply(object_type, by_type.get(object_type, []), report)
         for object_type, ids in gone.items():
             with self.transaction() as conn:
-                present = set(self.adapter.rows(conn, object_type, ids))
+                present = self.adapter.present_ids(conn, object_type, ids)
             self._delete_missing(object_type, [i for i in ids if i in present], report)
 
     def resync(self, ids_by_type: Mapping[str, Iterable[str]]) -> ReconcileReport:

@@ -33,19 +33,25 @@ def _period_end(sub: Mapping[str, Any]) -> int | None:
     return max(ends) if ends else sub.get("current_period_end")
 
 
+# A column the object does not speak to (an organisation the ingestion took from Checkout or the
+# customer, where the subscription's metadata names none) is not compared.
+SKIP = object()
+
 # table, key column, and the compared columns with how to read each from the Stripe object
 SPECS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "customer": ("stripe_customers", "customer_id", {
-        "email": lambda o: o.get("email"),
+        "billing_email": lambda o: o.get("email"),
         "name": lambda o: o.get("name"),
-        "organization_id": lambda o: (o.get("metadata") or {}).get("organization_id"),
+        "deleted": lambda o: bool(o.get("deleted")),
+        "organization_id": lambda o: (o.get("metadata") or {}).get("organization_id", SKIP),
     }),
     "subscription": ("stripe_subscriptions", "subscription_id", {
         "customer_id": lambda o: _ref(o["customer"]),
         "status": lambda o: o["status"],
         "cancel_at_period_end": lambda o: bool(o.get("cancel_at_period_end")),
         "current_period_end": lambda o: _ts(_period_end(o)),
-        "organization_id": lambda o: (o.get("metadata") or {}).get("organization_id"),
+        "quantity": lambda o: sum(int(i.get("quantity") or 0) for i in ((o.get("items") or {}).get("data") or [])),
+        "organization_id": lambda o: (o.get("metadata") or {}).get("organization_id", SKIP),
     }),
     "invoice": ("stripe_invoices", "invoice_id", {
         "customer_id": lambda o: _ref(o["customer"]),
@@ -59,18 +65,19 @@ SPECS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "amount": lambda o: o["amount"],
         "currency": lambda o: o["currency"],
         "status": lambda o: o["status"],
-        "failure_code": lambda o: (o.get("last_payment_error") or {}).get("decline_code")
-        or (o.get("last_payment_error") or {}).get("code"),
     }),
 }
 _KIND_FILTER = {"payment_intent": "kind = 'payment_intent'"}
+# rows that still count as present: a deleted customer stays, flagged (customer.deleted keeps it)
+_LIVE_FILTER = {**_KIND_FILTER, "customer": "NOT deleted"}
 
 
 class BillingTables:
     """reconcile.TableAdapter over the stripe_* tables."""
 
     def expected(self, object_type: str, obj: Mapping[str, Any]) -> dict[str, Any]:
-        return {col: read(obj) for col, read in SPECS[object_type][2].items()}
+        out = {col: read(obj) for col, read in SPECS[object_type][2].items()}
+        return {k: v for k, v in out.items() if v is not SKIP}
 
     def rows(self, conn: duckdb.DuckDBPyConnection, object_type: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         if not ids:
@@ -82,9 +89,18 @@ class BillingTables:
         names = list(cols)
         return {r[0]: dict(zip(names, r[1:])) for r in cur.fetchall()}
 
+    def present_ids(self, conn: duckdb.DuckDBPyConnection, object_type: str, ids: list[str]) -> set[str]:
+        """Which of these ids still have a live row (a customer flagged deleted does not)."""
+        if not ids:
+            return set()
+        table, key, _ = SPECS[object_type]
+        where = f" AND {_LIVE_FILTER[object_type]}" if object_type in _LIVE_FILTER else ""
+        return {r[0] for r in conn.execute(f"SELECT {key} FROM {table} WHERE {key} IN"
+                                           f" (SELECT unnest(?::VARCHAR[])){where}", [ids]).fetchall()}
+
     def ids_created_before(self, conn: duckdb.DuckDBPyConnection, object_type: str, before: int) -> Iterable[str]:
         table, key, _ = SPECS[object_type]
-        where = f" AND {_KIND_FILTER[object_type]}" if object_type in _KIND_FILTER else ""
+        where = f" AND {_LIVE_FILTER[object_type]}" if object_type in _LIVE_FILTER else ""
         return [r[0] for r in conn.execute(f"SELECT {key} FROM {table} WHERE created < ?{where}",
                                            [_ts(before)]).fetchall()]
 
@@ -93,6 +109,12 @@ class BillingTables:
         projections.upsert_objects(conn, object_type, objects)
 
     def delete(self, conn: duckdb.DuckDBPyConnection, object_type: str, ids: list[str]) -> None:
+        """Rows of objects Stripe no longer has: customers are flagged deleted (as customer.deleted
+        does), other rows removed (subscriptions with their items)."""
+        if object_type == "customer":
+            conn.execute("UPDATE stripe_customers SET deleted = true, deleted_at = coalesce(deleted_at, now()),"
+                         " updated_at = now() WHERE customer_id IN (SELECT unnest(?::VARCHAR[]))", [ids])
+            return
         table, key, _ = SPECS[object_type]
         where = f" AND {_KIND_FILTER[object_type]}" if object_type in _KIND_FILTER else ""
         conn.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT unnest(?::VARCHAR[])){where}", [ids])
