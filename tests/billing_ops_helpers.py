@@ -42,3 +42,26 @@ def clear_faults(local_stack: Any) -> None:
 def calls(resource: StripeResource, endpoint: str | None = None) -> int:
     counted = resource.http.calls
     return sum(counted.values()) if endpoint is None else counted.get(endpoint, 0)
+
+
+def billing_database(path: Any):
+    """A DuckDBResource on `path` with every table (the project's, billing's and billing-ops')."""
+    from pipelines.billing.ops_tables import TABLES as OPS
+    from pipelines.billing.tables import TABLES as BILLING
+    from pipelines.store.schema import ALL_DDL
+    from resources.duckdb import DuckDBResource
+
+    ddl = list(ALL_DDL) + [t for t in BILLING + OPS if t not in ALL_DDL]
+    return DuckDBResource(path=str(path), ddl=ddl)
+
+
+class CollectingQueue:
+    """Stands in for the email-requests queue where a test looks only at what was dispatched."""
+
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+
+    def send(self, bodies) -> int:
+        bodies = list(bodies)
+        self.bodies.extend(bodies)
+        return len(bodies)

@@ -55,32 +55,47 @@ def refresh_subscriptions_current(conn: duckdb.DuckDBPyConnection, now: datetime
             **{f"status_{k}": v for k, v in by_status.items()}}
 
 
+# A PaymentIntent failed when Stripe recorded a payment error on it (last_payment_error); one
+# merely created and not yet confirmed is neither succeeded nor failed.
+FAILED_PI = "failure_code IS NOT NULL AND status <> 'succeeded'"
+
 _DAILY = f"""
 CREATE OR REPLACE TABLE billing_daily AS
-WITH days AS (
-    SELECT CAST(created AS DATE) AS day FROM stripe_subscriptions
-    UNION SELECT CAST(created AS DATE) FROM stripe_payments
-), subs AS (
-    SELECT s.*, (SELECT count(*) FROM stripe_subscriptions p
-                 WHERE p.organization_id = s.organization_id AND p.created < s.created
-                   AND p.status IN ('canceled', 'incomplete_expired')) > 0 AS returning
+WITH subs AS (
+    SELECT CAST(s.created AS DATE) AS day,
+           EXISTS (SELECT 1 FROM stripe_subscriptions p
+                   WHERE p.organization_id = s.organization_id AND p.created < s.created
+                     AND p.status IN ('canceled', 'incomplete_expired')) AS is_return
     FROM stripe_subscriptions s
+), started AS (
+    SELECT day, count(*) FILTER (WHERE NOT is_return) AS new_subscriptions,
+           count(*) FILTER (WHERE is_return) AS reactivated_subscriptions
+    FROM subs GROUP BY day
+), churned AS (
+    SELECT CAST(coalesce(ended_at, canceled_at) AS DATE) AS day, count(*) AS churned_subscriptions
+    FROM stripe_subscriptions WHERE status = 'canceled' GROUP BY 1
+), money AS (
+    SELECT CAST(created AS DATE) AS day,
+           count(*) FILTER (WHERE kind = 'payment_intent' AND status = 'succeeded') AS payments_succeeded,
+           count(*) FILTER (WHERE kind = 'payment_intent' AND {FAILED_PI}) AS payments_failed,
+           count(*) FILTER (WHERE kind = 'refund') AS refunds,
+           coalesce(sum(amount) FILTER (WHERE kind = 'refund'), 0) AS refunded_amount,
+           count(*) FILTER (WHERE kind = 'dispute') AS disputes
+    FROM stripe_payments GROUP BY 1
+), days AS (
+    SELECT day FROM started UNION SELECT day FROM churned UNION SELECT day FROM money
 )
 SELECT d.day,
-       (SELECT count(*) FROM subs WHERE CAST(created AS DATE) = d.day AND NOT returning) AS new_subscriptions,
-       (SELECT count(*) FROM subs WHERE CAST(created AS DATE) = d.day AND returning) AS reactivated_subscriptions,
-       (SELECT count(*) FROM stripe_subscriptions
-         WHERE CAST(coalesce(ended_at, canceled_at) AS DATE) = d.day AND status = 'canceled') AS churned_subscriptions,
-       (SELECT count(*) FROM stripe_payments WHERE kind = 'payment_intent' AND status = 'succeeded'
-         AND CAST(created AS DATE) = d.day) AS payments_succeeded,
-       (SELECT count(*) FROM stripe_payments WHERE kind = 'payment_intent'
-         AND (failure_code IS NOT NULL OR status IN ('requires_payment_method', 'canceled'))
-         AND CAST(created AS DATE) = d.day) AS payments_failed,
-       (SELECT count(*) FROM stripe_payments WHERE kind = 'refund' AND CAST(created AS DATE) = d.day) AS refunds,
-       (SELECT coalesce(sum(amount), 0) FROM stripe_payments WHERE kind = 'refund'
-         AND CAST(created AS DATE) = d.day) AS refunded_amount,
-       (SELECT count(*) FROM stripe_payments WHERE kind = 'dispute' AND CAST(created AS DATE) = d.day) AS disputes
-FROM days d WHERE d.day IS NOT NULL ORDER BY d.day
+       coalesce(s.new_subscriptions, 0) AS new_subscriptions,
+       coalesce(s.reactivated_subscriptions, 0) AS reactivated_subscriptions,
+       coalesce(c.churned_subscriptions, 0) AS churned_subscriptions,
+       coalesce(m.payments_succeeded, 0) AS payments_succeeded,
+       coalesce(m.payments_failed, 0) AS payments_failed,
+       coalesce(m.refunds, 0) AS refunds,
+       coalesce(m.refunded_amount, 0) AS refunded_amount,
+       coalesce(m.disputes, 0) AS disputes
+FROM days d LEFT JOIN started s USING (day) LEFT JOIN churned c USING (day) LEFT JOIN money m USING (day)
+WHERE d.day IS NOT NULL ORDER BY d.day
 """
 
 # Monthly recurring revenue of the live subscriptions, per currency, in minor units.
@@ -172,10 +187,9 @@ def last_run_unrepaired(conn: duckdb.DuckDBPyConnection) -> tuple[str | None, in
 
 def payment_failure_rate(conn: duckdb.DuckDBPyConnection, now: datetime, days: int = 7) -> tuple[float, int, int]:
     """(failed / attempted, failed, attempted) over PaymentIntents created in the last `days`."""
-    failed, attempted = conn.execute("""
-        SELECT count(*) FILTER (WHERE failure_code IS NOT NULL OR status IN ('requires_payment_method', 'canceled')),
-               count(*) FILTER (WHERE status IN ('succeeded', 'requires_payment_method', 'canceled')
-                                OR failure_code IS NOT NULL)
+    failed, attempted = conn.execute(f"""
+        SELECT count(*) FILTER (WHERE {FAILED_PI}),
+               count(*) FILTER (WHERE status = 'succeeded' OR ({FAILED_PI}))
         FROM stripe_payments WHERE kind = 'payment_intent' AND created >= ?::TIMESTAMPTZ""",
                                      [now - timedelta(days=days)]).fetchone()
     return (failed / attempted if attempted else 0.0), int(failed), int(attempted)
