@@ -88,7 +88,6 @@ def test_refund_cancel_and_resync(world, local_stack):
     result = _run(refund_payment_job, res, db, {"refund_payment": {"config": {"payment_id": paid.payment_intent_id,
                                                                                 "amount": 1500}}})
     assert result.success
-    md = result.output_for_node("refund_payment", "result") if False else None  # noqa: F841 (metadata below)
     [refund] = local_stack.stripe_control("state/refund", method="GET")["data"]
     assert refund["amount"] == 1500 and refund["payment_intent"] == paid.payment_intent_id
     with db.connect() as conn:
