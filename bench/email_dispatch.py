@@ -6,9 +6,9 @@ phase runs in a fresh subprocess so its peak RSS is its own.
 0. null      the pipeline below with a transport that accepts at once: our own ceiling.
    sink      the SMTP sink's own capacity: pre-built messages over smtplib, no pipeline.
 1. smtp      N requests (mixed kinds, 1-3 recipients, ~5% unverified, ~1% without address, some
-             suppressed) through EmailBatchHandler.handle - the drain's per-batch handle: parse,
-             render, skip rules, claim, send, record - against the SMTP sink, real DuckDB file.
-             Requests are generated lazily in batches (streamed), not through SQS.
+             suppressed) through run_consumer with the email-requests consumer, as the op runs it:
+             parse, render, skip rules, claim, send, record - against the SMTP sink, real DuckDB
+             file. Requests are generated lazily from an in-memory queue (streamed), not through SQS.
 2. ses       the same against SES (SESv2 SendEmail raw MIME) on moto, no rate limit.
 3. baseline  Warehouse-style, same run, same templates: one message at a time, Jinja render,
              premailer CSS inlining per message, email.message MIME, repeat-window lookup,
@@ -69,25 +69,13 @@ def request_stream(n: int, seed: int = 7, prefix: str = "b") -> Iterator[str]:
                           "context": ctx, "remote_ip": "203.0.113.7"})
 
 
-def batches(bodies: Iterator[str], size: int):
-    from pipelines.common.drain import QueueMessage
-
-    batch = []
-    for i, body in enumerate(bodies):
-        batch.append(QueueMessage(f"sqs-{i}", f"rh-{i}", body))
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def seed_suppressed(db_path: str) -> None:
     from pipelines.store.schema import database
 
     with database(db_path).connect() as c:
-        c.executemany("INSERT INTO email_addresses (address, verified, unverify_reason) VALUES (?, false, ?) "
-                      "ON CONFLICT DO NOTHING", [(f"suppressed{i}@example.org", "hard-bounce") for i in range(50)])
+        c.execute("INSERT INTO email_addresses (address, verified, unverify_reason) "
+                  "SELECT 'suppressed' || i || '@example.org', false, 'hard-bounce' FROM range(50) r(i) "
+                  "ON CONFLICT DO NOTHING")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -142,10 +130,14 @@ class Stamping:
 
 def phase_pipeline(args: dict) -> dict:
     os.environ.update(args["env"])
-    from pipelines.email.batch import EmailBatchHandler
+    from bench.memory_queue import MemoryQueue
+    from pipelines.common.consumer import run_consumer
+    from pipelines.common.drain import DrainOptions
+    from pipelines.email.batch import EmailRequestConsumer
     from pipelines.email.builder import Builder
     from pipelines.email.sending import RetryPolicy, Sender
     from pipelines.store.schema import database
+    from pipelines.store.store import Store
 
     db_path = args["db_path"]
     seed_suppressed(db_path)
@@ -154,27 +146,28 @@ def phase_pipeline(args: dict) -> dict:
     builder = Builder()
     keep = args["requests"] <= 20_000
     started = time.perf_counter()
-    with Sender(transport, concurrency=args["threads"], rate=args.get("rate"),
-                policy=RetryPolicy(max_attempts=5, base_delay=0.05)) as sender:
-        if args.get("rate"):
-            sender.limiter.releases = []
-        h = EmailBatchHandler(db.connect, builder, sender, default_sender=SENDER, transport_name=args["transport"],
-                              inflight_window=args["window"], keep_send_seconds=keep)
-        for batch in batches(request_stream(args["requests"], prefix=args["prefix"]), args["batch"]):
-            h.handle(batch)
+    sender = Sender(transport, concurrency=args["threads"], rate=args.get("rate"),
+                    policy=RetryPolicy(max_attempts=5, base_delay=0.05))
+    if args.get("rate"):
+        sender.limiter.releases = []
+    options = DrainOptions(max_messages=args["requests"], max_seconds=float("inf"), batch_size=args["batch"])
+    with EmailRequestConsumer(builder, sender, default_sender=SENDER, transport_name=args["transport"],
+                              inflight_window=args["window"], keep_send_seconds=keep) as h, Store(db.connect) as store:
+        st = run_consumer(MemoryQueue(request_stream(args["requests"], prefix=args["prefix"])), h, store,
+                          options).counters
     seconds = time.perf_counter() - started
-    st = h.stats
-    processed = st.sent + st.failed + sum(st.skipped.values())
-    out = {"requests": args["requests"], "recipients": st.recipients, "sent": st.sent, "failed": st.failed,
-           "skipped": dict(st.skipped), "quarantined": st.quarantined, "seconds": round(seconds, 3),
-           "emails_per_s": round(st.sent / seconds, 1), "recipients_per_s": round(processed / seconds, 1),
+    skipped = {k.removeprefix("skipped_").replace("_", "-"): v for k, v in st.items() if k.startswith("skipped_")}
+    processed = st["sent"] + st["failed"] + sum(skipped.values())
+    out = {"requests": args["requests"], "recipients": st["recipients"], "sent": st["sent"], "failed": st["failed"],
+           "skipped": skipped, "quarantined": st["quarantined"], "seconds": round(seconds, 3),
+           "emails_per_s": round(st["sent"] / seconds, 1), "recipients_per_s": round(processed / seconds, 1),
            "peak_rss_mb": peak_rss_mb(), "threads": args["threads"], "batch": args["batch"],
            "inflight_window": args["window"], "skeleton_cache": dict(builder.stats)}
     if keep:
-        out.update({"send_p50_ms": round(pct(st.send_seconds, 0.5) * 1e3, 2),
-                    "send_p99_ms": round(pct(st.send_seconds, 0.99) * 1e3, 2),
-                    "recorded_p50_ms": round(pct(st.record_seconds, 0.5) * 1e3, 1),
-                    "recorded_p99_ms": round(pct(st.record_seconds, 0.99) * 1e3, 1)})
+        out.update({"send_p50_ms": round(pct(h.send_seconds, 0.5) * 1e3, 2),
+                    "send_p99_ms": round(pct(h.send_seconds, 0.99) * 1e3, 2),
+                    "recorded_p50_ms": round(pct(h.record_seconds, 0.5) * 1e3, 1),
+                    "recorded_p99_ms": round(pct(h.record_seconds, 0.99) * 1e3, 1)})
     if args.get("rate"):
         releases = sender.limiter.releases
         stamps = sorted(transport.stamps)
@@ -274,9 +267,9 @@ def phase_rate(args: dict) -> dict:
     return phase_pipeline({**args, "requests": n})
 
 
-def save(results: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+def save(results: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def run_phase(fn, args: dict) -> dict:
@@ -344,6 +337,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=100)
     ap.add_argument("--skip", default="",
                     help="comma-separated phases to skip: null,sink,smtp,ses,baseline,rate,memory")
+    ap.add_argument("--out", default=str(RESULTS), help="where the results JSON goes")
     a, _ = ap.parse_known_args()   # `python -m bench` passes suite names along
     skip = set(filter(None, a.skip.split(",")))
 
@@ -359,8 +353,9 @@ def main() -> None:
     sink = SinkReader(state.sink_dir)
     common = {"env": env, "threads": a.threads, "batch": a.batch, "window": a.window}
     results: dict = {}
-    if skip and RESULTS.exists():   # a partial run updates only the phases it runs
-        results = json.loads(RESULTS.read_text())
+    out = Path(a.out)
+    if skip and out.exists():   # a partial run updates only the phases it runs
+        results = json.loads(out.read_text())
     results.update({"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                     "targets": TARGETS, "stack_startup_s": state.startup_seconds})
     try:
@@ -369,25 +364,25 @@ def main() -> None:
             results["null"] = run_phase(phase_pipeline, {**common, "transport": "null", "requests": a.requests,
                                                          "db_path": str(tmp / "null.duckdb"), "prefix": "n"})
         if "sink" not in skip:
-            save(results)
+            save(results, out)
             print("sink capacity ...", flush=True)
             results["sink_raw"] = run_phase(phase_sink_raw, {**common, "messages": 8000})
             sink.clear()
         if "smtp" not in skip:
-            save(results)
+            save(results, out)
             print("smtp ...", flush=True)
             results["smtp"] = run_phase(phase_pipeline, {**common, "transport": "smtp", "requests": a.requests,
                                                          "db_path": str(tmp / "smtp.duckdb"), "prefix": "s"})
             results["smtp"]["sink_messages"] = sink.count()
             sink.clear()
         if "baseline" not in skip:
-            save(results)
+            save(results, out)
             print("baseline ...", flush=True)
             results["baseline"] = run_phase(phase_baseline, {**common, "requests": a.baseline_requests,
                                                              "db_path": str(tmp / "baseline.duckdb"), "prefix": "w"})
             sink.clear()
         if "rate" not in skip:
-            save(results)
+            save(results, out)
             print("rate ...", flush=True)
             since = time.time()
             from pipelines.email.jobs import threads_for
@@ -399,13 +394,13 @@ def main() -> None:
             results["rate"] = r
             sink.clear()
         if "memory" not in skip:
-            save(results)
+            save(results, out)
             print("memory ...", flush=True)
             results["memory"] = run_phase(phase_pipeline, {**common, "transport": "smtp",
                                                            "requests": a.memory_requests,
                                                            "db_path": str(tmp / "memory.duckdb"), "prefix": "m"})
         if "ses" not in skip:
-            save(results)
+            save(results, out)
             print("ses ...", flush=True)
             results["ses"] = run_phase(phase_pipeline, {**common, "transport": "ses",
                                                         "requests": a.ses_requests or a.requests,
@@ -417,7 +412,7 @@ def main() -> None:
     s, b = results.get("smtp"), results.get("baseline")
     if s and b:
         results["speedup_vs_baseline"] = round(s["emails_per_s"] / b["emails_per_s"], 1)
-    save(results)
+    save(results, out)
     print_table(results)
 
 
@@ -463,7 +458,7 @@ def print_table(r: dict) -> None:
     print(f"\n{'measure':<{width}}{'value':>24}  target")
     for name, value, target in rows:
         print(f"{name:<{width}}{value!s:>24}  {target}")
-    print(f"\nresults: {RESULTS}")
+    print(f"\nresults: {out}")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ messages that exist in email_messages (plus ~1% orphans).
    transaction (look up the event and the message, insert, update, address upsert); timed on
    a sample because it is slow;
 3. end to end from the local SQS (moto, via the devstack API): a producer keeps a backlog on a
-   queue while a separate consumer process drains it with pipelines.common.drain + the same
-   ingestor; reports notifications/s, SQS calls per notification and the consumer's peak RSS.
+   queue while a separate consumer process drains it with run_consumer, exactly as the drain op
+   does; reports notifications/s, SQS calls per notification and the consumer's peak RSS.
+
+Every measured run goes through pipelines.common.consumer.run_consumer, the op's own entry.
 
 Results: bench/results/ses_ingest.json and a printed table.
 """
@@ -144,9 +146,8 @@ def make_dataset(n: int, seed: int, identity) -> tuple[list[str], list[tuple[str
 def setup_db(path: str, messages, old: int = 0) -> None:
     """email_messages rows for the dataset, after `old` rows of earlier mail (SES message ids begin
     with the send time, so earlier mail has smaller ids)."""
-    import pandas as pd  # not at the top: the consumer's spawned verify workers import this module
-
     from pipelines.store.schema import database
+    from pipelines.store.write import STR, arrow, with_rows
 
     with database(path).connect() as conn:
         if old:
@@ -154,10 +155,11 @@ def setup_db(path: str, messages, old: int = 0) -> None:
                          "sent_at) SELECT 'old-' || i, 'old' || i || '@example.org', 'password-reset', "
                          "printf('0000%012d-old-000000', i), 'delivered', 1, now() - INTERVAL 10 DAY FROM range(?) r(i)",
                          [old])
-        conn.register("msgs", pd.DataFrame(messages, columns=["request_id", "to_address", "message_id"]))
-        conn.execute("INSERT INTO email_messages (request_id, to_address, kind, message_id, status, attempts, sent_at) "
-                     "SELECT request_id, to_address, 'password-reset', message_id, 'sent', 1, now() FROM msgs")
-        conn.unregister("msgs")
+        rows = arrow(request_id=(STR, [m[0] for m in messages]), to_address=(STR, [m[1] for m in messages]),
+                     message_id=(STR, [m[2] for m in messages]))
+        with_rows(conn, "INSERT INTO email_messages (request_id, to_address, kind, message_id, status, attempts, "
+                        "sent_at) SELECT request_id, to_address, 'password-reset', message_id, 'sent', 1, now() "
+                        "FROM rows", rows)
 
 
 def make_ingestor(cert_dir: str):
@@ -176,48 +178,71 @@ def db_counts(path: str) -> dict:
                 "quarantined": c.execute("SELECT count(*) FROM quarantine").fetchone()[0]}
 
 
-def run_in_process(bodies: list[str], db_path: str, cert_dir: str, workers: int, batch: int) -> dict:
-    """What the drain op does per batch, minus SQS: verify+parse (in `workers` processes, or
-    inline when 0) overlapped with apply+write of the previous batch in this process."""
-    from pipelines.common.drain import QueueMessage
-    from pipelines.email_delivery.ingest import IngestResult
-    from pipelines.store.held_connection import HeldConnection
-    from pipelines.email_delivery.parallel import PreparePool
-    from pipelines.store.schema import database
+class Timed:
+    """The consumer under test, with the time spent waiting for its prepared batches counted."""
 
-    ingestor, db, total = make_ingestor(cert_dir), database(db_path), IngestResult()
-    held = HeldConnection(db, hold_seconds=10.0)
-    msgs = [QueueMessage(f"sqs-{i}", f"rh-{i}", b) for i, b in enumerate(bodies)]
-    pool = PreparePool(ingestor, workers) if workers else None
-    prep = write = 0.0
-    started, cpu_started = time.perf_counter(), time.process_time()
-    if pool:
-        for start in range(0, len(msgs), 10):  # as the drain receives them
-            pool.submit(msgs[start:start + 10])
-    for start in range(0, len(msgs), batch):
-        t0 = time.perf_counter()
-        prepared = (pool.prepare if pool else ingestor.prepare)(msgs[start:start + batch])
-        t1 = time.perf_counter()
-        total.add(ingestor.commit(held.get(), prepared))
-        prep += t1 - t0
-        write += time.perf_counter() - t1
-    held.close()  # the final checkpoint is part of the measured time
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    if pool:
-        pool.close()
+    def __init__(self, inner, after_commit=None):
+        self.inner, self.source = inner, inner.source
+        self.prepare_seconds = 0.0
+        self._after = after_commit
+        if hasattr(inner, "on_receive"):
+            self.on_receive = inner.on_receive
+
+    def prepare(self, messages):
+        started = time.perf_counter()
+        try:
+            return self.inner.prepare(messages)
+        finally:
+            self.prepare_seconds += time.perf_counter() - started
+
+    def commit(self, conn, prepared):
+        counters = self.inner.commit(conn, prepared)
+        if self._after is not None:
+            self._after()
+        return counters
+
+
+def consumer_for(cert_dir: str, workers: int):
+    from pipelines.email_delivery.parallel import PooledIngestor
+
+    ingestor = make_ingestor(cert_dir)
+    return PooledIngestor(ingestor, workers) if workers else ingestor
+
+
+def run_in_process(bodies: list[str], db_path: str, cert_dir: str, workers: int, batch: int) -> dict:
+    """The drain op's run_consumer, minus SQS (an in-memory queue): verify+parse (in `workers`
+    processes, or inline when 0) overlapped with apply+write of the previous batch."""
+    from bench.memory_queue import MemoryQueue
+    from pipelines.common.consumer import run_consumer
+    from pipelines.common.drain import DrainOptions
+    from pipelines.store.schema import database
+    from pipelines.store.store import Store
+
+    db = database(db_path)
+    with ExitStack() as stack:
+        inner = consumer_for(cert_dir, workers)
+        if workers:
+            stack.enter_context(inner)
+        consumer = Timed(inner)
+        options = DrainOptions(max_messages=len(bodies), max_seconds=float("inf"), batch_size=batch)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        with Store(lambda: db.connect(config={"threads": 1}), hold_seconds=10.0) as store:
+            report = run_consumer(MemoryQueue(bodies), consumer, store, options)
+        # the final checkpoint (closing the store) is part of the measured time
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     # CPU time of this process (all its threads; not the workers'): the rate one uncontended core
     # would reach, since the machine is shared while this runs.
     return {"notifications": len(bodies), "workers": workers, "batch": batch, "seconds": round(seconds, 3),
             "per_s": round(len(bodies) / seconds), "cpu_seconds": round(cpu, 3),
             "cpu_us_per_notification": round(cpu / len(bodies) * 1e6, 1),
             "per_cpu_s": round(len(bodies) / cpu) if not workers else None,
-            "waiting_for_verify_seconds": round(prep, 3),
-            "apply_write_seconds": round(write, 3), **vars(total)}
+            "waiting_for_verify_seconds": round(consumer.prepare_seconds, 3),
+            "apply_write_seconds": round(seconds - consumer.prepare_seconds, 3), **report.counters.as_metadata()}
 
 
 def run_verify_only(bodies: list[str], cert_dir: str, workers: int, batch: int) -> dict:
-    """The verify + parse stage alone (no DuckDB): what the worker pool delivers to the writer."""
-    from pipelines.common.drain import QueueMessage
+    """The verify + parse stage alone (no DuckDB, no kit): what the worker pool delivers to the writer."""
+    from pipelines.common.queue_message import QueueMessage
     from pipelines.email_delivery.parallel import PreparePool
 
     ingestor = make_ingestor(cert_dir)
@@ -307,43 +332,38 @@ def pss_mb(pid: int | str = "self") -> float:
 
 
 def consumer_main(args) -> None:
-    """Child process: drain the queue into DuckDB exactly as the drain op does; print stats JSON."""
-    from pipelines.common.drain import drain
-    from pipelines.email_delivery.ingest import IngestResult
-    from pipelines.store.held_connection import HeldConnection
-    from pipelines.email_delivery.parallel import PreparePool, PreparingQueue
-    from resources.aws import SQSQueueResource
+    """Child process: drain the queue into DuckDB through run_consumer, as the drain op does; print stats JSON."""
+    from pipelines.common.consumer import run_consumer
+    from pipelines.common.drain import DrainOptions
     from pipelines.store.schema import database
+    from pipelines.store.store import Store
+    from resources.aws import SQSQueueResource
 
     queue = SQSQueueResource(queue_name=args.queue, region_name="us-east-1")
-    ingestor, db, total = make_ingestor(args.cert_dir), database(args.db), IngestResult()
+    db = database(args.db)
     rss_after_imports = peak_rss_mb()
+    peak_pss = [0.0]
 
     with ExitStack() as stack:
-        held = stack.enter_context(HeldConnection(db, hold_seconds=10.0))
-        source, prepare = queue, ingestor.prepare
+        inner = consumer_for(args.cert_dir, args.workers)
         if args.workers > 0:
-            pool = stack.enter_context(PreparePool(ingestor, args.workers))
-            source, prepare = PreparingQueue(queue, pool), pool.prepare
+            stack.enter_context(inner)
 
-        peak_pss = [0.0]
-
-        def handle(batch):
-            total.add(ingestor.commit(held.get(), prepare(batch)))
-            pids = ["self", *(pool.worker_pids() if args.workers > 0 else [])]
+        def sample_memory():
+            pids = ["self", *(inner.worker_pids() if args.workers > 0 else [])]
             peak_pss[0] = max(peak_pss[0], sum(pss_mb(pid) for pid in pids))
 
-        # batch_size 200 rather than the op's 5,000: moto scans every in-flight message on each
+        store = stack.enter_context(Store(lambda: db.connect(config={"threads": 1}), hold_seconds=10.0))
+        # batch_size 200 rather than the op's 2,000: moto scans every in-flight message on each
         # send, receive and delete, so a small in-flight window keeps the emulator from dominating.
-        stats = drain(source, handle, max_messages=args.n, max_seconds=args.sqs_max_seconds, batch_size=200,
-                      wait_seconds=2, empty_polls_to_stop=3)
-        workers_rss = sum(peak_rss_mb(pid) for pid in (pool.worker_pids() if args.workers > 0 else []))
-    print(json.dumps({"received": stats.received, "deleted": stats.deleted, "seconds": stats.seconds,
-                      "receive_calls": stats.receive_calls, "delete_calls": stats.delete_calls,
+        report = run_consumer(queue, Timed(inner, after_commit=sample_memory), store, DrainOptions(
+            max_messages=args.n, max_seconds=args.sqs_max_seconds, batch_size=200, wait_seconds=2,
+            empty_polls_to_stop=3))
+        workers_rss = sum(peak_rss_mb(pid) for pid in (inner.worker_pids() if args.workers > 0 else []))
+    print(json.dumps({**report.counters.as_metadata(), "seconds": report.seconds,
                       "peak_rss_mb": peak_rss_mb() + workers_rss, "workers_peak_rss_mb": workers_rss,
                       "main_peak_rss_mb": peak_rss_mb(), "main_rss_after_imports_mb": rss_after_imports,
-                      "peak_pss_mb": peak_pss[0],
-                      **vars(total)}))
+                      "peak_pss_mb": peak_pss[0]}))
 
 
 def run_sqs(bodies: list[str], db_path: str, cert_dir: str, endpoint: str, workers: int, max_seconds: float) -> dict:
@@ -409,6 +429,7 @@ def main() -> None:
     ap.add_argument("--queue")
     ap.add_argument("--db")
     ap.add_argument("--cert-dir")
+    ap.add_argument("--out", default=str(RESULTS), help="where the results JSON goes")
     args = ap.parse_args()
     if args.consumer:
         consumer_main(args)
@@ -500,8 +521,9 @@ def main() -> None:
             "sqs_same_events_as_in_process": e2e["db"] == results["in_process"]["db"] if not args.sqs_n else None,
         })
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
 
     inline = results["in_process"] if op_workers == 0 else results[f"in_process_{other}_workers"]
     rows = [(f"in process, {op_workers} verify workers (op default, median of {args.repeat})", f"{results['in_process']['per_s']:,} /s",
@@ -523,7 +545,7 @@ def main() -> None:
     print(f"\n{'measure'.ljust(width)}  {'result':>14}  target")
     for name, value, target in rows:
         print(f"{name.ljust(width)}  {value:>14}  {target}")
-    print(f"checks: {results['checks']}\nwritten to {RESULTS}")
+    print(f"checks: {results['checks']}\nwritten to {out}")
 
 
 if __name__ == "__main__":

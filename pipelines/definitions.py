@@ -1,14 +1,14 @@
-"""The code location: per-domain definitions plus the shared resources and executor."""
+"""The code location: each domain's Definitions, merged, plus the shared resources and executor."""
 
 import dagster as dg
 
 from pipelines.email import definitions as email
-from pipelines.email_delivery import definitions as ses
+from pipelines.email_delivery import definitions as email_delivery
 from pipelines.executors import mailroom_executor
 from pipelines.resource_defs import build_resources
 
 defs = dg.Definitions.merge(
     email.defs,
-    ses.defs,
+    email_delivery.defs,
     dg.Definitions(resources=build_resources(), executor=mailroom_executor),
 )

@@ -13,8 +13,10 @@ from resources.aws import SNSResource, SQSQueueResource
 from pipelines.store.schema import ALL_DDL
 from resources.duckdb import DuckDBResource
 from resources.email_sender import EmailSenderResource
+from resources.email_settings import EmailSettingsResource
 from resources.ses import SESSenderResource
 from resources.smtp import ConsoleSenderResource, SMTPSenderResource
+from resources.sns_verifier import SnsVerifierResource
 from resources.stripe_client import StripeResource
 from resources.templates import TemplatesResource
 
@@ -46,6 +48,15 @@ def build_resources() -> dict[str, object]:
             console=ConsoleSenderResource(),
         ),
         "templates": TemplatesResource(),
+        "email_settings": EmailSettingsResource(sender=dg.EnvVar("EMAIL_SENDER")),
+        "sns_verifier": SnsVerifierResource(
+            topic_allowlist=dg.EnvVar("SNS_TOPIC_ALLOWLIST"),
+            cert_dir=dg.EnvVar("SNS_CERT_DIR"),
+            max_age_seconds=dg.EnvVar.int("SNS_MAX_AGE_SECONDS"),
+            accept_raw=dg.EnvVar("SES_ACCEPT_RAW"),
+        ),
+        # Empty queue name: address changes stay in address_status_changes only.
+        "address_changes_queue": SQSQueueResource(region_name=REGION, queue_name=dg.EnvVar("ADDRESS_CHANGES_QUEUE")),
         "stripe": StripeResource(
             api_key=dg.EnvVar("STRIPE_API_KEY"),
             webhook_secret=dg.EnvVar("STRIPE_WEBHOOK_SECRET"),

@@ -61,6 +61,13 @@ class SQSQueueResource(ResourceWithBoto3Configuration):
         )["Attributes"]
         return int(attrs.get("ApproximateNumberOfMessages", 0))
 
+    def visibility_timeout(self) -> int:
+        """Seconds a received message stays hidden (the queue's VisibilityTimeout); read once per
+        run, so a drain can flush a batch before its messages reappear."""
+        attrs = self.client.get_queue_attributes(
+            QueueUrl=self.url, AttributeNames=["VisibilityTimeout"])["Attributes"]
+        return int(attrs.get("VisibilityTimeout", 30))
+
     def receive(self, max_messages: int = SQS_BATCH, wait_seconds: int = 1,
                 visibility_timeout: int | None = None) -> list[dict]:
         kwargs: dict[str, Any] = {
@@ -68,6 +75,7 @@ class SQSQueueResource(ResourceWithBoto3Configuration):
             "MaxNumberOfMessages": min(max_messages, SQS_BATCH),
             "WaitTimeSeconds": wait_seconds,
             "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
+            "MessageAttributeNames": ["All"],
         }
         if visibility_timeout is not None:
             kwargs["VisibilityTimeout"] = visibility_timeout

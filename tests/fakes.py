@@ -104,3 +104,33 @@ class RecordingTransport:
         with self._lock:
             self.sent.append(email)
             return f"rec-{len(self.sent)}"
+
+
+def process(conn, consumer, messages):
+    """One batch through the consumer kit on a connection the test holds (prepare, commit with
+    the quarantine rows, after_commit); returns the kit's counters."""
+    from pipelines.common.consumer import process_batch
+    from pipelines.store.store import Store
+
+    return process_batch(Store.over(conn), consumer, list(messages))
+
+
+class BatchDriver:
+    """Feeds batches to a consumer the way run_consumer does, without a queue; `stats` adds up
+    the kit's counters. Each batch opens and closes its own connection."""
+
+    def __init__(self, connect, consumer):
+        from pipelines.common.counters import Counters
+        from pipelines.store.store import Store
+
+        self.consumer = consumer
+        self.store = Store(connect, hold_seconds=0)
+        self.stats = Counters()
+
+    def handle(self, batch):
+        from pipelines.common.consumer import process_batch
+
+        try:
+            self.stats.update(process_batch(self.store, self.consumer, list(batch)))
+        finally:
+            self.store.close()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipelines.common.drain import drain
+from pipelines.common.drain import DrainOptions, drain
 
 
 class ListQueue:
@@ -33,12 +33,12 @@ def test_handle_commits_before_anything_is_deleted():
         q.log.append(f"handle:{len(batch)}")
         seen.extend(m.body for m in batch)
 
-    stats = drain(q, handle, batch_size=20)
+    stats = drain(q, handle, DrainOptions(batch_size=20))
     assert seen == [str(i) for i in range(25)]
     assert q.log == ["receive:10", "receive:10", "handle:20", "delete:20",
                      "receive:5", "receive:0", "handle:5", "delete:5"]
-    assert stats.received == stats.deleted == 25
-    assert stats.receive_calls == 4 and stats.delete_calls == 3
+    assert stats["received"] == stats["deleted"] == 25
+    assert stats["receive_calls"] == 4 and stats["delete_calls"] == 3
 
 
 def test_a_failing_handle_deletes_nothing():
@@ -54,8 +54,8 @@ def test_a_failing_handle_deletes_nothing():
 
 def test_bounded_by_count():
     q = ListQueue([str(i) for i in range(50)])
-    stats = drain(q, lambda batch: None, max_messages=23)
-    assert stats.received == 23
+    stats = drain(q, lambda batch: None, DrainOptions(max_messages=23))
+    assert stats["received"] == 23
     assert len(q.pending) == 27
 
 

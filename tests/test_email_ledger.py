@@ -6,13 +6,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipelines.common.drain import QueueMessage
-from pipelines.email.batch import EmailBatchHandler
+from pipelines.common.queue_message import QueueMessage
+from pipelines.email.batch import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.outbox import Outcome, Planned, claim, mark
 from pipelines.email.sending import RetryPolicy, Sender
 from pipelines.email.skip_rules import skip_reason
-from tests.fakes import RecordingTransport, sample_kinds, write_sample_templates
+from tests.fakes import BatchDriver, RecordingTransport, sample_kinds, write_sample_templates
 from pipelines.store.schema import database
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
@@ -112,9 +112,9 @@ def msg(i, body):
 
 def handler(db, templates, transport, **kw):
     kinds = sample_kinds()
-    return EmailBatchHandler(db.connect, Builder(str(templates), kinds=kinds),
-                             Sender(transport, concurrency=4, policy=RetryPolicy(base_delay=0.001)),
-                             default_sender="noreply@mailroom.test", transport_name="recording", kinds=kinds, **kw)
+    return BatchDriver(db.connect, EmailRequestConsumer(
+        Builder(str(templates), kinds=kinds), Sender(transport, concurrency=4, policy=RetryPolicy(base_delay=0.001)),
+        default_sender="noreply@mailroom.test", transport_name="recording", kinds=kinds, **kw))
 
 
 def reset(i, to, token="tok-SECRET-1"):
@@ -143,7 +143,7 @@ def test_same_batch_twice_sends_nothing_twice(db, tmp_path):
     h2.handle(list(reversed(batch)))
     assert len(t.sent) == 32, "a rerun sent again"
     assert statuses(db) == first
-    assert h2.stats.sent == 0 and h2.stats.already_recorded == 2 * 35
+    assert h2.stats["sent"] == 0 and h2.stats["already_recorded"] == 2 * 35
     assert first[("multi", "b@example.org")] == ("skipped", "unverified")
     assert first[("multi", "(no address #2)")] == ("skipped", "no-address")
     assert first[("multi", "smtp-451-2@x")] == ("sent", None)
@@ -159,7 +159,7 @@ def test_pending_rows_from_a_crash_are_resent_once(db, tmp_path):
     h = handler(db, tmp_path / "t", t)
     h.handle(batch)
     assert sorted(e.recipient for e in t.sent) == [f"user{i}@example.org" for i in range(5)]
-    assert h.stats.resent_pending == 3
+    assert h.stats["resent_pending"] == 3
     h.handle(batch)
     assert len(t.sent) == 5
 
@@ -169,7 +169,7 @@ def test_inflight_is_at_most_two_windows(db, tmp_path):
     t = RecordingTransport()
     h = handler(db, tmp_path / "t", t, inflight_window=4)
     windows = []
-    original = h._submit
+    original = h.consumer._submit
 
     def spy(window):
         # when window k+2 is handed out, window k's outcomes are committed: at most two in flight
@@ -178,7 +178,7 @@ def test_inflight_is_at_most_two_windows(db, tmp_path):
                 "SELECT count(*) FROM email_messages WHERE status = 'sent'").fetchone()[0]))
         return original(window)
 
-    h._submit = spy
+    h.consumer._submit = spy
     h.handle([reset(i, f"w{i}@example.org") for i in range(10)])
     assert windows == [(4, 0), (4, 0), (2, 4)]
     assert {s for s, _ in statuses(db).values()} == {"sent"}

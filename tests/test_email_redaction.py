@@ -6,12 +6,12 @@ import logging
 import dagster as dg
 import duckdb
 
-from pipelines.common.drain import QueueMessage
-from pipelines.email.batch import EmailBatchHandler
+from pipelines.common.queue_message import QueueMessage
+from pipelines.email.batch import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.redaction import REDACTED, Redactor, keep_remote_ip, redact_raw_body
 from pipelines.email.sending import RetryPolicy, Sender
-from tests.fakes import sample_kinds, write_sample_templates
+from tests.fakes import BatchDriver, sample_kinds, write_sample_templates
 from pipelines.store.schema import database
 from resources.outgoing_email import PermanentSendError
 
@@ -55,9 +55,9 @@ def test_errors_and_ledger_never_hold_secrets(tmp_path, caplog):
     write_sample_templates(tmp_path / "t")
     db = database(str(tmp_path / "r.duckdb"))
     kinds = sample_kinds()
-    h = EmailBatchHandler(db.connect, Builder(str(tmp_path / "t"), kinds=kinds),
-                          Sender(LeakyTransport(), concurrency=2, policy=RetryPolicy(base_delay=0)),
-                          default_sender="noreply@mailroom.test", transport_name="leaky", kinds=kinds)
+    h = BatchDriver(db.connect, EmailRequestConsumer(
+        Builder(str(tmp_path / "t"), kinds=kinds), Sender(LeakyTransport(), concurrency=2, policy=RetryPolicy(base_delay=0)),
+        default_sender="noreply@mailroom.test", transport_name="leaky", kinds=kinds))
     good = {"request_id": "r1", "kind": "password-reset", "recipients": [{"email": "a@x.org", "verified": True}],
             "context": {"n_hours": 1, "token": SECRET, "username": "u"}}
     bad = {**good, "request_id": "r2", "recipients": [{"email": "not an address", "verified": True}]}
@@ -103,14 +103,14 @@ def test_unexpected_planning_error_quarantines_without_leaking(tmp_path, caplog)
         def render_subject(self, kind, ctx):
             raise RuntimeError(f"boom with {ctx.get('token')}")
 
-    h = EmailBatchHandler(db.connect, Exploding(str(tmp_path / "t"), kinds=kinds),
-                          Sender(LeakyTransport(), concurrency=1), default_sender="noreply@mailroom.test",
-                          transport_name="x", kinds=kinds)
+    h = BatchDriver(db.connect, EmailRequestConsumer(
+        Exploding(str(tmp_path / "t"), kinds=kinds), Sender(LeakyTransport(), concurrency=1),
+        default_sender="noreply@mailroom.test", transport_name="x", kinds=kinds))
     good = {"request_id": "r1", "kind": "password-reset", "recipients": [{"email": "a@x.org", "verified": True}],
             "context": {"n_hours": 1, "token": SECRET, "username": "u"}}
     caplog.set_level(logging.DEBUG)
     h.handle([QueueMessage("m1", "h1", json.dumps(good))])
     with db.connect() as c:
         assert c.execute("SELECT reason FROM quarantine").fetchall() == [
-            ("unexpected error while planning: RuntimeError",)]
+            ("internal error: RuntimeError",)]
     assert SECRET not in dump_all_tables(tmp_path / "u.duckdb") and SECRET not in caplog.text

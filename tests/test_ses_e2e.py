@@ -12,10 +12,11 @@ import duckdb
 
 from devstack.sns_signer import confirmation_envelope, notification_envelope
 from devstack.topology import SES_SENDER
-from pipelines.common.drain import QueueMessage
+from pipelines.common.queue_message import QueueMessage
 from pipelines.common.sns.cert_store import CertStore
 from pipelines.email_delivery.ingest import Ingestor
 from pipelines.common.sns.verify import SnsVerifier
+from tests.fakes import process
 from resources.aws import SNSResource, SQSQueueResource
 from pipelines.store.schema import database
 
@@ -127,8 +128,8 @@ def test_subscription_confirmation_is_confirmed_through_the_sns_api(local_stack,
                         confirm=sns.confirm_subscription)
     env = confirmation_envelope(local_stack.signing, local_stack.topic_arn, token="a1b2c3" * 10)
     with database(stack_env["DUCKDB_PATH"]).connect() as conn:
-        result = ingestor.process(conn, [QueueMessage("sqs-conf", "rh", json.dumps(env))])
+        result = process(conn, ingestor, [QueueMessage("sqs-conf", "rh", json.dumps(env))])
         row = conn.execute("SELECT sns_type, topic_arn, action, subscription_arn FROM sns_control_messages").fetchone()
-    assert (result.controls, result.quarantined) == (1, 0)
+    assert (result["controls"], result["quarantined"]) == (1, 0)
     assert row[:3] == ("SubscriptionConfirmation", local_stack.topic_arn, "confirmed")
     assert row[3].startswith(local_stack.topic_arn + ":")

@@ -13,18 +13,18 @@ import dagster as dg
 import pytest
 
 from devstack.sns_signer import confirmation_envelope
-from pipelines.common.drain import QueueMessage
+from pipelines.common.queue_message import QueueMessage
 from pipelines.email_delivery.address_changes import publish_address_changes
 from pipelines.email_delivery.assets import email_delivery_daily, email_status, ses_reputation
 from pipelines.common.sns.cert_store import CertStore
 from pipelines.email_delivery.cleanup import cleanup
 from pipelines.email_delivery.ingest import Ingestor
 from pipelines.email_delivery.parallel import PreparePool
-from pipelines.email_delivery.replay import replay
 from pipelines.email_delivery.reporting import grade
 from pipelines.common.sns.verify import SnsVerifier
 from resources.aws import SQSQueueResource
 from pipelines.store.schema import database
+from tests.fakes import process
 from tests.ses_helpers import TOPIC, ses_message, signed, write_identity
 
 NOW = datetime.now(timezone.utc)
@@ -81,27 +81,34 @@ def test_cleanup_keeps_what_operators_need(db):
         assert cleanup(conn, NOW, final_days=1, all_days=12).messages == 3
 
 
+def replay(conn, consumer):
+    from pipelines.common.consumer import replay_quarantine
+    from pipelines.store.store import Store
+
+    return replay_quarantine(Store.over(conn), consumer)
+
+
 def test_replay_after_the_allow_list_is_fixed(db, tmp_path, identity):
     other = "arn:aws:sns:us-east-1:123456789012:second-region-topic"
     with db.connect() as conn:
         add(conn, "r1", "sent", 0, "m1", to="a@example.com")
     body = signed(identity, ses_message("Bounce", "m1", ["a@example.com"]), topic=other)
     with db.connect() as conn:
-        res = Ingestor(verifier(tmp_path)).process(conn, [QueueMessage("sqs-1", "rh", body),
-                                                          QueueMessage("sqs-2", "rh", "garbage")])
-        assert res.quarantined == 2
+        res = process(conn, Ingestor(verifier(tmp_path)), [QueueMessage("sqs-1", "rh", body),
+                                                           QueueMessage("sqs-2", "rh", "garbage")])
+        assert res["quarantined"] == 2
         # Nothing fixed yet: both fail again, with their current reasons.
-        _, failing = replay(conn, Ingestor(verifier(tmp_path)))
-        assert failing == 2
-        result, failing = replay(conn, Ingestor(verifier(tmp_path, [TOPIC, other])))
-        assert (failing, result.events_new, result.status_changes, result.quarantined) == (1, 1, 1, 0)
+        assert replay(conn, Ingestor(verifier(tmp_path)))["still_failing"] == 2
+        result = replay(conn, Ingestor(verifier(tmp_path, [TOPIC, other])))
+        assert (result["still_failing"], result["events_new"], result["status_changes"], result["quarantined"]) \
+            == (1, 1, 1, 0)
         rows = conn.execute("SELECT sqs_message_id, replay_result, replayed_at IS NOT NULL FROM quarantine "
                             "ORDER BY 1").fetchall()
         assert rows == [("sqs-1", "ok", True), ("sqs-2", "body is not JSON", True)]
         assert conn.execute("SELECT status FROM email_messages").fetchone()[0] == "bounced"
         # A replayed row is not replayed again; the poison one still is.
-        result, failing = replay(conn, Ingestor(verifier(tmp_path, [TOPIC, other])))
-        assert (result.messages, failing) == (1, 1)
+        result = replay(conn, Ingestor(verifier(tmp_path, [TOPIC, other])))
+        assert (result["messages"], result["still_failing"]) == (1, 1)
 
 
 def test_replay_days_later_counts_the_age_limit_to_when_the_message_arrived(db, tmp_path, identity):
@@ -114,14 +121,14 @@ def test_replay_days_later_counts_the_age_limit_to_when_the_message_arrived(db, 
     with db.connect() as conn:
         add(conn, "r1", "sent", 0, "m1", to="a@example.com")
         fresh = signed(identity, ses_message("Delivery", "m1", ["a@example.com"]), topic=other)
-        assert aged([TOPIC]).process(conn, [QueueMessage("sqs-1", "rh", fresh)]).quarantined == 1
+        assert process(conn, aged([TOPIC]), [QueueMessage("sqs-1", "rh", fresh)])["quarantined"] == 1
         # Fixed two days later: the envelope was fresh when it reached us, so it is accepted now.
-        result, failing = replay(conn, aged([TOPIC, other], now=lambda: two_days_later))
-        assert (failing, result.events_new, result.status_changes) == (0, 1, 1)
+        result = replay(conn, aged([TOPIC, other], now=lambda: two_days_later))
+        assert (result["still_failing"], result["events_new"], result["status_changes"]) == (0, 1, 1)
         assert conn.execute("SELECT status FROM email_messages").fetchone()[0] == "delivered"
         # The same envelope arriving live two days later is refused as too old.
-        late = aged([TOPIC, other], now=lambda: two_days_later).process(conn, [QueueMessage("sqs-2", "rh", fresh)])
-        assert late.quarantined == 1
+        late = process(conn, aged([TOPIC, other], now=lambda: two_days_later), [QueueMessage("sqs-2", "rh", fresh)])
+        assert late["quarantined"] == 1
         reason = conn.execute("SELECT reason FROM quarantine WHERE sqs_message_id = 'sqs-2'").fetchone()[0]
         assert "s old, over the 3600 s limit" in reason
 
@@ -237,7 +244,7 @@ def test_address_changes_are_published_once(db, tmp_path, identity, local_stack,
     queue = SQSQueueResource(queue_name="address-changes-test", region_name="us-east-1")
     with db.connect() as conn:
         add(conn, "r1", "sent", 0, "m1", to="a@example.com")
-        Ingestor(verifier(tmp_path)).process(conn, [QueueMessage("s1", "rh", signed(
+        process(conn, Ingestor(verifier(tmp_path)), [QueueMessage("s1", "rh", signed(
             identity, ses_message("Complaint", "m1", ["a@example.com"])))])
         assert publish_address_changes(conn, queue.send) == 1
         assert publish_address_changes(conn, queue.send) == 0
@@ -250,16 +257,16 @@ def test_address_changes_are_published_once(db, tmp_path, identity, local_stack,
         assert conn.execute("SELECT count(*) FROM address_status_changes WHERE published_at IS NULL").fetchone()[0] == 0
 
 
-def test_held_connection_reopens_after_its_time_so_others_get_the_file(db, monkeypatch):
-    from pipelines.store import held_connection
+def test_store_reopens_its_connection_after_its_time_so_others_get_the_file(db, monkeypatch):
+    from pipelines.store import store as store_module
 
     clock = [100.0]
-    monkeypatch.setattr(held_connection.time, "monotonic", lambda: clock[0])
-    held = held_connection.HeldConnection(db, hold_seconds=10)
-    first = held.get()
-    assert held.get() is first
+    monkeypatch.setattr(store_module.time, "monotonic", lambda: clock[0])
+    held = store_module.Store(db.connect, hold_seconds=10)
+    first = held.connection()
+    assert held.connection() is first
     clock[0] += 10
-    second = held.get()
+    second = held.connection()
     assert second is not first and held.opens == 2
     held.close()
     # Closed: another process could open the file now; here, a fresh connection works.

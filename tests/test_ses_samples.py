@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pipelines.common.drain import QueueMessage
+from pipelines.common.queue_message import QueueMessage
 from pipelines.common.sns.cert_store import CertStore
 from pipelines.email_delivery.ingest import Ingestor
 from pipelines.common.sns.verify import SnsVerifier

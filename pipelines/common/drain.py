@@ -1,101 +1,103 @@
-"""The drain loop every queue consumer shares (DESIGN rule 2).
+"""The drain loop every queue consumer shares (docs/architecture.md, "Runs are the consumers").
 
-Receive (long poll, 10 a call) until a batch is full, hand the batch to `handle`, which
-must commit everything it needs to DuckDB (including quarantine rows) before it
-returns, and only then delete the batch from SQS. A crash before the delete leaves the
-messages on the queue; `handle` is idempotent, so the redelivery changes nothing.
+Receive (long poll, 10 a call) until a batch is full, or until its oldest message has been in
+flight for a set share of the queue's visibility timeout; hand the batch to `handle`, which must
+commit everything it needs to DuckDB (including quarantine rows) before it returns; only then
+delete the batch from SQS. A crash before the delete leaves the messages on the queue; `handle`
+is idempotent, so the redelivery changes nothing. Flushing by age keeps a slow queue from
+redelivering messages that are still waiting in a batch (and deleting them would then fail).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Protocol
+from dataclasses import dataclass
+
+from pipelines.common.counters import Counters
+from pipelines.common.queue_message import Queue, QueueMessage
+
+SQS_BATCH = 10
 
 
 @dataclass(frozen=True)
-class QueueMessage:
-    sqs_message_id: str
-    receipt_handle: str
-    body: str
-    receive_count: int = 1
-    # When it first reached us, if earlier than now (a quarantine replay): age checks count from it.
-    received_at: datetime | None = None
-
-    @classmethod
-    def from_sqs(cls, msg: dict) -> QueueMessage:
-        attrs = msg.get("Attributes", {})
-        return cls(msg["MessageId"], msg["ReceiptHandle"], msg.get("Body", ""),
-                   int(attrs.get("ApproximateReceiveCount", 1)))
+class DrainOptions:
+    max_messages: int = 10_000
+    max_seconds: float = 300.0
+    batch_size: int = 500
+    wait_seconds: int = 1
+    empty_polls_to_stop: int = 1
+    # A batch is flushed once its oldest message has been in flight for this share of the
+    # queue's visibility timeout (read from the queue when `visibility_timeout` is None).
+    visibility_share: float = 0.5
+    visibility_timeout: float | None = None
 
 
-class Queue(Protocol):
-    queue_name: str
-
-    def receive(self, max_messages: int = 10, wait_seconds: int = 1) -> list[dict]: ...
-
-    def delete(self, receipt_handles: list[str]) -> list[str]: ...
+def visibility_timeout_of(queue: Queue) -> float | None:
+    """The queue's VisibilityTimeout in seconds, if the queue can tell (SQSQueueResource can)."""
+    read = getattr(queue, "visibility_timeout", None)
+    return float(read()) if callable(read) else None
 
 
-@dataclass
-class DrainStats:
-    received: int = 0
-    deleted: int = 0
-    delete_failures: int = 0
-    batches: int = 0
-    receive_calls: int = 0
-    delete_calls: int = 0
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def sqs_calls(self) -> int:
-        return self.receive_calls + self.delete_calls
-
-
-def drain(queue: Queue, handle: Callable[[list[QueueMessage]], None], *,
-          max_messages: int = 10_000, max_seconds: float = 300.0, batch_size: int = 500,
-          wait_seconds: int = 1, empty_polls_to_stop: int = 1) -> DrainStats:
-    """Drain up to `max_messages` or `max_seconds`, in batches of `batch_size` messages."""
-    stats = DrainStats()
+def drain(queue: Queue, handle: Callable[[list[QueueMessage]], None], options: DrainOptions = DrainOptions(),
+          *, on_receive: Callable[[list[QueueMessage]], None] | None = None) -> Counters:
+    """Drain up to `max_messages` or `max_seconds`. `on_receive` sees each received message as it
+    arrives (a consumer that prepares in worker processes starts on it then)."""
+    stats = Counters(received=0, deleted=0, delete_failures=0, batches=0, receive_calls=0, delete_calls=0,
+                     flushed_by_age=0)
+    timeout = options.visibility_timeout if options.visibility_timeout is not None else visibility_timeout_of(queue)
+    budget = options.visibility_share * timeout if timeout else None
     started = time.monotonic()
     empty_polls = 0
     batch: list[QueueMessage] = []
+    oldest = 0.0          # when the receive that brought the batch's oldest message began
+    last_receive = 0.0    # how long the latest receive took: the next may take as long
     seen: set[str] = set()
 
     def flush() -> None:
-        if not batch:
-            return
         handle(batch)
         handles = [m.receipt_handle for m in batch]
         failed = queue.delete(handles)
-        stats.delete_calls += (len(handles) + 9) // 10
-        stats.deleted += len(handles) - len(failed)
-        stats.delete_failures += len(failed)
-        stats.batches += 1
+        stats["delete_calls"] += (len(handles) + SQS_BATCH - 1) // SQS_BATCH
+        stats["deleted"] += len(handles) - len(failed)
+        stats["delete_failures"] += len(failed)
+        stats["batches"] += 1
         batch.clear()
 
-    while stats.received < max_messages and time.monotonic() - started < max_seconds:
-        want = min(10, max_messages - stats.received)
-        msgs = queue.receive(max_messages=want, wait_seconds=wait_seconds)
-        stats.receive_calls += 1
-        if not msgs:
+    def too_old() -> bool:
+        return bool(batch) and budget is not None and time.monotonic() - oldest + last_receive >= budget
+
+    while stats["received"] < options.max_messages and time.monotonic() - started < options.max_seconds:
+        if too_old():
+            stats["flushed_by_age"] += 1
+            flush()
+        wait = options.wait_seconds
+        if batch and budget is not None:   # do not long-poll past the batch's deadline
+            wait = max(0, min(wait, int(budget - (time.monotonic() - oldest) - last_receive)))
+        want = min(SQS_BATCH, options.max_messages - stats["received"])
+        began = time.monotonic()
+        raw = queue.receive(max_messages=want, wait_seconds=wait)
+        last_receive = time.monotonic() - began
+        stats["receive_calls"] += 1
+        if not raw:
             empty_polls += 1
-            if empty_polls >= empty_polls_to_stop:
+            if empty_polls >= options.empty_polls_to_stop:
                 break
             continue
         empty_polls = 0
-        for raw in msgs:
-            msg = QueueMessage.from_sqs(raw)
+        received = [QueueMessage.from_sqs(m) for m in raw]
+        if on_receive is not None:
+            on_receive(received)
+        if not batch:
+            oldest = began
+        for msg in received:
             if msg.sqs_message_id in seen:  # same message twice in one drain: keep the newest handle
                 batch[:] = [m for m in batch if m.sqs_message_id != msg.sqs_message_id]
             seen.add(msg.sqs_message_id)
             batch.append(msg)
-            stats.received += 1
-        if len(batch) >= batch_size:
+            stats["received"] += 1
+        if len(batch) >= options.batch_size:
             flush()
-    flush()
-    stats.seconds = time.monotonic() - started
+    if batch:
+        flush()
     return stats

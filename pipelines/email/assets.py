@@ -1,23 +1,11 @@
-"""email_sends_daily: per day and kind, sent / skipped by reason / failed, with checks."""
-
+"""email_sends_daily: per day and kind, sent / skipped by reason / failed (checks in checks.py)."""
 
 import dagster as dg
 
 from pipelines.email import sends_daily
 from resources.duckdb import DuckDBResource
 
-MAX_FAILURE_RATE = 0.05
-STUCK_PENDING_MINUTES = 60
-
-CHECKS = [
-    dg.AssetCheckSpec("email_sends_daily_matches_ledger", asset="email_sends_daily", blocking=True,
-                      description="Every email_messages row is counted once, every skip has a known reason."),
-    dg.AssetCheckSpec("email_no_stuck_pending", asset="email_sends_daily",
-                      description=f"No outbox row pending for more than {STUCK_PENDING_MINUTES} minutes."),
-    dg.AssetCheckSpec("email_failure_rate_today", asset="email_sends_daily",
-                      description=f"Failed sends stay at or below {MAX_FAILURE_RATE:.0%} of attempted sends "
-                                  "over the last day."),
-]
+from pipelines.email.checks import CHECKS, MAX_FAILURE_RATE, STUCK_PENDING_MINUTES
 
 
 @dg.asset(group_name="email", pool="duckdb", check_specs=CHECKS, kinds={"duckdb"},
@@ -38,11 +26,3 @@ def email_sends_daily(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
     yield dg.AssetCheckResult(check_name="email_failure_rate_today", passed=rate <= MAX_FAILURE_RATE,
                               severity=dg.AssetCheckSeverity.WARN,
                               metadata={"failure_rate": round(rate, 4), "failed": failed, "sent": sent})
-
-
-email_sends_daily_job = dg.define_asset_job("email_sends_daily_job", selection=[email_sends_daily])
-
-email_sends_daily_schedule = dg.ScheduleDefinition(
-    name="email_sends_daily_schedule", job=email_sends_daily_job, cron_schedule="*/15 * * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Refreshes email_sends_daily every 15 minutes.")

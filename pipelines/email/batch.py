@@ -1,58 +1,35 @@
-"""One drain batch of email requests: parse, quarantine, render, claim, send, record.
+"""The email-requests consumer (pipelines/common/consumer.py): parse, plan, claim, send, record.
 
-`EmailBatchHandler.handle` is the `handle` of pipelines.common.drain.drain: everything it
-needs is committed to DuckDB before it returns, and only then are the SQS messages
-deleted. Redelivered requests change nothing: rows already sent, skipped or failed are
-not claimed again.
+`prepare` parses and plans each request (bad ones become quarantine rows, their bodies
+redacted). `commit`, inside the kit's transaction, claims outbox rows (the skip rules that need
+the ledger) together with the batch's quarantine rows. `after_commit` sends what was claimed and
+records each window's outcomes in its own transaction; only then are the SQS messages deleted.
+Redelivered requests change nothing: rows already sent, skipped or failed are not claimed again.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import duckdb
 import jinja2
 
-from pipelines.common.drain import QueueMessage
-from pipelines.common.quarantine import Quarantined, quarantine
+from pipelines.common.consumer import Prepared
+from pipelines.common.counters import Counters
+from pipelines.common.quarantine import Quarantined
+from pipelines.common.queue_message import QueueMessage
 from pipelines.email.builder import Builder
 from pipelines.email.catalogue import KindSpec, catalogue
 from pipelines.email.outbox import Claimed, Outcome, Planned, claim, mark
 from pipelines.email.redaction import Redactor, keep_remote_ip, redact_raw_body, redactor_for
 from pipelines.email.request import BadRequest, EmailRequest, Recipient, parse_request
 from pipelines.email.sending import Sender
+from pipelines.email.status import MessageStatus as S
+from pipelines.store.store import Store
 from resources.outgoing_email import OutgoingEmail
 
-QUARANTINE_SOURCE = "email-requests"
-log = logging.getLogger(__name__)
-
-Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
-
-
-@dataclass
-class BatchStats:
-    requests: int = 0
-    quarantined: int = 0
-    recipients: int = 0
-    sent: int = 0
-    failed: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    already_recorded: int = 0   # redelivered: sent/skipped/failed before, left alone
-    resent_pending: int = 0     # pending from an interrupted run, sent again
-    send_seconds: list[float] = field(default_factory=list)     # per email, transport call incl. retries
-    record_seconds: list[float] = field(default_factory=list)   # per email, batch start -> outcome committed
-
-    def as_metadata(self) -> dict[str, int]:
-        out = {"requests": self.requests, "quarantined": self.quarantined, "recipients": self.recipients,
-               "sent": self.sent, "failed": self.failed, "already_recorded": self.already_recorded,
-               "resent_pending": self.resent_pending}
-        out.update({f"skipped_{k.replace('-', '_')}": v for k, v in sorted(self.skipped.items())})
-        return out
+SOURCE = "email-requests"
 
 
 def no_address_key(index: int) -> str:
@@ -70,13 +47,21 @@ class _Item:
     subject: str | None       # as rendered (the ledger keeps a redacted copy)
 
 
-class EmailBatchHandler:
-    def __init__(self, connect: Connect, builder: Builder, sender: Sender, *, default_sender: str,
-                 transport_name: str, kinds: dict[str, KindSpec] | None = None, inflight_window: int = 100,
+@dataclass
+class PreparedRequests(Prepared):
+    items: list[_Item] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    to_send: list[tuple[_Item, Claimed]] = field(default_factory=list)   # set by commit
+
+
+class EmailRequestConsumer:
+    source = SOURCE
+
+    def __init__(self, builder: Builder, sender: Sender, *, default_sender: str, transport_name: str,
+                 kinds: dict[str, KindSpec] | None = None, inflight_window: int = 100,
                  keep_send_seconds: bool = False):
         if not default_sender:
             raise ValueError("a default sender address is required (EMAIL_SENDER)")
-        self.connect = connect
         self.builder = builder
         self.sender = sender
         self.default_sender = default_sender
@@ -84,7 +69,24 @@ class EmailBatchHandler:
         self.kinds = kinds if kinds is not None else catalogue()
         self.inflight_window = max(1, inflight_window)
         self.keep_send_seconds = keep_send_seconds
-        self.stats = BatchStats()
+        self.send_seconds: list[float] = []     # per email, transport call incl. retries (benchmarks)
+        self.record_seconds: list[float] = []   # per email, batch start -> outcome committed (benchmarks)
+        self.metadata: dict[str, object] = {}   # facts about the run, added to the op's metadata
+
+    def run_metadata(self) -> dict[str, object]:
+        return dict(self.metadata)
+
+    def quarantine_body(self, body: str) -> str:
+        return redact_raw_body(body, self.kinds)
+
+    def close(self) -> None:
+        self.sender.close()
+
+    def __enter__(self) -> EmailRequestConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- parse --------------------------------------------------------------------------------
     def _parse(self, msg: QueueMessage) -> EmailRequest:
@@ -117,52 +119,48 @@ class EmailBatchHandler:
             items.append(_Item(request, r, spec, redact, planned, subject))
         return items
 
-    # -- the drain handle ---------------------------------------------------------------------
-    def handle(self, batch: list[QueueMessage]) -> None:
-        started = time.perf_counter()
-        bad: list[Quarantined] = []
-        items: list[_Item] = []
-        for msg in batch:
-            self.stats.requests += 1
+    # -- the consumer --------------------------------------------------------------------------
+    def prepare(self, messages: list[QueueMessage]) -> PreparedRequests:
+        out = PreparedRequests()
+        for msg in messages:
             try:
-                items.extend(self._plan(self._parse(msg)))
+                out.items.extend(self._plan(self._parse(msg)))
             except BadRequest as exc:
-                bad.append(Quarantined(QUARANTINE_SOURCE, msg.sqs_message_id,
-                                       redact_raw_body(msg.body, self.kinds), exc.reason))
-            except Exception as exc:  # noqa: BLE001 - poison must not block the queue (DESIGN rule 3)
-                # no traceback: its message could quote a context value
-                log.error("email request %s could not be planned: %s", msg.sqs_message_id, type(exc).__name__)
-                bad.append(Quarantined(QUARANTINE_SOURCE, msg.sqs_message_id,
-                                       redact_raw_body(msg.body, self.kinds),
-                                       f"unexpected error while planning: {type(exc).__name__}"))
-        self.stats.quarantined += len(bad)
-        self.stats.recipients += len(items)
-        with self.connect() as conn:
-            quarantine(conn, bad)
-            claims = claim(conn, [it.planned for it in items])
-            to_send: list[tuple[_Item, Claimed]] = []
-            for it, c in zip(items, claims, strict=True):
-                if c.status == "pending":
-                    if not c.fresh:
-                        self.stats.resent_pending += 1
-                    to_send.append((it, c))
-                elif c.status == "skipped" and c.fresh:
-                    self.stats.skipped[c.skip_reason] += 1
-                else:
-                    self.stats.already_recorded += 1
-            # Window k+1 is handed to the senders before window k's outcomes are committed, so the
-            # rate limiter never idles on a commit; at most two windows are ever in flight.
-            previous = None
-            for start in range(0, len(to_send), self.inflight_window):
-                current = self._submit(to_send[start:start + self.inflight_window])
-                if previous is not None:
-                    self._record(conn, *previous, started)
-                previous = current
+                out.quarantined.append(Quarantined(SOURCE, msg.sqs_message_id, self.quarantine_body(msg.body),
+                                                   exc.reason))
+                out.outcomes[msg.sqs_message_id] = exc.reason
+            else:
+                out.outcomes[msg.sqs_message_id] = None
+        return out
+
+    def commit(self, conn: duckdb.DuckDBPyConnection, prepared: PreparedRequests) -> Counters:
+        counters = Counters(recipients=len(prepared.items), already_recorded=0, resent_pending=0)
+        claims = claim(conn, [it.planned for it in prepared.items])
+        prepared.to_send = []
+        for it, c in zip(prepared.items, claims, strict=True):
+            if c.status == S.PENDING:
+                if not c.fresh:
+                    counters["resent_pending"] += 1
+                prepared.to_send.append((it, c))
+            elif c.status == S.SKIPPED and c.fresh:
+                counters["skipped_" + c.skip_reason.replace("-", "_")] += 1
+            else:
+                counters["already_recorded"] += 1
+        return counters
+
+    def after_commit(self, store: Store, prepared: PreparedRequests) -> Counters:
+        """Send what commit claimed. Window k+1 is handed to the senders before window k's outcomes
+        are committed, so the rate limiter never idles on a commit; at most two windows are in flight."""
+        counters = Counters(sent=0, failed=0)
+        to_send, previous = prepared.to_send, None
+        for start in range(0, len(to_send), self.inflight_window):
+            current = self._submit(to_send[start:start + self.inflight_window])
             if previous is not None:
-                self._record(conn, *previous, started)
-        if bad:
-            log.warning("quarantined %d email request(s): %s", len(bad),
-                        "; ".join(sorted({q.reason for q in bad}))[:500])
+                counters.update(self._record(store, *previous, prepared.started))
+            previous = current
+        if previous is not None:
+            counters.update(self._record(store, *previous, prepared.started))
+        return counters
 
     def _submit(self, window: list[tuple[_Item, Claimed]]) -> tuple[list, list[Outcome], list]:
         early: list[Outcome] = []
@@ -172,29 +170,28 @@ class EmailBatchHandler:
             try:
                 built = self.builder.build(it.request, it.recipient, sender, subject=it.subject)
             except Exception as exc:  # noqa: BLE001 - a template bug fails this message, not the run
-                early.append(Outcome(it.planned.request_id, it.planned.to_address, "failed", None,
+                early.append(Outcome(it.planned.request_id, it.planned.to_address, S.FAILED, None,
                                      it.redact(f"render: {type(exc).__name__}: {exc}")[:1000], 0))
                 continue
             outgoing.append((it, OutgoingEmail(sender=built.sender, recipient=built.recipient, raw=built.raw,
                                                kind=it.request.kind, message_id=built.message_id)))
         return window, early, self.sender.submit_all(outgoing)
 
-    def _record(self, conn: duckdb.DuckDBPyConnection, window: list[tuple[_Item, Claimed]], early: list[Outcome],
-                futures: list, started: float) -> None:
+    def _record(self, store: Store, window: list[tuple[_Item, Claimed]], early: list[Outcome],
+                futures: list, started: float) -> Counters:
         outcomes = list(early)
-        self.stats.failed += len(early)
+        counters = Counters(failed=len(early))
         for f in futures:
             result = f.result()
             it = result.key
             if self.keep_send_seconds:
-                self.stats.send_seconds.append(result.seconds)
-            if result.status == "sent":
-                self.stats.sent += 1
-            else:
-                self.stats.failed += 1
+                self.send_seconds.append(result.seconds)
+            counters["sent" if result.status == S.SENT else "failed"] += 1
             outcomes.append(Outcome(it.planned.request_id, it.planned.to_address, result.status, result.message_id,
                                     it.redact(result.error)[:1000] if result.error else None, result.attempts))
         created = [c.created_at for _, c in window if c.created_at is not None]
-        mark(conn, outcomes, since=min(created) if len(created) == len(window) else None)
+        with store.transaction() as conn:
+            mark(conn, outcomes, since=min(created) if len(created) == len(window) else None)
         if self.keep_send_seconds:
-            self.stats.record_seconds.extend([time.perf_counter() - started] * len(window))
+            self.record_seconds.extend([time.perf_counter() - started] * len(window))
+        return counters

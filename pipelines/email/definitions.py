@@ -1,17 +1,13 @@
-"""Email dispatch: the doorbell sensor, the drain job, the daily sends asset and its checks."""
+"""Email dispatch: the email-requests drain (job, op, doorbell sensor), the daily sends asset,
+its checks, job and schedule. Resources are wired in pipelines/resource_defs.py."""
 
 import dagster as dg
 
-from pipelines.email.assets import email_sends_daily, email_sends_daily_job, email_sends_daily_schedule
-from pipelines.email.jobs import send_email_batch_job
-from pipelines.email.sensors import email_requests_sensor
-from resources.email_settings import EmailSettingsResource
+from pipelines.email.assets import email_sends_daily
+from pipelines.email.jobs import email_queue_defs, email_sends_daily_job
+from pipelines.email.schedules import email_sends_daily_schedule
 
-defs = dg.Definitions(
-    assets=[email_sends_daily],
-    jobs=[send_email_batch_job, email_sends_daily_job],
-    sensors=[email_requests_sensor],
-    schedules=[email_sends_daily_schedule],
-    # The lead may move this into pipelines/resource_defs.py (then delete it here).
-    resources={"email_settings": EmailSettingsResource(sender=dg.EnvVar("EMAIL_SENDER"))},
+defs = dg.Definitions.merge(
+    email_queue_defs,
+    dg.Definitions(assets=[email_sends_daily], jobs=[email_sends_daily_job], schedules=[email_sends_daily_schedule]),
 )

@@ -1,8 +1,9 @@
 """The outbox ledger (email_messages): claim rows before sending, record outcomes after.
 
-`claim` runs the ledger-based skip rules and inserts the rows in ONE transaction, so two
-runs cannot both pass the repeat-window check for the same recipient and subject: DuckDB
-admits one writing process at a time and the check and the insert commit together.
+`claim` runs the ledger-based skip rules and inserts the rows inside the caller's transaction
+(the consumer kit's), so two runs cannot both pass the repeat-window check for the same
+recipient and subject: DuckDB admits one writing process at a time and the check and the
+insert commit together.
 
 Row lifecycle: pending -> sent | failed; or skipped at claim time. A row already sent,
 skipped or failed is never claimed again; a pending row (claimed, outcome unknown after a
@@ -16,13 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import duckdb
-import pandas as pd
 
 from pipelines.email.skip_rules import skip_reason
-
-FINAL_STATUSES = ("sent", "skipped", "failed", "delivered", "bounced", "soft-bounced", "complained")
-# Rows that count as "sent" for the repeat window: accepted, or claimed and possibly accepted.
-_NOT_SENT = ("skipped", "failed")
+from pipelines.email.status import MessageStatus as S
+from pipelines.store.write import BIGINT, BOOL, INT, STR, TS, arrow, insert, with_rows
 
 
 @dataclass(frozen=True)
@@ -65,94 +63,82 @@ class Outcome:
     attempts: int
 
 
-def _planned_frame(planned: Sequence[Planned]) -> pd.DataFrame:
-    return pd.DataFrame({
-        "idx": range(len(planned)),
-        "request_id": [p.request_id for p in planned],
-        "to_address": [p.to_address for p in planned],
-        "addr_lower": [p.to_address.lower() for p in planned],
-        "subject": [p.subject for p in planned],
-        "window_s": pd.array([p.repeat_window_s for p in planned], dtype="Int64"),
-        "eligible": [p.eligible for p in planned],
-    })
+def _planned_rows(planned: Sequence[Planned]):
+    return arrow(
+        idx=(BIGINT, range(len(planned))),
+        request_id=(STR, [p.request_id for p in planned]),
+        to_address=(STR, [p.to_address for p in planned]),
+        addr_lower=(STR, [p.to_address.lower() for p in planned]),
+        subject=(STR, [p.subject for p in planned]),
+        window_s=(BIGINT, [p.repeat_window_s for p in planned]),
+        eligible=(BOOL, [p.eligible for p in planned]),
+    )
 
 
 def claim(conn: duckdb.DuckDBPyConnection, planned: Sequence[Planned]) -> list[Claimed]:
     if not planned:
         return []
-    frame = _planned_frame(planned)
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        conn.register("planned_rows", frame)
-        now: datetime = conn.execute("SELECT now()").fetchone()[0]
-        existing = {idx: (status, created) for idx, status, created in conn.execute(
-            "SELECT p.idx, m.status, m.created_at FROM planned_rows p JOIN email_messages m "
-            "ON m.request_id = p.request_id AND m.to_address = p.to_address").fetchall()}
-        suppressed = {r[0] for r in conn.execute(
-            "SELECT DISTINCT p.addr_lower FROM planned_rows p JOIN email_addresses a "
-            "ON lower(a.address) = p.addr_lower WHERE p.eligible AND NOT a.verified").fetchall()}
-        last_sent = dict(conn.execute(
-            "SELECT p.idx, max(coalesce(m.sent_at, m.created_at)) FROM planned_rows p JOIN email_messages m "
-            "ON lower(m.to_address) = p.addr_lower AND m.subject = p.subject AND m.request_id <> p.request_id "
-            "WHERE p.window_s IS NOT NULL AND p.eligible AND m.status NOT IN ('skipped', 'failed') "
-            "AND coalesce(m.sent_at, m.created_at) > now() - to_seconds(p.window_s) "
-            "GROUP BY p.idx").fetchall())
+    rows = _planned_rows(planned)
+    now: datetime = conn.execute("SELECT now()").fetchone()[0]
+    existing = {idx: (status, created) for idx, status, created in with_rows(
+        conn, "SELECT p.idx, m.status, m.created_at FROM rows p JOIN email_messages m "
+        "ON m.request_id = p.request_id AND m.to_address = p.to_address", rows).fetchall()}
+    suppressed = {r[0] for r in with_rows(
+        conn, "SELECT DISTINCT p.addr_lower FROM rows p JOIN email_addresses a "
+        "ON lower(a.address) = p.addr_lower WHERE p.eligible AND NOT a.verified", rows).fetchall()}
+    # Rows that count as "sent" for the repeat window: accepted, or claimed and possibly accepted.
+    last_sent = dict(with_rows(
+        conn, "SELECT p.idx, max(coalesce(m.sent_at, m.created_at)) FROM rows p JOIN email_messages m "
+        "ON lower(m.to_address) = p.addr_lower AND m.subject = p.subject AND m.request_id <> p.request_id "
+        "WHERE p.window_s IS NOT NULL AND p.eligible AND m.status NOT IN (?, ?) "
+        "AND coalesce(m.sent_at, m.created_at) > now() - to_seconds(p.window_s) "
+        "GROUP BY p.idx", rows, [S.SKIPPED, S.FAILED]).fetchall())
 
-        results: list[Claimed] = []
-        inserts: list[tuple[Planned, str, str | None]] = []
-        in_batch: set[tuple[str, str]] = set()
-        sent_in_batch: set[tuple[str, str | None]] = set()   # (address, subject) claimed for sending here
-        for i, p in enumerate(planned):
-            key = (p.request_id, p.to_address)
-            if key in in_batch:   # the same request and recipient twice in one claim
-                results.append(Claimed(p, "duplicate", None, False))
-                continue
-            in_batch.add(key)
-            if i in existing:
-                status, created = existing[i]
-                if status == "pending":   # claimed earlier, outcome unknown: send again
-                    sent_in_batch.add((p.to_address.lower(), p.subject))
-                results.append(Claimed(p, status, None, False, created))
-                continue
-            window = timedelta(seconds=p.repeat_window_s) if p.repeat_window_s else None
-            last = last_sent.get(i)
-            if (p.to_address.lower(), p.subject) in sent_in_batch:
-                last = now
-            reason = skip_reason(
-                address=p.address, verified=p.verified, allow_unverified=p.allow_unverified,
-                suppressed=p.to_address.lower() in suppressed, last_sent_same_subject=last,
-                repeat_window=window, now=now)
-            status = "skipped" if reason else "pending"
-            if status == "pending":
+    results: list[Claimed] = []
+    inserts: list[tuple[Planned, str, str | None]] = []
+    in_batch: set[tuple[str, str]] = set()
+    sent_in_batch: set[tuple[str, str | None]] = set()   # (address, subject) claimed for sending here
+    for i, p in enumerate(planned):
+        key = (p.request_id, p.to_address)
+        if key in in_batch:   # the same request and recipient twice in one claim
+            results.append(Claimed(p, "duplicate", None, False))
+            continue
+        in_batch.add(key)
+        if i in existing:
+            status, created = existing[i]
+            if status == S.PENDING:   # claimed earlier, outcome unknown: send again
                 sent_in_batch.add((p.to_address.lower(), p.subject))
-            inserts.append((p, status, reason))
-            results.append(Claimed(p, status, reason, True, now))
+            results.append(Claimed(p, status, None, False, created))
+            continue
+        window = timedelta(seconds=p.repeat_window_s) if p.repeat_window_s else None
+        last = last_sent.get(i)
+        if (p.to_address.lower(), p.subject) in sent_in_batch:
+            last = now
+        reason = skip_reason(
+            address=p.address, verified=p.verified, allow_unverified=p.allow_unverified,
+            suppressed=p.to_address.lower() in suppressed, last_sent_same_subject=last,
+            repeat_window=window, now=now)
+        status = S.SKIPPED if reason else S.PENDING
+        if status == S.PENDING:
+            sent_in_batch.add((p.to_address.lower(), p.subject))
+        inserts.append((p, status, reason))
+        results.append(Claimed(p, status, reason, True, now))
 
-        if inserts:
-            rows = pd.DataFrame({
-                "request_id": [p.request_id for p, _, _ in inserts],
-                "to_address": [p.to_address for p, _, _ in inserts],
-                "kind": [p.kind for p, _, _ in inserts],
-                "from_address": [p.from_address for p, _, _ in inserts],
-                "subject": [p.subject for p, _, _ in inserts],
-                "status": [s for _, s, _ in inserts],
-                "skip_reason": [r for _, _, r in inserts],
-                "user_id": [p.user_id for p, _, _ in inserts],
-                "remote_ip": [p.remote_ip for p, _, _ in inserts],
-                "transport": [p.transport for p, _, _ in inserts],
-            })
-            conn.register("new_rows", rows)
-            conn.execute(
-                "INSERT INTO email_messages (request_id, to_address, kind, from_address, subject, status, "
-                "skip_reason, user_id, remote_ip, transport, created_at, status_at) "
-                "SELECT request_id, to_address, kind, from_address, subject, status, skip_reason, user_id, "
-                "remote_ip, transport, now(), now() FROM new_rows")
-            conn.unregister("new_rows")
-        conn.unregister("planned_rows")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    if inserts:
+        insert(conn, "email_messages", arrow(
+            request_id=(STR, [p.request_id for p, _, _ in inserts]),
+            to_address=(STR, [p.to_address for p, _, _ in inserts]),
+            kind=(STR, [p.kind for p, _, _ in inserts]),
+            from_address=(STR, [p.from_address for p, _, _ in inserts]),
+            subject=(STR, [p.subject for p, _, _ in inserts]),
+            status=(STR, [s for _, s, _ in inserts]),
+            skip_reason=(STR, [r for _, _, r in inserts]),
+            user_id=(STR, [p.user_id for p, _, _ in inserts]),
+            remote_ip=(STR, [p.remote_ip for p, _, _ in inserts]),
+            transport=(STR, [p.transport for p, _, _ in inserts]),
+            created_at=(TS, [now] * len(inserts)),
+            status_at=(TS, [now] * len(inserts)),
+    ))
     return results
 
 
@@ -164,16 +150,16 @@ def mark(conn: duckdb.DuckDBPyConnection, outcomes: Sequence[Outcome], since: da
     """
     if not outcomes:
         return 0
-    params = [[o.request_id for o in outcomes], [o.to_address for o in outcomes], [o.status for o in outcomes],
-              [o.message_id for o in outcomes], [o.error for o in outcomes], [o.attempts for o in outcomes]]
-    n = conn.execute(
+    rows = arrow(
+        request_id=(STR, [o.request_id for o in outcomes]), to_address=(STR, [o.to_address for o in outcomes]),
+        status=(STR, [o.status for o in outcomes]), message_id=(STR, [o.message_id for o in outcomes]),
+        error=(STR, [o.error for o in outcomes]), attempts=(INT, [o.attempts for o in outcomes]))
+    n = with_rows(
+        conn,
         "UPDATE email_messages SET status = o.status, message_id = o.message_id, error = o.error, "
         "attempts = email_messages.attempts + o.attempts, "
-        "sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE NULL END, status_at = now() "
-        "FROM (SELECT unnest(?::VARCHAR[]) AS request_id, unnest(?::VARCHAR[]) AS to_address, "
-        "unnest(?::VARCHAR[]) AS status, unnest(?::VARCHAR[]) AS message_id, unnest(?::VARCHAR[]) AS error, "
-        "unnest(?::INTEGER[]) AS attempts) o "
-        "WHERE email_messages.request_id = o.request_id AND email_messages.to_address = o.to_address "
-        "AND email_messages.status = 'pending'" + (" AND email_messages.created_at >= ?" if since is not None else ""),
-        params + ([since] if since is not None else [])).fetchone()[0]
+        "sent_at = CASE WHEN o.status = $sent THEN now() ELSE NULL END, status_at = now() "
+        "FROM rows o WHERE email_messages.request_id = o.request_id AND email_messages.to_address = o.to_address "
+        "AND email_messages.status = $pending" + (" AND email_messages.created_at >= $since" if since else ""),
+        rows, {"sent": S.SENT, "pending": S.PENDING, **({"since": since} if since else {})}).fetchone()[0]
     return int(n)

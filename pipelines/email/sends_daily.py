@@ -5,30 +5,29 @@ from __future__ import annotations
 import duckdb
 
 from pipelines.email.skip_rules import REASONS
-
-ACCEPTED = ("sent", "delivered", "bounced", "soft-bounced", "complained")  # accepted by the provider
-
-
-def _col(reason: str) -> str:
-    return "skipped_" + reason.replace("-", "_")
+from pipelines.email.status import ACCEPTED, MessageStatus as S
+from pipelines.email.tables import skipped_column as _col
+from pipelines.store.transaction import transaction
+from pipelines.store.vocab import sql_list
 
 
 def materialize(conn: duckdb.DuckDBPyConnection) -> int:
     """(Re)build email_sends_daily: one row per UTC day and kind. Returns the row count."""
-    accepted = ", ".join(f"'{s}'" for s in ACCEPTED)
-    by_reason = ",\n".join(f"count(*) FILTER (WHERE status = 'skipped' AND skip_reason = '{r}') AS {_col(r)}"
-                           for r in REASONS)
-    conn.execute(f"""
-        CREATE OR REPLACE TABLE email_sends_daily AS
-        SELECT CAST(timezone('UTC', created_at) AS DATE) AS day, kind,
-               count(*) FILTER (WHERE status IN ({accepted})) AS sent,
-               count(*) FILTER (WHERE status = 'skipped') AS skipped,
-               {by_reason},
-               count(*) FILTER (WHERE status = 'failed') AS failed,
-               count(*) FILTER (WHERE status = 'pending') AS pending
-        FROM email_messages GROUP BY ALL ORDER BY day, kind
-    """)
-    return conn.execute("SELECT count(*) FROM email_sends_daily").fetchone()[0]
+    by_reason = "".join(f"count(*) FILTER (WHERE status = $skipped AND skip_reason = '{r}') AS {_col(r)}, "
+                        for r in REASONS)
+    with transaction(conn):
+        conn.execute("DELETE FROM email_sends_daily")
+        conn.execute(f"""
+            INSERT INTO email_sends_daily
+            SELECT CAST(timezone('UTC', created_at) AS DATE) AS day, kind,
+                   count(*) FILTER (WHERE status IN ({sql_list(ACCEPTED)})) AS sent,
+                   count(*) FILTER (WHERE status = $skipped) AS skipped,
+                   {by_reason}
+                   count(*) FILTER (WHERE status = $failed) AS failed,
+                   count(*) FILTER (WHERE status = $pending) AS pending
+            FROM email_messages GROUP BY ALL ORDER BY day, kind
+        """, {"skipped": S.SKIPPED, "failed": S.FAILED, "pending": S.PENDING})
+        return conn.execute("SELECT count(*) FROM email_sends_daily").fetchone()[0]
 
 
 def totals(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -51,8 +50,8 @@ def ledger_mismatch(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
 def stuck_pending(conn: duckdb.DuckDBPyConnection, older_than_minutes: int = 60) -> int:
     """Pending rows older than this: claimed by a run that never recorded an outcome."""
     return int(conn.execute(
-        "SELECT count(*) FROM email_messages WHERE status = 'pending' "
-        f"AND created_at < now() - INTERVAL {int(older_than_minutes)} MINUTE").fetchone()[0])
+        "SELECT count(*) FROM email_messages WHERE status = ? "
+        f"AND created_at < now() - INTERVAL {int(older_than_minutes)} MINUTE", [S.PENDING]).fetchone()[0])
 
 
 def failure_rate(conn: duckdb.DuckDBPyConnection, days: int = 1) -> tuple[float, int, int]:

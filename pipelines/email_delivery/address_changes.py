@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable
 
 import duckdb
 
+from pipelines.store.write import STR, arrow, with_rows
+
 
 def publish_address_changes(conn: duckdb.DuckDBPyConnection, send: Callable[[Iterable[str]], int],
                             limit: int = 10_000) -> int:
@@ -18,6 +20,6 @@ def publish_address_changes(conn: duckdb.DuckDBPyConnection, send: Callable[[Ite
         return 0
     send(json.dumps({"change_id": cid, "address": addr, "verified": verified, "reason": reason,
                      "changed_at": at.isoformat()}) for cid, addr, verified, reason, at in rows)
-    conn.execute("UPDATE address_status_changes SET published_at = now() WHERE change_id IN "
-                 "(SELECT unnest(?::VARCHAR[]))", [[r[0] for r in rows]])
+    with_rows(conn, "UPDATE address_status_changes SET published_at = now() WHERE change_id IN "
+                    "(SELECT change_id FROM rows)", arrow(change_id=(STR, [r[0] for r in rows])))
     return len(rows)

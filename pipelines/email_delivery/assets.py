@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from pipelines.email_delivery.checks import REPUTATION_CHECKS, reputation_check_results
-from pipelines.email_delivery.reporting import compute_reputation, refresh_delivery_daily, refresh_email_status
+from pipelines.email_delivery.reporting import compute_reputation, refresh_delivery_daily, email_status_counts
 from resources.duckdb import DuckDBResource
 
 EMAIL = "email"
@@ -15,7 +15,7 @@ EMAIL = "email"
           description="View: current status of every message, with its latest SES event.")
 def email_status(duckdb: DuckDBResource) -> dg.MaterializeResult:
     with duckdb.connect() as conn:
-        counts = refresh_email_status(conn)
+        counts = email_status_counts(conn)
     return dg.MaterializeResult(metadata={
         "messages": dg.MetadataValue.int(sum(counts.values())),
         **{f"status_{k.replace('-', '_')}": dg.MetadataValue.int(v) for k, v in counts.items()},

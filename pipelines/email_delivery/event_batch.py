@@ -15,8 +15,8 @@ import pyarrow as pa
 
 from pipelines.email_delivery.examine import EVENT_FIELDS, event_columns
 from pipelines.email_delivery.ses_parse import SesEvent
+from pipelines.store.write import TS
 
-TS = pa.timestamp("us", tz="UTC")
 SCHEMA = pa.schema([
     ("event_id", pa.string()),
     ("sns_message_id", pa.string()),

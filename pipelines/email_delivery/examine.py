@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from pipelines.common.drain import QueueMessage
+from pipelines.common.queue_message import QueueMessage
 from pipelines.email_delivery.ses_parse import ParseError, SesEvent, is_ses_payload, parse_ses
 from pipelines.common.sns.verify import SnsVerifier, VerificationError
 

@@ -1,10 +1,11 @@
-"""Batch ingestion of SES notifications: parse + verify, then apply and write set-wise.
+"""Batch ingestion of SES notifications: the ses-notifications consumer (pipelines/common/consumer.py).
 
 `prepare` turns queue messages (verified and parsed by examine.py) into normalised events (one
 Arrow table, event_batch), verified SNS control messages (subscription confirmations) and
-quarantine rows; it needs no database. `commit` applies a prepared batch in one DuckDB transaction: drops event_ids already
-stored (a redelivery changes nothing), runs the status machine per message in event-time
-order, folds address health, and writes every table with one set-wise statement each.
+quarantine rows; it needs no database. `commit` applies a prepared batch inside the kit's
+transaction: drops event_ids already stored (a redelivery changes nothing), runs the status
+machine per message in event-time order, folds address health, and writes every table with
+one set-wise statement each.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from pipelines.common.drain import QueueMessage
-from pipelines.common.quarantine import Quarantined, quarantine
+from pipelines.common.consumer import Prepared
+from pipelines.common.counters import Counters
+from pipelines.common.quarantine import Quarantined
+from pipelines.common.queue_message import QueueMessage
 from pipelines.email_delivery import event_batch
 from pipelines.email_delivery.address_health import AddressState, StatusChange, apply_effects
 from pipelines.email_delivery.examine import ControlMessage, Examined, Examiner
 from pipelines.common.sns.verify import SnsVerifier
 from pipelines.email_delivery.status_machine import step
+from pipelines.store.write import BOOL, INT, STR, TS, arrow, insert, with_rows
 
 if TYPE_CHECKING:
     import duckdb
@@ -33,29 +37,15 @@ Confirm = Callable[[str, str], str]  # (topic_arn, token) -> subscription ARN
 
 
 @dataclass
-class Prepared:
+class PreparedNotifications(Prepared):
     events: pa.Table = field(default_factory=lambda: event_batch.EMPTY)
     controls: list[ControlMessage] = field(default_factory=list)
-    quarantined: list[Quarantined] = field(default_factory=list)
-    # sqs_message_id -> None when handled, else the quarantine reason
-    outcomes: dict[str, str | None] = field(default_factory=dict)
+    # A replay (messages carrying received_at) looks for duplicates in the whole ledger.
+    replay: bool = False
 
 
-@dataclass
-class IngestResult:
-    messages: int = 0
-    events_new: int = 0
-    events_duplicate: int = 0
-    orphans: int = 0
-    status_changes: int = 0
-    unexpected_transitions: int = 0
-    address_changes: int = 0
-    controls: int = 0
-    quarantined: int = 0
-
-    def add(self, other: IngestResult) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+COUNTERS = ("events_new", "events_duplicate", "orphans", "status_changes", "unexpected_transitions",
+            "address_changes", "controls")
 
 
 class Ingestor:
@@ -79,7 +69,7 @@ class Ingestor:
         return self.examiner.accept_raw
 
     # ---- parse + verify (no database, no network but the certificate fetch) ----
-    def prepare(self, messages: Iterable[QueueMessage]) -> Prepared:
+    def prepare(self, messages: Iterable[QueueMessage]) -> PreparedNotifications:
         messages = list(messages)
         examined, events = self.examine_all(messages)
         return self.assemble(messages, examined, events)
@@ -89,10 +79,11 @@ class Ingestor:
         examined, events = self.examiner.examine_all(messages)
         return examined, event_batch.to_table(events)
 
-    def assemble(self, messages: list[QueueMessage], examined: list[Examined], events: pa.Table) -> Prepared:
+    def assemble(self, messages: list[QueueMessage], examined: list[Examined],
+                 events: pa.Table) -> PreparedNotifications:
         """Merge per-message results in order; confirm allow-listed subscriptions (the one side effect).
         `events` are the batch's events: only messages that were not refused have any."""
-        out = Prepared(events=events)
+        out = PreparedNotifications(events=events, replay=any(m.received_at is not None for m in messages))
         for msg, ex in zip(messages, examined):
             reason = ex.reason
             controls = ex.controls
@@ -115,46 +106,22 @@ class Ingestor:
             return [], f"SubscriptionConfirmation could not be confirmed: {type(exc).__name__}"
         return [replace(pending, action="confirmed", subscription_arn=arn, token=None)], None
 
-    # ---- apply + write (one transaction) ----
-    def commit(self, conn: duckdb.DuckDBPyConnection, prepared: Prepared, *, write_quarantine: bool = True,
-               check_whole_ledger: bool = False,
-               within: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> IngestResult:
-        result = IngestResult(messages=len(prepared.outcomes))
-        conn.execute("BEGIN TRANSACTION")
-        try:
-            since = (None if check_whole_ledger or self.dedupe_window is None
-                     else datetime.now(timezone.utc) - self.dedupe_window)
-            apply_events(conn, prepared.events, result, dedupe_since=since)
-            if prepared.controls:
-                _insert_controls(conn, prepared.controls)
-                result.controls = len(prepared.controls)
-            if write_quarantine and prepared.quarantined:
-                result.quarantined = quarantine(conn, prepared.quarantined)
-            if within is not None:
-                within(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    # ---- apply + write (inside the kit's transaction) ----
+    def commit(self, conn: duckdb.DuckDBPyConnection, prepared: PreparedNotifications) -> Counters:
+        result = Counters(dict.fromkeys(COUNTERS, 0))
+        since = (None if prepared.replay or self.dedupe_window is None
+                 else datetime.now(timezone.utc) - self.dedupe_window)
+        apply_events(conn, prepared.events, result, dedupe_since=since)
+        if prepared.controls:
+            _insert_controls(conn, prepared.controls)
+            result["controls"] = len(prepared.controls)
         return result
 
-    def process(self, conn: duckdb.DuckDBPyConnection, messages: Iterable[QueueMessage]) -> IngestResult:
-        return self.commit(conn, self.prepare(messages))
 
-
-STR, BOOL, INT = pa.string(), pa.bool_(), pa.int32()
 # Arrow's JSON type: DuckDB takes the column as JSON without re-validating what orjson wrote.
 DETAIL = pa.json_(pa.string())
 
-# The writes below name Arrow tables held in local variables (ses_batch, ses_new_events, ...):
-# DuckDB's replacement scan reads them in place, cheaper than register/unregister per statement.
-
-
-def _table(**columns: pa.Array | tuple[pa.DataType, list]) -> pa.Table:
-    return pa.table({name: v if isinstance(v, pa.Array) else pa.array(v[1], type=v[0]) for name, v in columns.items()})
-
-
-def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: IngestResult,
+def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Counters,
                  dedupe_since: datetime | None = None) -> None:
     """Apply a batch of events (event_batch.SCHEMA) inside the caller's transaction.
 
@@ -167,26 +134,28 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Inge
     first: dict[str, int] = {}  # event_id -> its first row: a redelivery within the batch counts once
     for i, event_id in enumerate(event_ids):
         first.setdefault(event_id, i)
-    result.events_duplicate += events.num_rows - len(first)
+    result["events_duplicate"] += events.num_rows - len(first)
     message_ids = events.column("message_id").to_pylist()
-    ses_batch = _table(event_id=(STR, list(first)), message_id=(STR, [message_ids[i] for i in first.values()]))
+    ses_batch = arrow(event_id=(STR, list(first)), message_id=(STR, [message_ids[i] for i in first.values()]))
     if dedupe_since is None:
-        stored = conn.execute("SELECT event_id FROM ses_batch SEMI JOIN email_events USING (event_id)").fetchall()
+        stored = with_rows(conn, "SELECT event_id FROM rows SEMI JOIN email_events USING (event_id)",
+                           ses_batch).fetchall()
     else:
-        stored = conn.execute("SELECT event_id FROM ses_batch SEMI JOIN "
-                              "(SELECT event_id FROM email_events WHERE received_at >= ?) USING (event_id)",
-                              [dedupe_since]).fetchall()
+        stored = with_rows(conn, "SELECT event_id FROM rows SEMI JOIN "
+                           "(SELECT event_id FROM email_events WHERE received_at >= ?) USING (event_id)",
+                           ses_batch, [dedupe_since]).fetchall()
     for (event_id,) in stored:
         del first[event_id]
-    result.events_duplicate += len(stored)
+    result["events_duplicate"] += len(stored)
     # Row ids let the status update below find its rows without joining on message_id again:
     # both statements scan email_messages, but a rowid join reads no column (half the cost at
     # 2 M rows). Row ids are stable within the transaction.
     statuses: dict[str, str] = {}
     row_ids: dict[str, list[int]] = {}
-    for message_id, status, ids in conn.execute(
-            "SELECT message_id, any_value(status), list(rowid) FROM email_messages "
-            "SEMI JOIN (SELECT DISTINCT message_id FROM ses_batch) USING (message_id) GROUP BY message_id").fetchall():
+    for message_id, status, ids in with_rows(
+            conn, "SELECT message_id, any_value(status), list(rowid) FROM email_messages "
+            "SEMI JOIN (SELECT DISTINCT message_id FROM rows) USING (message_id) GROUP BY message_id",
+            ses_batch).fetchall():
         statuses[message_id] = status
         row_ids[message_id] = ids
     if not first:
@@ -212,7 +181,7 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Inge
         before[k] = status
         after[k] = rule.next_status
         if rule.kind == "unexpected":
-            result.unexpected_transitions += 1
+            result["unexpected_transitions"] += 1
         if rule.next_status != status:
             statuses[message_id] = rule.next_status
             status_updates[message_id] = (rule.next_status, at[i])
@@ -225,36 +194,32 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Inge
                       .append_column("status_before", pa.array(before, type=STR))
                       .append_column("status_after", pa.array(after, type=STR))
                       .append_column("detail", pa.ExtensionArray.from_storage(DETAIL, new.column("detail").combine_chunks())))
-    conn.execute(
-        "INSERT INTO email_events (event_id, sns_message_id, message_id, recipient, event_type, bounce_type, "
-        "bounce_subtype, occurred_at, orphan, status_before, status_after, detail) "
-        "SELECT event_id, sns_message_id, message_id, recipient, event_type, bounce_type, bounce_subtype, "
-        "occurred_at, orphan, status_before, status_after, detail FROM ses_new_events")
-    result.events_new += n
-    result.orphans += sum(orphan)
+    insert(conn, "email_events", ses_new_events)
+    result["events_new"] += n
+    result["orphans"] += sum(orphan)
 
     if status_updates:
         updates = [(row_id, s, t) for m, (s, t) in status_updates.items() for row_id in row_ids[m]]
-        ses_status_updates = _table(row_id=(pa.int64(), [u[0] for u in updates]),
+        ses_status_updates = arrow(row_id=(pa.int64(), [u[0] for u in updates]),
                                     status=(STR, [u[1] for u in updates]),
                                     status_at=event_batch.timestamps([u[2] for u in updates]))
-        conn.execute("UPDATE email_messages SET status = u.status, status_at = u.status_at "
-                     "FROM ses_status_updates u WHERE email_messages.rowid = u.row_id")
-        result.status_changes += len(status_updates)
+        with_rows(conn, "UPDATE email_messages SET status = u.status, status_at = u.status_at "
+                        "FROM rows u WHERE email_messages.rowid = u.row_id", ses_status_updates)
+        result["status_changes"] += len(status_updates)
 
     if address_ops:
         changes = _apply_address_ops(conn, address_ops)
-        result.address_changes += len(changes)
+        result["address_changes"] += len(changes)
 
 
 def _apply_address_ops(conn: duckdb.DuckDBPyConnection,
                        ops: list[tuple[str, int, str, tuple[str, ...]]]) -> list[StatusChange]:
     """Fold address effects in event time. Instants are microseconds since the epoch here."""
     addresses = sorted({op[0] for op in ops})
-    ses_addresses = _table(address=(STR, addresses))
-    states = {row[0]: AddressState(*row) for row in conn.execute(
-        "SELECT address, verified, unverify_reason, transient_bounces, epoch_us(last_event_at) "
-        "FROM email_addresses SEMI JOIN ses_addresses USING (address)").fetchall()}
+    ses_addresses = arrow(address=(STR, addresses))
+    states = {row[0]: AddressState(*row) for row in with_rows(
+        conn, "SELECT address, verified, unverify_reason, transient_bounces, epoch_us(last_event_at) "
+        "FROM email_addresses SEMI JOIN rows USING (address)", ses_addresses).fetchall()}
     known = set(states)
     changes: list[StatusChange] = []
     for address, at, event_id, effects in sorted(ops, key=lambda op: (op[0], op[1])):
@@ -263,7 +228,7 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection,
         if change is not None:
             changes.append(change)
     touched = [states[a] for a in addresses]
-    ses_address_rows = _table(
+    ses_address_rows = arrow(
         address=(STR, addresses),
         known=(BOOL, [a in known for a in addresses]),
         verified=(BOOL, [s.verified for s in touched]),
@@ -271,31 +236,28 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection,
         transient_bounces=(INT, [s.transient_bounces for s in touched]),
         last_event_at=event_batch.timestamps([s.last_event_at for s in touched]))
     # Rows read above are updated and the others inserted: cheaper than an upsert's conflict check.
-    conn.execute(
-        "UPDATE email_addresses SET verified = r.verified, unverify_reason = r.unverify_reason, "
-        "transient_bounces = r.transient_bounces, last_event_at = r.last_event_at "
-        "FROM ses_address_rows r WHERE r.known AND email_addresses.address = r.address")
-    conn.execute(
-        "INSERT INTO email_addresses (address, verified, unverify_reason, transient_bounces, last_event_at) "
-        "SELECT address, verified, unverify_reason, transient_bounces, last_event_at FROM ses_address_rows "
-        "WHERE NOT known")
+    with_rows(conn, "UPDATE email_addresses SET verified = r.verified, unverify_reason = r.unverify_reason, "
+                    "transient_bounces = r.transient_bounces, last_event_at = r.last_event_at "
+                    "FROM rows r WHERE r.known AND email_addresses.address = r.address", ses_address_rows)
+    insert(conn, "email_addresses", ses_address_rows, where="NOT known",
+           columns=["address", "verified", "unverify_reason", "transient_bounces", "last_event_at"])
     if changes:
-        ses_address_changes = _table(
+        ses_address_changes = arrow(
             change_id=(STR, [c.change_id for c in changes]),
             address=(STR, [c.address for c in changes]),
             verified=(BOOL, [c.verified for c in changes]),
             reason=(STR, [c.reason for c in changes]),
             changed_at=event_batch.timestamps([c.changed_at for c in changes]))
-        conn.execute(
-            "INSERT INTO address_status_changes (change_id, address, verified, reason, changed_at) "
-            "SELECT change_id, address, verified, reason, changed_at FROM ses_address_changes "
-            "ON CONFLICT (change_id) DO NOTHING")
+        insert(conn, "address_status_changes", ses_address_changes, on_conflict="(change_id) DO NOTHING")
     return changes
 
 
 def _insert_controls(conn: duckdb.DuckDBPyConnection, controls: list[ControlMessage]) -> None:
-    conn.executemany(
-        "INSERT INTO sns_control_messages (sns_message_id, sns_type, topic_arn, action, subscription_arn, "
-        "received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sns_message_id) DO NOTHING",
-        [(c.sns_message_id, c.sns_type, c.topic_arn, c.action, c.subscription_arn, c.received_at)
-         for c in controls])
+    insert(conn, "sns_control_messages", arrow(
+        sns_message_id=(STR, [c.sns_message_id for c in controls]),
+        sns_type=(STR, [c.sns_type for c in controls]),
+        topic_arn=(STR, [c.topic_arn for c in controls]),
+        action=(STR, [c.action for c in controls]),
+        subscription_arn=(STR, [c.subscription_arn for c in controls]),
+        received_at=(TS, [c.received_at for c in controls]),
+    ), on_conflict="(sns_message_id) DO NOTHING")

@@ -1,23 +1,33 @@
 """Verification and parsing in worker processes, overlapped with receiving and writing.
 
 RSA verification and JSON parsing are most of the CPU per notification and hold the GIL,
-so they run in a process pool (the worker side is verify_worker.py). PreparingQueue hands each
-received message to the pool as it arrives; by the time the drain flushes a batch, most of it
-is verified. The main process then only assembles, confirms subscriptions and commits, so
-commit-before-delete holds.
+so they run in a process pool (the worker side is verify_worker.py). PooledIngestor, the
+ses-notifications consumer with a pool, hands each received message to the pool as it arrives
+(the kit's on_receive hook); by the time the drain flushes a batch, most of it is verified. The
+main process then only assembles, confirms subscriptions and commits, so commit-before-delete
+holds.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
 
-from pipelines.common.drain import QueueMessage
+from pipelines.common.counters import Counters
+from pipelines.common.queue_message import QueueMessage
 from pipelines.email_delivery import event_batch, verify_worker
 from pipelines.email_delivery.examine import Examined
-from pipelines.email_delivery.ingest import Ingestor, Prepared
+from pipelines.email_delivery.ingest import Ingestor, PreparedNotifications
+
+if TYPE_CHECKING:
+    import duckdb
+
+log = logging.getLogger(__name__)
 
 
 def auto_workers() -> int:
@@ -78,7 +88,7 @@ class PreparePool:
         for m in chunk:
             self._futures[m.sqs_message_id] = future
 
-    def prepare(self, batch: Sequence[QueueMessage]) -> Prepared:
+    def prepare(self, batch: Sequence[QueueMessage]) -> PreparedNotifications:
         missing = [m for m in batch if m.sqs_message_id not in self._futures]
         if missing:
             self.submit(missing)
@@ -116,18 +126,41 @@ class PreparePool:
         self.close()
 
 
-class PreparingQueue:
-    """A drain Queue that forwards every received message to a PreparePool."""
+class PooledIngestor:
+    """The ses-notifications consumer, verifying in `workers` processes. Should the pool break (a
+    worker killed), it verifies inline for the rest of the run rather than refuse good messages."""
 
-    def __init__(self, queue, pool: PreparePool):
-        self.queue = queue
-        self.pool = pool
-        self.queue_name = queue.queue_name
+    def __init__(self, ingestor: Ingestor, workers: int, chunk: int = 500):
+        self.ingestor = ingestor
+        self.source = ingestor.source
+        self.pool: PreparePool | None = PreparePool(ingestor, workers, chunk)
 
-    def receive(self, max_messages: int = 10, wait_seconds: int = 1) -> list[dict]:
-        msgs = self.queue.receive(max_messages=max_messages, wait_seconds=wait_seconds)
-        self.pool.submit([QueueMessage.from_sqs(m) for m in msgs])
-        return msgs
+    def on_receive(self, messages: list[QueueMessage]) -> None:
+        if self.pool is not None:
+            self.pool.submit(messages)
 
-    def delete(self, receipt_handles: list[str]) -> list[str]:
-        return self.queue.delete(receipt_handles)
+    def prepare(self, messages: list[QueueMessage]) -> PreparedNotifications:
+        if self.pool is not None:
+            try:
+                return self.pool.prepare(messages)
+            except BrokenProcessPool:
+                log.error("the verify pool broke; verifying inline for the rest of the run")
+                self.close()
+        return self.ingestor.prepare(messages)
+
+    def commit(self, conn: duckdb.DuckDBPyConnection, prepared: PreparedNotifications) -> Counters:
+        return self.ingestor.commit(conn, prepared)
+
+    def worker_pids(self) -> list[int]:
+        return self.pool.worker_pids() if self.pool is not None else []
+
+    def close(self) -> None:
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            pool.close()
+
+    def __enter__(self) -> PooledIngestor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

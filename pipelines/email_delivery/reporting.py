@@ -8,46 +8,37 @@ from datetime import datetime, timedelta
 
 import duckdb
 
+from pipelines.email.status import NOT_ACCEPTED
+from pipelines.email_delivery.vocab import HARD_BOUNCE_TYPES, SOFT_BOUNCE_TYPES
+from pipelines.store.transaction import transaction
+from pipelines.store.vocab import sql_list
+
 # SES's own review thresholds (bounce rate: hard bounces / sends; complaint rate: complaints / sends).
 BOUNCE_WARN, BOUNCE_FAIL = 0.05, 0.10
 COMPLAINT_WARN, COMPLAINT_FAIL = 0.001, 0.005
 
 # Per SES message: which outcomes its (non-orphan) events report.
-_OUTCOMES = """
+_OUTCOMES = f"""
     SELECT message_id,
            bool_or(event_type = 'Delivery') AS delivered,
-           bool_or(event_type = 'Bounce' AND bounce_type = 'Permanent') AS hard_bounced,
-           bool_or(event_type = 'Bounce' AND bounce_type IN ('Transient', 'Undetermined')) AS soft_bounced,
+           bool_or(event_type = 'Bounce' AND bounce_type IN ({sql_list(HARD_BOUNCE_TYPES)})) AS hard_bounced,
+           bool_or(event_type = 'Bounce' AND bounce_type IN ({sql_list(SOFT_BOUNCE_TYPES)})) AS soft_bounced,
            bool_or(event_type = 'Complaint') AS complained
     FROM email_events WHERE NOT orphan GROUP BY message_id
 """
-_SENT = """
+_SENT = f"""
     SELECT message_id, kind, coalesce(sent_at, created_at) AS sent_at
     FROM email_messages
-    WHERE message_id IS NOT NULL AND status NOT IN ('pending', 'skipped', 'failed')
+    WHERE message_id IS NOT NULL AND status NOT IN ({sql_list(NOT_ACCEPTED)})
 """
 
-EMAIL_STATUS_VIEW = """
-CREATE OR REPLACE VIEW email_status AS
-SELECT m.request_id, m.to_address, m.kind, m.message_id, m.status, m.status_at, m.sent_at,
-       e.events, e.last_event_type, e.last_event_at
-FROM email_messages m
-LEFT JOIN (
-    SELECT message_id, count(*) AS events, arg_max(event_type, occurred_at) AS last_event_type,
-           max(occurred_at) AS last_event_at
-    FROM email_events WHERE NOT orphan GROUP BY message_id
-) e USING (message_id)
-"""
-
-
-def refresh_email_status(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    conn.execute(EMAIL_STATUS_VIEW)
+def email_status_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Messages per status in the email_status view (pipelines/email_delivery/tables.py)."""
     return dict(conn.execute("SELECT status, count(*) FROM email_status GROUP BY status ORDER BY status").fetchall())
 
 
 def refresh_delivery_daily(conn: duckdb.DuckDBPyConnection) -> int:
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute("DELETE FROM email_delivery_daily")
         conn.execute(f"""
             INSERT INTO email_delivery_daily
@@ -63,12 +54,7 @@ def refresh_delivery_daily(conn: duckdb.DuckDBPyConnection) -> int:
                    count(*) FILTER (WHERE o.complained) / count(*) AS complaint_rate
             FROM ({_SENT}) s LEFT JOIN ({_OUTCOMES}) o USING (message_id)
             GROUP BY ALL ORDER BY day, kind""")
-        rows = conn.execute("SELECT count(*) FROM email_delivery_daily").fetchone()[0]
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return rows
+        return conn.execute("SELECT count(*) FROM email_delivery_daily").fetchone()[0]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from email.utils import parseaddr
 
 import orjson
 
+from pipelines.email_delivery.vocab import HARD_BOUNCE_TYPES, SOFT_BOUNCE_TYPES
+
 EVENT_TYPES = {
     # payload type -> (normalised event_type, key of the SES object, key of its recipient list)
     "Send": ("Send", "send", None),
@@ -33,8 +35,6 @@ EVENT_TYPES = {
     "Subscription": ("Subscription", "subscription", None),
 }
 
-HARD_BOUNCE_TYPES = {"Permanent"}
-SOFT_BOUNCE_TYPES = {"Transient", "Undetermined"}
 
 
 class ParseError(ValueError):

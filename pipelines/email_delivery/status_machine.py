@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SENT, DELIVERED, BOUNCED, SOFT_BOUNCED, COMPLAINED = "sent", "delivered", "bounced", "soft-bounced", "complained"
-STATES = (SENT, DELIVERED, BOUNCED, SOFT_BOUNCED, COMPLAINED)
+from pipelines.email.status import ACCEPTED, NOT_ACCEPTED
+
+SENT, DELIVERED, BOUNCED, SOFT_BOUNCED, COMPLAINED = ACCEPTED
+STATES = ACCEPTED
 # Dispatch's own statuses: no SES notification should arrive for them; recorded, never changed.
-NOT_SENT = ("pending", "skipped", "failed")
+NOT_SENT = NOT_ACCEPTED
 
 DELIVERY, HARD_BOUNCE, SOFT_BOUNCE, COMPLAINT = "delivery", "hard-bounce", "soft-bounce", "complaint"
 INPUTS = (DELIVERY, HARD_BOUNCE, SOFT_BOUNCE, COMPLAINT)

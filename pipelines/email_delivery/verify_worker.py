@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from pipelines.common.drain import QueueMessage
+from pipelines.common.queue_message import QueueMessage
 from pipelines.common.sns.cert_store import CertStore
 from pipelines.email_delivery.examine import Examiner, event_columns
 from pipelines.common.sns.verify import SnsVerifier

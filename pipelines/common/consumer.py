@@ -1,0 +1,205 @@
+"""The consumer kit: what a queue consumer implements, and the one loop that runs it.
+
+A consumer prepares a batch without touching the database (parse, verify, validate; a message
+it cannot accept becomes a quarantine row with a reason) and commits a prepared batch inside
+one transaction the kit opens. The kit writes the quarantine rows in that same transaction,
+commits, runs the consumer's optional after_commit (side effects such as sending email, which
+open their own transactions), and only then lets the drain delete the batch from SQS.
+
+`run_consumer` is what the Dagster op and the benchmarks both call. docs/architecture.md
+explains the rules it keeps.
+
+Second line of defence (a consumer should refuse bad input, never raise; this is for bugs):
+- prepare raises for a batch: the batch is prepared and committed message by message; a
+  message whose prepare raises is quarantined as `internal error: <ExceptionType>`;
+- commit raises: the transaction is rolled back and the batch is committed message by message;
+  a message whose commit still raises is quarantined the same way.
+Only when even that quarantine write fails does the run fail. Tracebacks are logged without
+the exception's message, which could quote a secret from the body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pipelines.common.counters import Counters
+from pipelines.common.drain import DrainOptions, drain
+from pipelines.common.quarantine import Quarantined, mark_replayed, pending, quarantine
+from pipelines.common.queue_message import Queue, QueueMessage
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from pipelines.store.store import Store
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """A prepared batch; every consumer's prepared batch subclasses this."""
+    quarantined: list[Quarantined] = field(default_factory=list)
+    # sqs_message_id -> None (accepted) or its quarantine reason
+    outcomes: dict[str, str | None] = field(default_factory=dict)
+
+
+class Consumer(Protocol):
+    source: str   # "email-requests" | "ses-notifications" | "stripe-events"
+
+    def prepare(self, messages: list[QueueMessage]) -> Prepared:
+        """Pure: parse, verify, validate. Refuses (quarantine row + reason); never raises."""
+        ...
+
+    def commit(self, conn: duckdb.DuckDBPyConnection, prepared: Prepared) -> Counters:
+        """Write the prepared batch, inside the transaction the kit opened."""
+        ...
+
+    # Optional hooks, used when a consumer defines them:
+    #   after_commit(store, prepared) -> Counters   side effects after the commit, before the delete
+    #   on_receive(messages) -> None               sees messages as they arrive (start preparing early)
+    #   quarantine_body(body) -> str               what of a body may be kept (redaction)
+
+
+def internal_error(exc: BaseException) -> str:
+    return f"internal error: {type(exc).__name__}"
+
+
+def _log_internal(log: Any, what: str, exc: BaseException) -> None:
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error(f"{what}: {internal_error(exc)}\nTraceback (most recent call last):\n{frames}"
+              f"{type(exc).__name__} (message withheld)")
+
+
+def _kept_body(consumer: Consumer, body: str) -> str:
+    redact = getattr(consumer, "quarantine_body", None)
+    if redact is None:
+        return body
+    try:
+        return redact(body)
+    except Exception:  # noqa: BLE001 - a body that cannot be redacted is not kept at all
+        digest = hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"(body withheld: it could not be redacted; sha256 {digest})"
+
+
+def _commit(store: Store, consumer: Consumer, prepared: Prepared) -> Counters:
+    with store.transaction() as conn:
+        counters = consumer.commit(conn, prepared)
+        counters["quarantined"] += quarantine(conn, prepared.quarantined)
+    return counters
+
+
+def _after_commit(store: Store, consumer: Consumer, prepared: Prepared) -> Counters:
+    hook = getattr(consumer, "after_commit", None)
+    return hook(store, prepared) if hook is not None else Counters()
+
+
+def process_batch(store: Store, consumer: Consumer, messages: list[QueueMessage], log: Any = None) -> Counters:
+    """Prepare, commit (with the batch's quarantine rows) and run after_commit for one batch."""
+    log = log or _log
+    counters = Counters(messages=len(messages), quarantined=0)
+    try:
+        prepared = consumer.prepare(messages)
+    except Exception as exc:  # noqa: BLE001 - second line of defence
+        _log_internal(log, f"{consumer.source}: preparing a batch of {len(messages)}", exc)
+        counters.update(_one_by_one(store, consumer, messages, log))
+        return counters
+    try:
+        counters.update(_commit(store, consumer, prepared))
+    except Exception as exc:  # noqa: BLE001 - second line of defence; the transaction rolled back
+        _log_internal(log, f"{consumer.source}: committing a batch of {len(messages)}", exc)
+        counters.update(_one_by_one(store, consumer, messages, log))
+        return counters
+    counters.update(_after_commit(store, consumer, prepared))
+    return counters
+
+
+def _one_by_one(store: Store, consumer: Consumer, messages: list[QueueMessage], log: Any) -> Counters:
+    counters = Counters(one_by_one=len(messages))
+    for msg in messages:
+        try:
+            prepared = consumer.prepare([msg])
+        except Exception as exc:  # noqa: BLE001
+            _log_internal(log, f"{consumer.source}: preparing message {msg.sqs_message_id}", exc)
+            reason = internal_error(exc)
+        else:
+            try:
+                counters.update(_commit(store, consumer, prepared))
+            except Exception as exc:  # noqa: BLE001
+                _log_internal(log, f"{consumer.source}: committing message {msg.sqs_message_id}", exc)
+                reason = internal_error(exc)
+            else:
+                counters.update(_after_commit(store, consumer, prepared))
+                continue
+        # If even this fails, the run fails and the message stays on the queue.
+        with store.transaction() as conn:
+            quarantine(conn, [Quarantined(consumer.source, msg.sqs_message_id, _kept_body(consumer, msg.body),
+                                          reason)])
+        counters["quarantined"] += 1
+        counters["internal_errors"] += 1
+    return counters
+
+
+@dataclass
+class RunReport:
+    counters: Counters
+    seconds: float
+
+    @property
+    def sqs_calls(self) -> int:
+        return self.counters["receive_calls"] + self.counters["delete_calls"]
+
+    def as_metadata(self) -> dict[str, int | float]:
+        return {**self.counters.as_metadata(), "sqs_calls": self.sqs_calls, "seconds": round(self.seconds, 3)}
+
+
+def run_consumer(queue: Queue, consumer: Consumer, store: Store, options: DrainOptions = DrainOptions(),
+                 log: Any = None) -> RunReport:
+    """Drain `queue` through `consumer` into `store`: the one entry the op and the benchmarks call."""
+    started = time.monotonic()
+    total = Counters()
+
+    def handle(batch: list[QueueMessage]) -> None:
+        total.update(process_batch(store, consumer, batch, log))
+
+    total.update(drain(queue, handle, options, on_receive=getattr(consumer, "on_receive", None)))
+    return RunReport(total, time.monotonic() - started)
+
+
+def replay_quarantine(store: Store, consumer: Consumer, limit: int = 10_000, log: Any = None) -> Counters:
+    """Run quarantined rows of the consumer's source through it again, after a fix. Each row
+    records 'ok' or its new reason, in the same transaction as what it wrote. The messages carry
+    received_at = when they were quarantined, so age checks count to then."""
+    with store.transaction() as conn:
+        rows = pending(conn, consumer.source)[:limit]
+    counters = Counters(messages=len(rows), still_failing=0)
+    if rows:
+        counters.update(_replay(store, consumer, rows, log or _log))
+    return counters
+
+
+def _replay(store: Store, consumer: Consumer, rows: list[tuple], log: Any) -> Counters:
+    messages = [QueueMessage(sqs_id, "", raw, received_at=at) for _, sqs_id, raw, at in rows]
+    try:
+        prepared = consumer.prepare(messages)
+        results = [(qid, prepared.outcomes.get(sqs_id) or "ok") for qid, sqs_id, _, _ in rows]
+        with store.transaction() as conn:
+            counters = consumer.commit(conn, prepared)
+            mark_replayed(conn, results)
+    except Exception as exc:  # noqa: BLE001 - second line of defence, as for the queue
+        _log_internal(log, f"{consumer.source}: replaying {len(rows)} quarantined row(s)", exc)
+        if len(rows) > 1:
+            counters = Counters()
+            for row in rows:
+                counters.update(_replay(store, consumer, [row], log))
+            return counters
+        with store.transaction() as conn:
+            mark_replayed(conn, [(rows[0][0], internal_error(exc))])
+        return Counters(still_failing=1, internal_errors=1)
+    counters.update(_after_commit(store, consumer, prepared))
+    counters["still_failing"] += sum(1 for _, r in results if r != "ok")
+    return counters
