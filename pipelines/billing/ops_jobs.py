@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import dagster as dg
-import duckdb
 import stripe
 from pydantic import Field
 
@@ -21,7 +20,7 @@ from pipelines.billing.notices import send_subscription_required
 from pipelines.billing.reconcile import Reconciler
 from pipelines.billing.reconcile_tables import BillingTables
 from pipelines.billing.seats import seat_targets, sync_seats
-from pipelines.store.transaction import transaction
+from pipelines.store.store import Store
 from resources.aws import SQSQueueResource
 from resources.duckdb import DuckDBResource
 from resources.stripe_client import StripeResource
@@ -50,13 +49,11 @@ def stripe_errors(what: str) -> Iterator[None]:
         raise dg.Failure(description=str(exc)) from None
 
 
-def reconciler(stripe_res: StripeResource, db: DuckDBResource, run_id: str, log=None) -> Reconciler:
-    @contextmanager
-    def tx() -> Iterator[duckdb.DuckDBPyConnection]:
-        with db.connect() as conn, transaction(conn):
-            yield conn
-
-    return Reconciler(stripe_res.client(), tx, BillingTables(), run_id=run_id, log=log)
+@contextmanager
+def reconciling(stripe_res: StripeResource, db: DuckDBResource, run_id: str, log=None) -> Iterator[Reconciler]:
+    """A Reconciler whose transactions share one connection for up to 10 s at a time (Store)."""
+    with Store(db.connect, hold_seconds=10.0) as store:
+        yield Reconciler(stripe_res.client(), store.transaction, BillingTables(), run_id=run_id, log=log)
 
 
 # --- operator actions --------------------------------------------------------------------------
@@ -84,7 +81,8 @@ def refund_payment(context: dg.OpExecutionContext, config: RefundConfig, stripe:
             if not pi_id:
                 raise dg.Failure(description=f"payment {config.payment_id}: the charge has no PaymentIntent")
         refund = payments.refund(client, pi_id, amount=config.amount, reason=config.reason, scope=context.run_id)
-    report = reconciler(stripe, duckdb, context.run_id).resync({"payment_intent": [pi_id]})
+    with reconciling(stripe, duckdb, context.run_id) as rec:
+        report = rec.resync({"payment_intent": [pi_id]})
     context.log.info(f"refund {refund['id']} of {refund['amount']} {refund['currency']} for {pi_id}: {refund['status']}")
     return dg.Output(None, metadata={"refund_id": refund["id"], "payment_intent": pi_id,
                                      "amount": refund["amount"], "currency": refund["currency"],
@@ -107,7 +105,8 @@ def cancel_subscription(context: dg.OpExecutionContext, config: CancelConfig, st
             raise dg.Failure(description=f"subscription {config.subscription_id} is already canceled")
         sub = subscriptions.cancel(client, config.subscription_id, at_period_end=config.at_period_end,
                                    scope=context.run_id).to_dict()
-    report = reconciler(stripe, duckdb, context.run_id).resync({"subscription": [config.subscription_id]})
+    with reconciling(stripe, duckdb, context.run_id) as rec:
+        report = rec.resync({"subscription": [config.subscription_id]})
     context.log.info(f"subscription {sub['id']}: status {sub['status']}, "
                      f"cancel_at_period_end {sub.get('cancel_at_period_end')}")
     return dg.Output(None, metadata={"subscription_id": sub["id"], "status": sub["status"],
@@ -124,8 +123,8 @@ class ResyncConfig(dg.Config):
 def resync_customer(context: dg.OpExecutionContext, config: ResyncConfig, stripe: StripeResource,
                     duckdb: DuckDBResource) -> dg.Output[None]:
     check_id("customer", "customer_id", config.customer_id)
-    rec = reconciler(stripe, duckdb, context.run_id, log=context.log.info)
-    with stripe_errors(f"customer {config.customer_id}"):
+    with stripe_errors(f"customer {config.customer_id}"), \
+            reconciling(stripe, duckdb, context.run_id, log=context.log.info) as rec:
         report = rec.resync_customer(config.customer_id)
     context.log.info(f"customer {config.customer_id}: {sum(report.differences.values())} differences repaired")
     return dg.Output(None, metadata=report.as_metadata())
@@ -150,7 +149,8 @@ def sync_seat_counts(context: dg.OpExecutionContext, stripe: StripeResource, duc
     for org, sub, before, after in report.changed:
         context.log.info(f"organisation {org}: {sub} seats {before} -> {after}")
     if report.changed:
-        reconciler(stripe, duckdb, context.run_id).resync({"subscription": [c[1] for c in report.changed]})
+        with reconciling(stripe, duckdb, context.run_id) as rec:
+            rec.resync({"subscription": [c[1] for c in report.changed]})
     if report.failed:
         # the others were updated; the run fails so the failures are seen
         raise dg.Failure(description=f"seat sync failed for {len(report.failed)} organisation(s): "
@@ -172,8 +172,8 @@ def reconcile_billing(context: dg.OpExecutionContext, config: ReconcileConfig, s
                       duckdb: DuckDBResource) -> dg.Output[None]:
     if config.mode not in ("incremental", "full"):
         raise dg.Failure(description=f"config mode: {config.mode!r} is not incremental or full")
-    rec = reconciler(stripe, duckdb, context.run_id, log=context.log.info)
-    report = rec.full_sweep() if config.mode == "full" else rec.incremental()
+    with reconciling(stripe, duckdb, context.run_id, log=context.log.info) as rec:
+        report = rec.full_sweep() if config.mode == "full" else rec.incremental()
     if report.fallback_reason:
         context.log.warning(f"incremental reconciliation fell back to a full sweep: {report.fallback_reason}")
     for d in report.unrepaired[:50]:
