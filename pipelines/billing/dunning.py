@@ -7,7 +7,7 @@
 |-------------------------------------------------|------------------------|
 | invoice.payment_failed                          | payment-failed         |
 | subscription status becomes past_due            | subscription-past-due  |
-| subscription deleted, or status becomes canceled| subscription-canceled  |
+| customer.subscription.deleted                   | subscription-canceled  |
 | customer.subscription.trial_will_end            | trial-will-end         |
 | invoice.paid after at least one failed attempt  | payment-succeeded      |
 
@@ -97,7 +97,7 @@ def _kind_and_context(event: Mapping[str, Any], directory: Directory) -> tuple[s
     """(kind, customer id, context) for a notice-worthy event; a string is why it is skipped; None: not a trigger."""
     etype = event.get("type")
     obj = (event.get("data") or {}).get("object") or {}
-    previous = (event.get("data") or {}).get("previous_attributes") or {}
+    previous = (event.get("data") or {}).get("previous_attributes")
     if etype == "invoice.payment_failed":
         if directory.invoice_status(obj["id"]) in ("paid", "void", "uncollectible"):
             return "invoice is no longer open"
@@ -120,14 +120,14 @@ def _kind_and_context(event: Mapping[str, Any], directory: Directory) -> tuple[s
             return "subscription is no longer trialing"
         return TRIAL_WILL_END, _id(obj.get("customer")), {
             "plan_name": directory.plan_name(obj), "trial_end_date": _day(obj.get("trial_end"))}
-    canceled = etype == "customer.subscription.deleted" or (
-        etype == "customer.subscription.updated" and obj.get("status") == "canceled"
-        and "status" in previous and previous["status"] != "canceled")
-    if canceled:
+    if etype == "customer.subscription.deleted":   # Stripe's one event for a subscription that ended
         ended = obj.get("ended_at") or obj.get("canceled_at") or event.get("created")
         return CANCELED, _id(obj.get("customer")), {"plan_name": directory.plan_name(obj), "ends_at": _day(ended)}
-    if (etype == "customer.subscription.updated" and obj.get("status") == "past_due"
-            and "status" in previous and previous["status"] != "past_due"):
+    # previous_attributes None means the carrier did not keep it: the status alone decides, and
+    # the kind's 1-day repeat window keeps repeated updates to one email a day.
+    became_past_due = obj.get("status") == "past_due" and (
+        previous is None or ("status" in previous and previous["status"] != "past_due"))
+    if etype == "customer.subscription.updated" and became_past_due:
         if directory.subscription_status(obj["id"]) not in (None, "past_due"):
             return "subscription is no longer past_due"
         invoice = directory.invoice(_id(obj.get("latest_invoice")) or "") or {}

@@ -3,7 +3,8 @@
 `send_event_notices` is what the Stripe ingest consumer's `after_commit` calls with the batch's
 events; `send_subscription_required` is the daily schedule's. Both dispatch first and record the
 request ids in `billing_notices` after, so a crash in between re-dispatches the same request id,
-which the email pipeline sends once.
+which the email pipeline sends once. `connect` is a DuckDB resource's `connect` or
+a `Store.transaction`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from pipelines.billing import dunning
 from pipelines.billing.dunning import Contact, OrgWithoutSubscription
 from pipelines.billing.ops_tables import ensure_ops_tables
 from pipelines.email.request import EmailRequest
-from pipelines.store.transaction import transaction
 
 
 class _Queue(Protocol):
@@ -102,7 +102,7 @@ def _dispatch(connect: Connect, queue: _Queue, requests: list[EmailRequest], eve
     if not todo:
         return
     queue.send([r.to_json() for r in todo])
-    with connect() as conn, transaction(conn):
+    with connect() as conn:
         conn.executemany("INSERT INTO billing_notices (request_id, kind, event_id, organization_id) VALUES (?, ?, ?, ?)"
                          " ON CONFLICT (request_id) DO NOTHING",
                          [(r.request_id, r.kind, event_ids.get(r.request_id), org_ids.get(r.request_id))
@@ -110,10 +110,22 @@ def _dispatch(connect: Connect, queue: _Queue, requests: list[EmailRequest], eve
     report.dispatched += [r.request_id for r in todo]
 
 
-def send_event_notices(connect: Connect, events: Iterable[Mapping[str, Any]], queue: _Queue) -> NoticeReport:
-    """Dispatch the notices these Stripe events call for, each once (see dunning.py)."""
+def as_event(event: Any) -> Mapping[str, Any]:
+    """A Stripe event as dunning reads it: the event JSON itself, or the ingestion's parsed event
+    (pipelines.billing.envelope.StripeEvent: id, type, created, object, previous_attributes)."""
+    if isinstance(event, Mapping):
+        return event
+    return {"id": event.id, "type": event.type, "created": event.created,
+            "data": {"object": event.object, "previous_attributes": getattr(event, "previous_attributes", None)}}
+
+
+def send_event_notices(connect: Connect, events: Iterable[Any], queue: _Queue) -> NoticeReport:
+    """Dispatch the notices these Stripe events call for, each once (see dunning.py).
+
+    The Stripe ingest consumer calls this from `after_commit` with every event of the batch
+    (duplicates too), passing `store.transaction` as `connect`."""
     report = NoticeReport()
-    events = [e for e in events if e.get("type") in dunning.NOTICE_EVENT_TYPES]
+    events = [e for e in map(as_event, events) if e.get("type") in dunning.NOTICE_EVENT_TYPES]
     if not events:
         return report
     with connect() as conn:
