@@ -23,7 +23,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -78,7 +78,11 @@ class TableAdapter(Protocol):
         """Which of these ids have a row that still stands for a live object."""
     def ids_created_before(self, conn: duckdb.DuckDBPyConnection, object_type: str, before: int) -> Iterable[str]:
         """Ids of live rows for objects created before `before` (epoch seconds)."""
-    def upsert(self, conn: duckdb.DuckDBPyConnection, object_type: str, objects: list[Mapping[str, Any]]) -> None: ...
+    def set_mark(self, created: int, run_id: str) -> None:
+        """Repairs from here on stand for Stripe's state as of `created` (its clock)."""
+    def upsert(self, conn: duckdb.DuckDBPyConnection, object_type: str,
+               objects: list[Mapping[str, Any]]) -> dict[str, str]:
+        """Rewrite these objects' rows; returns {id: reason} for those it could not project."""
     def delete(self, conn: duckdb.DuckDBPyConnection, object_type: str, ids: list[str]) -> None: ...
 
 
@@ -225,10 +229,10 @@ class Reconciler:
                     drifts.extend(found)
                     dirty.append(obj)
             if dirty:
-                try:
-                    self.adapter.upsert(conn, object_type, dirty)
-                except (duckdb.Error, KeyError, TypeError, ValueError) as exc:
-                    raise RuntimeError(f"repairing {len(dirty)} {object_type} rows failed: {exc}") from exc
+                refused = self.adapter.upsert(conn, object_type, dirty)
+                if refused:
+                    drifts = [replace(d, action="unrepaired", reason=refused[d.object_id][:300])
+                              if d.object_id in refused else d for d in drifts]
             self._record(conn, drifts, report)
 
     def _delete_missing(self, object_type: str, ids: list[str], report: ReconcileReport,
@@ -248,7 +252,7 @@ class Reconciler:
         while True:
             page = service.list(params)
             report.calls[object_type] += 1
-            data = [o.to_dict() for o in page.data]
+            data = [o.to_dict(for_json=True) for o in page.data]
             if data:
                 yield data
             if not page.has_more or not data:
@@ -262,10 +266,10 @@ class Reconciler:
         # The next incremental run starts from Stripe's newest event as of now, in Stripe's own
         # clock (test clocks and the local Stripe can run ahead of ours): events after it are its
         # business, everything before it this sweep sees in the objects themselves.
-        newest = [e.to_dict() for e in self.client.v1.events.list({"limit": 1}).data]
-        report.calls["event"] += 1
-        cursor = int(newest[0]["created"]) if newest else int(self.clock()) - 1
-        cursor_ids = [newest[0]["id"]] if newest else []
+        cursor, cursor_ids = self._newest_events(report)
+        if cursor is None:
+            cursor = int(self.clock()) - 1
+        self.adapter.set_mark(cursor, self.run_id)
         sweep_started = cursor + 1
         for object_type in SWEEP_TYPES:
             seen: set[str] = set()
@@ -289,13 +293,31 @@ class Reconciler:
 
     # --- incremental ----------------------------------------------------------------------
 
+    def _newest_events(self, report: ReconcileReport) -> tuple[int | None, list[str]]:
+        """Stripe's newest event time and the ids of every event at that second (one page, unless
+        more than a page share it): the next incremental run skips exactly those."""
+        params: dict[str, Any] = {"limit": PAGE}
+        newest: int | None = None
+        ids: list[str] = []
+        while True:
+            page = self.client.v1.events.list(params)
+            report.calls["event"] += 1
+            data = [(e["created"], e["id"]) for e in page.data]
+            if not data:
+                return newest, ids
+            newest = data[0][0] if newest is None else newest
+            ids.extend(i for c, i in data if c == newest)
+            if data[-1][0] != newest or not page.has_more:
+                return newest, ids
+            params["starting_after"] = data[-1][1]
+
     def _events_since(self, cursor: int, report: ReconcileReport) -> list[Mapping[str, Any]]:
         params: dict[str, Any] = {"limit": PAGE, "created": {"gte": cursor}}
         events: list = []
         while True:
             page = self.client.v1.events.list(params)
             report.calls["event"] += 1
-            data = [e.to_dict() for e in page.data]
+            data = [e.to_dict(for_json=True) for e in page.data]
             events.extend(data)
             if not page.has_more or not data:
                 return events
@@ -308,7 +330,7 @@ class Reconciler:
         for object_type, oid in dict.fromkeys(touched):
             report.calls[object_type] += 1
             try:
-                obj = _service(self.client, object_type).retrieve(oid).to_dict()
+                obj = _service(self.client, object_type).retrieve(oid).to_dict(for_json=True)
             except stripe.InvalidRequestError as exc:
                 if exc.http_status == 404:
                     gone.setdefault(object_type, []).append(oid)
@@ -332,6 +354,7 @@ class Reconciler:
         """Re-read these objects from Stripe and repair their rows (after an operator action)."""
         report = ReconcileReport(self.run_id, "resync")
         self._start("resync", datetime.now(UTC))
+        self.adapter.set_mark(int(self.clock()), self.run_id)
         self._refetch([(t, i) for t, ids in ids_by_type.items() for i in ids], report)
         self._finish(report, None, [])
         return report
@@ -340,9 +363,10 @@ class Reconciler:
         """A customer and everything it owns: one retrieve plus one list per owned type (paginated).
         An unknown id raises Stripe's 404 (InvalidRequestError) before anything is written."""
         report = ReconcileReport(self.run_id, "resync")
-        customer = self.client.v1.customers.retrieve(customer_id).to_dict()
+        customer = self.client.v1.customers.retrieve(customer_id).to_dict(for_json=True)
         report.calls["customer"] += 1
         self._start("resync", datetime.now(UTC))
+        self.adapter.set_mark(int(self.clock()), self.run_id)
         by_type: dict[str, list] = {}
         gone: dict[str, list[str]] = {}
         if customer.get("deleted"):
@@ -375,6 +399,7 @@ class Reconciler:
             # retention window since the cursor: events in between may be gone.
             report.fallback_reason = "Stripe time moved more than 30 days past the cursor"
             return self.full_sweep(report)
+        self.adapter.set_mark(newest, self.run_id)
         handled = set(cursor_ids)
         fresh = [e for e in events if e["id"] not in handled]
         report.events_read = len(fresh)

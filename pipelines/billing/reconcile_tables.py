@@ -6,11 +6,17 @@ reconciled row is indistinguishable from an ingested one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+
+from pipelines.billing.envelope import EnvelopeSettings
+from pipelines.billing.ingest import IngestSettings, StripeIngest, _Plan
+from pipelines.billing.projections import ProjectionError, project
+from pipelines.common.counters import Counters
 
 
 def _ref(value: Any) -> str | None:
@@ -32,6 +38,11 @@ def _period_end(sub: Mapping[str, Any]) -> int | None:
     ends = [i.get("current_period_end") for i in items if i.get("current_period_end")]
     return max(ends) if ends else sub.get("current_period_end")
 
+
+# The event whose projection a repaired object goes through (same rows as the ingestion writes).
+EVENT_TYPE = {"customer": "customer.updated", "subscription": "customer.subscription.updated",
+              "invoice": "invoice.updated", "payment_intent": "payment_intent.succeeded"}
+_WRITER = StripeIngest(IngestSettings(EnvelopeSettings(frozenset(), None)))
 
 # A column the object does not speak to (an organisation the ingestion took from Checkout or the
 # customer, where the subscription's metadata names none) is not compared.
@@ -73,7 +84,11 @@ _LIVE_FILTER = {**_KIND_FILTER, "customer": "NOT deleted"}
 
 
 class BillingTables:
-    """reconcile.TableAdapter over the stripe_* tables."""
+    """reconcile.TableAdapter over the stripe_* tables. `mark` is the watermark repairs carry:
+    Stripe's time of the run and its id (reconciliation sets it from the Events API cursor)."""
+
+    def __init__(self, mark: tuple[int, str] | None = None):
+        self.mark = mark or (int(time.time()), "reconcile")
 
     def expected(self, object_type: str, obj: Mapping[str, Any]) -> dict[str, Any]:
         out = {col: read(obj) for col, read in SPECS[object_type][2].items()}
@@ -104,9 +119,26 @@ class BillingTables:
         return [r[0] for r in conn.execute(f"SELECT {key} FROM {table} WHERE created < ?{where}",
                                            [_ts(before)]).fetchall()]
 
-    def upsert(self, conn: duckdb.DuckDBPyConnection, object_type: str, objects: list[Mapping[str, Any]]) -> None:
-        from pipelines.billing import projections  # billing-core's: the rows ingestion writes
-        projections.upsert_objects(conn, object_type, objects)
+    def set_mark(self, created: int, run_id: str) -> None:
+        self.mark = (int(created), f"reconcile:{run_id}")
+
+    def upsert(self, conn: duckdb.DuckDBPyConnection, object_type: str,
+               objects: list[Mapping[str, Any]]) -> dict[str, str]:
+        """Write the objects exactly as the ingestion would for an event carrying them (projections
+        and the ingestion's write path), and move their watermarks to `self.mark`, so an older
+        event arriving late is re-retrieved rather than applied over the repair."""
+        plan = _Plan()
+        refused: dict[str, str] = {}
+        for obj in objects:
+            try:
+                projection = project(EVENT_TYPE[object_type], dict(obj))
+            except ProjectionError as exc:   # a field missing or of an unexpected type: named, not fatal
+                refused[obj["id"]] = str(exc)
+                continue
+            plan.apply(None, projection, self.mark, retrieved=True, object_id=obj["id"], object_type=object_type)
+        # The ingestion's own write step (private: billing-core to expose it as a function).
+        _WRITER._write(conn, plan, Counters())
+        return refused
 
     def delete(self, conn: duckdb.DuckDBPyConnection, object_type: str, ids: list[str]) -> None:
         """Rows of objects Stripe no longer has: customers are flagged deleted (as customer.deleted
