@@ -40,7 +40,8 @@ TRIAL_WILL_END = "trial-will-end"
 PAYMENT_SUCCEEDED = "payment-succeeded"
 SUBSCRIPTION_REQUIRED = "organization-subscription-required"
 
-NOTICE_EVENT_TYPES = ("invoice.payment_failed", "invoice.paid", "invoice.payment_succeeded",
+# invoice.paid only: Stripe also sends invoice.payment_succeeded for the same payment.
+NOTICE_EVENT_TYPES = ("invoice.payment_failed", "invoice.paid",
                       "customer.subscription.updated", "customer.subscription.deleted",
                       "customer.subscription.trial_will_end")
 
@@ -106,7 +107,7 @@ def _kind_and_context(event: Mapping[str, Any], directory: Directory) -> tuple[s
         if obj.get("next_payment_attempt"):
             ctx["next_attempt_date"] = _day(obj["next_payment_attempt"])
         return PAYMENT_FAILED, _id(obj.get("customer")), ctx
-    if etype in ("invoice.paid", "invoice.payment_succeeded"):
+    if etype == "invoice.paid":
         if int(obj.get("attempt_count") or 0) <= 1:
             return None  # paid at the first attempt: nothing to tell
         amount, currency = _money(obj.get("amount_paid"), obj.get("currency"))

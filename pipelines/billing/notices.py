@@ -164,3 +164,45 @@ def send_subscription_required(connect: Connect, queue: _Queue, now: datetime,
     org_ids = {r.request_id: r.request_id.split(":")[1] for r in requests}
     _dispatch(connect, queue, requests, {}, org_ids, report)
     return report
+
+
+# Outcomes after which an event says nothing about our customers (another tenant's, or unreadable).
+_NOT_OURS = {"ignored-tenant", "quarantined", "unknown-type"}
+
+
+class WithNotices:
+    """The Stripe ingest consumer plus dunning: after each committed batch (and before its SQS
+    delete), dispatch the notices its events call for. Everything else is the wrapped consumer's.
+
+        consumer = WithNotices(StripeEventConsumer(settings, retriever), email_requests_queue)
+
+    Every event of the batch is passed, duplicates included: `billing_notices` remembers what was
+    dispatched, so when a run dies between the commit and the dispatch, the redelivered batch
+    (duplicates for the ledger) still sends what is owed, once."""
+
+    def __init__(self, consumer: Any, queue: _Queue):
+        self.consumer = consumer
+        self.queue = queue
+        self.source = consumer.source
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.consumer, name)
+
+    def prepare(self, messages):
+        return self.consumer.prepare(messages)
+
+    def commit(self, conn, prepared):
+        return self.consumer.commit(conn, prepared)
+
+    def after_commit(self, store, prepared):
+        from pipelines.common.counters import Counters
+
+        counters = Counters()
+        inner = getattr(self.consumer, "after_commit", None)
+        if inner is not None:
+            counters.update(inner(store, prepared))
+        events = [inc.event for inc in getattr(prepared, "events", [])
+                  if str(getattr(inc.outcome, "value", inc.outcome)) not in _NOT_OURS]
+        report = send_event_notices(store.transaction, events, self.queue)
+        counters.update({k: v for k, v in report.as_metadata().items() if v})
+        return counters
