@@ -21,6 +21,9 @@ log = logging.getLogger("local_stripe")
 class Handler(BaseHTTPRequestHandler):
     server: "StripeServer"
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: headers and body go out as two writes; with Nagle on, the second waits for the
+    # client's delayed ACK and every keep-alive request takes ~45 ms instead of ~4 ms.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - one line per request is noise
         pass

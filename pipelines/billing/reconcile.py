@@ -42,9 +42,15 @@ SWEEP_TYPES: tuple[str, ...] = ("customer", "subscription", "invoice", "payment_
 LIST_PARAMS: dict[str, dict[str, Any]] = {"subscription": {"status": "all"}}
 
 
-def _service(client: stripe.StripeClient, object_type: str):
-    return {"customer": client.v1.customers, "subscription": client.v1.subscriptions,
-            "invoice": client.v1.invoices, "payment_intent": client.v1.payment_intents}[object_type]
+PATHS = {"customer": "/v1/customers", "subscription": "/v1/subscriptions", "invoice": "/v1/invoices",
+         "payment_intent": "/v1/payment_intents", "event": "/v1/events"}
+
+
+def get_json(client: stripe.StripeClient, path: str, **params: Any) -> dict[str, Any]:
+    """GET through the pinned client (same version, limiter, retries, call counter and errors),
+    kept as the decoded JSON: building the SDK's typed objects costs about 1 ms per object, ten
+    times the HTTP call of a whole page, and reconciliation only reads fields."""
+    return client.raw_request("get", path, **params).data
 
 
 def touched_objects(event: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -247,15 +253,14 @@ class Reconciler:
 
     def _pages(self, object_type: str, report: ReconcileReport,
                params: dict[str, Any] | None = None) -> Iterator[list]:
-        service = _service(self.client, object_type)
         params = dict(params) if params else {"limit": PAGE, **LIST_PARAMS.get(object_type, {})}
         while True:
-            page = service.list(params)
+            page = get_json(self.client, PATHS[object_type], **params)
             report.calls[object_type] += 1
-            data = [o.to_dict(for_json=True) for o in page.data]
+            data = page["data"]
             if data:
                 yield data
-            if not page.has_more or not data:
+            if not page.get("has_more") or not data:
                 return
             params["starting_after"] = data[-1]["id"]
 
@@ -300,14 +305,14 @@ class Reconciler:
         newest: int | None = None
         ids: list[str] = []
         while True:
-            page = self.client.v1.events.list(params)
+            page = get_json(self.client, PATHS["event"], **params)
             report.calls["event"] += 1
-            data = [(e["created"], e["id"]) for e in page.data]
+            data = [(e["created"], e["id"]) for e in page["data"]]
             if not data:
                 return newest, ids
             newest = data[0][0] if newest is None else newest
             ids.extend(i for c, i in data if c == newest)
-            if data[-1][0] != newest or not page.has_more:
+            if data[-1][0] != newest or not page.get("has_more"):
                 return newest, ids
             params["starting_after"] = data[-1][1]
 
@@ -315,11 +320,11 @@ class Reconciler:
         params: dict[str, Any] = {"limit": PAGE, "created": {"gte": cursor}}
         events: list = []
         while True:
-            page = self.client.v1.events.list(params)
+            page = get_json(self.client, PATHS["event"], **params)
             report.calls["event"] += 1
-            data = [e.to_dict(for_json=True) for e in page.data]
+            data = page["data"]
             events.extend(data)
-            if not page.has_more or not data:
+            if not page.get("has_more") or not data:
                 return events
             params["starting_after"] = data[-1]["id"]
 
@@ -330,7 +335,7 @@ class Reconciler:
         for object_type, oid in dict.fromkeys(touched):
             report.calls[object_type] += 1
             try:
-                obj = _service(self.client, object_type).retrieve(oid).to_dict(for_json=True)
+                obj = get_json(self.client, f"{PATHS[object_type]}/{oid}")
             except stripe.InvalidRequestError as exc:
                 if exc.http_status == 404:
                     gone.setdefault(object_type, []).append(oid)
@@ -363,7 +368,7 @@ class Reconciler:
         """A customer and everything it owns: one retrieve plus one list per owned type (paginated).
         An unknown id raises Stripe's 404 (InvalidRequestError) before anything is written."""
         report = ReconcileReport(self.run_id, "resync")
-        customer = self.client.v1.customers.retrieve(customer_id).to_dict(for_json=True)
+        customer = get_json(self.client, f"{PATHS['customer']}/{customer_id}")
         report.calls["customer"] += 1
         self._start("resync", datetime.now(UTC))
         self.adapter.set_mark(int(self.clock()), self.run_id)
