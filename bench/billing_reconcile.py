@@ -31,7 +31,6 @@ import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "billing_reconcile.json"
@@ -71,26 +70,21 @@ def _database(path: str):
 def run_phase(phase: str, base: str, db_path: str) -> dict:
     from pipelines.billing.reconcile import Reconciler
     from pipelines.billing.reconcile_tables import BillingTables
-    from pipelines.store.transaction import transaction
+    from pipelines.store.store import Store
 
     res = _resource(base)
     db = _database(db_path)
-
-    @contextmanager
-    def tx():
-        with db.connect() as conn, transaction(conn):
-            yield conn
-
-    rec = Reconciler(res.client(), tx, BillingTables(), run_id=f"bench-{phase}-{os.getpid()}")
     started = time.perf_counter()
-    if phase in ("full_cold", "full_warm"):
-        report = rec.full_sweep()
-    elif phase in ("incremental", "incremental_nothing"):
-        report = rec.incremental()
-    elif phase == "baseline":
-        report = _baseline(res.client(), db, rec)
-    else:
-        raise SystemExit(f"unknown phase {phase}")
+    with Store(db.connect, hold_seconds=10.0) as store:   # as reconcile_billing_job runs it
+        rec = Reconciler(res.client(), store.transaction, BillingTables(), run_id=f"bench-{phase}-{os.getpid()}")
+        if phase in ("full_cold", "full_warm"):
+            report = rec.full_sweep()
+        elif phase in ("incremental", "incremental_nothing"):
+            report = rec.incremental()
+        elif phase == "baseline":
+            report = _baseline(res.client(), db, rec)
+        else:
+            raise SystemExit(f"unknown phase {phase}")
     seconds = time.perf_counter() - started
     return {"phase": phase, "seconds": round(seconds, 2), "calls_by_type": dict(report.calls),
             "calls_total": sum(report.calls.values()), "calls_by_endpoint": dict(res.http.calls),

@@ -31,6 +31,7 @@ import duckdb
 import stripe
 
 from pipelines.billing.ops_tables import ensure_ops_tables
+from pipelines.store.write import STR, TS, arrow, insert
 
 EVENT_RETENTION_SECONDS = 30 * 24 * 3600
 PAGE = 100
@@ -174,11 +175,12 @@ class Reconciler:
         if not drifts:
             return
         now = datetime.now(UTC)
-        conn.executemany(
-            "INSERT INTO billing_drift (run_id, object_type, object_id, field, table_value, stripe_value, action,"
-            " reason, detected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(self.run_id, d.object_type, d.object_id, d.field, d.table_value, d.stripe_value, d.action,
-              d.reason, now) for d in drifts])
+        insert(conn, "billing_drift", arrow(
+            run_id=(STR, [self.run_id] * len(drifts)), object_type=(STR, [d.object_type for d in drifts]),
+            object_id=(STR, [d.object_id for d in drifts]), field=(STR, [d.field for d in drifts]),
+            table_value=(STR, [d.table_value for d in drifts]), stripe_value=(STR, [d.stripe_value for d in drifts]),
+            action=(STR, [d.action for d in drifts]), reason=(STR, [d.reason for d in drifts]),
+            detected_at=(TS, [now] * len(drifts))))
         for d in drifts:
             report.differences[d.object_type] += 1
             if d.action == "unrepaired":
