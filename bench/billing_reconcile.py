@@ -69,13 +69,13 @@ def _database(path: str):
 
 def run_phase(phase: str, base: str, db_path: str) -> dict:
     from pipelines.billing.reconcile import Reconciler
-    from pipelines.billing.reconcile_tables import BillingTables
+    from pipelines.billing.reconcile_tables import CONNECT_CONFIG, BillingTables
     from pipelines.store.store import Store
 
     res = _resource(base)
     db = _database(db_path)
     started = time.perf_counter()
-    with Store(db.connect, hold_seconds=10.0) as store:   # as reconcile_billing_job runs it
+    with Store(lambda: db.connect(config=CONNECT_CONFIG), hold_seconds=10.0) as store:  # as the job runs it
         rec = Reconciler(res.client(), store.transaction, BillingTables(), run_id=f"bench-{phase}-{os.getpid()}")
         if phase in ("full_cold", "full_warm"):
             report = rec.full_sweep()

@@ -179,3 +179,41 @@ def test_subscriptions_current_daily_and_leaks(db):
         assert reporting.live_without_customer_or_org(conn) == []
         conn.execute("DELETE FROM stripe_customers WHERE customer_id = 'cus_a'")
         assert reporting.live_without_customer_or_org(conn) == [("sub_a", "no customer row")]
+
+
+def test_reconcile_records_unreadable_objects_and_keeps_the_batch(db):
+    """A Stripe object with an unexpected status, or without a field, is recorded as unrepaired
+    drift with the reason; the other objects of the batch are repaired."""
+    from contextlib import contextmanager
+
+    from pipelines.billing.reconcile import ReconcileReport, Reconciler
+    from pipelines.billing.reconcile_tables import BillingTables
+    from pipelines.store.transaction import transaction
+
+    @contextmanager
+    def tx():
+        with db.connect() as conn, transaction(conn):
+            yield conn
+
+    def sub(sid, status, **extra):
+        return {"id": sid, "object": "subscription", "customer": "cus_1", "status": status, "created": 1764500000,
+                "cancel_at_period_end": False, "livemode": False, "metadata": {"organization_id": "org-a"},
+                "items": {"object": "list", "data": [{"id": f"si_{sid}", "object": "subscription_item",
+                                                      "quantity": 2, "price": {"id": "price_1", "object": "price",
+                                                                               "product": "prod_1", "currency": "usd"},
+                                                      "current_period_start": 1764500000,
+                                                      "current_period_end": 1767000000}]}, **extra}
+
+    objects = [sub("sub_ok", "active"), sub("sub_weird", "sleeping"), {"id": "sub_bare", "object": "subscription"}]
+    rec = Reconciler(None, tx, BillingTables(), run_id="bad-input")
+    report = ReconcileReport("bad-input", "full")
+    rec._apply("subscription", objects, report)
+    reasons = {d.object_id: d.reason for d in report.unrepaired}
+    assert set(reasons) == {"sub_weird", "sub_bare"}
+    assert "sleeping" in reasons["sub_weird"] or "status" in reasons["sub_weird"]
+    assert "customer" in reasons["sub_bare"]
+    with db.connect() as conn:
+        assert conn.execute("SELECT subscription_id, status, quantity FROM stripe_subscriptions").fetchall() == [
+            ("sub_ok", "active", 2)]
+        assert conn.execute("SELECT object_id, action FROM billing_drift WHERE action = 'unrepaired' ORDER BY 1"
+                            ).fetchall() == [("sub_bare", "unrepaired"), ("sub_weird", "unrepaired")]

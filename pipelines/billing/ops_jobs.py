@@ -18,7 +18,7 @@ from pydantic import Field
 from pipelines.billing import payments, subscriptions
 from pipelines.billing.notices import send_subscription_required
 from pipelines.billing.reconcile import Reconciler
-from pipelines.billing.reconcile_tables import BillingTables
+from pipelines.billing.reconcile_tables import CONNECT_CONFIG, BillingTables
 from pipelines.billing.seats import seat_targets, sync_seats
 from pipelines.store.store import Store
 from resources.aws import SQSQueueResource
@@ -52,7 +52,7 @@ def stripe_errors(what: str) -> Iterator[None]:
 @contextmanager
 def reconciling(stripe_res: StripeResource, db: DuckDBResource, run_id: str, log=None) -> Iterator[Reconciler]:
     """A Reconciler whose transactions share one connection for up to 10 s at a time (Store)."""
-    with Store(db.connect, hold_seconds=10.0) as store:
+    with Store(lambda: db.connect(config=CONNECT_CONFIG), hold_seconds=10.0) as store:
         yield Reconciler(stripe_res.client(), store.transaction, BillingTables(), run_id=run_id, log=log)
 
 

@@ -71,9 +71,19 @@ def touched_objects(event: Mapping[str, Any]) -> list[tuple[str, str]]:
                 out.append((t, ref(obj.get(k))))
     elif kind in ("charge", "refund", "dispute") and ref(obj.get("payment_intent")):
         out.append(("payment_intent", ref(obj.get("payment_intent"))))
-    if kind == "invoice" and ref(obj.get("subscription")):
-        out.append(("subscription", ref(obj.get("subscription"))))
+    if kind == "invoice":
+        details = (obj.get("parent") or {}).get("subscription_details") or {}
+        sub = ref(details.get("subscription")) or ref(obj.get("subscription"))
+        if sub:
+            out.append(("subscription", sub))
     return out
+
+
+def slim(event: Mapping[str, Any]) -> dict[str, Any]:
+    """What an incremental run keeps of an event: its id, time and the references it touches
+    (a page of events carries full objects; a day of them need not sit in memory)."""
+    return {"id": event["id"], "created": event["created"],
+            "touched": touched_objects(event)}
 
 
 class TableAdapter(Protocol):
@@ -325,7 +335,7 @@ class Reconciler:
             page = get_json(self.client, PATHS["event"], **params)
             report.calls["event"] += 1
             data = page["data"]
-            events.extend(data)
+            events.extend(slim(e) for e in data)
             if not page.get("has_more") or not data:
                 return events
             params["starting_after"] = data[-1]["id"]
@@ -412,7 +422,7 @@ class Reconciler:
         report.events_read = len(fresh)
         touched: dict[tuple[str, str], None] = {}
         for event in sorted(fresh, key=lambda e: (e["created"], e["id"])):
-            for key in touched_objects(event):
+            for key in event["touched"]:
                 touched[key] = None
         self._refetch(list(touched), report)
         new_ids = [e["id"] for e in events if e["created"] == newest]
