@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             state, already = up(config_from_env())
             word = "already running" if already else f"started in {state.startup_seconds:.2f}s"
             print(f"local stack {word}: moto {state.endpoint}, SMTP sink 127.0.0.1:{state.smtp_port}, "
-                  f"state {state.state_dir}")
+                  f"local Stripe {state.stripe_base}, state {state.state_dir}")
             print('environment: eval "$(python -m devstack env)"')
             return 0
         if command == "down":

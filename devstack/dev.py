@@ -96,7 +96,8 @@ def run_dev() -> int:
     dagster_port = claim_port(int(raw_port), "DEVSTACK_DAGSTER_PORT")
     state, already = up(config)
     print(f"local stack {'already running' if already else f'started in {state.startup_seconds:.2f}s'}: "
-          f"moto {state.endpoint}, SMTP sink 127.0.0.1:{state.smtp_port}", flush=True)
+          f"moto {state.endpoint}, SMTP sink 127.0.0.1:{state.smtp_port}, local Stripe {state.stripe_base}",
+          flush=True)
 
     env = {**os.environ, **stack_env(state)}
     env["EMAIL_TRANSPORT"] = os.environ.get("EMAIL_TRANSPORT", "ses")

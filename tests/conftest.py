@@ -27,7 +27,8 @@ local_stack (session) -> LocalStack
                                     flush, faults, delivery, reset, state/<type>...; see devstack.local_stripe.control)
       stripe_client()               a stripe.StripeClient talking to the local Stripe
       receive(queue, count, timeout=10.0, delete=True) -> list[dict]
-                                    SQS messages (dicts with "Body") until `count` arrived or timeout
+                                    SQS messages (dicts with "Body", and "MessageAttributes" when the
+                                    message has any) until `count` arrived or timeout
       notifications_for(message_id, count, timeout=10.0) -> list[dict]
                                     parsed SNS envelopes from ses-notifications whose SES
                                     mail.messageId is message_id (deleted); others are left visible
@@ -125,7 +126,8 @@ class LocalStack:
         got: list[dict] = []
         deadline = time.monotonic() + timeout
         while len(got) < count and time.monotonic() < deadline:
-            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                       MessageAttributeNames=["All"]).get("Messages", [])
             got.extend(msgs)
             if delete and msgs:
                 sqs.delete_message_batch(QueueUrl=url, Entries=[

@@ -33,7 +33,6 @@ def main(argv: list[str] | None = None) -> None:
                               sqs_endpoint=args.sqs_endpoint, region=args.region, source_id=args.source_id,
                               webhook_secret=args.webhook_secret)
     server = StripeServer(Emulator(EmulatorConfig(delivery=delivery)), args.host, args.port)
-    server.emulator.config.public_base = f"http://{args.host}:{server.port}"
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

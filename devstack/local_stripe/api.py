@@ -16,24 +16,25 @@ from devstack.local_stripe.listing import list_object, list_page, search_page, s
 from devstack.local_stripe.wire import as_bool, as_str
 
 Handler = Callable[[Emulator, dict[str, str], dict[str, Any]], Any]
-ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
+ROUTES: list[tuple[str, re.Pattern[str], str, Handler]] = []
 
 
 def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
     def register(fn: Handler) -> Handler:
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
-        ROUTES.append((method, regex, fn))
+        ROUTES.append((method, regex, pattern, fn))
         return fn
     return register
 
 
-def find_route(method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
+def find_route(method: str, path: str) -> tuple[Handler, dict[str, str], str] | None:
+    """(handler, path arguments, route pattern), None for an unknown path."""
     allowed = False
-    for m, regex, fn in ROUTES:
+    for m, regex, pattern, fn in ROUTES:
         match = regex.match(path)
         if match:
             if m == method:
-                return fn, match.groupdict()
+                return fn, match.groupdict(), pattern
             allowed = True
     if allowed:
         raise invalid(f"Unrecognized request URL ({method}: {path}). This path does not accept {method}.")
@@ -61,8 +62,17 @@ def _eq(params: dict[str, Any], *names: str) -> Callable[[dict[str, Any]], bool]
     return lambda o: all(o.get(k) == v for k, v in wanted.items())
 
 
-def _list(em: Emulator, name: str, url: str, params: dict[str, Any], predicate: Any = None) -> Page:
-    data, more = list_page(em.store[name], params, url, predicate)
+def _list(em: Emulator, name: str, url: str, params: dict[str, Any], predicate: Any = None,
+          where: dict[str, list[Any]] | None = None) -> Page:
+    """A page; a filter on an indexed field (customer, subscription...) walks that index."""
+    table = em.store[name]
+    if where is None:
+        for field in table.readers:
+            value = params.get(field)
+            if isinstance(value, str) and value:
+                where = {field: [value]}
+                break
+    data, more = list_page(table, params, url, predicate, where)
     return Page(data, more, url)
 
 
@@ -95,7 +105,8 @@ def _(em, a, p): return customers.delete_customer(em, em.get("customer", a["id"]
 def _(em, a, p):
     em.get("customer", a["id"])
     return _list(em, "payment_method", f"/v1/customers/{a['id']}/payment_methods", p,
-                 lambda o: o.get("customer") == a["id"] and (not p.get("type") or o["type"] == p["type"]))
+                 lambda o: o.get("customer") == a["id"] and (not p.get("type") or o["type"] == p["type"]),
+                 where={"customer": [a["id"]]})
 @route("GET", "/v1/customers/{id}/payment_methods/{pm}")
 def _(em, a, p):
     pm = em.get("payment_method", a["pm"])
@@ -176,6 +187,8 @@ def _(em, a, p): return em.get("subscription", a["id"])
 def _(em, a, p): return billing.update_subscription(em, em.get("subscription", a["id"]), p)
 @route("DELETE", "/v1/subscriptions/{id}")
 def _(em, a, p): return billing.cancel_subscription(em, em.get("subscription", a["id"]), p)
+@route("POST", "/v1/subscriptions/{id}/pause")
+def _(em, a, p): return billing.pause_subscription(em, em.get("subscription", a["id"]), p)
 @route("POST", "/v1/subscriptions/{id}/resume")
 def _(em, a, p): return billing.resume_subscription(em, em.get("subscription", a["id"]), p)
 @route("GET", "/v1/subscription_items")
@@ -195,10 +208,11 @@ def _(em, a, p):
 
 
 def _item(em: Emulator, item_id: str) -> dict[str, Any]:
-    for sub in em.store["subscription"].newest_first():
-        for it in sub["items"]["data"]:
-            if it["id"] == item_id:
-                return it
+    owner = em.item_owner.get(item_id)
+    sub = em.store["subscription"].get(owner) if owner else None
+    for it in (sub or {}).get("items", {}).get("data", []):
+        if it["id"] == item_id:
+            return it
     raise missing("subscription_item", item_id)
 
 

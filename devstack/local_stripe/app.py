@@ -3,11 +3,13 @@ its event), render (every declared field) and expand. One lock guards it all."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from stripe._api_version import _ApiVersion
 
 from devstack.local_stripe import shapes
@@ -23,9 +25,6 @@ API_VERSION = _ApiVersion.CURRENT
 
 EVENT_PREFIX = {"subscription": "customer.subscription", "dispute": "charge.dispute",
                 "test_helpers.test_clock": "test_helpers.test_clock"}
-
-# nested lists rendered with their element's skeleton: (object, field) -> element object name
-NESTED_LISTS = {("subscription", "items"): "subscription_item", ("invoice", "lines"): "line_item"}
 
 DUNNING_FINAL_ACTIONS = ("cancel", "unpaid", "past_due")
 
@@ -54,13 +53,17 @@ class Emulator:
         with self.lock:
             self.store = Store()
             self.clock = Clock()
-            self.events = EventLog(self.store["event"], self.clock.now)
+            self.events = EventLog(self.store["event"], self.now)
             self.request: dict[str, Any] = {"id": None, "idempotency_key": None}
             self.api_version = self.config.api_version
             self.pm_behaviour: dict[str, str] = {}      # pm id -> succeed | decline | authenticate
             self.cycles: dict[str, dict[str, Any]] = {}  # subscription id -> billing cycle state
             self.deleted: dict[str, str] = {}            # deleted id -> object name
             self.checkout_data: dict[str, dict[str, Any]] = {}  # session id -> subscription_data
+            self.acting_at: int | None = None  # set while catching up: the time things happen at
+            self.quiet: set[str] = set()  # ids whose `updated` events are held back (being created)
+            self.recording = True  # False while seeding bulk data: no events
+            self.item_owner: dict[str, str] = {}  # subscription item id -> subscription id
             self.idempotency = IdempotencyCache()
             self.deliverer.clear()
 
@@ -70,11 +73,23 @@ class Emulator:
     # --- time -------------------------------------------------------------------------------
 
     def now(self, test_clock: str | None = None) -> int:
+        if self.acting_at is not None:
+            return self.acting_at
         if test_clock:
             clock = self.store["test_helpers.test_clock"].get(test_clock)
             if clock is not None:
                 return int(clock["frozen_time"])
         return self.clock.now()
+
+    @contextlib.contextmanager
+    def happening_at(self, ts: int) -> Iterator[None]:
+        """Everything inside (objects, events) is dated ts: a renewal that falls due while
+        time is advanced happens at its due time, not at the end of the advance."""
+        saved, self.acting_at = self.acting_at, ts
+        try:
+            yield
+        finally:
+            self.acting_at = saved
 
     def now_for(self, obj: dict[str, Any] | None) -> int:
         return self.now(obj.get("test_clock") if obj else None)
@@ -87,6 +102,7 @@ class Emulator:
         if "created" in shapes.skeleton(name):
             obj["created"] = self.now() if created is None else created
         obj.update(fields)
+        obj = shapes.compact(name, obj)
         self.store[name].add(obj)
         if event:
             self.emit(f"{EVENT_PREFIX.get(name, name)}.created", obj)
@@ -95,20 +111,22 @@ class Emulator:
     def update(self, obj: dict[str, Any], changes: dict[str, Any], event: str | None = "updated") -> dict[str, Any]:
         """A new version of obj with changes applied; records `<prefix>.<event>` with the
         previous attributes when anything changed."""
-        new = {**obj, **changes}
+        new = shapes.compact(obj["object"], {**obj, **changes})
         if new == obj:
             return obj
         self.store[obj["object"]].put(new)
-        if event:
+        if event and not (event == "updated" and new["id"] in self.quiet):
             previous = previous_attributes(obj, new, shapes.skeleton(obj["object"]))
             self.emit(f"{EVENT_PREFIX.get(obj['object'], obj['object'])}.{event}", new, previous)
         return new
 
-    def emit(self, type_: str, obj: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    def emit(self, type_: str, obj: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        if not self.recording:
+            return None
         active = self.deliverer.active
         event = self.events.record(type_, obj, previous, dict(self.request), self.api_version, int(active))
         if active:
-            self.deliverer.submit(event["id"], type_, event["created"], json.dumps(self.render(event)))
+            self.deliverer.submit(event["id"], type_, event["created"], orjson.dumps(self.render(event)).decode())
         return event
 
     def get(self, name: str, oid: Any, param: str = "id") -> dict[str, Any]:
@@ -119,23 +137,9 @@ class Emulator:
     # --- output -----------------------------------------------------------------------------
 
     def render(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """obj as the API shows it: every declared field, embedded objects in full."""
         name = obj.get("object")
-        if name == "event":
-            out = shapes.render("event", obj)
-            data = dict(obj["data"])
-            data["object"] = self.render(data["object"])
-            data.setdefault("previous_attributes", None)
-            out["data"] = data
-            return out
-        if name not in shapes.RESOURCES:
-            return obj
-        out = shapes.render(name, obj)
-        for (owner, field_name), element in NESTED_LISTS.items():
-            if owner == name and isinstance(out.get(field_name), dict):
-                lst = dict(out[field_name])
-                lst["data"] = [shapes.render(element, e) for e in lst["data"]]
-                out[field_name] = lst
-        return out
+        return shapes.render(name, obj) if name in shapes.RESOURCES else obj
 
     def expand(self, value: Any, paths: list[str]) -> Any:
         for path in paths:

@@ -19,13 +19,14 @@ No proration: quantity and item changes apply from the next renewal invoice.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from typing import Any
 
-from devstack.local_stripe import shapes
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.clock import add_interval
 from devstack.local_stripe.customers import attach, default_payment_method, ensure_customer_exists, resolve
 from devstack.local_stripe.errors import invalid
+from devstack.local_stripe.shapes import compact
 from devstack.local_stripe.payments import confirm_payment_intent, create_payment_intent
 from devstack.local_stripe.store import new_id
 from devstack.local_stripe.wire import as_bool, as_int, as_list, as_metadata, as_str
@@ -47,10 +48,12 @@ def _price(em: Emulator, ref: Any, param: str) -> dict[str, Any]:
 
 
 def _item(em: Emulator, sub_id: str, price: dict[str, Any], quantity: int, metadata: dict[str, str],
-          created: int, period: tuple[int, int], oid: str | None = None) -> dict[str, Any]:
-    return {"id": oid or new_id("subscription_item"), "object": "subscription_item", "created": created,
+          created: int, period: tuple[int, int]) -> dict[str, Any]:
+    item_id = new_id("subscription_item")
+    em.item_owner[item_id] = sub_id
+    return compact("subscription_item", {"id": item_id, "object": "subscription_item", "created": created,
             "price": price, "quantity": quantity, "metadata": metadata, "subscription": sub_id,
-            "current_period_start": period[0], "current_period_end": period[1], "discounts": [], "tax_rates": []}
+            "current_period_start": period[0], "current_period_end": period[1]})
 
 
 def _items_list(sub_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -59,7 +62,8 @@ def _items_list(sub_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _with_period(items: list[dict[str, Any]], start: int, end: int) -> list[dict[str, Any]]:
-    return [{**it, "current_period_start": start, "current_period_end": end} for it in items]
+    return [compact("subscription_item", {**it, "current_period_start": start, "current_period_end": end})
+            for it in items]
 
 
 # --- subscriptions ----------------------------------------------------------------------------
@@ -114,11 +118,11 @@ def create_subscription(em: Emulator, p: dict[str, Any], *, source: str = "api")
         "days_until_due": as_int(p, "days_until_due"), "default_payment_method": pm_id,
         "description": as_str(p, "description"), "trial_start": now if trialing else None,
         "trial_end": trial_end if trialing else None, "latest_invoice": None,
-        "trial_settings": shapes.fill("subscription", "trial_settings", {
-            "end_behavior": {"missing_payment_method": missing_pm}}),
+        "trial_settings": {
+            "end_behavior": {"missing_payment_method": missing_pm}},
         "test_clock": customer.get("test_clock"),
-        "payment_settings": shapes.fill("subscription", "payment_settings", {
-            "save_default_payment_method": "off", "payment_method_types": None}),
+        "payment_settings": {
+            "save_default_payment_method": "off", "payment_method_types": None},
     }, oid=sid, created=now, event=False)
     em.cycles[sid] = {"anchor_day": dt.datetime.fromtimestamp(period[1] if trialing else now, dt.timezone.utc).day,
                       "interval": interval, "count": count, "failed_at": None, "retries": 0,
@@ -126,24 +130,30 @@ def create_subscription(em: Emulator, p: dict[str, Any], *, source: str = "api")
     if behaviour == "error_if_incomplete" and not trialing and not default_payment_method(em, customer_id, sub):
         em.store["subscription"].remove(sid)
         raise invalid("This customer has no attached payment source or default payment method.", "customer")
-    em.emit("customer.subscription.created", sub)
-    invoice = cycle_invoice(em, sub, "subscription_create", period, now)
+    # Created with the status its first invoice leaves it in (active when paid at once), as
+    # Stripe reports it: the changes on the way are not separate updates.
+    em.quiet.add(sid)
+    try:
+        invoice = cycle_invoice(em, sub, "subscription_create", period, now, trial=trialing)
+        if invoice["status"] == "open" and behaviour != "default_incomplete":
+            pay_invoice(em, invoice, off_session=False)
+    finally:
+        em.quiet.discard(sid)
     sub = em.get("subscription", sid)
-    if invoice["status"] == "open" and behaviour != "default_incomplete":
-        invoice = pay_invoice(em, invoice, off_session=False)
-    return em.get("subscription", sid)
+    em.emit("customer.subscription.created", sub)
+    return sub
 
 
 def update_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     if sub["status"] in ENDED:
-        raise invalid(f"A canceled subscription can only update its cancellation_details and metadata.", "id")
+        raise invalid("A canceled subscription can only update its cancellation_details and metadata.", "id")
     changes: dict[str, Any] = {"metadata": as_metadata(p, sub.get("metadata"))}
     if "cancel_at_period_end" in p:
         cape = as_bool(p, "cancel_at_period_end")
         changes["cancel_at_period_end"] = cape
         changes["canceled_at"] = em.now_for(sub) if cape else None
-        changes["cancellation_details"] = shapes.fill("subscription", "cancellation_details", {
-            "reason": "cancellation_requested"}) if cape else None
+        changes["cancellation_details"] = {
+            "reason": "cancellation_requested"} if cape else None
     if "cancel_at" in p:
         changes["cancel_at"] = as_int(p, "cancel_at") if p["cancel_at"] else None
     for name in ("description",):
@@ -194,14 +204,14 @@ def _updated_items(em: Emulator, sub: dict[str, Any], requested: list[Any]) -> l
                 it["quantity"] = as_int(req, "quantity", minimum=0)
             if "metadata" in req:
                 it["metadata"] = as_metadata(req, it.get("metadata"))
-            items[it["id"]] = it
+            items[it["id"]] = compact("subscription_item", it)
         else:
             if not req.get("price"):
                 raise invalid(f"Missing required param: items[{i}][price].", f"items[{i}][price]",
                               code="parameter_missing")
             it = _item(em, sub["id"], _price(em, req["price"], f"items[{i}][price]"), as_int(req, "quantity", 1,
                        minimum=0) or 0, as_metadata(req), em.now_for(sub), period)
-            items[it["id"]] = it
+            items[it["id"]] = compact("subscription_item", it)
             order.append(it["id"])
     if not order:
         raise invalid("A subscription must keep at least one item.", "items")
@@ -216,22 +226,43 @@ def cancel_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any], *,
     details = p.get("cancellation_details") if isinstance(p.get("cancellation_details"), dict) else {}
     return em.update(sub, {
         "status": "canceled", "canceled_at": sub.get("canceled_at") or at, "ended_at": at,
-        "cancellation_details": shapes.fill("subscription", "cancellation_details", {
-            "reason": reason, "comment": details.get("comment"), "feedback": details.get("feedback")}),
+        "cancellation_details": {
+            "reason": reason, "comment": details.get("comment"), "feedback": details.get("feedback")},
     }, event="deleted")
 
 
+def pause_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+    """POST /v1/subscriptions/<id>/pause: no invoices until resumed."""
+    if sub["status"] not in ("active", "past_due", "trialing", "unpaid"):
+        raise invalid(f"Subscription {sub['id']} cannot be paused from status {sub['status']}.", "id")
+    as_str(p, "type", "subscription", choices=("subscription",))
+    sub = em.update(sub, {"status": "paused", "pause_collection": None})
+    em.emit("customer.subscription.paused", sub)
+    return sub
+
+
 def resume_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+    """Back to active. billing_cycle_anchor now (the default) starts a new period with an
+    invoice at once; unchanged keeps the period (its end renews as usual)."""
     if sub["status"] != "paused":
         raise invalid(f"Subscription {sub['id']} is not paused (status {sub['status']}); only paused "
-                      "subscriptions can be resumed.", code="subscription_not_paused" if False else None)
+                      "subscriptions can be resumed.", "id")
+    anchor = p.get("billing_cycle_anchor") or "now"
+    if isinstance(anchor, dict):
+        anchor = anchor.get("type") or "now"
+    if anchor not in ("now", "unchanged"):
+        raise invalid("billing_cycle_anchor must be now or unchanged", "billing_cycle_anchor")
     now = em.now_for(sub)
     cyc = em.cycles[sub["id"]]
+    if anchor == "unchanged" and sub["items"]["data"][0]["current_period_end"] > now:
+        sub = em.update(sub, {"status": "active"})
+        em.emit("customer.subscription.resumed", sub)
+        return sub
     period = (now, add_interval(now, cyc["interval"], cyc["count"]))
     cyc["anchor_day"] = dt.datetime.fromtimestamp(now, dt.timezone.utc).day
     sub = em.update(sub, {"status": "active", "pause_collection": None, "billing_cycle_anchor": now,
-                          "items": _items_list(sub["id"], _with_period(sub["items"]["data"], *period))},
-                    event="resumed")
+                          "items": _items_list(sub["id"], _with_period(sub["items"]["data"], *period))})
+    em.emit("customer.subscription.resumed", sub)
     invoice = cycle_invoice(em, sub, "subscription_cycle", period, now)
     if invoice["status"] == "open":
         pay_invoice(em, invoice, off_session=True)
@@ -254,12 +285,12 @@ def _invoice_fields(em: Emulator, customer: dict[str, Any], currency: str) -> di
         "currency": currency, "status": "draft", "account_country": "US", "account_name": "Local Stripe",
         "attempt_count": 0, "attempted": False, "auto_advance": True, "metadata": {},
         "collection_method": "charge_automatically", "livemode": False,
-        "issuer": shapes.fill("invoice", "issuer", {"type": "self"}),
-        "status_transitions": shapes.fill("invoice", "status_transitions", {}),
+        "issuer": {"type": "self"},
+        "status_transitions": {},
         "payments": {"object": "list", "data": [], "has_more": False, "url": "/v1/invoice_payments"},
         "lines": {"object": "list", "data": [], "has_more": False, "url": ""},
-        "automatic_tax": shapes.fill("invoice", "automatic_tax", {"enabled": False}),
-        "payment_settings": shapes.fill("invoice", "payment_settings", {}),
+        "automatic_tax": {"enabled": False},
+        "payment_settings": {},
         "rendering": None, "starting_balance": 0, "ending_balance": None, "total_discount_amounts": [],
         "total_taxes": [], "total_pretax_credit_amounts": [], "discounts": [], "default_tax_rates": [],
         "amount_due": 0, "amount_paid": 0, "amount_remaining": 0, "amount_overpaid": 0,
@@ -270,25 +301,26 @@ def _invoice_fields(em: Emulator, customer: dict[str, Any], currency: str) -> di
 
 
 def cycle_invoice(em: Emulator, sub: dict[str, Any], reason: str, period: tuple[int, int], at: int,
-                  finalize: bool = True) -> dict[str, Any]:
+                  finalize: bool = True, trial: bool = False) -> dict[str, Any]:
     customer = em.get("customer", sub["customer"], "customer")
     iid = new_id("invoice")
     lines = []
     for it in sub["items"]["data"]:
-        amount = it["price"]["unit_amount"] * it["quantity"]
-        lines.append({
+        amount = 0 if trial else it["price"]["unit_amount"] * it["quantity"]
+        label = it["price"].get("nickname") or it["price"]["product"]
+        lines.append(compact("line_item", {
             "id": new_id("line_item"), "object": "line_item", "amount": amount, "currency": sub["currency"],
-            "description": f"{it['quantity']} × {it['price'].get('nickname') or it['price']['product']}",
+            "description": f"Trial period for {label}" if trial else f"{it['quantity']} × {label}",
             "invoice": iid, "quantity": it["quantity"], "subtotal": amount, "metadata": {}, "discountable": True,
             "discount_amounts": [], "discounts": [], "taxes": [], "pretax_credit_amounts": [],
             "period": {"start": period[0], "end": period[1]}, "subscription": sub["id"],
-            "parent": shapes.fill("line_item", "parent", {"type": "subscription_item_details",
-                "subscription_item_details": shapes.fill("line_item", "parent.subscription_item_details", {
+            "parent": {"type": "subscription_item_details",
+                "subscription_item_details": {
                     "subscription": sub["id"], "subscription_item": it["id"], "proration": False,
-                    "invoice_item": None, "proration_details": {"credited_items": None}})}),
+                    "invoice_item": None, "proration_details": {"credited_items": None}}},
             "pricing": {"type": "price_details", "price_details": {"price": it["price"]["id"],
                         "product": it["price"]["product"]}, "unit_amount_decimal": str(it["price"]["unit_amount"])},
-        })
+        }))
     total = sum(line["amount"] for line in lines)
     fields = _invoice_fields(em, customer, sub["currency"])
     fields.update({
@@ -298,9 +330,9 @@ def cycle_invoice(em: Emulator, sub: dict[str, Any], reason: str, period: tuple[
         "subtotal": total, "total": total, "subtotal_excluding_tax": total, "total_excluding_tax": total,
         "amount_due": total, "amount_remaining": total,
         "collection_method": sub.get("collection_method") or "charge_automatically",
-        "parent": shapes.fill("invoice", "parent", {"type": "subscription_details", "subscription_details":
-                              shapes.fill("invoice", "parent.subscription_details", {
-                                  "subscription": sub["id"], "metadata": dict(sub.get("metadata") or {})})}),
+        "parent": {"type": "subscription_details", "subscription_details":
+                              {
+                                  "subscription": sub["id"], "metadata": dict(sub.get("metadata") or {})}},
     })
     invoice = em.create("invoice", fields, oid=iid, created=at)
     em.update(sub, {"latest_invoice": iid}, event=None)
@@ -328,8 +360,8 @@ def create_invoice(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
 
 def finalize_invoice(em: Emulator, invoice: dict[str, Any], at: int | None = None) -> dict[str, Any]:
     if invoice["status"] != "draft":
-        raise invalid(f"This invoice is already finalized, you can't re-finalize a non-draft invoice.",
-                      code="invoice_not_editable" if False else None)
+        raise invalid("This invoice is already finalized, you can't re-finalize a non-draft invoice.",
+                      code="invoice_not_editable")
     customer = em.get("customer", invoice["customer"], "customer")
     at = em.now_for(customer) if at is None else at
     seq = customer.get("next_invoice_sequence") or 1
@@ -370,7 +402,7 @@ def _subscription_of(invoice: dict[str, Any]) -> str | None:
 def pay_invoice(em: Emulator, invoice: dict[str, Any], *, payment_method: Any = None, off_session: bool = True,
                 raise_on_failure: bool = False) -> dict[str, Any]:
     if invoice["status"] == "paid":
-        raise invalid("Invoice is already paid", code="invoice_already_paid" if False else None)
+        raise invalid("Invoice is already paid", "id", code="invoice_already_paid")
     if invoice["status"] != "open":
         if invoice["status"] == "draft":
             invoice = finalize_invoice(em, invoice)
@@ -396,12 +428,11 @@ def pay_invoice(em: Emulator, invoice: dict[str, Any], *, payment_method: Any = 
     payment = {"id": f"inpay_{pi['id'][3:]}", "object": "invoice_payment", "amount_paid":
                pi["amount"] if pi["status"] == "succeeded" else None, "amount_requested": pi["amount"],
                "created": at, "currency": pi["currency"], "invoice": invoice["id"], "is_default": True,
-               "livemode": False, "payment": {"type": "payment_intent", "payment_intent": pi["id"]},
+               "livemode": False, "payment": {
+                   "type": "payment_intent", "payment_intent": pi["id"]},
                "status": "paid" if pi["status"] == "succeeded" else "open",
                "status_transitions": {"canceled_at": None, "paid_at": at if pi["status"] == "succeeded" else None}}
-    others = [x for x in invoice["payments"]["data"] if x["id"] != payment["id"]]
-    for x in others:
-        x["is_default"] = False
+    others = [{**x, "is_default": False} for x in invoice["payments"]["data"] if x["id"] != payment["id"]]
     invoice = em.update(invoice, {"payments": {**invoice["payments"], "data": others + [payment],
                                                "total_count": len(others) + 1}}, event=None)
     if pi["status"] == "succeeded":
@@ -463,19 +494,33 @@ def mark_uncollectible(em: Emulator, invoice: dict[str, Any]) -> dict[str, Any]:
 # --- the passage of time ----------------------------------------------------------------------
 
 def run_due(em: Emulator, test_clock: str | None = None) -> int:
-    """Every subscription on that clock (the emulator clock when None) catches up to now."""
-    steps = 0
-    for sub in list(em.store["subscription"].oldest_first(0)):
+    """Every subscription on that clock (the emulator clock when None) catches up to now, all
+    of them in the order things fall due, so events come out in time order."""
+    now = em.now(test_clock)
+    heap: list[tuple[int, int, str]] = []
+    for seq, sub in enumerate(em.store["subscription"].oldest_first(0)):
         if sub.get("test_clock") == test_clock and sub["status"] not in ENDED:
-            steps += run_subscription(em, sub["id"], em.now(test_clock))
+            due = _next_due(em, sub)
+            if due is not None and due[0] <= now:
+                heap.append((due[0], seq, sub["id"]))
+    heapq.heapify(heap)
+    steps = 0
+    while heap:
+        at, seq, sub_id = heapq.heappop(heap)
+        if not _step(em, sub_id, at):
+            continue
+        steps += 1
+        due = _next_due(em, em.get("subscription", sub_id))
+        if due is not None and due[0] <= now:
+            heapq.heappush(heap, (max(due[0], at), seq, sub_id))
     return steps
 
 
 def _next_due(em: Emulator, sub: dict[str, Any]) -> tuple[int, str] | None:
     cyc = em.cycles.get(sub["id"])
-    if cyc is None:
-        return None
     status = sub["status"]
+    if cyc is None or status in ENDED:
+        return None
     period_end = sub["items"]["data"][0]["current_period_end"]
     candidates: list[tuple[int, str]] = []
     if status == "incomplete":
@@ -498,15 +543,24 @@ def _next_due(em: Emulator, sub: dict[str, Any]) -> tuple[int, str] | None:
 def run_subscription(em: Emulator, sub_id: str, now: int) -> int:
     steps = 0
     while steps < 10_000:
-        sub = em.get("subscription", sub_id)
-        if sub["status"] in ENDED:
-            break
-        due = _next_due(em, sub)
+        due = _next_due(em, em.get("subscription", sub_id))
         if due is None or due[0] > now:
             break
-        at, action = due
+        if not _step(em, sub_id, due[0]):
+            break
         steps += 1
-        cyc = em.cycles[sub_id]
+    return steps
+
+
+def _step(em: Emulator, sub_id: str, at: int) -> int:
+    """Does what falls due for the subscription at `at`, dated `at`."""
+    sub = em.get("subscription", sub_id)
+    due = _next_due(em, sub)
+    if sub["status"] in ENDED or due is None or due[0] > at:
+        return 0
+    action = due[1]
+    cyc = em.cycles[sub_id]
+    with em.happening_at(at):
         if action == "expire":
             inv = em.store["invoice"].get(sub.get("latest_invoice") or "")
             if inv and inv["status"] == "open":
@@ -525,7 +579,7 @@ def run_subscription(em: Emulator, sub_id: str, now: int) -> int:
                 _final_action(em, sub_id, at)
         else:
             _renew(em, sub, at)
-    return steps
+    return 1
 
 
 def _final_action(em: Emulator, sub_id: str, at: int) -> None:

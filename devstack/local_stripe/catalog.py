@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from devstack.local_stripe import shapes
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.errors import invalid
 from devstack.local_stripe.wire import as_bool, as_int, as_metadata, as_str
@@ -44,6 +43,7 @@ def delete_product(em: Emulator, product: dict[str, Any]) -> dict[str, Any]:
     if any(pr["product"] == product["id"] for pr in em.store["price"].oldest_first(0)):
         raise invalid("This product cannot be deleted because it has one or more user-created prices.", "id")
     em.store["product"].remove(product["id"])
+    em.deleted[product["id"]] = "product"
     em.emit("product.deleted", product)
     return {"id": product["id"], "object": "product", "deleted": True}
 
@@ -62,9 +62,9 @@ def create_price(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
     if p.get("recurring"):
         r = p["recurring"]
         interval = as_str(r, "interval", required=True, choices=INTERVALS)
-        recurring = shapes.fill("price", "recurring", {
+        recurring = {
             "interval": interval, "interval_count": as_int(r, "interval_count", 1, minimum=1),
-            "usage_type": "licensed", "meter": None, "trial_period_days": None})
+            "usage_type": "licensed", "meter": None, "trial_period_days": None}
     lookup_key = as_str(p, "lookup_key")
     if lookup_key:
         for other in em.store["price"].oldest_first(0):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from devstack.local_stripe import shapes
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.billing import _price, create_subscription
 from devstack.local_stripe.customers import attach, create_customer, resolve
-from devstack.local_stripe.errors import invalid
+from devstack.local_stripe.errors import card_error, invalid
+from devstack.local_stripe.payments import DECLINES
 from devstack.local_stripe.store import new_id
 from devstack.local_stripe.wire import as_int, as_list, as_metadata, as_str
 
@@ -55,11 +55,11 @@ def create_session(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
         "customer_creation": None if customer else "always", "ui_mode": "hosted", "livemode": False,
         "allow_promotion_codes": as_str(p, "allow_promotion_codes") == "true" or None,
         "billing_address_collection": as_str(p, "billing_address_collection"),
-        "total_details": shapes.fill("checkout.session", "total_details", {
-            "amount_discount": 0, "amount_shipping": 0, "amount_tax": 0}),
-        "automatic_tax": shapes.fill("checkout.session", "automatic_tax", {"enabled": False}),
-        "custom_fields": [], "custom_text": shapes.fill("checkout.session", "custom_text", {}),
-        "shipping_options": [], "discounts": [], "payment_method_options": {},
+        "total_details": {
+            "amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+        "automatic_tax": {"enabled": False},
+        "custom_fields": [], "custom_text": {},
+        "shipping_options": [], "discounts": [], "payment_method_options": None,
     }, oid=oid, created=now)
     em.checkout_data[oid] = {"metadata": as_metadata(sub_data) if sub_data else {},
                              "trial_period_days": sub_data.get("trial_period_days")}
@@ -67,14 +67,21 @@ def create_session(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def complete_session(em: Emulator, session: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
-    """What the hosted page does when a payer enters a card and subscribes."""
+    """What the hosted page does when a payer enters a card and subscribes. A card that
+    declines is refused on the page (402, nothing created, the session stays open); one that
+    asks for 3D Secure is authenticated by the payer, so only later off-session charges fail."""
     if session["status"] != "open":
         raise invalid(f"Checkout Session {session['id']} is {session['status']}; only open sessions complete.")
+    pm = resolve(em, p.get("payment_method") or "pm_card_visa", "payment_method")
+    behaviour = em.pm_behaviour.get(pm["id"], "succeed")
+    if behaviour.startswith("decline"):
+        code, decline, message = DECLINES[behaviour]
+        raise card_error(message, code, decline_code=decline)
     customer_id = session.get("customer")
-    email = p.get("email") or session.get("customer_email") or "payer@example.com"
     if not customer_id:
+        email = p.get("email") or session.get("customer_email") or "payer@example.com"
         customer_id = create_customer(em, {"email": email, "name": p.get("name")})["id"]
-    pm = attach(em, resolve(em, p.get("payment_method") or "pm_card_visa", "payment_method"), customer_id)
+    pm = attach(em, pm, customer_id)
     customer = em.get("customer", customer_id)
     em.update(customer, {"invoice_settings": {**customer["invoice_settings"], "default_payment_method": pm["id"]}})
     data = em.checkout_data.get(session["id"]) or {}
@@ -85,19 +92,19 @@ def complete_session(em: Emulator, session: dict[str, Any], p: dict[str, Any]) -
     }
     if data.get("trial_period_days"):
         params["trial_period_days"] = data["trial_period_days"]
-    sub = create_subscription(em, params, source="checkout")
+    em.pm_behaviour[pm["id"]] = "succeed"  # the payer is on the page: 3D Secure passes
+    try:
+        sub = create_subscription(em, params, source="checkout")
+    finally:
+        em.pm_behaviour[pm["id"]] = behaviour
     invoice = em.get("invoice", sub["latest_invoice"])
-    if sub["status"] not in ("active", "trialing"):
-        raise invalid(f"The payment for Checkout Session {session['id']} failed; the session stays open "
-                      f"(subscription {sub['id']} is {sub['status']}).", "payment_method", code="card_declined")
     customer = em.get("customer", customer_id)
     session = em.get("checkout.session", session["id"])
     return em.update(session, {
         "status": "complete", "payment_status": "paid" if invoice["status"] == "paid" and invoice["total"] else
         "no_payment_required", "customer": customer_id, "subscription": sub["id"], "invoice": invoice["id"],
-        "customer_details": shapes.fill("checkout.session", "customer_details", {
-            "email": customer.get("email"), "name": customer.get("name"), "tax_exempt": "none", "tax_ids": [],
-            "address": None, "phone": None}),
+        "customer_details": {"email": customer.get("email"), "name": customer.get("name"), "tax_exempt": "none",
+                             "tax_ids": [], "address": None, "phone": None},
     }, event="completed")
 
 

@@ -5,8 +5,8 @@ GET  /_control/clock                             {"now": ...}
 POST /_control/checkout_sessions/<id>/complete {payment_method?, email?, name?}
 POST /_control/payment_methods/<id>/fail | /succeed | /behaviour {behaviour}
 POST /_control/disputes {charge, reason?, amount?}; POST /_control/disputes/<id>/close {status: won|lost}
-GET|POST /_control/faults {rate_429, rate_5xx, status_5xx, duplicate_rate, reorder_window,
-                           delay_rate, delay_seconds, seed}   (POST replaces the whole set)
+GET|POST /_control/faults {rate_429, rate_5xx, status_5xx, latency_seconds, duplicate_rate,
+                           reorder_window, delay_rate, delay_seconds, seed}   (POST replaces the whole set)
 GET|POST /_control/delivery {mode: eventbridge|webhook|off, queue_url, sqs_endpoint, source_id,
                              webhook_secret, region, account}
 POST /_control/flush {timeout?, include_delayed?} wait until queued deliveries are sent
@@ -24,7 +24,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from devstack.local_stripe import billing, catalog, checkout, customers, payments, shapes
+from devstack.local_stripe import billing, catalog, checkout, customers, payments
 from devstack.local_stripe.app import DUNNING_FINAL_ACTIONS, Emulator
 from devstack.local_stripe.errors import StripeError, invalid
 from devstack.local_stripe.faults import Faults
@@ -123,19 +123,16 @@ def seed(em: Emulator, body: dict[str, Any]) -> dict[str, Any]:
         product = catalog.create_product(em, {"name": "Seeded plan"})
         price = catalog.create_price(em, {"product": product["id"], "currency": "usd", "unit_amount": "500",
                                           "recurring": {"interval": "month"}})
-    saved_emit = em.emit
-    if not with_events:
-        em.emit = lambda *a, **k: {}  # type: ignore[method-assign]
+    em.recording = with_events
     try:
         for i in range(n):
             customer = customers.create_customer(em, {"email": f"seed{i}@example.com", "name": f"Seed {i}",
-                                                      "metadata": {"seed": "true"}, "payment_method": "pm_card_visa"})
+                                                      "metadata": {"seed": "true"}, "payment_method": "pm_card_visa",
+                                                      "invoice_settings": {"default_payment_method": "pm_card_visa"}})
             for _ in range(per):
                 billing.create_subscription(em, {"customer": customer["id"], "items": [{"price": price["id"]}]})
     finally:
-        em.emit = saved_emit  # type: ignore[method-assign]
+        em.recording = True
     return {"customers": n, "subscriptions": n * per, "price": price["id"],
             "totals": {k: len(t) for k, t in em.store.tables.items() if len(t)}}
 
-
-__all__ = ["dispatch", "shapes"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from devstack.local_stripe import shapes
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.errors import StripeError, invalid, missing
 from devstack.local_stripe.wire import as_metadata, as_str
@@ -32,7 +31,7 @@ def _customer_fields(em: Emulator, p: dict[str, Any], current: dict[str, Any] | 
             fields[name] = as_str(p, name) or None
     if "invoice_settings" in p:
         settings = p["invoice_settings"] if isinstance(p["invoice_settings"], dict) else {}
-        merged = dict((current or {}).get("invoice_settings") or shapes.fill("customer", "invoice_settings", {}))
+        merged = dict((current or {}).get("invoice_settings") or {})
         if "default_payment_method" in settings:
             ref = settings["default_payment_method"]
             if ref:
@@ -46,22 +45,27 @@ def _customer_fields(em: Emulator, p: dict[str, Any], current: dict[str, Any] | 
 
 
 def create_customer(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
+    """payment_method attaches one at creation; invoice_settings[default_payment_method] may
+    name it (or its test token) to make it the default, as on Stripe."""
     clock = p.get("test_clock")
     if clock:
         em.get("test_helpers.test_clock", clock, "test_clock")
-    pm_ref = p.get("payment_method")
-    p = {k: v for k, v in p.items() if k != "invoice_settings"} | (
-        {} if "invoice_settings" not in p else {"invoice_settings": {}})
-    fields = _customer_fields(em, p, None)
+    settings = p.get("invoice_settings") if isinstance(p.get("invoice_settings"), dict) else {}
+    wanted_default = settings.get("default_payment_method")
+    pm = resolve(em, p["payment_method"], "payment_method") if p.get("payment_method") else None
+    if wanted_default and wanted_default not in (p.get("payment_method"), pm and pm["id"]):
+        raise invalid(f"The customer does not have a payment method with the ID {wanted_default}. The payment "
+                      "method must be attached to the customer.", "invoice_settings[default_payment_method]")
+    fields = _customer_fields(em, {k: v for k, v in p.items() if k != "invoice_settings"}, None)
     fields.update({"balance": 0, "delinquent": False, "invoice_prefix": secrets.token_hex(4).upper(),
                    "next_invoice_sequence": 1, "preferred_locales": [], "tax_exempt": "none",
-                   "test_clock": clock or None,
-                   "invoice_settings": shapes.fill("customer", "invoice_settings", {})})
+                   "test_clock": clock or None, "invoice_settings": {}})
     customer = em.create("customer", fields, created=em.now(clock))
-    if pm_ref:
-        pm = attach(em, resolve(em, pm_ref, "payment_method"), customer["id"])
-        customer = em.update(em.get("customer", customer["id"]), {
-            "invoice_settings": {**customer["invoice_settings"], "default_payment_method": pm["id"]}})
+    if pm is not None:
+        attach(em, pm, customer["id"])
+        if wanted_default:
+            customer = em.update(em.get("customer", customer["id"]), {
+                "invoice_settings": {"default_payment_method": pm["id"]}})
     return customer
 
 
@@ -88,21 +92,21 @@ def deleted_stub(oid: str, name: str) -> dict[str, Any]:
 # --- payment methods ---------------------------------------------------------------------------
 
 def _card(brand: str, last4: str) -> dict[str, Any]:
-    return shapes.fill("payment_method", "card", {
+    return {
         "brand": brand, "last4": last4, "exp_month": 12, "exp_year": 2034, "funding": "credit",
         "country": "US", "display_brand": brand, "regulated_status": "unregulated",
         "fingerprint": secrets.token_hex(8),
         "checks": {"address_line1_check": None, "address_postal_code_check": None, "cvc_check": "pass"},
         "networks": {"available": [brand], "preferred": None}, "three_d_secure_usage": {"supported": True},
-    })
+    }
 
 
 def create_payment_method(em: Emulator, token: str, metadata: dict[str, str] | None = None) -> dict[str, Any]:
     brand, last4, behaviour = TEST_CARDS[token]
     pm = em.create("payment_method", {
         "type": "card", "card": _card(brand, last4), "customer": None, "metadata": metadata or {},
-        "billing_details": shapes.fill("payment_method", "billing_details", {
-            "address": shapes.fill("payment_method", "billing_details.address", {})}),
+        "billing_details": {
+            "address": {}},
         "allow_redisplay": "unspecified",
     }, event=False)
     em.pm_behaviour[pm["id"]] = behaviour

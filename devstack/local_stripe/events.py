@@ -44,7 +44,7 @@ class EventLog:
         dropped = 0
         order, created = self.table.order, self.table.created
         while self._pruned < len(order) and created[self._pruned] < cutoff:
-            if self.table.remove(order[self._pruned]) is not None:
+            if self.table.objects.pop(order[self._pruned], None) is not None:
                 dropped += 1
             self._pruned += 1
         return dropped
@@ -57,9 +57,11 @@ class EventLog:
         types = params.get("types")
         if types:
             wanted.update(types if isinstance(types, list) else [types])
-        predicate = None
+        predicate, where = None, None
         if wanted:
             exact = {t for t in wanted if not t.endswith("*")}
             prefixes = tuple(t[:-1] for t in wanted if t.endswith("*"))  # Stripe accepts `customer.*`
             predicate = lambda e: e["type"] in exact or (bool(prefixes) and e["type"].startswith(prefixes))  # noqa: E731
-        return list_page(self.table, params, "/v1/events", predicate)
+            if not prefixes:
+                where = {"type": sorted(exact)}
+        return list_page(self.table, params, "/v1/events", predicate, where)

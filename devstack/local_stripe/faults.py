@@ -18,6 +18,7 @@ class Faults:
     reorder_window: int = 0        # deliveries are shuffled within windows of this many
     delay_rate: float = 0.0        # share of deliveries held back delay_seconds (wall time)
     delay_seconds: float = 0.0
+    latency_seconds: float = 0.0   # every /v1 request is answered this much later (after taking its idempotency key)
     seed: int | None = None
 
     def __post_init__(self) -> None:

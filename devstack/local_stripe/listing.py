@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import bisect
+import heapq
 import re
 from collections.abc import Callable
 from typing import Any
@@ -40,36 +42,44 @@ def limit_of(params: dict[str, Any]) -> int:
     return value
 
 
-def list_page(table: Table, params: dict[str, Any], url: str, predicate: Predicate | None = None
-              ) -> tuple[list[dict[str, Any]], bool]:
-    """(objects newest first, has_more); each page costs O(limit) plus skipped non-matches."""
+def list_page(table: Table, params: dict[str, Any], url: str, predicate: Predicate | None = None,
+              where: dict[str, list[Any]] | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """(objects newest first, has_more). where={indexed field: [values]} walks only the positions
+    of objects with those values (the predicate still decides); a page then costs O(limit)."""
     limit = limit_of(params)
     lo, hi = table.bounds(created_filter(params))
     after, before = params.get("starting_after"), params.get("ending_before")
     if after and before:
         raise invalid("You may only specify one of these parameters: ending_before, starting_after.",
                       "ending_before")
-    found: list[dict[str, Any]] = []
-    if before:
-        if before not in table.position:
-            raise missing(table.name, before, "ending_before")
-        for obj in table.oldest_first(max(lo, table.position[before] + 1), hi):
-            if predicate is None or predicate(obj):
-                found.append(obj)
-                if len(found) > limit:
-                    break
-        has_more = len(found) > limit
-        return list(reversed(found[:limit])), has_more
+    for name, cursor in (("ending_before", before), ("starting_after", after)):
+        if cursor and cursor not in table.position:
+            raise missing(table.name, cursor, name)
     if after:
-        if after not in table.position:
-            raise missing(table.name, after, "starting_after")
         hi = min(hi, table.position[after])
-    for obj in table.newest_first(hi, lo):
+    if before:
+        lo = max(lo, table.position[before] + 1)
+    if where:
+        field, values = next(iter(where.items()))
+        lists = [table.positions(field, v) for v in values]
+        if before:
+            ascending = heapq.merge(*[p[bisect.bisect_left(p, lo):bisect.bisect_left(p, hi)] for p in lists])
+            candidates = table.at_positions(ascending)
+        else:
+            descending = heapq.merge(*[reversed(p[bisect.bisect_left(p, lo):bisect.bisect_left(p, hi)])
+                                       for p in lists], reverse=True)
+            candidates = table.at_positions(descending)
+    else:
+        candidates = table.oldest_first(lo, hi) if before else table.newest_first(hi, lo)
+    found: list[dict[str, Any]] = []
+    for obj in candidates:
         if predicate is None or predicate(obj):
             found.append(obj)
             if len(found) > limit:
                 break
-    return found[:limit], len(found) > limit
+    has_more = len(found) > limit
+    page = found[:limit]
+    return (list(reversed(page)) if before else page), has_more
 
 
 def list_object(data: list[dict[str, Any]], has_more: bool, url: str) -> dict[str, Any]:

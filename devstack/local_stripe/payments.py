@@ -6,7 +6,6 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from devstack.local_stripe import shapes
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.customers import resolve
 from devstack.local_stripe.errors import StripeError, card_error, invalid
@@ -18,10 +17,12 @@ DECLINES = {
 }
 
 
-def _error(code: str, decline_code: str | None, message: str, pm_id: str | None, charge_id: str | None = None) -> dict[str, Any]:
-    return shapes.fill("payment_intent", "last_payment_error", {
+def _error(em: Emulator, code: str, decline_code: str | None, message: str, pm_id: str | None,
+           charge_id: str | None = None) -> dict[str, Any]:
+    pm = em.store["payment_method"].get(pm_id) if pm_id else None
+    return {
         "type": "card_error", "code": code, "decline_code": decline_code, "message": message,
-        "charge": charge_id, "payment_method": {"id": pm_id, "object": "payment_method"} if pm_id else None})
+        "charge": charge_id, "payment_method": em.render(pm) if pm else None}
 
 
 def create_payment_intent(em: Emulator, p: dict[str, Any], *, customer: str | None = None,
@@ -67,7 +68,7 @@ def confirm_payment_intent(em: Emulator, pi: dict[str, Any], p: dict[str, Any], 
             return em.update(pi, {"payment_method": pm_id, "status": "requires_action", "next_action": {
                 "type": "use_stripe_sdk", "use_stripe_sdk": {"type": "three_d_secure_redirect"}}},
                 event="requires_action")
-        error = _error("authentication_required", "authentication_required",
+        error = _error(em, "authentication_required", "authentication_required",
                        "Your card was declined. This transaction requires authentication.", pm_id)
         pi = em.update(pi, {"payment_method": pm_id, "status": "requires_payment_method",
                             "last_payment_error": error}, event="payment_failed")
@@ -82,7 +83,7 @@ def confirm_payment_intent(em: Emulator, pi: dict[str, Any], p: dict[str, Any], 
     code, decline, message = DECLINES.get(behaviour, DECLINES["decline"])
     pi = em.update(pi, {"payment_method": pm_id, "status": "requires_payment_method",
                         "latest_charge": charge["id"], "next_action": None,
-                        "last_payment_error": _error(code, decline, message, pm_id, charge["id"])},
+                        "last_payment_error": _error(em, code, decline, message, pm_id, charge["id"])},
                    event="payment_failed")
     if raise_on_failure:
         raise _as_card_error(em, pi)
@@ -106,16 +107,17 @@ def _charge(em: Emulator, pi: dict[str, Any], pm_id: str, behaviour: str) -> dic
         "payment_intent": pi["id"], "payment_method": pm_id, "captured": ok, "paid": ok, "refunded": False,
         "disputed": False, "status": "succeeded" if ok else "failed",
         "failure_code": None if ok else code, "failure_message": None if ok else message,
-        "outcome": shapes.fill("charge", "outcome", {
+        "outcome": {
             "network_status": "approved_by_network" if ok else "declined_by_network",
             "reason": None if ok else decline, "risk_level": "normal", "seller_message":
             "Payment complete." if ok else "The bank did not return any further details with this decline.",
-            "type": "authorized" if ok else "issuer_declined"}),
-        "billing_details": shapes.fill("charge", "billing_details", {
-            "address": shapes.fill("charge", "billing_details.address", {})}),
+            "type": "authorized" if ok else "issuer_declined"},
+        "billing_details": {
+            "address": {}},
         "payment_method_details": {"type": "card", "card": {
             "brand": card.get("brand"), "last4": card.get("last4"), "exp_month": card.get("exp_month"),
-            "exp_year": card.get("exp_year")}},
+            "exp_year": card.get("exp_year"), "funding": card.get("funding"), "country": card.get("country"),
+            "fingerprint": card.get("fingerprint"), "network": card.get("brand")}},
         "metadata": dict(pi.get("metadata") or {}), "fraud_details": {},
         "calculated_statement_descriptor": "LOCAL STRIPE",
     }, created=em.now_for(customer), event=False)
@@ -177,9 +179,9 @@ def create_dispute(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
         "amount": amount, "charge": charge["id"], "currency": charge["currency"],
         "payment_intent": charge.get("payment_intent"), "reason": reason, "status": "needs_response",
         "metadata": {}, "is_charge_refundable": False, "balance_transactions": [],
-        "evidence": shapes.fill("dispute", "evidence", {}),
-        "evidence_details": shapes.fill("dispute", "evidence_details", {
-            "due_by": em.now() + 7 * 86400, "has_evidence": False, "past_due": False, "submission_count": 0}),
+        "evidence": {},
+        "evidence_details": {
+            "due_by": em.now() + 7 * 86400, "has_evidence": False, "past_due": False, "submission_count": 0},
     })
     em.update(charge, {"disputed": True}, event=None)
     return dispute
