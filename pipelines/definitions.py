@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from pipelines.billing import definitions as billing
 from pipelines.email import definitions as email
 from pipelines.email_delivery import definitions as email_delivery
 from pipelines.executors import mailroom_executor
@@ -10,5 +11,6 @@ from pipelines.resource_defs import build_resources
 defs = dg.Definitions.merge(
     email.defs,
     email_delivery.defs,
+    billing.defs,
     dg.Definitions(resources=build_resources(), executor=mailroom_executor),
 )

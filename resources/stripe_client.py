@@ -183,10 +183,16 @@ class StripeResource(dg.ConfigurableResource):
     webhook_secret: str = Field(description="whsec_...; never logged.")
     api_base: str = Field(default="https://api.stripe.com", description="Emulator address locally.")
     max_network_retries: int = 3
-    rate_limit_per_second: float = Field(
-        default=0.0, description="Client-side limit; 0 picks Stripe's: 100/s live, 25/s for test keys.")
+    rate_limit_per_second: int = Field(
+        default=0, description="Client-side limit; 0 picks Stripe's: 100/s live, 25/s for test keys.")
     retry_initial_delay: float = 0.5
     retry_max_delay: float = 8.0
+    # Ingestion of the stripe-events queue
+    eventbridge_sources: str = Field(default="", description="Comma-separated EventBridge partner sources accepted.")
+    webhook_tolerance_seconds: int = Field(default=300, description="Oldest webhook signature accepted; 0: no limit.")
+    # Warehouse's tenant metadata: written on customers, and events naming another are skipped.
+    billing_service: str = Field(default="", description="metadata.billing_service of this deployment.")
+    domain: str = Field(default="", description="metadata.domain of this deployment.")
     _client: stripe.StripeClient | None = PrivateAttr(default=None)
     _http: GuardedHTTPClient | None = PrivateAttr(default=None)
 

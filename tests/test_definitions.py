@@ -9,10 +9,13 @@ from pipelines.settings import SETTINGS
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 JOBS = {"send_email_batch_job", "email_sends_daily_job", "ingest_ses_notifications_job",
-        "replay_ses_quarantine_job", "ses_cleanup_job"}
-SENSORS = {"email_requests_sensor", "ses_notifications_sensor"}
+        "replay_ses_quarantine_job", "ses_cleanup_job", "ingest_stripe_events_job", "replay_stripe_quarantine_job"}
+SENSORS = {"email_requests_sensor", "ses_notifications_sensor", "stripe_events_sensor"}
 SCHEDULES = {"email_sends_daily_schedule", "ses_cleanup_schedule"}
 ASSETS = {"email_sends_daily", "email_status", "email_delivery_daily", "ses_reputation"}
+BILLING_ASSETS = {"stripe_events", "stripe_customers", "stripe_subscriptions", "stripe_subscription_items",
+                  "stripe_products", "stripe_prices", "stripe_invoices", "stripe_payment_methods", "stripe_payments",
+                  "organizations", "organization_members"}
 RESOURCES = {"duckdb", "email_requests_queue", "ses_notifications_queue", "stripe_events_queue", "sns",
              "email_sender", "templates", "stripe", "email_settings", "sns_verifier", "address_changes_queue"}
 
@@ -31,16 +34,25 @@ def test_definitions_contain_the_expected_names():
     assert {s.name for s in repo.sensor_defs} == SENSORS
     assert {s.name for s in repo.schedule_defs} == SCHEDULES
     assets = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert assets == ASSETS
+    assert assets == ASSETS | BILLING_ASSETS
     assert set(defs.resources) == RESOURCES
     for key in ASSETS:
         assert repo.asset_graph.get(dg.AssetKey(key)).group_name == "email"
+    for key in BILLING_ASSETS:
+        assert repo.asset_graph.get(dg.AssetKey(key)).group_name == "billing"
+
+
+def test_billing_tables_descend_from_the_ledger():
+    graph = _defs().get_repository_def().asset_graph
+    for key in BILLING_ASSETS - {"stripe_events", "organizations", "organization_members"}:
+        assert graph.get(dg.AssetKey(key)).parent_keys == {dg.AssetKey("stripe_events")}, key
 
 
 def test_sensors_run_by_default_and_target_their_drain_jobs():
     defs = _defs()
     for sensor, job in [("email_requests_sensor", "send_email_batch_job"),
-                        ("ses_notifications_sensor", "ingest_ses_notifications_job")]:
+                        ("ses_notifications_sensor", "ingest_ses_notifications_job"),
+                        ("stripe_events_sensor", "ingest_stripe_events_job")]:
         sd = defs.resolve_sensor_def(sensor)
         assert sd.job_name == job
         assert sd.default_status == dg.DefaultSensorStatus.RUNNING
@@ -49,7 +61,7 @@ def test_sensors_run_by_default_and_target_their_drain_jobs():
 def test_every_writer_takes_the_duckdb_pool():
     defs = _defs()
     for job in ("send_email_batch_job", "ingest_ses_notifications_job", "replay_ses_quarantine_job",
-                "ses_cleanup_job"):
+                "ses_cleanup_job", "ingest_stripe_events_job", "replay_stripe_quarantine_job"):
         for node in defs.resolve_job_def(job).graph.node_defs:
             assert node.pool == "duckdb", (job, node.name)
     for key in ASSETS:
@@ -57,7 +69,7 @@ def test_every_writer_takes_the_duckdb_pool():
 
 
 def test_readme_names_every_definition_and_setting():
-    names = JOBS | SENSORS | SCHEDULES | ASSETS | {s.name for s in SETTINGS}
+    names = JOBS | SENSORS | SCHEDULES | ASSETS | BILLING_ASSETS | {s.name for s in SETTINGS}
     missing = sorted(n for n in names if f"`{n}`" not in README)
     assert not missing, f"README does not mention: {missing}"
     assert "make dev" in README and "make test" in README

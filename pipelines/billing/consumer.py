@@ -28,5 +28,10 @@ class StripeEventConsumer:
     def commit(self, conn: duckdb.DuckDBPyConnection, prepared: PreparedEvents) -> Counters:
         return self.ingest.commit(conn, prepared)
 
+    def run_metadata(self) -> dict[str, int]:
+        """Stripe API calls the run made (re-retrieves), for the run's metadata."""
+        calls = getattr(self.ingest.retriever, "calls", None)
+        return {"stripe_api_calls": sum(calls.values()) if calls else 0}
+
     def quarantine_body(self, body: str) -> str:  # the kit's fallback path keeps what prepare would
         return kept_body(body, None)

@@ -172,7 +172,9 @@ def event_from(doc: dict, delivery: str) -> StripeEvent | Refusal:
             return Refusal(f"event {name} is {type(value).__name__}, expected {kind.__name__}")
     if doc.get("object", "event") != "event":
         return Refusal(f"object is {doc.get('object')!r}, expected 'event'")
-    if not doc["id"].startswith("evt_"):
+    if not 0 < doc["created"] < 2**35:
+        return Refusal(f"event created {doc['created']} is not a plausible time")
+    if not doc["id"].startswith("evt_") or len(doc["id"]) > 255:
         return Refusal(f"event id {doc['id'][:40]!r} does not start with evt_")
     api_version = doc.get("api_version")
     if api_version is not None and not isinstance(api_version, str):

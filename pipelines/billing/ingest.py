@@ -186,8 +186,9 @@ class StripeIngest:
             quarantine(conn, late_quarantine)
             counts["quarantined"] += len(late_quarantine)
         _write_ledger(conn, decided, plan.re_retrieved)
-        for inc in decided:
-            counts[str(inc.outcome.value)] += 1
+        for inc in decided:  # quarantine rows are counted where they are written
+            if inc.outcome is not EventOutcome.QUARANTINED:
+                counts[str(inc.outcome.value)] += 1
         counts["events_new"] += len(decided)
         return counts
 

@@ -55,13 +55,30 @@ class Projection:
 
 # ---- field access that names what is wrong ----
 
+# Epoch-second fields that become TIMESTAMPTZ; anything outside 1970..3058 is not a time.
+TIME_FIELDS = frozenset({"created", "current_period_start", "current_period_end", "cancel_at", "canceled_at",
+                         "ended_at", "trial_start", "trial_end", "start_date", "next_payment_attempt",
+                         "period_start", "period_end", "due_date", "paid_at"})
+MAX_TIME = 2**35
+INT64 = 2**63
+
+
+def _checked(value: Any, key: str, where: str) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if key in TIME_FIELDS and not 0 <= value < MAX_TIME:
+            raise ProjectionError(f"{where}.{key} {value} is not a plausible time")
+        if not -INT64 <= value < INT64:
+            raise ProjectionError(f"{where}.{key} {value} does not fit 64 bits")
+    return value
+
+
 def _req(obj: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     value = obj.get(key)
     if value is None:
         raise ProjectionError(f"{where} lacks {key}")
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ProjectionError(f"{where}.{key} is {type(value).__name__}, expected {_name(kind)}")
-    return value
+    return _checked(value, key, where)
 
 
 def _opt(obj: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -70,7 +87,7 @@ def _opt(obj: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
         return None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ProjectionError(f"{where}.{key} is {type(value).__name__}, expected {_name(kind)}")
-    return value
+    return _checked(value, key, where)
 
 
 def _name(kind: type | tuple[type, ...]) -> str:
