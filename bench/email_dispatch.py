@@ -29,13 +29,14 @@ import os
 import random
 import resource
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from bench.report import print_table, write_results
 
 RESULTS = Path(__file__).parent / "results" / "email_dispatch.json"
 SENDER = "noreply@mailroom.test"
@@ -267,11 +268,6 @@ def phase_rate(args: dict) -> dict:
     return phase_pipeline({**args, "requests": n})
 
 
-def save(results: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-
-
 def run_phase(fn, args: dict) -> dict:
     # A fresh process per phase (its own peak RSS); a worker that dies raises BrokenProcessPool.
     # The function is taken from the module by its import name: under `python -m bench` this file
@@ -364,25 +360,25 @@ def main() -> None:
             results["null"] = run_phase(phase_pipeline, {**common, "transport": "null", "requests": a.requests,
                                                          "db_path": str(tmp / "null.duckdb"), "prefix": "n"})
         if "sink" not in skip:
-            save(results, out)
+            write_results(results, out)
             print("sink capacity ...", flush=True)
             results["sink_raw"] = run_phase(phase_sink_raw, {**common, "messages": 8000})
             sink.clear()
         if "smtp" not in skip:
-            save(results, out)
+            write_results(results, out)
             print("smtp ...", flush=True)
             results["smtp"] = run_phase(phase_pipeline, {**common, "transport": "smtp", "requests": a.requests,
                                                          "db_path": str(tmp / "smtp.duckdb"), "prefix": "s"})
             results["smtp"]["sink_messages"] = sink.count()
             sink.clear()
         if "baseline" not in skip:
-            save(results, out)
+            write_results(results, out)
             print("baseline ...", flush=True)
             results["baseline"] = run_phase(phase_baseline, {**common, "requests": a.baseline_requests,
                                                              "db_path": str(tmp / "baseline.duckdb"), "prefix": "w"})
             sink.clear()
         if "rate" not in skip:
-            save(results, out)
+            write_results(results, out)
             print("rate ...", flush=True)
             since = time.time()
             from pipelines.email.jobs import threads_for
@@ -394,13 +390,13 @@ def main() -> None:
             results["rate"] = r
             sink.clear()
         if "memory" not in skip:
-            save(results, out)
+            write_results(results, out)
             print("memory ...", flush=True)
             results["memory"] = run_phase(phase_pipeline, {**common, "transport": "smtp",
                                                            "requests": a.memory_requests,
                                                            "db_path": str(tmp / "memory.duckdb"), "prefix": "m"})
         if "ses" not in skip:
-            save(results, out)
+            write_results(results, out)
             print("ses ...", flush=True)
             results["ses"] = run_phase(phase_pipeline, {**common, "transport": "ses",
                                                         "requests": a.ses_requests or a.requests,
@@ -412,11 +408,11 @@ def main() -> None:
     s, b = results.get("smtp"), results.get("baseline")
     if s and b:
         results["speedup_vs_baseline"] = round(s["emails_per_s"] / b["emails_per_s"], 1)
-    save(results, out)
-    print_table(results)
+    write_results(results, out)
+    print_results(results, out)
 
 
-def print_table(r: dict) -> None:
+def print_results(r: dict, out: Path) -> None:
     rows = []
     if "null" in r:
         rows.append(("pipeline ceiling (null transport): emails/s", r["null"]["emails_per_s"], ""))
@@ -454,10 +450,7 @@ def print_table(r: dict) -> None:
         rows += [(f"memory: {m['requests']} requests ({m['sent']} emails), peak RSS", f"{m['peak_rss_mb']} MB",
                   f"< {TARGETS['peak_rss_mb_max']} MB"),
                  ("memory run: emails/s", m["emails_per_s"], "")]
-    width = max(len(x[0]) for x in rows) + 2
-    print(f"\n{'measure':<{width}}{'value':>24}  target")
-    for name, value, target in rows:
-        print(f"{name:<{width}}{value!s:>24}  {target}")
+    print_table(rows)
     print(f"\nresults: {out}")
 
 

@@ -38,6 +38,8 @@ from datetime import datetime, timedelta, timezone
 from multiprocessing import Pool
 from pathlib import Path
 
+from bench.report import print_table, write_results
+
 
 RESULTS = Path(__file__).parent / "results" / "ses_ingest.json"
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-notifications"
@@ -522,8 +524,7 @@ def main() -> None:
         })
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(results, out)
 
     inline = results["in_process"] if op_workers == 0 else results[f"in_process_{other}_workers"]
     rows = [(f"in process, {op_workers} verify workers (op default, median of {args.repeat})", f"{results['in_process']['per_s']:,} /s",
@@ -541,10 +542,7 @@ def main() -> None:
                  ("SQS calls per notification", f"{e2e['sqs_calls_per_notification']}", f"<= {TARGETS['sqs_calls_per_notification_max']}"),
                  ("consumer peak RSS (sum over its processes)", f"{e2e['peak_rss_mb']} MB", f"< {TARGETS['peak_rss_mb_max']} MB"),
                  ("consumer peak PSS (shared pages once)", f"{e2e['peak_pss_mb']} MB", "")]
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'measure'.ljust(width)}  {'result':>14}  target")
-    for name, value, target in rows:
-        print(f"{name.ljust(width)}  {value:>14}  {target}")
+    print_table(rows)
     print(f"checks: {results['checks']}\nwritten to {out}")
 
 

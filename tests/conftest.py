@@ -179,3 +179,18 @@ def stack_env(local_stack: LocalStack, tmp_path: Path, monkeypatch: pytest.Monke
     local_stack.purge()
     local_stack.smtp.clear()
     return env
+
+
+# Tests that start servers (the local stack, PostgreSQL/RabbitMQ, `devstack dev`) are `integration`:
+# `pytest -m "not integration"` is the fast inner loop; `make test` and CI run everything.
+# Any test using one of these fixtures is marked here; tests that start servers on their own
+# carry the marker explicitly.
+SERVER_FIXTURES = frozenset({"pg", "celery_worker", "instance"})   # test_production_profile.py
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & {"local_stack", "stack_env"} or (
+                item.path.name == "test_production_profile.py" and fixtures & SERVER_FIXTURES):
+            item.add_marker(pytest.mark.integration)

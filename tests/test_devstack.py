@@ -387,6 +387,7 @@ def _base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.integration
 def test_up_twice_is_harmless_and_down_stops_everything(tmp_path):
     env = _base_env(DEVSTACK_STATE_DIR=str(tmp_path / "st"), DEVSTACK_MOTO_PORT="0", DEVSTACK_SMTP_PORT="0",
                     DEVSTACK_STRIPE_PORT="0")
@@ -415,6 +416,7 @@ def test_up_twice_is_harmless_and_down_stops_everything(tmp_path):
     assert _cli("status", env=env).returncode == 3
 
 
+@pytest.mark.integration
 def test_port_in_use_names_the_port_and_how_to_choose_another(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -515,6 +517,7 @@ def _start_dev(tmp_path, demo_interval: str) -> tuple[subprocess.Popen, Path]:
     return proc, home
 
 
+@pytest.mark.integration
 def test_dev_serves_the_code_location_and_ctrl_c_stops_everything(tmp_path):
     import signal
     import urllib.request
@@ -567,6 +570,7 @@ def test_dev_serves_the_code_location_and_ctrl_c_stops_everything(tmp_path):
         down(tmp_path / "st")
 
 
+@pytest.mark.integration
 def test_dagster_stops_when_dev_is_killed(tmp_path):
     import signal
 
@@ -621,6 +625,7 @@ def test_data_json_filters_by_service_and_offset(stack_env, local_stack):
     assert message_id in [m["id"] for m in full["ses"]["RawMessage"]]
 
 
+@pytest.mark.integration
 def test_simulator_also_works_against_plain_moto(tmp_path):
     from devstack.mailbox_simulator import MailboxSimulator
     from devstack.stack import _moto_ready, client_factory, free_port

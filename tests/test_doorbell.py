@@ -16,10 +16,16 @@ def drain_job():
     noop()
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
+@pytest.fixture(scope="module")
+def _module_instance():
+    with dg.instance_for_test() as inst:   # ~2 s to create: one per module, wiped per test
         yield inst
+
+
+@pytest.fixture
+def instance(_module_instance):
+    _module_instance.wipe()
+    return _module_instance
 
 
 def test_empty_queue_skips(instance):

@@ -56,7 +56,8 @@ def test_errors_and_ledger_never_hold_secrets(tmp_path, caplog):
     db = database(str(tmp_path / "r.duckdb"))
     kinds = sample_kinds()
     h = BatchDriver(db.connect, EmailRequestConsumer(
-        Builder(str(tmp_path / "t"), kinds=kinds), Sender(LeakyTransport(), concurrency=2, policy=RetryPolicy(base_delay=0)),
+        Builder(str(tmp_path / "t"), kinds=kinds),
+        Sender(LeakyTransport(), concurrency=2, policy=RetryPolicy(base_delay=0)),
         default_sender="noreply@mailroom.test", transport_name="leaky", kinds=kinds))
     good = {"request_id": "r1", "kind": "password-reset", "recipients": [{"email": "a@x.org", "verified": True}],
             "context": {"n_hours": 1, "token": SECRET, "username": "u"}}

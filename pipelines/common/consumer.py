@@ -75,12 +75,17 @@ def _log_internal(log: Any, what: str, exc: BaseException) -> None:
               f"{type(exc).__name__} (message withheld)")
 
 
+def storable(text: str) -> str:
+    """Text DuckDB can store: a lone surrogate (JSON allows "\\ud800") becomes its escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _kept_body(consumer: Consumer, body: str) -> str:
     redact = getattr(consumer, "quarantine_body", None)
     if redact is None:
-        return body
+        return storable(body)
     try:
-        return redact(body)
+        return storable(redact(body))
     except Exception:  # noqa: BLE001 - a body that cannot be redacted is not kept at all
         digest = hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
         return f"(body withheld: it could not be redacted; sha256 {digest})"

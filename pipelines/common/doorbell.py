@@ -1,4 +1,4 @@
-"""Doorbell sensors (DESIGN rule 1): look at queue depth and the instance's runs, nothing else.
+"""Doorbell sensors: look at queue depth and the instance's runs, nothing else (docs/architecture.md).
 
 A sensor never receives, deletes or writes. It asks for one drain run when the queue has
 messages and no drain run of the same job is queued or in progress. The run key is

@@ -113,6 +113,13 @@ class PreparePool:
         events = event_batch.concat(table.slice(start, length) for table, start, length in slices)
         return self.ingestor.assemble(list(batch), examined, events)
 
+    def forget(self, batch: Sequence[QueueMessage]) -> None:
+        """Drop what the pool holds for these messages (after a chunk failed in a worker)."""
+        for m in batch:
+            future = self._futures.pop(m.sqs_message_id, None)
+            if future is not None:
+                self._chunks.pop(id(future), None)
+
     def worker_pids(self) -> list[int]:
         return [p.pid for p in (self._pool._processes or {}).values()]
 
@@ -128,7 +135,10 @@ class PreparePool:
 
 class PooledIngestor:
     """The ses-notifications consumer, verifying in `workers` processes. Should the pool break (a
-    worker killed), it verifies inline for the rest of the run rather than refuse good messages."""
+    worker killed), it verifies inline for the rest of the run rather than refuse good messages.
+    Should a chunk fail in a worker (one message raised), the batch is examined here instead, so
+    the good messages that shared the chunk are not refused with it; a message that raises here
+    too is the kit's to quarantine."""
 
     def __init__(self, ingestor: Ingestor, workers: int, chunk: int = 500):
         self.ingestor = ingestor
@@ -146,6 +156,9 @@ class PooledIngestor:
             except BrokenProcessPool:
                 log.error("the verify pool broke; verifying inline for the rest of the run")
                 self.close()
+            except Exception as exc:  # noqa: BLE001 - see the class docstring
+                log.error(f"a verify worker failed on this batch ({type(exc).__name__}); examining it inline")
+                self.pool.forget(messages)
         return self.ingestor.prepare(messages)
 
     def commit(self, conn: duckdb.DuckDBPyConnection, prepared: PreparedNotifications) -> Counters:
