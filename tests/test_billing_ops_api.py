@@ -15,7 +15,7 @@ from tests.billing_ops_helpers import calls, clear_faults, inject, stripe_resour
 
 pytestmark = pytest.mark.integration
 
-TENANT = Tenant(billing_service="mailroom", domain="test.example")
+TENANT = Tenant(billing_service="pypi", domain="test.example")
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_create_customer_after_injected_fault_makes_exactly_one(local_stack, res
     assert again["id"] == cus["id"]
     stored = _state(local_stack, "customer")
     assert [c["id"] for c in stored] == [cus["id"]]
-    assert stored[0]["metadata"] == {"billing_service": "mailroom", "domain": "test.example", "organization_id": "org-1"}
+    assert stored[0]["metadata"] == {"billing_service": "pypi", "domain": "test.example", "organization_id": "org-1"}
 
 
 @pytest.mark.parametrize("fault", ["429", "500"])

@@ -5,14 +5,15 @@ from __future__ import annotations
 import stripe
 
 from pipelines.billing import keys
-from pipelines.billing.tenant import Tenant
+from pipelines.billing.tenant import Tenant, tenant_from_env
 
 
 def create_customer(client: stripe.StripeClient, *, organization_id: str, name: str, description: str = "",
-                    email: str | None = None, tenant: Tenant = Tenant()) -> stripe.Customer:
+                    email: str | None = None, tenant: Tenant | None = None) -> stripe.Customer:
     """One customer per organisation and request: a retry (same organisation, same fields) returns
     the customer the first attempt created."""
-    params: dict = {"name": name, "description": description, "metadata": tenant.metadata(organization_id)}
+    meta = (tenant or tenant_from_env()).metadata(organization_id)
+    params: dict = {"name": name, "description": description, "metadata": meta}
     if email:
         params["email"] = email
     return keys.create_once(

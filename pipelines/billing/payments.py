@@ -25,7 +25,7 @@ class PaymentError(ValueError):
 def create_setup_intent(client: stripe.StripeClient, customer_id: str, *,
                         scope: str | None = None) -> stripe.SetupIntent:
     """A SetupIntent to save a payment method for off-session use; give `client_secret` to the payer."""
-    params = {"customer": customer_id, "usage": "off_session", "payment_method_types": ["card"]}
+    params = {"customer": customer_id, "usage": "off_session"}
     return client.v1.setup_intents.create(params, keys.update_options("setup_intent.create", customer_id,
                                                                       params=params, scope=scope))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import stripe
 
 from pipelines.billing import keys
-from pipelines.billing.tenant import Tenant
+from pipelines.billing.tenant import Tenant, tenant_from_env
 
 
 ENDED = ("canceled", "incomplete_expired")
@@ -25,12 +25,12 @@ class SubscriptionError(ValueError):
 
 def create_checkout_session(client: stripe.StripeClient, *, customer_id: str, price_id: str, organization_id: str,
                             success_url: str, cancel_url: str, quantity: int = 1,
-                            tenant: Tenant = Tenant(), scope: str | None = None) -> stripe.checkout.Session:
+                            tenant: Tenant | None = None, scope: str | None = None) -> stripe.checkout.Session:
     """A Checkout Session in subscription mode; send the payer to `session.url`. The subscription
     it creates carries the organisation and tenant metadata."""
     if quantity < 1:
         raise SubscriptionError(f"quantity must be at least 1, got {quantity}")
-    meta = tenant.metadata(organization_id)
+    meta = (tenant or tenant_from_env()).metadata(organization_id)
     params = {"mode": "subscription", "customer": customer_id,
               "line_items": [{"price": price_id, "quantity": quantity}],
               "success_url": success_url, "cancel_url": cancel_url,
@@ -46,7 +46,7 @@ def default_payment_method(customer: stripe.Customer) -> str | None:
 
 
 def create_subscription(client: stripe.StripeClient, *, customer_id: str, price_id: str, organization_id: str,
-                        quantity: int = 1, tenant: Tenant = Tenant(),
+                        quantity: int = 1, tenant: Tenant | None = None,
                         scope: str | None = None) -> stripe.Subscription:
     """Subscribe directly, charging the customer's default payment method (no Checkout page)."""
     if quantity < 1:
@@ -57,7 +57,8 @@ def create_subscription(client: stripe.StripeClient, *, customer_id: str, price_
         raise SubscriptionError(f"customer {customer_id} has no default payment method: add one first "
                                 "(payments.create_setup_intent / set_default_payment_method) or use Checkout")
     params = {"customer": customer_id, "items": [{"price": price_id, "quantity": quantity}],
-              "default_payment_method": pm, "metadata": tenant.metadata(organization_id)}
+              "default_payment_method": pm,
+              "metadata": (tenant or tenant_from_env()).metadata(organization_id)}
     return keys.create_once(
         client.v1.subscriptions.create, params, "subscription.create", organization_id, scope=scope,
         still_good=lambda s: client.v1.subscriptions.retrieve(s["id"])["status"] not in ENDED)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-BILLING_SERVICE_VAR = "BILLING_SERVICE"
-BILLING_DOMAIN_VAR = "BILLING_DOMAIN"
+# The same settings the ingestion's tenant filter reads (pipelines/settings.py), so what this
+# deployment creates is never skipped as another's.
+BILLING_SERVICE_VAR = "STRIPE_BILLING_SERVICE"
+BILLING_DOMAIN_VAR = "STRIPE_DOMAIN"
 
 
 @dataclass(frozen=True)
 class Tenant:
-    billing_service: str = "mailroom"
+    billing_service: str = "pypi"
     domain: str = "localhost"
 
     def metadata(self, organization_id: str | None = None) -> dict[str, str]:
@@ -23,6 +25,13 @@ class Tenant:
         if organization_id is not None:
             meta["organization_id"] = str(organization_id)
         return meta
+
+
+def tenant_from_resource(resource) -> Tenant:
+    """From the StripeResource's billing_service / domain (empty: the defaults)."""
+    default = Tenant()
+    return Tenant(billing_service=resource.billing_service or default.billing_service,
+                  domain=resource.domain or default.domain)
 
 
 def tenant_from_env() -> Tenant:
