@@ -71,6 +71,11 @@ def fill_stripe(client: stripe.StripeClient, api_base: str) -> dict[str, str]:
             continue
         customer = customers.create_customer(client, organization_id=oid, name=name, tenant=tenant,
                                              description=f"organisation {name}", email=f"billing@{name}.example")
+        live = [s for s in client.v1.subscriptions.list({"customer": customer["id"]}).data
+                if s["status"] not in subscriptions.ENDED]
+        if live:   # filled before: nothing to add
+            out[oid] = live[0]["id"]
+            continue
         if checkout:
             session = subscriptions.create_checkout_session(
                 client, customer_id=customer["id"], price_id=price["id"], organization_id=oid, quantity=members,
