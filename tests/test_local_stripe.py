@@ -1,5 +1,5 @@
 """The local Stripe through the official SDK over HTTP: wire format, state, lifecycle, time,
-events, faults; and (integration) its deliveries into the stack's real moto queue."""
+events, faults (an in-process server); and its deliveries into the stack's real moto queue."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ import stripe
 
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.server import StripeServer
-from devstack.local_stripe.wire import parse_form
 from devstack.state import REPO_ROOT
+
+pytestmark = pytest.mark.integration  # every test here talks to a local Stripe server
 
 API_VERSION = stripe._api_version._ApiVersion.CURRENT
 DAY = 86400
@@ -101,16 +102,6 @@ def status_changes(local, client, sub_id):
 
 
 # --- the wire format -----------------------------------------------------------------------------
-
-def test_form_decoding_of_nested_keys_lists_and_expand():
-    assert parse_form("metadata[org]=o1&metadata[k]=&items[0][price]=p1&items[0][quantity]=2&items[1][price]=p2"
-                      "&expand[]=a&expand[]=b&expand2[0]=c") == {
-        "metadata": {"org": "o1", "k": ""}, "items": [{"price": "p1", "quantity": "2"}, {"price": "p2"}],
-        "expand": ["a", "b"], "expand2": ["c"]}
-    assert parse_form("a[b][c]=1&a[b][d]=2") == {"a": {"b": {"c": "1", "d": "2"}}}
-    with pytest.raises(Exception, match="Conflicting"):
-        parse_form("a=1&a[b]=2")
-
 
 def test_pagination_walks_every_object_once_newest_first(local, client):
     ids = [client.v1.customers.create(params={"email": f"c{i}@example.org"}).id for i in range(25)]
@@ -782,7 +773,7 @@ def test_standalone_entry_point_serves_and_stops_on_sigterm(tmp_path):
         assert proc.wait(timeout=10) == 0
 
 
-# --- delivery into the stack's queue (integration) -----------------------------------------------
+# --- delivery into the stack's queue (local_stack) -----------------------------------------------
 
 @pytest.fixture
 def stack_stripe(local_stack, stack_env):
@@ -802,7 +793,6 @@ def _make_events(client) -> list[str]:
     return [e.id for e in client.v1.events.list(params={"limit": 100}).data]
 
 
-@pytest.mark.integration
 def test_subscription_events_arrive_in_eventbridge_envelopes(local_stack, stack_stripe):
     client = stack_stripe
     price = plan(client)
@@ -827,7 +817,6 @@ def test_subscription_events_arrive_in_eventbridge_envelopes(local_stack, stack_
     assert local_stack.env["STRIPE_API_BASE"] == local_stack.stripe_base
 
 
-@pytest.mark.integration
 def test_webhook_mode_bodies_verify_with_the_sdk(local_stack, stack_stripe):
     local_stack.stripe_control("delivery", mode="webhook")
     ids = _make_events(stack_stripe)
@@ -848,7 +837,6 @@ def test_webhook_mode_bodies_verify_with_the_sdk(local_stack, stack_stripe):
     assert sorted(got) == sorted(ids)
 
 
-@pytest.mark.integration
 def test_duplicated_deliveries(local_stack, stack_stripe):
     local_stack.stripe_control("faults", duplicate_rate=1.0, seed=1)
     ids = _make_events(stack_stripe)
@@ -857,7 +845,6 @@ def test_duplicated_deliveries(local_stack, stack_stripe):
     assert sorted(b["detail"]["id"] for b in bodies) == sorted(ids * 2)
 
 
-@pytest.mark.integration
 def test_reordered_deliveries(local_stack, stack_stripe):
     local_stack.stripe_control("faults", reorder_window=12, seed=3)
     ids = _make_events(stack_stripe)  # newest first
@@ -867,7 +854,6 @@ def test_reordered_deliveries(local_stack, stack_stripe):
     assert received != ids[::-1]  # not in the order they happened
 
 
-@pytest.mark.integration
 def test_delayed_deliveries(local_stack, stack_stripe):
     local_stack.stripe_control("faults", delay_rate=1.0, delay_seconds=3)
     ids = _make_events(stack_stripe)

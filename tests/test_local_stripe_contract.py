@@ -1,7 +1,8 @@
 """Contract: the local Stripe's objects carry every field the SDK's typed resources declare, with
 the declared type, and its events have the shape of real Stripe events (tests/fixtures/stripe/).
 
-The emulator runs in process here (no AWS needed) and is reached over HTTP like any Stripe.
+The emulator runs in process here (no AWS needed) and is reached over HTTP like any Stripe;
+the tests that use it are marked integration, the checker's own tests are not.
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ def world():
     server.emulator.close()
 
 
+@pytest.mark.integration  # starts the emulator's HTTP server
 @pytest.mark.parametrize("object_name", sorted(TYPES))
 def test_every_declared_field_with_its_declared_type(world, object_name):
     if object_name == "subscription_item":
@@ -173,6 +175,7 @@ def test_every_declared_field_with_its_declared_type(world, object_name):
         assert object_problems(obj, TYPES[object_name], f"{object_name} {obj['id']}") == []
 
 
+@pytest.mark.integration  # starts the emulator's HTTP server
 def test_event_payloads_conform_to_their_object_type(world):
     events = world["events"]
     seen = set()
@@ -185,6 +188,7 @@ def test_event_payloads_conform_to_their_object_type(world):
             "payment_method", "setup_intent", "refund", "dispute", "price", "product"} <= seen
 
 
+@pytest.mark.integration  # starts the emulator's HTTP server
 def test_api_responses_are_the_rendered_state(world):
     client = world["client"]
     sub = client.v1.subscriptions.retrieve(world["subscription"])
@@ -197,6 +201,7 @@ def test_api_responses_are_the_rendered_state(world):
 REAL_EVENTS = sorted(p for p in FIXTURES.glob("stripe-event_*.json"))
 
 
+@pytest.mark.integration  # starts the emulator's HTTP server
 @pytest.mark.parametrize("path", REAL_EVENTS, ids=lambda p: p.name)
 def test_real_events_parse_and_have_our_events_shape(world, path):
     raw = json.loads(path.read_text())
@@ -216,6 +221,7 @@ def test_real_events_parse_and_have_our_events_shape(world, path):
     assert raw["data"]["object"]["object"] == raw["type"].rsplit(".", 1)[0].replace("customer.subscription", "subscription").replace("charge.dispute", "dispute")
 
 
+@pytest.mark.integration  # starts the emulator's HTTP server
 def test_real_eventbridge_envelope_has_our_envelope_keys(world):
     from devstack.local_stripe.delivery import DeliveryConfig, eventbridge_body
 
