@@ -19,7 +19,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
 
 import dagster as dg
 import stripe
@@ -236,10 +235,3 @@ class StripeResource(dg.ConfigurableResource):
 
     def __repr_args__(self):  # pydantic's own rendering (used by some loggers) gets the same
         return [("api_base", self.api_base)]
-
-
-def stripe_object_dict(obj: Any) -> dict:
-    """A StripeObject (or a plain dict) as plain nested dicts and lists."""
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    return dict(obj)

@@ -100,12 +100,15 @@ def _plan(client) -> Any:
                                            "recurring": {"interval": "month"}, "metadata": TENANT})
 
 
-def build_history(stack, client, orgs: int, rng: random.Random) -> dict[str, Any]:
+def build_history(stack, client, orgs: int, rng: random.Random, collected: list[dict]) -> dict[str, Any]:
     """Signups through Checkout, quantity changes, renewals, failed and recovered payments,
-    cancellations, refunds, disputes, a deleted customer. Returns what the test needs to know."""
+    cancellations, refunds, disputes, a deleted customer; the deliveries are appended to
+    `collected` as they happen (moto's receive slows with the queue's length, so it stays short).
+    Returns what the test needs to know."""
     price = _plan(client)
     subs = []
     for i in range(orgs):
+        collected.extend(_deliveries(stack))
         customer = client.v1.customers.create(params={"email": f"billing{i}@example.org", "name": f"Org {i}",
                                                       "metadata": TENANT})
         session = client.v1.checkout.sessions.create(params={
@@ -121,10 +124,13 @@ def build_history(stack, client, orgs: int, rng: random.Random) -> dict[str, Any
     failing = rng.sample(subs, orgs // 4)
     for sub in failing:
         stack.stripe_control(f"payment_methods/{sub.default_payment_method}/fail")
+    collected.extend(_deliveries(stack))
     stack.stripe_control("advance", seconds=31 * 86400)            # renewals; some fail
+    collected.extend(_deliveries(stack))
     for sub in failing[: len(failing) // 2]:                        # recovered on the retry
         stack.stripe_control(f"payment_methods/{sub.default_payment_method}/succeed")
     stack.stripe_control("advance", seconds=4 * 86400)
+    collected.extend(_deliveries(stack))
     for sub in rng.sample([s for s in subs if s not in failing], orgs // 8):
         client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})
     for sub in rng.sample([s for s in subs if s not in failing], orgs // 10):
@@ -135,9 +141,11 @@ def build_history(stack, client, orgs: int, rng: random.Random) -> dict[str, Any
     for charge in rng.sample(charges, 3):
         dispute = stack.stripe_control("disputes", charge=charge.id, reason="fraudulent")
         stack.stripe_control(f"disputes/{dispute['id']}/close", status=rng.choice(["won", "lost"]))
+    collected.extend(_deliveries(stack))
     gone = subs[-1].customer
     client.v1.customers.delete(gone)
     stack.stripe_control("advance", seconds=30 * 86400)             # another cycle: cancellations take effect
+    collected.extend(_deliveries(stack))
     return {"deleted_customer": gone}
 
 
@@ -147,7 +155,7 @@ def _deliveries(stack) -> list[dict]:
     url = stack.queue_urls[QUEUE]
     out: list[dict] = []
     while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
                                   MessageAttributeNames=["All"]).get("Messages", [])
         if not got:
             break
@@ -182,11 +190,15 @@ def ingest(stack, res: StripeResource, db_path: str, waves: list[list[dict]]) ->
     totals: dict[str, int] = {}
     with Store(lambda: database(db_path).connect()) as store:
         for wave in waves:
-            _send(stack, wave)
-            report = run_consumer(queue, consumer, store, DrainOptions(batch_size=150, wait_seconds=1,
-                                                                       max_seconds=120))
-            for k, v in report.counters.items():
-                totals[k] = totals.get(k, 0) + v
+            for start in range(0, len(wave), 100):  # moto's receive slows with the queue's length
+                _send(stack, wave[start:start + 100])
+                report = run_consumer(queue, consumer, store, DrainOptions(batch_size=100, wait_seconds=0,
+                                                                           max_seconds=120))
+                for k, v in report.counters.items():
+                    totals[k] = totals.get(k, 0) + v
+        report = run_consumer(queue, consumer, store, DrainOptions(wait_seconds=1, empty_polls_to_stop=2))
+        for k, v in report.counters.items():
+            totals[k] = totals.get(k, 0) + v
     return totals, retriever
 
 
@@ -208,6 +220,11 @@ def _invoice_subscription(o: dict) -> str | None:
     details = (o.get("parent") or {}).get("subscription_details") or {}
     sub = details.get("subscription")
     return sub["id"] if isinstance(sub, dict) else sub
+
+
+def _without_sequence(customer: dict) -> dict:
+    # Stripe bumps next_invoice_sequence with each invoice and sends no customer.updated for it
+    return {k: v for k, v in customer.items() if k != "next_invoice_sequence"}
 
 
 def _ref(v: Any) -> Any:
@@ -235,7 +252,7 @@ COMPARED: dict[str, tuple[str, str, dict[str, Any]]] = {
     "stripe_customers": ("customer", "customer_id", {
         "billing_email": lambda o: o["email"], "name": lambda o: o["name"],
         "default_payment_method": lambda o: _ref(o["invoice_settings"]["default_payment_method"]),
-        "raw": lambda o: o}),
+        "raw": lambda o: _without_sequence(o)}),
     "stripe_payment_methods": ("payment_method", "payment_method_id", {
         "customer_id": lambda o: _ref(o["customer"]), "card_last4": lambda o: o["card"]["last4"]}),
     "stripe_products": ("product", "product_id", {"name": lambda o: o["name"], "active": lambda o: o["active"]}),
@@ -266,6 +283,8 @@ def assert_tables_equal_stripe(stack, conn) -> int:
             for col, read in columns.items():
                 ours = rows[oid][col]
                 ours = json.loads(ours) if col == "raw" else _ts(ours) if col in TIME_COLUMNS else ours
+                if table == "stripe_customers" and col == "raw":
+                    ours = _without_sequence(ours)
                 assert ours == read(obj), (table, oid, col, ours, read(obj))
                 compared += 1
     for kind, fields in PAYMENTS.items():
@@ -279,23 +298,44 @@ def assert_tables_equal_stripe(stack, conn) -> int:
     return compared
 
 
-def _snapshot(conn) -> dict[str, list]:
+def _snapshot(conn) -> dict[str, dict]:
+    """Every table as {key: {column: value}}, without the columns that record when or how a row
+    was written (those differ between deliveries by design)."""
     skip = {"updated_at", "received_at", "processed_at", "sqs_message_id", "retrieved_at", "re_retrieved", "error",
             "outcome", "event_created", "event_id"}
-    out = {}
-    for table in ("stripe_customers", "stripe_subscriptions", "stripe_subscription_items", "stripe_products",
-                  "stripe_prices", "stripe_invoices", "stripe_payment_methods", "stripe_payments"):
+    out: dict[str, dict] = {}
+    for table, key in (("stripe_customers", "customer_id"), ("stripe_subscriptions", "subscription_id"),
+                       ("stripe_subscription_items", "item_id"), ("stripe_products", "product_id"),
+                       ("stripe_prices", "price_id"), ("stripe_invoices", "invoice_id"),
+                       ("stripe_payment_methods", "payment_method_id"), ("stripe_payments", "payment_id")):
         cols = [r[0] for r in conn.execute(f"DESCRIBE {table}").fetchall() if r[0] not in skip]
-        out[table] = conn.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY ALL").fetchall()
-    out["ledger"] = conn.execute("SELECT event_id, type FROM stripe_events ORDER BY ALL").fetchall()
+        rows = {}
+        for values in conn.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall():
+            row = dict(zip(cols, values))
+            if table == "stripe_customers" and row["raw"]:
+                row["raw"] = _without_sequence(json.loads(row["raw"]))
+            rows[row[key]] = row
+        out[table] = rows
+    out["stripe_events"] = {r[0]: r[1] for r in conn.execute("SELECT event_id, type FROM stripe_events").fetchall()}
     return out
+
+
+def _differences(a: dict[str, dict], b: dict[str, dict]) -> list[tuple]:
+    diffs = []
+    for table in a:
+        for key in set(a[table]) | set(b[table]):
+            ra, rb = a[table].get(key), b[table].get(key)
+            if ra != rb:
+                cols = [c for c in (ra or rb) if (ra or {}).get(c) != (rb or {}).get(c)] if ra and rb else ["(row)"]
+                diffs.append((table, key, cols))
+    return diffs
 
 
 def test_realistic_history_shuffled_duplicated_and_late_equals_stripe(stack, tmp_path):
     rng = random.Random(20261201)
     res = resource(stack, rate_limit_per_second=500)
-    facts = build_history(stack, res.client(), orgs=48, rng=rng)
-    messages = _deliveries(stack)
+    messages: list[dict] = []
+    facts = build_history(stack, res.client(), orgs=36, rng=rng, collected=messages)
     types = {json.loads(m["Body"])["detail-type"] for m in messages}
     assert len(messages) >= 1000, len(messages)
     assert {"checkout.session.completed", "customer.subscription.updated", "invoice.payment_failed", "invoice.paid",
@@ -312,16 +352,16 @@ def test_realistic_history_shuffled_duplicated_and_late_equals_stripe(stack, tmp
             "quarantined", 0), totals
         with database(str(tmp_path / f"run{run}.duckdb")).connect() as conn:
             assert conn.execute("SELECT count(*) FROM stripe_events").fetchone()[0] == len(messages)
-            assert assert_tables_equal_stripe(stack, conn) > 3000
+            assert assert_tables_equal_stripe(stack, conn) > 2000
             deleted = conn.execute("SELECT deleted FROM stripe_customers WHERE customer_id = ?",
                                    [facts["deleted_customer"]]).fetchone()
             assert deleted == (True,)
             linked = conn.execute("SELECT count(*) FROM stripe_subscriptions WHERE organization_id LIKE 'org-%'"
                                   ).fetchone()[0]
-            assert linked == 48
+            assert linked == 36
             snapshots.append(_snapshot(conn))
         assert sum(retriever.calls.values()) == totals["stripe_calls"]
-    assert snapshots[0] == snapshots[1]
+    assert not _differences(*snapshots), _differences(*snapshots)[:10]
 
 
 def test_a_late_subscription_update_is_settled_by_the_local_stripe(stack, tmp_path):

@@ -22,8 +22,10 @@ import datetime as dt
 import heapq
 from typing import Any
 
+from devstack.local_stripe import shapes
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.clock import add_interval
+from devstack.local_stripe.events import previous_attributes
 from devstack.local_stripe.customers import attach, default_payment_method, ensure_customer_exists, resolve
 from devstack.local_stripe.errors import invalid
 from devstack.local_stripe.shapes import compact
@@ -608,10 +610,15 @@ def _renew(em: Emulator, sub: dict[str, Any], at: int) -> None:
             cancel_subscription(em, sub, {}, reason="cancellation_requested", at=at)
             return
         changes["status"] = "active"
-    sub = em.update(sub, changes)
+    before = sub
+    sub = em.update(sub, changes, event=None)
     pause = sub.get("pause_collection")
     unpaid = sub["status"] == "unpaid"
     invoice = cycle_invoice(em, sub, "subscription_cycle", (start, end), at, finalize=not (pause or unpaid))
+    # As on Stripe, one customer.subscription.updated carries the new period and the new latest_invoice.
+    renewed = em.get("subscription", sub["id"])
+    em.emit("customer.subscription.updated", renewed,
+            previous_attributes(before, renewed, shapes.skeleton("subscription")))
     if unpaid or (pause and pause["behavior"] == "keep_as_draft"):
         return
     if pause:

@@ -16,10 +16,10 @@ quarantined is tried again), then per object decide which state wins:
 - otherwise (an older event that is not a create/update) the event is `stale`.
 Every table is then written with one statement, and the ledger records each event's outcome.
 
-customer.deleted cascades: the customer is marked deleted and its subscriptions that are not
-already ended become `canceled` with ended_at/canceled_at the deletion time when unset; Stripe
-cancels them itself and their own customer.subscription.deleted events, whenever they arrive,
-carry the exact values.
+customer.deleted is final: its payload (the customer as it was when deleted) is applied whatever
+the order, with deleted_at its time. It cascades: the customer's subscriptions that are not
+already ended become `canceled`, canceled_at/ended_at the deletion time when unset; Stripe
+cancels them itself, and their own customer.subscription.deleted events carry the exact values.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ class Incoming:
 @dataclass
 class PreparedEvents(Prepared):
     events: list[Incoming] = field(default_factory=list)
+    repeats: int = 0  # copies of an event already in the batch
 
 
 def tenant_mismatch(obj: dict, billing_service: str | None, domain: str | None) -> str | None:
@@ -122,6 +123,7 @@ class StripeIngest:
                 continue
             if opened.id in seen:  # the same event twice in one batch: the second is a no-op
                 out.outcomes[m.sqs_message_id] = None
+                out.repeats += 1
                 continue
             seen.add(opened.id)
             inc = Incoming(m.sqs_message_id, kept_body(m.body, m.attributes), received, opened)
@@ -157,7 +159,7 @@ class StripeIngest:
 
     # ---- commit: one transaction, opened by the caller ----
     def commit(self, conn: duckdb.DuckDBPyConnection, prepared: PreparedEvents) -> Counters:
-        counts = Counters()  # the kit counts messages and the quarantine rows of prepare
+        counts = Counters(duplicates=prepared.repeats)  # the kit counts messages and prepare's quarantine
         incoming = prepared.events
         if not incoming:
             return counts
@@ -210,6 +212,10 @@ class StripeIngest:
             mark is not None and mark[0] == ev.created and mark[1] != ev.id)
         late = mark is not None and key < mark and not tie
         foreign = ev.api_version != self.settings.api_version
+        if ev.type == "customer.deleted" and newest.projection is not None:
+            # nothing follows a deletion: its payload is the customer's final state, in any order
+            plan.apply(newest, newest.projection, max(key, mark) if mark else key)
+            return
         if late and not any(_is_create_or_update(i.event.type) for i in group):
             newest.outcome = EventOutcome.STALE
             return
@@ -298,7 +304,7 @@ class _Plan:
     merge_rows: dict[str, list[dict]] = field(default_factory=lambda: defaultdict(list))
     items_of: list[str] = field(default_factory=list)
     links: list[OrgLink] = field(default_factory=list)
-    deleted_customers: list[tuple[str, int]] = field(default_factory=list)
+    deleted_customers: list[tuple[str, int, bool]] = field(default_factory=list)  # (id, at, from its event)
     needs_subscription: dict[str, tuple[Incoming, tuple[int, str]]] = field(default_factory=dict)
     marks: dict[str, tuple[str, int, str, bool]] = field(default_factory=dict)  # id -> (type, created, event, retrieved)
     re_retrieved: set[str] = field(default_factory=set)
@@ -316,8 +322,9 @@ class _Plan:
             self.merge_rows[table].extend(rows)
         self.items_of.extend(p.items_of)
         self.links.extend(p.links)
-        if p.deleted_customer:
-            self.deleted_customers.append((p.deleted_customer, mark[0]))
+        if p.deleted_customer:  # the time of the customer.deleted event when that is what applied
+            final = inc is not None and inc.event.type == "customer.deleted"
+            self.deleted_customers.append((p.deleted_customer, inc.event.created if final else mark[0], final))
         if p.needs_subscription and inc is not None:
             self.needs_subscription[p.needs_subscription] = (inc, mark)
         self.marks[object_id] = (object_type, mark[0], mark[1], retrieved)
@@ -397,21 +404,29 @@ def _link_organisations(conn: duckdb.DuckDBPyConnection, links: list[OrgLink], c
             "AND c.organization_id IS NOT NULL AND c.customer_id IN (SELECT customer_id FROM touched)")
 
 
-def _cascade_deleted_customers(conn: duckdb.DuckDBPyConnection, deleted: list[tuple[str, int]]) -> None:
+def _cascade_deleted_customers(conn: duckdb.DuckDBPyConnection, deleted: list[tuple[str, int, bool]]) -> None:
+    """deleted_at is the customer.deleted event's time; learnt first from a re-retrieve (which
+    gives no time), it is the triggering event's until the customer.deleted event arrives."""
     if not deleted:
         return
-    gone = pa.table({"customer_id": pa.array([c for c, _ in deleted], pa.string()),
-                     "gone_at": pa.array([t for _, t in deleted], pa.timestamp("s", tz="UTC"))})
-    conn.execute(
-        "INSERT INTO stripe_customers (customer_id, deleted, deleted_at, updated_at) "
-        "SELECT customer_id, true, max(gone_at), now() FROM gone GROUP BY customer_id "
+    best: dict[str, tuple[bool, int]] = {}
+    for cid, at, final in deleted:
+        best[cid] = max(best.get(cid, (False, 0)), (final, at))
+    gone = pa.table({"customer_id": pa.array(list(best), pa.string()),
+                     "gone_at": pa.array([at for _, at in best.values()], pa.timestamp("s", tz="UTC")),
+                     "final": pa.array([final for final, _ in best.values()], pa.bool_())})
+    with_rows(
+        conn, "INSERT INTO stripe_customers (customer_id, deleted, deleted_at, updated_at) "
+        "SELECT customer_id, true, gone_at, now() FROM rows "
         "ON CONFLICT (customer_id) DO UPDATE SET deleted = true, "
-        "deleted_at = COALESCE(stripe_customers.deleted_at, excluded.deleted_at), updated_at = now()")
-    conn.execute(
-        "UPDATE stripe_subscriptions s SET status = 'canceled', canceled_at = COALESCE(s.canceled_at, g.gone_at), "
-        "ended_at = COALESCE(s.ended_at, g.gone_at), updated_at = now() "
-        "FROM (SELECT customer_id, max(gone_at) AS gone_at FROM gone GROUP BY customer_id) g "
-        "WHERE s.customer_id = g.customer_id AND s.status NOT IN ('canceled', 'incomplete_expired')")
+        "deleted_at = COALESCE(stripe_customers.deleted_at, excluded.deleted_at), updated_at = now()", gone)
+    with_rows(
+        conn, "UPDATE stripe_customers c SET deleted_at = r.gone_at FROM rows r "
+        "WHERE r.final AND c.customer_id = r.customer_id", gone)
+    with_rows(
+        conn, "UPDATE stripe_subscriptions s SET status = 'canceled', canceled_at = COALESCE(s.canceled_at, r.gone_at), "
+        "ended_at = COALESCE(s.ended_at, r.gone_at), updated_at = now() FROM rows r "
+        "WHERE s.customer_id = r.customer_id AND s.status NOT IN ('canceled', 'incomplete_expired')", gone)
 
 
 def _write_ledger(conn: duckdb.DuckDBPyConnection, decided: list[Incoming], re_retrieved: set[str]) -> None:

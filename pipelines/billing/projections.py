@@ -138,7 +138,8 @@ def _list_data(obj: dict, key: str, where: str) -> list[dict]:
 def customer(obj: dict, p: Projection, deleted: bool) -> None:
     w = "customer"
     cid = _req(obj, "id", str, w)
-    if deleted or obj.get("deleted") is True:  # keeps the last known fields; ingest sets deleted_at
+    if obj.get("deleted") is True and set(obj) <= {"id", "object", "deleted"}:
+        # the stub Stripe returns for a deleted customer: keep the last known fields
         p.merge("stripe_customers", {"customer_id": cid, "deleted": True})
         p.deleted_customer = cid
         return
@@ -153,12 +154,14 @@ def customer(obj: dict, p: Projection, deleted: bool) -> None:
         "currency": _opt(obj, "currency", str, w),
         "default_payment_method": _ref(_dict(obj, "invoice_settings", w), "default_payment_method",
                                        "customer.invoice_settings"),
-        "deleted": False,
+        "deleted": deleted,
         "livemode": _opt(obj, "livemode", bool, w),
         "created": _opt(obj, "created", int, w),
         "metadata": _json(meta),
         "raw": _json(obj),
     })
+    if deleted:  # customer.deleted carries the customer as it was when deleted: its final state
+        p.deleted_customer = cid
 
 
 def subscription(obj: dict, p: Projection) -> None:
