@@ -3,6 +3,7 @@
 import dagster as dg
 
 from pipelines.billing import definitions as billing
+from pipelines.billing import ops_definitions as billing_ops
 from pipelines.email import definitions as email
 from pipelines.email_delivery import definitions as email_delivery
 from pipelines.executors import mailroom_executor
@@ -12,5 +13,6 @@ defs = dg.Definitions.merge(
     email.defs,
     email_delivery.defs,
     billing.defs,
+    billing_ops.defs,
     dg.Definitions(resources=build_resources(), executor=mailroom_executor),
 )

@@ -10,6 +10,11 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 JOBS = {"send_email_batch_job", "email_sends_daily_job", "ingest_ses_notifications_job",
         "replay_ses_quarantine_job", "ses_cleanup_job", "ingest_stripe_events_job", "replay_stripe_quarantine_job"}
+BILLING_OPS_JOBS = {"refund_payment_job", "cancel_subscription_job", "resync_customer_job", "seat_sync_job",
+                    "reconcile_billing_job", "organization_subscription_notice_job", "billing_reports_job"}
+BILLING_OPS_SCHEDULES = {"seat_sync_schedule", "reconcile_billing_schedule", "reconcile_billing_full_schedule",
+                         "organization_subscription_notice_schedule", "billing_reports_schedule"}
+BILLING_OPS_ASSETS = {"subscriptions_current", "billing_daily", "billing_leaks"}
 SENSORS = {"email_requests_sensor", "ses_notifications_sensor", "stripe_events_sensor"}
 SCHEDULES = {"email_sends_daily_schedule", "ses_cleanup_schedule"}
 ASSETS = {"email_sends_daily", "email_status", "email_delivery_daily", "ses_reputation"}
@@ -30,15 +35,15 @@ def test_definitions_contain_the_expected_names():
     defs = _defs()
     repo = defs.get_repository_def()
     jobs = {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")}
-    assert jobs == JOBS
+    assert jobs == JOBS | BILLING_OPS_JOBS
     assert {s.name for s in repo.sensor_defs} == SENSORS
-    assert {s.name for s in repo.schedule_defs} == SCHEDULES
+    assert {s.name for s in repo.schedule_defs} == SCHEDULES | BILLING_OPS_SCHEDULES
     assets = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert assets == ASSETS | BILLING_ASSETS
+    assert assets == ASSETS | BILLING_ASSETS | BILLING_OPS_ASSETS
     assert set(defs.resources) == RESOURCES
     for key in ASSETS:
         assert repo.asset_graph.get(dg.AssetKey(key)).group_name == "email"
-    for key in BILLING_ASSETS:
+    for key in BILLING_ASSETS | BILLING_OPS_ASSETS:
         assert repo.asset_graph.get(dg.AssetKey(key)).group_name == "billing"
 
 
@@ -69,7 +74,8 @@ def test_every_writer_takes_the_duckdb_pool():
 
 
 def test_readme_names_every_definition_and_setting():
-    names = JOBS | SENSORS | SCHEDULES | ASSETS | BILLING_ASSETS | {s.name for s in SETTINGS}
+    names = (JOBS | SENSORS | SCHEDULES | ASSETS | BILLING_ASSETS | BILLING_OPS_JOBS | BILLING_OPS_SCHEDULES
+             | BILLING_OPS_ASSETS | {s.name for s in SETTINGS})
     missing = sorted(n for n in names if f"`{n}`" not in README)
     assert not missing, f"README does not mention: {missing}"
     assert "make dev" in README and "make test" in README

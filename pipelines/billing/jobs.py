@@ -6,6 +6,7 @@ from pipelines.billing.assets import report_tables
 from pipelines.billing.consumer import StripeEventConsumer
 from pipelines.billing.envelope import EnvelopeSettings
 from pipelines.billing.ingest import SOURCE, IngestSettings
+from pipelines.billing.notices import WithNotices
 from pipelines.billing.retrieve import StripeRetriever
 from pipelines.common.factory import DrainConfig as QueueDrainConfig, queue_consumer_defs
 from resources.stripe_client import StripeResource
@@ -24,16 +25,18 @@ def ingest_settings(stripe: StripeResource) -> IngestSettings:
         billing_service=stripe.billing_service or None, domain=stripe.domain or None)
 
 
-def make_consumer(context) -> StripeEventConsumer:
+def make_consumer(context) -> WithNotices:
     stripe: StripeResource = context.resources.stripe
-    return StripeEventConsumer(ingest_settings(stripe), StripeRetriever(stripe.client()))
+    # WithNotices: after each commit, the batch's dunning notices go to email-requests (notices.py)
+    return WithNotices(StripeEventConsumer(ingest_settings(stripe), StripeRetriever(stripe.client())),
+                       context.resources.email_requests_queue)
 
 
 stripe_queue_defs = queue_consumer_defs(
     source=SOURCE, queue_resource_key="stripe_events_queue", make_consumer=make_consumer,
     op_name="drain_stripe_events", job_name="ingest_stripe_events_job", sensor_name="stripe_events_sensor",
     replay_op_name="replay_stripe_quarantine", replay_job_name="replay_stripe_quarantine_job",
-    config_class=DrainConfig, resource_keys={"stripe"}, connect_config={"threads": 1},
+    config_class=DrainConfig, resource_keys={"stripe", "email_requests_queue"}, connect_config={"threads": 1},
     after_run=report_tables,
     op_description="Drains stripe-events: open and verify each envelope, apply the events in Stripe's "
                    "order (re-retrieving stale or foreign-version objects), commit, then delete.",
