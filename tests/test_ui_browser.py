@@ -267,3 +267,13 @@ def test_a_finished_drain_run_shows_its_counts(ui, job, applied):
         assert key in output, f"{job} output has no {key}: {sorted(output)}"
         expect(step_output.first).to_contain_text(re.compile(rf"{key}\s*{output[key]}(\D|$)"))
     ui.shot(f"run-{job}")
+
+
+def test_every_materialized_asset_carries_rows_a_preview_and_figures(ui):
+    for asset in ui.history.materialized:
+        metadata = _latest_materialization(ui, asset)
+        assert isinstance(metadata.get("rows"), dg.IntMetadataValue), f"{asset}: no row count"
+        assert isinstance(metadata.get("preview"), dg.MarkdownMetadataValue), f"{asset}: no Markdown preview"
+        figures = [k for k, v in metadata.items() if k != "rows"
+                   and isinstance(v, (dg.IntMetadataValue, dg.FloatMetadataValue))]
+        assert figures, f"{asset}: no numeric figures besides rows"
