@@ -7,10 +7,11 @@ STAMP := $(VENV)/.installed
 .PHONY: dev test query install browser stack-up stack-down stack-status bench lock validate clean
 
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+	@echo "installing the Python dependencies into $(VENV) (pip, quiet) ..."
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
 
 install: $(STAMP) browser
 
@@ -23,7 +24,7 @@ browser:
 
 # Local stack + `dagster dev` on 127.0.0.1:3000 + demo traffic; Ctrl-C stops everything.
 dev: install
-	$(BIN)/python -m devstack dev
+	@$(BIN)/python -m devstack dev
 
 # The suite starts its own local stack on free ports and tears it down.
 test: install
