@@ -49,8 +49,8 @@ class Step:
         if self._thread:
             self._thread.join()
         outcome = "failed" if exc_type else "done"
-        self._write(f"\r{self.what} ... {outcome} in {self.elapsed():.1f}s" + ("\033[K" if self.live else ""),
-                    end="\n")
+        line = f"{self.what} ... {outcome} in {self.elapsed():.1f}s"
+        self._write(f"\r{line}\033[K" if self.live else line, end="\n")
 
 
 class Counter:
