@@ -21,6 +21,7 @@ import os
 import sys
 
 from devstack.env import check_env, export_lines, stack_env
+from devstack.progress import Step
 from devstack.stack import StackError, config_from_env, down, is_running, status, up
 from devstack.state import StackState, state_dir_from_env
 
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv else "status"
     try:
         if command == "up":
-            state, already = up(config_from_env())
+            with Step("starting the local stack (moto, SMTP sink, mailbox simulator)"):
+                state, already = up(config_from_env())
             word = "already running" if already else f"started in {state.startup_seconds:.2f}s"
             print(f"local stack {word}: moto {state.endpoint}, SMTP sink 127.0.0.1:{state.smtp_port}, "
                   f"local Stripe {state.stripe_base}, state {state.state_dir}")

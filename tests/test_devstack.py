@@ -529,7 +529,7 @@ def test_dev_serves_the_code_location_and_ctrl_c_stops_everything(tmp_path):
         while port is None and time.monotonic() < deadline:
             line = proc.stdout.readline()
             assert line or proc.poll() is None, "devstack dev exited early"
-            m = re.search(r"Dagster UI: http://127\.0\.0\.1:(\d+)", line)
+            m = re.search(r"^UI at http://127\.0\.0\.1:(\d+)", line)
             port = int(m.group(1)) if m else None
         assert port, "the UI did not come up within 180 s"
         query = {"query": "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
@@ -584,7 +584,7 @@ def test_dagster_stops_when_dev_is_killed(tmp_path):
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             assert line or proc.poll() is None, "devstack dev exited early"
-            if "Dagster UI" in line:
+            if line.startswith("UI at "):
                 break
         assert dagster_processes(), "no webserver/daemon seen"
         state = StackState.load(tmp_path / "st")

@@ -170,6 +170,9 @@ def run_consumer(queue: Queue, consumer: Consumer, store: Store, options: DrainO
     return RunReport(total, time.monotonic() - started)
 
 
+REPLAY_CHUNK = 500
+
+
 def replay_quarantine(store: Store, consumer: Consumer, limit: int = 10_000, log: Any = None) -> Counters:
     """Run quarantined rows of the consumer's source through it again, after a fix. Each row
     records 'ok' or its new reason, in the same transaction as what it wrote. The messages carry
@@ -177,8 +180,12 @@ def replay_quarantine(store: Store, consumer: Consumer, limit: int = 10_000, log
     with store.transaction() as conn:
         rows = pending(conn, consumer.source)[:limit]
     counters = Counters(messages=len(rows), still_failing=0)
-    if rows:
-        counters.update(_replay(store, consumer, rows, log or _log))
+    log = log or _log
+    # In chunks: each commits on its own (short transactions) and the log shows how far it got.
+    for start in range(0, len(rows), REPLAY_CHUNK):
+        counters.update(_replay(store, consumer, rows[start:start + REPLAY_CHUNK], log))
+        log.info(f"{consumer.source}: replayed {min(start + REPLAY_CHUNK, len(rows)):,} of {len(rows):,} "
+                 f"quarantined rows, {counters['still_failing']:,} still failing")
     return counters
 
 
