@@ -122,8 +122,9 @@ class BillingTables:
     def ids_created_before(self, conn: duckdb.DuckDBPyConnection, object_type: str, before: int) -> Iterable[str]:
         table, key, _ = SPECS[object_type]
         where = f" AND {_LIVE_FILTER[object_type]}" if object_type in _LIVE_FILTER else ""
-        return [r[0] for r in conn.execute(f"SELECT {key} FROM {table} WHERE created < ?{where}",
-                                           [_ts(before)]).fetchall()]
+        # a row without `created` (written from a link before its object was seen) counts as old
+        sql = f"SELECT {key} FROM {table} WHERE (created IS NULL OR created < ?){where}"
+        return [r[0] for r in conn.execute(sql, [_ts(before)]).fetchall()]
 
     def set_mark(self, created: int, run_id: str) -> None:
         self.mark = (int(created), f"reconcile:{run_id}")
