@@ -256,7 +256,7 @@ def main() -> None:
     ap.add_argument("--baseline-n", type=int, default=2_000, help="messages per sequential point (it is slow)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per concurrent point and in process (median)")
     ap.add_argument("--sweep", default="", help="receivers to try at --sweep-latency for SES, e.g. 2,4,8,16,32")
-    ap.add_argument("--sweep-latency", type=float, default=20)
+    ap.add_argument("--sweep-latency", default="20", help="round trips (ms) for the sweep, e.g. 20,50")
     ap.add_argument("--out", default=str(RESULTS))
     # the consumer process
     ap.add_argument("--consumer", action="store_true")
@@ -295,10 +295,12 @@ def main() -> None:
             print(f"{workload} in process: {res['in_process']['per_s']:,}/s {res['in_process']['runs_per_s']}", flush=True)
             if workload == "ses" and a.sweep:
                 res["receivers_sweep"] = {}
-                for r in [int(x) for x in a.sweep.split(",")]:
-                    p = run_point(ep, workload, "concurrent", a.sweep_latency, bodies, work, prepare_db, common, r)
-                    res["receivers_sweep"][r] = p
-                    print(f"  sweep {a.sweep_latency:g} ms, {r} receivers: {p['per_s']:,}/s", flush=True)
+                for lat in [float(x) for x in str(a.sweep_latency).split(",")]:
+                    for r in [int(x) for x in a.sweep.split(",")]:
+                        p = median_point([run_point(ep, workload, "concurrent", lat, bodies, work, prepare_db, common, r)
+                                          for _ in range(a.repeat)])
+                        res["receivers_sweep"][f"{lat:g} ms, {r} receivers"] = p
+                        print(f"  sweep {lat:g} ms, {r} receivers: {p['per_s']:,}/s {p['runs_per_s']}", flush=True)
             for lat in latencies:
                 conc = median_point([run_point(ep, workload, "concurrent", lat, bodies, work, prepare_db, common)
                                      for _ in range(a.repeat)])

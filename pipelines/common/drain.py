@@ -128,7 +128,9 @@ class _Drain:
         try:
             while True:
                 with self.cond:
-                    while not self.stopping and self.inflight >= self.cap:
+                    # Wait for room for a full receive (fewer only for the last messages of the run).
+                    while not self.stopping and self.cap - self.inflight < min(
+                            SQS_BATCH, self.cap, self.opts.max_messages - self.reserved):
                         self.cond.wait(0.5)
                     if self.stopping or self._out_of_time():
                         return
