@@ -269,7 +269,7 @@ def main() -> None:
     ap.add_argument("--cert-dir")
     ap.add_argument("--bodies")
     ap.add_argument("--workers", type=int, default=-1)
-    a = ap.parse_args()
+    a, _ = ap.parse_known_args()   # `python -m bench` passes suite names along
     if a.consumer:
         if a.workers < 0:
             from pipelines.email_delivery.parallel import auto_workers
