@@ -224,3 +224,32 @@ def test_sequential_options_reproduce_one_call_at_a_time():
     drain(q, handle, DrainOptions.sequential(batch_size=20))
     assert q.log == ["receive:10", "receive:10", "handle:20", "delete:20",
                      "receive:5", "receive:0", "handle:5", "delete:5"]
+
+
+def test_the_keeper_extends_messages_whose_batch_runs_long_and_only_those():
+    class Extending(SharedQueue):
+        def __init__(self, n):
+            super().__init__(n, latency=0.001)
+            self.extended: list[tuple[str, int]] = []
+
+        def visibility_timeout(self):
+            return 1
+
+        def change_visibility(self, handles, seconds):
+            with self.lock:
+                self.extended += [(h, seconds) for h in handles]
+            return []
+
+    slow = Extending(20)
+
+    def slow_handle(batch):
+        time.sleep(1.5)       # longer than the 1-s visibility timeout
+        slow.commit(batch)
+
+    stats = drain(slow, slow_handle, DrainOptions(batch_size=10, receivers=1))
+    assert {h for h, _ in slow.extended} == {f"h{i}" for i in range(20)}
+    assert {s for _, s in slow.extended} == {1} and stats["visibility_extended"] >= 20
+
+    fast = Extending(20)
+    stats = drain(fast, fast.commit, DrainOptions(batch_size=10, receivers=1))
+    assert fast.extended == [] and stats["visibility_calls"] == 0
