@@ -1,5 +1,8 @@
 """The drain loop's ordering guarantee: commit (handle) before delete, bounded by count."""
 
+import threading
+import time
+
 import pytest
 
 from pipelines.common.drain import DrainOptions, drain
@@ -78,10 +81,6 @@ def test_quarantine_keeps_every_row_once_with_its_first_reason(tmp_path):
 
 
 # ---- the concurrent drain: receivers, prefetch, concurrent deletes ------------------------------
-
-import threading
-import time
-
 
 class SharedQueue:
     """A queue whose calls may overlap (as SQSQueueResource's do), each taking `latency` seconds;
