@@ -3,7 +3,8 @@
 import runpy
 import sys
 
-SUITES = ["bench.email_dispatch", "bench.ses_ingest", "bench.stripe_ingest", "bench.billing_reconcile"]
+SUITES = ["bench.email_dispatch", "bench.ses_ingest", "bench.drain_latency", "bench.stripe_ingest",
+          "bench.billing_reconcile"]
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or SUITES

@@ -7,8 +7,9 @@ the local stack and AWS.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 from botocore.config import Config
@@ -16,6 +17,9 @@ from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import PrivateAttr
 
 SQS_BATCH = 10  # SQS's hard limit for ReceiveMessage and DeleteMessageBatch
+# HTTP connections a queue's client keeps: the drain's receive, delete and visibility calls in flight.
+SQS_CONNECTIONS = 64
+_lazy = threading.Lock()   # the client and URL are made once, whichever thread asks first
 
 
 def boto3_client(cfg: ResourceWithBoto3Configuration, service: str, max_pool_connections: int = 10) -> Any:
@@ -36,8 +40,10 @@ def boto3_client(cfg: ResourceWithBoto3Configuration, service: str, max_pool_con
 
 
 class SQSQueueResource(ResourceWithBoto3Configuration):
-    """One SQS queue, by name. Receives and deletes in batches of 10."""
+    """One SQS queue, by name. Receives and deletes in batches of 10. Its calls may run from
+    several threads at once (a boto3 client is thread-safe; the drain overlaps them)."""
 
+    supports_concurrent_calls: ClassVar[bool] = True
     queue_name: str
     _client: Any = PrivateAttr(default=None)
     _url: str | None = PrivateAttr(default=None)
@@ -45,13 +51,18 @@ class SQSQueueResource(ResourceWithBoto3Configuration):
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = boto3_client(self, "sqs")
+            with _lazy:
+                if self._client is None:
+                    self._client = boto3_client(self, "sqs", max_pool_connections=SQS_CONNECTIONS)
         return self._client
 
     @property
     def url(self) -> str:
         if self._url is None:
-            self._url = self.client.get_queue_url(QueueName=self.queue_name)["QueueUrl"]
+            client = self.client
+            with _lazy:
+                if self._url is None:
+                    self._url = client.get_queue_url(QueueName=self.queue_name)["QueueUrl"]
         return self._url
 
     def depth(self) -> int:
@@ -88,6 +99,17 @@ class SQSQueueResource(ResourceWithBoto3Configuration):
             chunk = receipt_handles[start:start + SQS_BATCH]
             entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
             resp = self.client.delete_message_batch(QueueUrl=self.url, Entries=entries)
+            failed.extend(chunk[int(f["Id"])] for f in resp.get("Failed", []))
+        return failed
+
+    def change_visibility(self, receipt_handles: Sequence[str], seconds: int) -> list[str]:
+        """Keep messages hidden `seconds` more from now, in batches of 10; returns the handles SQS
+        refused (deleted meanwhile, or their visibility already ran out)."""
+        failed: list[str] = []
+        for start in range(0, len(receipt_handles), SQS_BATCH):
+            chunk = receipt_handles[start:start + SQS_BATCH]
+            entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": seconds} for i, h in enumerate(chunk)]
+            resp = self.client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
             failed.extend(chunk[int(f["Id"])] for f in resp.get("Failed", []))
         return failed
 

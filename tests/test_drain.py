@@ -1,5 +1,8 @@
 """The drain loop's ordering guarantee: commit (handle) before delete, bounded by count."""
 
+import threading
+import time
+
 import pytest
 
 from pipelines.common.drain import DrainOptions, drain
@@ -75,3 +78,177 @@ def test_quarantine_keeps_every_row_once_with_its_first_reason(tmp_path):
                               "WHERE quarantine_id = 'ses-notifications:sqs-7'").fetchone()
     assert rows == (2_000, 2_000)
     assert reason == ("body 7", "signature does not verify")
+
+
+# ---- the concurrent drain: receivers, prefetch, concurrent deletes ------------------------------
+
+class SharedQueue:
+    """A queue whose calls may overlap (as SQSQueueResource's do), each taking `latency` seconds;
+    it records what the drain did, and when."""
+
+    supports_concurrent_calls = True
+    queue_name = "shared"
+
+    def __init__(self, n, latency=0.005, delete_latency=None):
+        self.pending = [{"MessageId": f"m{i}", "ReceiptHandle": f"h{i}", "Body": str(i)} for i in range(n)]
+        self.latency = latency
+        self.delete_latency = latency if delete_latency is None else delete_latency
+        self.lock = threading.Lock()
+        self.deleted: list[str] = []
+        self.committed: set[str] = set()
+        self.deleted_before_commit: list[str] = []
+        self.receive_starts: list[float] = []
+        self.deleting = self.max_deleting = 0
+        self.received = 0
+        self.max_uncommitted = 0
+
+    def receive(self, max_messages=10, wait_seconds=1):
+        with self.lock:
+            self.receive_starts.append(time.monotonic())
+        time.sleep(self.latency)
+        with self.lock:
+            out, self.pending = self.pending[:max_messages], self.pending[max_messages:]
+            self.received += len(out)
+            self.max_uncommitted = max(self.max_uncommitted, self.received - len(self.committed))
+        return out
+
+    def delete(self, handles):
+        with self.lock:
+            self.deleting += 1
+            self.max_deleting = max(self.max_deleting, self.deleting)
+            self.deleted_before_commit += [h for h in handles if h not in self.committed]
+        time.sleep(self.delete_latency)
+        with self.lock:
+            self.deleting -= 1
+            self.deleted.extend(handles)
+        return []
+
+    def commit(self, batch):
+        with self.lock:
+            self.committed.update(m.receipt_handle for m in batch)
+
+
+def test_concurrent_drain_deletes_each_message_once_and_only_after_its_commit():
+    q = SharedQueue(1_000)
+    stats = drain(q, q.commit, DrainOptions(batch_size=100, receivers=4, deleters=4))
+    assert stats["received"] == stats["deleted"] == 1_000 and stats["delete_failures"] == 0
+    assert q.deleted_before_commit == []
+    assert sorted(q.deleted) == sorted(f"h{i}" for i in range(1_000))
+    assert stats["receive_calls"] + stats["delete_calls"] <= 0.25 * 1_000
+
+
+def test_the_next_batch_is_received_while_this_one_is_handled():
+    q = SharedQueue(400, latency=0.01)
+    spans: list[tuple[float, float]] = []
+
+    def slow_handle(batch):
+        began = time.monotonic()
+        time.sleep(0.2)
+        q.commit(batch)
+        spans.append((began, time.monotonic()))
+
+    drain(q, slow_handle, DrainOptions(batch_size=100, receivers=4))
+    during = [t for t in q.receive_starts if any(a < t < b for a, b in spans)]
+    assert len(during) >= 5, "no receive overlapped the handling of a batch"
+
+
+def test_deletes_are_concurrent_batch_calls():
+    q = SharedQueue(300, latency=0.001, delete_latency=0.05)
+    stats = drain(q, q.commit, DrainOptions(batch_size=100, deleters=8))
+    assert stats["delete_calls"] == 30 and stats["deleted"] == 300
+    assert q.max_deleting > 1
+
+
+def test_received_but_uncommitted_stays_within_batch_plus_prefetch():
+    q = SharedQueue(2_000, latency=0.002)
+
+    def slow_handle(batch):
+        time.sleep(0.05)
+        q.commit(batch)
+
+    drain(q, slow_handle, DrainOptions(batch_size=100, prefetch=50, receivers=8))
+    assert 100 <= q.max_uncommitted <= 150
+
+
+def test_concurrent_receivers_stop_at_max_messages():
+    q = SharedQueue(50)
+    stats = drain(q, q.commit, DrainOptions(max_messages=23, receivers=8))
+    assert stats["received"] == 23 and len(q.pending) == 27
+
+
+def test_concurrent_drain_deletes_nothing_when_a_handle_fails():
+    q = SharedQueue(300)
+    batches = []
+
+    def handle(batch):
+        if batches:
+            raise RuntimeError("db down")
+        batches.append(batch)
+        q.commit(batch)
+
+    with pytest.raises(RuntimeError):
+        drain(q, handle, DrainOptions(batch_size=100, receivers=4, deleters=4))
+    # the first batch was committed and deleted; nothing of the failed one or after it
+    assert sorted(q.deleted) == sorted(m.receipt_handle for m in batches[0])
+    assert q.deleted_before_commit == []
+
+
+def test_the_drain_stops_within_its_time_limit():
+    class Endless(SharedQueue):
+        def receive(self, max_messages=10, wait_seconds=1):
+            time.sleep(self.latency)
+            with self.lock:
+                self.received += max_messages
+                start = self.received
+            return [{"MessageId": f"e{start + i}", "ReceiptHandle": f"e{start + i}", "Body": "x"}
+                    for i in range(max_messages)]
+
+    q = Endless(0, latency=0.02)
+    started = time.monotonic()
+    stats = drain(q, lambda batch: time.sleep(0.01), DrainOptions(max_messages=10**9, max_seconds=1.0,
+                                                                 batch_size=200, receivers=8))
+    took = time.monotonic() - started
+    assert took < 1.5 and stats["received"] > 0 and stats["received"] == stats["deleted"]
+
+
+def test_sequential_options_reproduce_one_call_at_a_time():
+    class Logged(ListQueue):
+        supports_concurrent_calls = True
+
+    q = Logged([str(i) for i in range(25)])
+
+    def handle(batch):
+        q.log.append(f"handle:{len(batch)}")
+
+    drain(q, handle, DrainOptions.sequential(batch_size=20))
+    assert q.log == ["receive:10", "receive:10", "handle:20", "delete:20",
+                     "receive:5", "receive:0", "handle:5", "delete:5"]
+
+
+def test_the_keeper_extends_messages_whose_batch_runs_long_and_only_those():
+    class Extending(SharedQueue):
+        def __init__(self, n):
+            super().__init__(n, latency=0.001)
+            self.extended: list[tuple[str, int]] = []
+
+        def visibility_timeout(self):
+            return 1
+
+        def change_visibility(self, handles, seconds):
+            with self.lock:
+                self.extended += [(h, seconds) for h in handles]
+            return []
+
+    slow = Extending(20)
+
+    def slow_handle(batch):
+        time.sleep(1.5)       # longer than the 1-s visibility timeout
+        slow.commit(batch)
+
+    stats = drain(slow, slow_handle, DrainOptions(batch_size=10, receivers=1))
+    assert {h for h, _ in slow.extended} == {f"h{i}" for i in range(20)}
+    assert {s for _, s in slow.extended} == {1} and stats["visibility_extended"] >= 20
+
+    fast = Extending(20)
+    stats = drain(fast, fast.commit, DrainOptions(batch_size=10, receivers=1))
+    assert fast.extended == [] and stats["visibility_calls"] == 0

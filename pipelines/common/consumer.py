@@ -151,7 +151,7 @@ class RunReport:
 
     @property
     def sqs_calls(self) -> int:
-        return self.counters["receive_calls"] + self.counters["delete_calls"]
+        return self.counters["receive_calls"] + self.counters["delete_calls"] + self.counters["visibility_calls"]
 
     def as_metadata(self) -> dict[str, int | float]:
         return {**self.counters.as_metadata(), "sqs_calls": self.sqs_calls, "seconds": round(self.seconds, 3)}

@@ -6,13 +6,29 @@ commit everything it needs to DuckDB (including quarantine rows) before it retur
 delete the batch from SQS. A crash before the delete leaves the messages on the queue; `handle`
 is idempotent, so the redelivery changes nothing. Flushing by age keeps a slow queue from
 redelivering messages that are still waiting in a batch (and deleting them would then fail).
+
+Against a real SQS every call is a network round trip (10-30 ms in-region), so the calls run
+concurrently with the handling and with each other:
+- `receivers` threads keep receive calls in flight; they fill the next batch (up to `prefetch`
+  messages ahead) while this one is prepared and committed;
+- a committed batch's deletes go out as concurrent batch calls (`deleters` threads), off the
+  path of the next batch;
+- a batch whose handling runs long keeps its messages hidden: a keeper thread extends their
+  visibility (ChangeMessageVisibilityBatch) before it runs out.
+`handle` and `on_receive` always run in the calling thread, one batch at a time, so consumers
+and their DuckDB connection see no concurrency. A queue runs this way only if it says its
+calls may overlap (`supports_concurrent_calls`, e.g. SQSQueueResource: boto3 clients are
+thread-safe); any other queue, or `DrainOptions.sequential()`, is drained one call at a time.
 """
 
 from __future__ import annotations
 
+import queue as queue_module
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 from pipelines.common.counters import Counters
 from pipelines.common.queue_message import Queue, QueueMessage
@@ -31,6 +47,19 @@ class DrainOptions:
     # queue's visibility timeout (read from the queue when `visibility_timeout` is None).
     visibility_share: float = 0.5
     visibility_timeout: float | None = None
+    # Receive calls in flight at once (bench/README.md, "Drain latency", for how it was chosen).
+    receivers: int = 8
+    # Messages received ahead while a batch is handled; None = one batch.
+    prefetch: int | None = None
+    # Delete calls in flight at once; 0 = the drain thread deletes, one call after another.
+    deleters: int = 8
+    # Extend the visibility of messages whose batch is still being handled when it would run out.
+    extend_visibility: bool = True
+
+    @classmethod
+    def sequential(cls, **kwargs) -> DrainOptions:
+        """One call at a time: receive a batch, handle it, delete it, receive the next."""
+        return cls(**{"receivers": 1, "prefetch": 0, "deleters": 0, "extend_visibility": False, **kwargs})
 
 
 def visibility_timeout_of(queue: Queue) -> float | None:
@@ -43,61 +72,254 @@ def drain(queue: Queue, handle: Callable[[list[QueueMessage]], None], options: D
           *, on_receive: Callable[[list[QueueMessage]], None] | None = None) -> Counters:
     """Drain up to `max_messages` or `max_seconds`. `on_receive` sees each received message as it
     arrives (a consumer that prepares in worker processes starts on it then)."""
-    stats = Counters(received=0, deleted=0, delete_failures=0, batches=0, receive_calls=0, delete_calls=0,
-                     flushed_by_age=0)
-    timeout = options.visibility_timeout if options.visibility_timeout is not None else visibility_timeout_of(queue)
-    budget = options.visibility_share * timeout if timeout else None
-    started = time.monotonic()
-    empty_polls = 0
-    batch: list[QueueMessage] = []
-    oldest = 0.0          # when the receive that brought the batch's oldest message began
-    last_receive = 0.0    # how long the latest receive took: the next may take as long
-    seen: set[str] = set()
+    if not getattr(queue, "supports_concurrent_calls", False):
+        options = replace(options, receivers=1, prefetch=0, deleters=0, extend_visibility=False)
+    return _Drain(queue, handle, options, on_receive).run()
 
-    def flush() -> None:
-        handle(batch)
-        handles = [m.receipt_handle for m in batch]
-        failed = queue.delete(handles)
-        stats["delete_calls"] += (len(handles) + SQS_BATCH - 1) // SQS_BATCH
-        stats["deleted"] += len(handles) - len(failed)
-        stats["delete_failures"] += len(failed)
-        stats["batches"] += 1
-        batch.clear()
 
-    def too_old() -> bool:
-        return bool(batch) and budget is not None and time.monotonic() - oldest + last_receive >= budget
+_DONE = object()   # a receiver has stopped
 
-    while stats["received"] < options.max_messages and time.monotonic() - started < options.max_seconds:
-        if too_old():
-            stats["flushed_by_age"] += 1
-            flush()
-        wait = options.wait_seconds
-        if batch and budget is not None:   # do not long-poll past the batch's deadline
-            wait = max(0, min(wait, int(budget - (time.monotonic() - oldest) - last_receive)))
-        want = min(SQS_BATCH, options.max_messages - stats["received"])
-        began = time.monotonic()
-        raw = queue.receive(max_messages=want, wait_seconds=wait)
-        last_receive = time.monotonic() - began
-        stats["receive_calls"] += 1
-        if not raw:
-            empty_polls += 1
-            if empty_polls >= options.empty_polls_to_stop:
-                break
-            continue
-        empty_polls = 0
-        received = [QueueMessage.from_sqs(m) for m in raw]
-        if on_receive is not None:
-            on_receive(received)
-        if not batch:
-            oldest = began
+
+@dataclass
+class _Received:
+    began: float       # when the receive call began: the messages were hidden no earlier
+    raw: list[dict]
+
+
+@dataclass
+class _Failed:
+    exc: BaseException
+
+
+class _Drain:
+    def __init__(self, queue: Queue, handle: Callable[[list[QueueMessage]], None], options: DrainOptions,
+                 on_receive: Callable[[list[QueueMessage]], None] | None):
+        self.queue, self.handle, self.opts, self.on_receive = queue, handle, options, on_receive
+        self.stats = Counters(received=0, deleted=0, delete_failures=0, batches=0, receive_calls=0,
+                              delete_calls=0, flushed_by_age=0)
+        timeout = options.visibility_timeout if options.visibility_timeout is not None else visibility_timeout_of(queue)
+        self.timeout = timeout if timeout else None
+        self.budget = options.visibility_share * timeout if timeout else None
+        prefetch = options.batch_size if options.prefetch is None else options.prefetch
+        self.cap = max(1, options.batch_size + prefetch)   # messages received and not yet committed
+        self.started = time.monotonic()
+        # Shared with the receiver and keeper threads, under `cond`:
+        self.cond = threading.Condition()
+        self.reserved = 0      # messages asked for so far, against max_messages
+        self.inflight = 0      # asked for or received, and not yet committed
+        self.empty_streak = 0
+        self.stopping = False
+        self.hidden_until: dict[str, float] = {}   # receipt handle -> when it becomes visible again
+        self.keeper_stats = Counters()
+        # The drain thread's own:
+        self.inbox: queue_module.Queue = queue_module.Queue()
+        self.batch: list[QueueMessage] = []
+        self.oldest = 0.0
+        self.seen: set[str] = set()
+        self.deletes: list[Future] = []
+        self.pool: ThreadPoolExecutor | None = None
+
+    # ---- receiver threads -------------------------------------------------------------------
+
+    def _out_of_time(self) -> bool:
+        return time.monotonic() - self.started >= self.opts.max_seconds
+
+    def _receive_loop(self) -> None:
+        try:
+            while True:
+                with self.cond:
+                    # Wait for room for a full receive (fewer only for the last messages of the run).
+                    while not self.stopping and self.cap - self.inflight < min(
+                            SQS_BATCH, self.cap, self.opts.max_messages - self.reserved):
+                        self.cond.wait(0.5)
+                    if self.stopping or self._out_of_time():
+                        return
+                    want = min(SQS_BATCH, self.opts.max_messages - self.reserved, self.cap - self.inflight)
+                    if want <= 0:
+                        return
+                    self.reserved += want
+                    self.inflight += want
+                # A long poll never runs past the drain's time limit.
+                left = self.opts.max_seconds - (time.monotonic() - self.started)
+                wait = max(0, min(self.opts.wait_seconds, int(left)))
+                began = time.monotonic()
+                try:
+                    raw = self.queue.receive(max_messages=want, wait_seconds=wait)
+                except BaseException as exc:  # noqa: BLE001 - handed to the drain thread, which raises it
+                    with self.cond:
+                        self.reserved -= want
+                        self.inflight -= want
+                        self.stopping = True
+                        self.cond.notify_all()
+                    self.inbox.put(_Failed(exc))
+                    return
+                with self.cond:
+                    unused = want - len(raw)
+                    self.reserved -= unused
+                    self.inflight -= unused
+                    if self.timeout:
+                        for m in raw:
+                            self.hidden_until[m["ReceiptHandle"]] = began + self.timeout
+                    self.empty_streak = 0 if raw else self.empty_streak + 1
+                    if self.empty_streak >= self.opts.empty_polls_to_stop:
+                        self.stopping = True
+                    self.cond.notify_all()
+                self.inbox.put(_Received(began, raw))
+        finally:
+            self.inbox.put(_DONE)
+
+    def _stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+
+    # ---- keeper thread: visibility of batches that run long ---------------------------------
+
+    def _keep_hidden(self, done: threading.Event) -> None:
+        assert self.timeout is not None
+        tick = max(0.05, min(1.0, self.timeout / 10))
+        margin = min(self.timeout / 2, max(self.timeout / 4, 3 * tick))
+        change = self.queue.change_visibility  # type: ignore[attr-defined]
+        while not done.wait(tick):
+            now = time.monotonic()
+            with self.cond:
+                due = [h for h, until in self.hidden_until.items() if until - now < margin]
+                for h in due:
+                    self.hidden_until[h] = now + self.timeout
+            for start in range(0, len(due), SQS_BATCH):
+                chunk = due[start:start + SQS_BATCH]
+                try:
+                    failed = change(chunk, int(self.timeout))
+                except Exception:  # noqa: BLE001 - the worst case is a redelivery, which changes nothing
+                    with self.cond:
+                        self.keeper_stats["visibility_errors"] += 1
+                    continue
+                with self.cond:
+                    self.keeper_stats["visibility_calls"] += 1
+                    self.keeper_stats["visibility_extended"] += len(chunk) - len(failed)
+
+    # ---- the drain thread -------------------------------------------------------------------
+
+    def run(self) -> Counters:
+        opts = self.opts
+        receivers = [threading.Thread(target=self._receive_loop, name=f"sqs-receive-{i}", daemon=True)
+                     for i in range(max(1, opts.receivers))]
+        keeper_done = threading.Event()
+        keeper = None
+        if opts.extend_visibility and self.timeout and hasattr(self.queue, "change_visibility"):
+            keeper = threading.Thread(target=self._keep_hidden, args=(keeper_done,), name="sqs-visibility",
+                                      daemon=True)
+        if opts.deleters > 0:
+            self.pool = ThreadPoolExecutor(opts.deleters, thread_name_prefix="sqs-delete")
+        for t in receivers:
+            t.start()
+        if keeper is not None:
+            keeper.start()
+        try:
+            live = len(receivers)
+            while live:
+                item = self._next()
+                if item is None:          # nothing arrived in time: a batch may be due by age
+                    if self._out_of_time():
+                        self._stop()
+                elif item is _DONE:
+                    live -= 1
+                elif isinstance(item, _Failed):
+                    raise item.exc
+                else:
+                    self.stats["receive_calls"] += 1
+                    self._take(item)
+                    if len(self.batch) >= opts.batch_size:
+                        self._flush()
+                if self._too_old():
+                    self.stats["flushed_by_age"] += 1
+                    self._flush()
+            if self.batch:
+                self._flush()
+            self._reap(wait=True)
+        finally:
+            self._stop()
+            for t in receivers:
+                t.join()
+            keeper_done.set()
+            if keeper is not None:
+                keeper.join()
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+        self.stats.update(self.keeper_stats)
+        return self.stats
+
+    def _next(self) -> object | None:
+        wait = 0.5
+        if self.batch and self.budget is not None:
+            wait = max(0.0, min(wait, self.oldest + self.budget - time.monotonic()))
+        try:
+            return self.inbox.get(timeout=wait)
+        except queue_module.Empty:
+            return None
+
+    def _too_old(self) -> bool:
+        return bool(self.batch) and self.budget is not None and time.monotonic() - self.oldest >= self.budget
+
+    def _take(self, item: _Received) -> None:
+        if not item.raw:
+            return
+        received = [QueueMessage.from_sqs(m) for m in item.raw]
+        if self.on_receive is not None:
+            self.on_receive(received)
+        if not self.batch:
+            self.oldest = item.began
         for msg in received:
-            if msg.sqs_message_id in seen:  # same message twice in one drain: keep the newest handle
-                batch[:] = [m for m in batch if m.sqs_message_id != msg.sqs_message_id]
-            seen.add(msg.sqs_message_id)
-            batch.append(msg)
-            stats["received"] += 1
-        if len(batch) >= options.batch_size:
-            flush()
-    if batch:
-        flush()
-    return stats
+            if msg.sqs_message_id in self.seen:
+                # Received again (its visibility ran out). In this batch: keep the newest handle.
+                before = len(self.batch)
+                dropped = [m for m in self.batch if m.sqs_message_id == msg.sqs_message_id]
+                self.batch[:] = [m for m in self.batch if m.sqs_message_id != msg.sqs_message_id]
+                with self.cond:
+                    self.inflight -= before - len(self.batch)
+                    for m in dropped:
+                        self.hidden_until.pop(m.receipt_handle, None)
+                    self.cond.notify_all()
+                self.stats["received_again"] += 1
+            self.seen.add(msg.sqs_message_id)
+            self.batch.append(msg)
+            self.stats["received"] += 1
+
+    def _flush(self) -> None:
+        batch, self.batch = self.batch, []
+        self.handle(batch)            # committed (or it raised, and nothing is deleted)
+        self.stats["batches"] += 1
+        handles = [m.receipt_handle for m in batch]
+        if self.pool is None:
+            self._count_deleted(len(handles), self.queue.delete(handles),
+                                (len(handles) + SQS_BATCH - 1) // SQS_BATCH)
+            self._release(handles)    # receiving resumes only now: one call at a time
+            return
+        self._release(handles)
+        for start in range(0, len(handles), SQS_BATCH):
+            chunk = handles[start:start + SQS_BATCH]
+            future = self.pool.submit(self.queue.delete, chunk)
+            future.size = len(chunk)  # type: ignore[attr-defined]
+            self.deletes.append(future)
+        self._reap(wait=False)
+
+    def _release(self, handles: list[str]) -> None:
+        with self.cond:
+            for h in handles:
+                self.hidden_until.pop(h, None)
+            self.inflight -= len(handles)
+            self.cond.notify_all()
+
+    def _count_deleted(self, sent: int, failed: list[str], calls: int) -> None:
+        self.stats["delete_calls"] += calls
+        self.stats["deleted"] += sent - len(failed)
+        self.stats["delete_failures"] += len(failed)
+
+    def _reap(self, wait: bool) -> None:
+        keep = []
+        for future in self.deletes:
+            if wait or future.done():
+                self._count_deleted(future.size, future.result(), 1)
+            else:
+                keep.append(future)
+        self.deletes = keep

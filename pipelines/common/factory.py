@@ -33,13 +33,20 @@ class DrainConfig(dg.Config):
     wait_seconds: int = Field(default=1, description="SQS long-poll wait per receive.")
     visibility_share: float = Field(default=0.5, description="Flush a batch once its oldest message has been in "
                                     "flight this share of the queue's visibility timeout.")
+    receivers: int = Field(default=8, description="SQS receive calls in flight at once (the next batch is "
+                           "received while this one is handled).")
+    deleters: int = Field(default=8, description="SQS delete calls in flight at once; 0 deletes one call after "
+                          "another.")
+    extend_visibility: bool = Field(default=True, description="Extend the visibility of a batch whose handling "
+                                    "runs long, so its messages are not delivered again meanwhile.")
     connection_hold_seconds: float = Field(default=10.0, description="One DuckDB connection serves consecutive "
                                            "batches for at most this long, then readers get a turn.")
 
     def drain_options(self) -> DrainOptions:
         return DrainOptions(max_messages=self.max_messages, max_seconds=self.max_seconds,
                             batch_size=self.batch_size, wait_seconds=self.wait_seconds,
-                            visibility_share=self.visibility_share)
+                            visibility_share=self.visibility_share, receivers=self.receivers,
+                            deleters=self.deleters, extend_visibility=self.extend_visibility)
 
 
 class ReplayConfig(dg.Config):

@@ -28,6 +28,10 @@ class QueueMessage:
 
 
 class Queue(Protocol):
+    """What the drain needs of a queue. Optional, used when present: `supports_concurrent_calls`
+    (True: its calls may run from several threads at once, so the drain overlaps them),
+    `visibility_timeout() -> seconds` and `change_visibility(receipt_handles, seconds) -> refused`."""
+
     queue_name: str
 
     def receive(self, max_messages: int = 10, wait_seconds: int = 1) -> list[dict]: ...
