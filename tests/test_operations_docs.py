@@ -85,7 +85,8 @@ def test_iam_policy_scopes_queue_and_topic_actions_to_the_named_resources():
     consumed = {f"arn:aws:sqs:*:*:{q}" for q in topology.QUEUES}
     for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
         assert set(granted[action]) == consumed, action
-    assert "arn:aws:sqs:*:*:email-requests" not in granted["sqs:SendMessage"]   # the app sends, not us
+    # Billing's dunning notices are email requests the Stripe drain sends through dispatch().
+    assert sorted(granted["sqs:SendMessage"]) == ["arn:aws:sqs:*:*:address-changes", "arn:aws:sqs:*:*:email-requests"]
     assert granted["sns:ConfirmSubscription"] == [f"arn:aws:sns:*:*:{topology.TOPIC_NAME}"]
     assert all(r.startswith("arn:aws:ses:") for r in granted["ses:SendEmail"])
 
