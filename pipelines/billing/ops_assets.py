@@ -61,7 +61,12 @@ def _listing(rows: list[tuple], limit: int = 20) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(f"- {' | '.join(str(c) for c in r)}" for r in rows[:limit]) or "none")
 
 
-@dg.asset_check(asset=subscriptions_current, description="Every live subscription has a customer and an organisation.")
+@dg.asset_check(asset=subscriptions_current, description="Every live subscription has a customer and "
+                                                         "an organisation. If it fails: the rows "
+                                                         "listed lack a stripe_customers row or an "
+                                                         "organization_id; run resync_customer_job "
+                                                         "for the customer, or check that the "
+                                                         "customer's metadata names its organisation.")
 def live_subscriptions_have_customer_and_organisation(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.connect() as conn:
         rows = reporting.live_without_customer_or_org(conn)
@@ -69,7 +74,9 @@ def live_subscriptions_have_customer_and_organisation(duckdb: DuckDBResource) ->
 
 
 @dg.asset_check(asset=subscriptions_current,
-                description="No subscription is live in DuckDB that the last reconciliation saw canceled in Stripe.")
+                description="No subscription is live in DuckDB that the last reconciliation saw "
+                            "canceled in Stripe. If it fails: run reconcile_billing_job with "
+                            "mode=full, then look at billing_drift for the rows it could not repair.")
 def none_live_here_canceled_in_stripe(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.connect() as conn:
         ensure_ops_tables(conn)
@@ -77,7 +84,12 @@ def none_live_here_canceled_in_stripe(duckdb: DuckDBResource) -> dg.AssetCheckRe
     return dg.AssetCheckResult(passed=not rows, metadata={"subscriptions": len(rows), "examples": _listing(rows)})
 
 
-@dg.asset_check(asset=subscriptions_current, description="The last reconciliation left no drift unrepaired.")
+@dg.asset_check(asset=subscriptions_current, description="The last reconciliation left no difference "
+                                                         "between Stripe and the tables unrepaired. "
+                                                         "If it fails: read the unrepaired rows of "
+                                                         "billing_drift (their reason says why), fix "
+                                                         "the cause, and run reconcile_billing_job "
+                                                         "again.")
 def drift_repaired(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.connect() as conn:
         ensure_ops_tables(conn)
@@ -93,7 +105,11 @@ class FailureRateConfig(dg.Config):
     days: int = Field(default=7, description="Window, in days, of PaymentIntents looked at.")
 
 
-@dg.asset_check(asset=billing_daily, description="The payment failure rate stays under a threshold (config max_rate).")
+@dg.asset_check(asset=billing_daily, description="The share of failed PaymentIntents over the last "
+                                                 "days stays under a threshold (config max_rate). If "
+                                                 "it fails: look at failure_code in stripe_payments "
+                                                 "for a common cause (an expired card wave, a Radar "
+                                                 "rule, an outage).")
 def payment_failure_rate_under_threshold(config: FailureRateConfig, duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.connect() as conn:
         rate, failed, attempted = reporting.payment_failure_rate(conn, datetime.now(UTC), config.days)
@@ -102,7 +118,12 @@ def payment_failure_rate_under_threshold(config: FailureRateConfig, duckdb: Duck
                                          "attempted": attempted, "max_rate": dg.MetadataValue.float(config.max_rate)})
 
 
-@dg.asset_check(asset=billing_leaks, description="No billing leaks remain.")
+@dg.asset_check(asset=billing_leaks, description="No billing leak remains in billing_leaks: no "
+                                                 "charging of deleted or community organisations, no "
+                                                 "company past its grace period without a "
+                                                 "subscription. If it fails: cancel or refund the "
+                                                 "listed subscriptions with the operator jobs, or "
+                                                 "chase the listed companies.")
 def no_billing_leaks(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.connect() as conn:
         rows = conn.execute("SELECT leak, organization_id, subscription_id FROM billing_leaks ORDER BY 1, 2").fetchall()
@@ -114,7 +135,9 @@ OPS_CHECKS = [live_subscriptions_have_customer_and_organisation, none_live_here_
               payment_failure_rate_under_threshold, no_billing_leaks]
 
 billing_reports_job = dg.define_asset_job("billing_reports_job", selection=dg.AssetSelection.assets(*OPS_ASSETS),
-                                          description="subscriptions_current, billing_daily, billing_leaks and checks.")
+                                          description="Materializes subscriptions_current, "
+                                                      "billing_daily and billing_leaks, and runs "
+                                                      "their checks.")
 billing_reports_schedule = dg.ScheduleDefinition(
     name="billing_reports_schedule", job=billing_reports_job, cron_schedule="40 2 * * *", execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,

@@ -160,7 +160,7 @@ def sync_seat_counts(context: dg.OpExecutionContext, stripe: StripeResource, duc
 
 
 seat_sync_job = dg.GraphDefinition(name="seat_sync_job", node_defs=[sync_seat_counts]).to_job(
-    description="Seat counts follow organization_members.")
+    description="Sets each live subscription's seat quantity in Stripe to its organisation's member count.")
 
 
 class ReconcileConfig(dg.Config):
@@ -200,7 +200,8 @@ def notify_subscription_required(context: dg.OpExecutionContext, config: NoticeC
 
 organization_subscription_notice_job = dg.GraphDefinition(
     name="organization_subscription_notice_job", node_defs=[notify_subscription_required]).to_job(
-    description="organization-subscription-required notices.")
+    description="Sends organization-subscription-required to company organisations past their grace "
+                "period without an active subscription.")
 
 OPS_JOBS = [refund_payment_job, cancel_subscription_job, resync_customer_job, seat_sync_job, reconcile_billing_job,
             organization_subscription_notice_job]

@@ -6,7 +6,9 @@ from pipelines.billing.ops_jobs import organization_subscription_notice_job, rec
 
 seat_sync_schedule = dg.ScheduleDefinition(
     name="seat_sync_schedule", job=seat_sync_job, cron_schedule="40 4 * * *", execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING, description="Seat counts follow organization_members, daily.")
+    default_status=dg.DefaultScheduleStatus.RUNNING, description="Daily: seat_sync_job sets seat "
+                                                                 "quantities from "
+                                                                 "organization_members.")
 
 reconcile_billing_schedule = dg.ScheduleDefinition(
     name="reconcile_billing_schedule", job=reconcile_billing_job, cron_schedule="10 2 * * *",
@@ -17,7 +19,10 @@ reconcile_billing_schedule = dg.ScheduleDefinition(
 reconcile_billing_full_schedule = dg.ScheduleDefinition(
     name="reconcile_billing_full_schedule", job=reconcile_billing_job, cron_schedule="10 3 * * 0",
     execution_timezone="UTC", run_config={"ops": {"reconcile_billing": {"config": {"mode": "full"}}}},
-    default_status=dg.DefaultScheduleStatus.RUNNING, description="Full reconciliation sweep, weekly (Sunday).")
+    default_status=dg.DefaultScheduleStatus.RUNNING, description="Weekly (Sunday): "
+                                                                 "reconcile_billing_job as a full "
+                                                                 "sweep of customers, subscriptions, "
+                                                                 "invoices and PaymentIntents.")
 
 organization_subscription_notice_schedule = dg.ScheduleDefinition(
     name="organization_subscription_notice_schedule", job=organization_subscription_notice_job,
