@@ -6,6 +6,10 @@ commit everything it needs to DuckDB (including quarantine rows) before it retur
 delete the batch from SQS. A crash before the delete leaves the messages on the queue; `handle`
 is idempotent, so the redelivery changes nothing. Flushing by age keeps a slow queue from
 redelivering messages that are still waiting in a batch (and deleting them would then fail).
+
+A stop request (pipelines/common/stop.py) ends the loop before its next receive: the batch in
+hand that `handle` has not taken is abandoned (left on the queue, redelivered after its
+visibility timeout); a batch whose `handle` raises Stopped is not deleted either.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 
 from pipelines.common.counters import Counters
 from pipelines.common.queue_message import Queue, QueueMessage
+from pipelines.common.stop import Stopped, StopRequest
 
 SQS_BATCH = 10
 
@@ -40,9 +45,10 @@ def visibility_timeout_of(queue: Queue) -> float | None:
 
 
 def drain(queue: Queue, handle: Callable[[list[QueueMessage]], None], options: DrainOptions = DrainOptions(),
-          *, on_receive: Callable[[list[QueueMessage]], None] | None = None) -> Counters:
-    """Drain up to `max_messages` or `max_seconds`. `on_receive` sees each received message as it
-    arrives (a consumer that prepares in worker processes starts on it then)."""
+          *, on_receive: Callable[[list[QueueMessage]], None] | None = None,
+          stop: StopRequest | None = None) -> Counters:
+    """Drain up to `max_messages` or `max_seconds`, or until `stop` is requested. `on_receive` sees
+    each received message as it arrives (a consumer that prepares in worker processes starts on it then)."""
     stats = Counters(received=0, deleted=0, delete_failures=0, batches=0, receive_calls=0, delete_calls=0,
                      flushed_by_age=0)
     timeout = options.visibility_timeout if options.visibility_timeout is not None else visibility_timeout_of(queue)
@@ -54,8 +60,13 @@ def drain(queue: Queue, handle: Callable[[list[QueueMessage]], None], options: D
     last_receive = 0.0    # how long the latest receive took: the next may take as long
     seen: set[str] = set()
 
-    def flush() -> None:
-        handle(batch)
+    def flush() -> bool:
+        try:
+            handle(batch)
+        except Stopped:
+            stats["stopped_in_batch"] += len(batch)
+            batch.clear()
+            return False
         handles = [m.receipt_handle for m in batch]
         failed = queue.delete(handles)
         stats["delete_calls"] += (len(handles) + SQS_BATCH - 1) // SQS_BATCH
@@ -63,14 +74,21 @@ def drain(queue: Queue, handle: Callable[[list[QueueMessage]], None], options: D
         stats["delete_failures"] += len(failed)
         stats["batches"] += 1
         batch.clear()
+        return True
+
+    def stopping() -> bool:
+        return stop is not None and stop.requested
 
     def too_old() -> bool:
         return bool(batch) and budget is not None and time.monotonic() - oldest + last_receive >= budget
 
     while stats["received"] < options.max_messages and time.monotonic() - started < options.max_seconds:
+        if stopping():
+            break
         if too_old():
             stats["flushed_by_age"] += 1
-            flush()
+            if not flush():
+                break
         wait = options.wait_seconds
         if batch and budget is not None:   # do not long-poll past the batch's deadline
             wait = max(0, min(wait, int(budget - (time.monotonic() - oldest) - last_receive)))
@@ -96,8 +114,12 @@ def drain(queue: Queue, handle: Callable[[list[QueueMessage]], None], options: D
             seen.add(msg.sqs_message_id)
             batch.append(msg)
             stats["received"] += 1
-        if len(batch) >= options.batch_size:
-            flush()
-    if batch:
+        if len(batch) >= options.batch_size and not flush():
+            break
+    if batch and stopping():
+        stats["abandoned"] += len(batch)   # never committed: left on the queue
+    elif batch:
         flush()
+    if stopping():
+        stats["stopped"] = 1
     return stats
