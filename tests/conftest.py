@@ -173,3 +173,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if fixtures & {"local_stack", "stack_env"} or (
                 item.path.name == "test_production_profile.py" and fixtures & SERVER_FIXTURES):
             item.add_marker(pytest.mark.integration)
+
+
+# Hypothesis profiles for the parsers' property tests (tests/strategies.py): "ci" runs in every
+# suite run, "deep" before a release (HYPOTHESIS_PROFILE=deep). A failure prints its blob, to be
+# replayed with @reproduce_failure.
+from hypothesis import HealthCheck, settings as hypothesis_settings  # noqa: E402
+
+_HYPOTHESIS = dict(deadline=None, print_blob=True,
+                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                          HealthCheck.filter_too_much])
+hypothesis_settings.register_profile("ci", max_examples=200, **_HYPOTHESIS)
+hypothesis_settings.register_profile("deep", max_examples=5000, **_HYPOTHESIS)
+hypothesis_settings.register_profile("quick", max_examples=20, **_HYPOTHESIS)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -25,6 +25,16 @@ class Quarantined:
         return f"{self.source}:{self.sqs_message_id}"
 
 
+def storable(text: str) -> str:
+    """`text` with lone surrogates written as escapes: DuckDB (UTF-8) cannot store them, and a
+    queue body may carry them."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def quarantine(conn: duckdb.DuckDBPyConnection, items: Iterable[Quarantined]) -> int:
     """Insert, keeping the first reason for a message seen again (a redelivery)."""
     first: dict[str, Quarantined] = {}
@@ -37,8 +47,8 @@ def quarantine(conn: duckdb.DuckDBPyConnection, items: Iterable[Quarantined]) ->
         quarantine_id=(STR, list(first)),
         source=(STR, [q.source for q in kept]),
         sqs_message_id=(STR, [q.sqs_message_id for q in kept]),
-        raw_body=(STR, [q.raw_body for q in kept]),
-        reason=(STR, [q.reason for q in kept]),
+        raw_body=(STR, [storable(q.raw_body) for q in kept]),
+        reason=(STR, [storable(q.reason) for q in kept]),
     ), on_conflict="(quarantine_id) DO NOTHING")
     return len(kept)
 

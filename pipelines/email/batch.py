@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import duckdb
 import jinja2
@@ -21,15 +22,20 @@ from pipelines.common.quarantine import Quarantined
 from pipelines.common.queue_message import QueueMessage
 from pipelines.email.builder import Builder
 from pipelines.email.catalogue import KindSpec, catalogue
-from pipelines.email.outbox import Claimed, Outcome, Planned, claim, mark
+from pipelines.email.outbox import Claimed, Outcome, Planned, claim, mark, stored_digests
 from pipelines.email.redaction import Redactor, keep_remote_ip, redact_raw_body, redactor_for
 from pipelines.email.request import BadRequest, EmailRequest, Recipient, parse_request
 from pipelines.email.sending import Sender
 from pipelines.email.status import MessageStatus as S
+from pipelines.email_delivery.ingest import relink_orphans
 from pipelines.store.store import Store
 from resources.outgoing_email import OutgoingEmail
 
 SOURCE = "email-requests"
+REUSED = "request_id reused with different content"
+# Orphan notifications of a window's messages arrive after its rows were claimed; the slack
+# covers clocks and long transactions (DuckDB's now() is the transaction's start).
+RELINK_SLACK = timedelta(minutes=10)
 
 
 def no_address_key(index: int) -> str:
@@ -45,11 +51,13 @@ class _Item:
     redact: Redactor
     planned: Planned
     subject: str | None       # as rendered (the ledger keeps a redacted copy)
+    sqs_message_id: str = ""
 
 
 @dataclass
 class PreparedRequests(Prepared):
     items: list[_Item] = field(default_factory=list)
+    bodies: dict[str, str] = field(default_factory=dict)   # sqs_message_id -> body of each accepted message
     started: float = field(default_factory=time.perf_counter)
     to_send: list[tuple[_Item, Claimed]] = field(default_factory=list)   # set by commit
 
@@ -115,7 +123,7 @@ class EmailRequestConsumer:
                 from_address=from_address, subject=redact(subject), user_id=r.user_id,
                 remote_ip=keep_remote_ip(request.remote_ip, r.acting_user), transport=self.transport_name,
                 address=r.email, verified=r.verified, allow_unverified=spec.allow_unverified,
-                repeat_window_s=window_s)
+                repeat_window_s=window_s, request_digest=request.digest)
             items.append(_Item(request, r, spec, redact, planned, subject))
         return items
 
@@ -124,16 +132,21 @@ class EmailRequestConsumer:
         out = PreparedRequests()
         for msg in messages:
             try:
-                out.items.extend(self._plan(self._parse(msg)))
+                items = self._plan(self._parse(msg))
             except BadRequest as exc:
                 out.quarantined.append(Quarantined(SOURCE, msg.sqs_message_id, self.quarantine_body(msg.body),
                                                    exc.reason))
                 out.outcomes[msg.sqs_message_id] = exc.reason
             else:
+                for it in items:
+                    it.sqs_message_id = msg.sqs_message_id
+                out.items.extend(items)
+                out.bodies[msg.sqs_message_id] = msg.body
                 out.outcomes[msg.sqs_message_id] = None
         return out
 
     def commit(self, conn: duckdb.DuckDBPyConnection, prepared: PreparedRequests) -> Counters:
+        self._refuse_reused_ids(conn, prepared)
         counters = Counters(recipients=len(prepared.items), already_recorded=0, resent_pending=0)
         claims = claim(conn, [it.planned for it in prepared.items])
         prepared.to_send = []
@@ -147,6 +160,28 @@ class EmailRequestConsumer:
             else:
                 counters["already_recorded"] += 1
         return counters
+
+    def _refuse_reused_ids(self, conn: duckdb.DuckDBPyConnection, prepared: PreparedRequests) -> None:
+        """Quarantine requests whose request_id was used before for other content (kind,
+        recipients or context), stored earlier or earlier in this batch: sending them could skip
+        or duplicate emails the producer meant. A copy (same digest) passes: the claim makes it a
+        no-op. Runs inside the kit's transaction, which then writes the quarantine rows."""
+        known = stored_digests(conn, sorted({it.request.request_id for it in prepared.items}))
+        refused: set[str] = set()
+        requests: dict[str, EmailRequest] = {}   # sqs_message_id -> its request, in batch order
+        for it in prepared.items:
+            requests.setdefault(it.sqs_message_id, it.request)
+        for sqs_id, request in requests.items():
+            digests = known.setdefault(request.request_id, set())
+            if digests and request.digest not in digests:
+                refused.add(sqs_id)
+                prepared.quarantined.append(Quarantined(SOURCE, sqs_id, self.quarantine_body(prepared.bodies[sqs_id]),
+                                                        REUSED))
+                prepared.outcomes[sqs_id] = REUSED
+            else:
+                digests.add(request.digest)
+        if refused:
+            prepared.items = [it for it in prepared.items if it.sqs_message_id not in refused]
 
     def after_commit(self, store: Store, prepared: PreparedRequests) -> Counters:
         """Send what commit claimed. Window k+1 is handed to the senders before window k's outcomes
@@ -190,8 +225,13 @@ class EmailRequestConsumer:
             outcomes.append(Outcome(it.planned.request_id, it.planned.to_address, result.status, result.message_id,
                                     it.redact(result.error)[:1000] if result.error else None, result.attempts))
         created = [c.created_at for _, c in window if c.created_at is not None]
+        since = min(created) if len(created) == len(window) else None
         with store.transaction() as conn:
-            mark(conn, outcomes, since=min(created) if len(created) == len(window) else None)
+            mark(conn, outcomes, since=since)
+            # A notification may have overtaken this record (stored as an orphan): apply it now.
+            relinked = relink_orphans(conn, [o.message_id for o in outcomes if o.message_id],
+                                      None if since is None else since - RELINK_SLACK)
+        counters.update(relinked)
         if self.keep_send_seconds:
             self.record_seconds.extend([time.perf_counter() - started] * len(window))
         return counters

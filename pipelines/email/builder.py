@@ -28,7 +28,7 @@ from jinja2 import meta, nodes
 from markupsafe import escape
 
 from pipelines.email.catalogue import KindSpec, catalogue
-from pipelines.email.request import BadRequest, EmailRequest, Recipient
+from pipelines.email.request import BadRequest, EmailRequest, Recipient, has_control
 from resources.templates import DEFAULT_TEMPLATES_DIR, build_environment
 
 SITE_NAME = "Mailroom"
@@ -197,10 +197,14 @@ class Builder:
         return found
 
     def check_headers(self, request: EmailRequest) -> None:
-        """Refuse a request whose header-bound values carry a line break (header injection)."""
+        """Refuse a request whose header-bound values carry a line break (header injection) or
+        another control character (a NUL in a header is never real)."""
         for name in sorted(self.subject_variables(request.kind)):
-            if _has_break(request.context.get(name)):
+            value = request.context.get(name)
+            if _has_break(value):
                 raise HeaderInjection(f"header injection refused: line break in subject variable {name!r}")
+            if isinstance(value, str) and has_control(value):
+                raise HeaderInjection(f"invalid subject variable {name!r}: control character")
         for i, r in enumerate(request.recipients):
             if _has_break(r.name) or _has_break(r.username):
                 raise HeaderInjection(f"header injection refused: line break in recipients/{i} name")

@@ -37,6 +37,7 @@ class Planned:
     verified: bool
     allow_unverified: bool
     repeat_window_s: int | None
+    request_digest: str | None = None   # EmailRequest.digest: what the request asked for
 
     @property
     def eligible(self) -> bool:
@@ -73,6 +74,19 @@ def _planned_rows(planned: Sequence[Planned]):
         window_s=(BIGINT, [p.repeat_window_s for p in planned]),
         eligible=(BOOL, [p.eligible for p in planned]),
     )
+
+
+def stored_digests(conn: duckdb.DuckDBPyConnection, request_ids: Sequence[str]) -> dict[str, set[str]]:
+    """The content digests already recorded for these request ids (rows from before digests
+    were recorded have none and match anything)."""
+    if not request_ids:
+        return {}
+    found: dict[str, set[str]] = {}
+    for rid, digest in with_rows(
+            conn, "SELECT DISTINCT request_id, request_digest FROM email_messages SEMI JOIN rows USING (request_id) "
+            "WHERE request_digest IS NOT NULL", arrow(request_id=(STR, sorted(set(request_ids))))).fetchall():
+        found.setdefault(rid, set()).add(digest)
+    return found
 
 
 def claim(conn: duckdb.DuckDBPyConnection, planned: Sequence[Planned]) -> list[Claimed]:
@@ -136,6 +150,7 @@ def claim(conn: duckdb.DuckDBPyConnection, planned: Sequence[Planned]) -> list[C
             user_id=(STR, [p.user_id for p, _, _ in inserts]),
             remote_ip=(STR, [p.remote_ip for p, _, _ in inserts]),
             transport=(STR, [p.transport for p, _, _ in inserts]),
+            request_digest=(STR, [p.request_digest for p, _, _ in inserts]),
             created_at=(TS, [now] * len(inserts)),
             status_at=(TS, [now] * len(inserts)),
     ))

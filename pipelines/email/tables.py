@@ -29,9 +29,12 @@ TABLES: list[str] = [
         created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
         sent_at       TIMESTAMPTZ,
         status_at     TIMESTAMPTZ,             -- last status change
+        request_digest VARCHAR,                -- sha256 of the request's kind, recipients and context
         PRIMARY KEY (request_id, to_address)
     )
     """,
+    # Ledgers created before request_digest existed.
+    "ALTER TABLE email_messages ADD COLUMN IF NOT EXISTS request_digest VARCHAR",
     "CREATE INDEX IF NOT EXISTS email_messages_message_id ON email_messages (message_id)",
     # Asset email_sends_daily: per UTC day (of created_at) and kind; rebuilt on materialisation.
     f"""

@@ -16,12 +16,14 @@ from datetime import datetime, timedelta, timezone
 import orjson
 
 from pipelines.common.queue_message import QueueMessage
-from pipelines.email_delivery.ses_parse import ParseError, SesEvent, is_ses_payload, parse_ses
+from pipelines.common.sns.canonical import SIGNED_KEYS
+from pipelines.email_delivery.ses_parse import ParseError, SesEvent, check_id, is_ses_payload, parse_ses
 from pipelines.common.sns.verify import SnsVerifier, VerificationError
 
 # SesEvent's fields in order: the columns of the batch's event table (event_batch.SCHEMA).
 EVENT_FIELDS = tuple(f.name for f in fields(SesEvent))
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MAX_BODY_BYTES = 256 * 1024   # the largest message SQS carries
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -77,7 +79,12 @@ class Examiner:
         return examined, events
 
     def examine(self, msg: QueueMessage) -> tuple[list[SesEvent], list[ControlMessage]]:
+        """Events and control messages of one message; refuses (VerificationError, ParseError)
+        anything else, and raises nothing else."""
+        if len(msg.body) > MAX_BODY_BYTES // 4 and len(msg.body.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
+            raise ParseError(f"body is over the {MAX_BODY_BYTES}-byte SQS limit")
         try:
+            # orjson refuses nesting over 1024 levels and lone surrogates (DuckDB cannot store them)
             body = orjson.loads(msg.body)
         except orjson.JSONDecodeError:
             raise ParseError("body is not JSON") from None
@@ -98,10 +105,11 @@ class Examiner:
         try:
             sns_time = self.verifier.verify(env, received_at)
         except VerificationError as exc:
-            raise VerificationError(f"SNS {sns_type} refused: {exc}") from None
-        sns_id = env.get("MessageId")
-        if not isinstance(sns_id, str) or not sns_id:
+            label = sns_type if isinstance(sns_type, str) and sns_type in SIGNED_KEYS else "message"
+            raise VerificationError(f"SNS {label} refused: {exc}") from None
+        if env.get("MessageId") in (None, ""):
             raise ParseError("SNS envelope lacks MessageId")
+        sns_id = check_id(env["MessageId"], "SNS MessageId")
         if sns_type == "Notification":
             return parse_ses(env.get("Message"), sns_id, sns_time), []  # type: ignore[arg-type]
         topic = env["TopicArn"]

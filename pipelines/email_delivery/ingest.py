@@ -25,7 +25,8 @@ from pipelines.email_delivery import event_batch
 from pipelines.email_delivery.address_health import AddressState, StatusChange, apply_effects
 from pipelines.email_delivery.examine import ControlMessage, Examined, Examiner
 from pipelines.common.sns.verify import SnsVerifier
-from pipelines.email_delivery.status_machine import step
+from pipelines.email_delivery.ses_parse import signal_of
+from pipelines.email_delivery.status_machine import NOT_SENT, SENT, step
 from pipelines.store.write import BOOL, INT, STR, TS, arrow, insert, with_rows
 
 if TYPE_CHECKING:
@@ -147,62 +148,81 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Coun
     for (event_id,) in stored:
         del first[event_id]
     result["events_duplicate"] += len(stored)
+    if not first:
+        return
+    rows = list(first.values())
+    new = events.take(pa.array(rows, type=pa.int64()))
+    at = event_batch.micros(new, "occurred_at")
+    recipients = new.column("recipient").to_pylist()
+    signals = new.column("signal").to_pylist()
+    steps = _step(conn, [(event_ids[i], message_ids[i], recipients[k], signals[k], at[k]) for k, i in enumerate(rows)],
+                  result)
+    ses_new_events = (new.drop_columns(["signal", "detail"])
+                      .append_column("orphan", pa.array([s is None for s in steps], type=BOOL))
+                      .append_column("status_before", pa.array([s and s[0] for s in steps], type=STR))
+                      .append_column("status_after", pa.array([s and s[1] for s in steps], type=STR))
+                      .append_column("detail", pa.ExtensionArray.from_storage(DETAIL, new.column("detail").combine_chunks())))
+    insert(conn, "email_events", ses_new_events)
+    result["events_new"] += len(rows)
+    result["orphans"] += sum(s is None for s in steps)
+
+
+# (event_id, message_id, recipient, signal, occurred_at in microseconds since the epoch)
+EventRef = tuple[str, str, "str | None", "str | None", int]
+
+
+def _step(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], result: Counters) -> list[tuple[str, str] | None]:
+    """Run the status machine over events and write what it decides: message statuses and address
+    health. Returns (status_before, status_after) per event, in `refs` order, or None for an
+    orphan (no email_messages row has its message_id).
+
+    Message status steps per message, in event time. Address health steps per recipient that an
+    event names: each (message, recipient) has its own state, so when one notification bounces
+    several recipients every one of them counts, whatever the message's status became."""
+    if not refs:
+        return []
     # Row ids let the status update below find its rows without joining on message_id again:
     # both statements scan email_messages, but a rowid join reads no column (half the cost at
     # 2 M rows). Row ids are stable within the transaction.
     statuses: dict[str, str] = {}
     row_ids: dict[str, list[int]] = {}
-    for message_id, status, ids in with_rows(
-            conn, "SELECT message_id, any_value(status), list(rowid) FROM email_messages "
-            "SEMI JOIN (SELECT DISTINCT message_id FROM rows) USING (message_id) GROUP BY message_id",
-            ses_batch).fetchall():
+    row_addresses: dict[str, list[str]] = {}
+    for message_id, status, ids, addresses in with_rows(
+            conn, "SELECT message_id, any_value(status), list(rowid), list(lower(to_address)) FROM email_messages "
+            "SEMI JOIN rows USING (message_id) GROUP BY message_id",
+            arrow(message_id=(STR, sorted({r[1] for r in refs})))).fetchall():
         statuses[message_id] = status
         row_ids[message_id] = ids
-    if not first:
-        return
+        row_addresses[message_id] = addresses
+    recipient_status = _recipient_statuses(conn, refs, statuses, row_addresses)
 
-    at = event_batch.micros(events, "occurred_at")
-    signals = events.column("signal").to_pylist()
-    recipients = events.column("recipient").to_pylist()
-    rows = sorted(first.values(), key=lambda i: (message_ids[i], at[i]))  # per message, in event time
-    n = len(rows)
-    orphan = [False] * n
-    before: list[str | None] = [None] * n
-    after: list[str | None] = [None] * n
+    order = sorted(range(len(refs)), key=lambda k: (refs[k][1], refs[k][4]))  # per message, in event time
+    out: list[tuple[str, str] | None] = [None] * len(refs)
     status_updates: dict[str, tuple[str, int]] = {}
     address_ops: list[tuple[str, int, str, tuple[str, ...]]] = []
-    for k, i in enumerate(rows):
-        message_id = message_ids[i]
+    for k in order:
+        event_id, message_id, recipient, signal, at = refs[k]
         status = statuses.get(message_id)
         if status is None:
-            orphan[k] = True
             continue
-        rule = step(status, signals[i])
-        before[k] = status
-        after[k] = rule.next_status
+        rule = step(status, signal)
+        out[k] = (status, rule.next_status)
         if rule.kind == "unexpected":
             result["unexpected_transitions"] += 1
         if rule.next_status != status:
             statuses[message_id] = rule.next_status
-            status_updates[message_id] = (rule.next_status, at[i])
-        if recipients[i] and signals[i] is not None:
-            address_ops.append((recipients[i], at[i], event_ids[i], rule.effects))
-
-    new = events.take(pa.array(rows, type=pa.int64()))
-    ses_new_events = (new.drop_columns(["signal", "detail"])
-                      .append_column("orphan", pa.array(orphan, type=BOOL))
-                      .append_column("status_before", pa.array(before, type=STR))
-                      .append_column("status_after", pa.array(after, type=STR))
-                      .append_column("detail", pa.ExtensionArray.from_storage(DETAIL, new.column("detail").combine_chunks())))
-    insert(conn, "email_events", ses_new_events)
-    result["events_new"] += n
-    result["orphans"] += sum(orphan)
+            status_updates[message_id] = (rule.next_status, at)
+        if recipient and signal is not None:
+            key = (message_id, recipient)
+            own = step(recipient_status[key], signal)
+            recipient_status[key] = own.next_status
+            address_ops.append((recipient, at, event_id, own.effects))
 
     if status_updates:
         updates = [(row_id, s, t) for m, (s, t) in status_updates.items() for row_id in row_ids[m]]
         ses_status_updates = arrow(row_id=(pa.int64(), [u[0] for u in updates]),
-                                    status=(STR, [u[1] for u in updates]),
-                                    status_at=event_batch.timestamps([u[2] for u in updates]))
+                                   status=(STR, [u[1] for u in updates]),
+                                   status_at=event_batch.timestamps([u[2] for u in updates]))
         with_rows(conn, "UPDATE email_messages SET status = u.status, status_at = u.status_at "
                         "FROM rows u WHERE email_messages.rowid = u.row_id", ses_status_updates)
         result["status_changes"] += len(status_updates)
@@ -210,6 +230,76 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Coun
     if address_ops:
         changes = _apply_address_ops(conn, address_ops)
         result["address_changes"] += len(changes)
+    return out
+
+
+def _recipient_statuses(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], statuses: dict[str, str],
+                        row_addresses: dict[str, list[str]]) -> dict[tuple[str, str], str]:
+    """Each (message, recipient)'s status before these events, for address health.
+
+    The common case, a message sent to one address whose notifications name only that address,
+    is the message's own status. Otherwise (a notification naming several recipients, or one
+    that is not the message's row) the recipient's earlier events are replayed from `sent`: one
+    scan of email_events, needed only for such messages."""
+    named: dict[str, set[str]] = {}
+    for _, message_id, recipient, signal, _ in refs:
+        if recipient and signal is not None and message_id in statuses:
+            named.setdefault(message_id, set()).add(recipient)
+    found: dict[tuple[str, str], str] = {}
+    replay: list[tuple[str, str]] = []
+    for message_id, recipients in named.items():
+        if len(recipients) == 1 and row_addresses[message_id] == list(recipients):
+            found[(message_id, next(iter(recipients)))] = statuses[message_id]
+            continue
+        start = statuses[message_id] if statuses[message_id] in NOT_SENT else SENT
+        for recipient in recipients:
+            found[(message_id, recipient)] = start
+            replay.append((message_id, recipient))
+    if replay:
+        pairs = arrow(message_id=(STR, [p[0] for p in replay]), recipient=(STR, [p[1] for p in replay]))
+        for message_id, recipient, event_type, bounce_type in with_rows(
+                conn, "SELECT message_id, recipient, event_type, bounce_type FROM email_events "
+                "SEMI JOIN rows USING (message_id, recipient) WHERE NOT orphan ORDER BY occurred_at, event_id",
+                pairs).fetchall():
+            signal = signal_of(event_type, bounce_type)
+            if signal is not None:
+                key = (message_id, recipient)
+                found[key] = step(found[key], signal).next_status
+    return found
+
+
+def relink_orphans(conn: duckdb.DuckDBPyConnection, message_ids: Iterable[str],
+                   received_since: datetime | None = None) -> Counters:
+    """Apply orphan events of these message ids, now that their email_messages rows know them.
+
+    A notification can overtake its send's record: SES notifies within seconds, and the send path
+    writes message_id only when it records the outcome. The events were stored as orphans; here
+    they get the same status machine and address health as if they had arrived second, and stop
+    being orphans. Call it inside the transaction that records the message ids.
+    `received_since`: no orphan of these messages was received before it (they were sent after),
+    so older row groups of email_events are skipped."""
+    result = Counters()
+    ids = sorted({m for m in message_ids if m})
+    if not ids:
+        return result
+    sql = ("SELECT event_id, message_id, recipient, event_type, bounce_type, epoch_us(occurred_at) FROM email_events "
+           "SEMI JOIN rows USING (message_id) WHERE orphan")
+    found = with_rows(conn, sql + (" AND received_at >= ?" if received_since is not None else ""),
+                      arrow(message_id=(STR, ids)), [received_since] if received_since is not None else []).fetchall()
+    if not found:
+        return result
+    refs = [(event_id, message_id, recipient, signal_of(event_type, bounce_type), at)
+            for event_id, message_id, recipient, event_type, bounce_type, at in found]
+    steps = _step(conn, refs, result)
+    linked = [(ref[0], st[0], st[1]) for ref, st in zip(refs, steps) if st is not None]
+    if linked:
+        with_rows(conn, "UPDATE email_events SET orphan = false, status_before = r.status_before, "
+                        "status_after = r.status_after FROM rows r "
+                        "WHERE email_events.orphan AND email_events.event_id = r.event_id",
+                  arrow(event_id=(STR, [x[0] for x in linked]), status_before=(STR, [x[1] for x in linked]),
+                        status_after=(STR, [x[2] for x in linked])))
+    result["orphans_relinked"] += len(linked)
+    return result
 
 
 def _apply_address_ops(conn: duckdb.DuckDBPyConnection,

@@ -60,7 +60,7 @@ class PreparePool:
         self._pool = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=verify_worker.init,
             initargs=(sorted(v.topics), str(v.certs.cert_dir) if v.certs.cert_dir else None, v.max_age_seconds,
-                      ingestor.accept_raw))
+                      ingestor.accept_raw, os.getpid()))
         # The executor spawns workers lazily, one per submit that finds none idle, and a spawned
         # worker takes ~1 s to import: started on demand, the second worker joined a 20,000-
         # notification run halfway through. Start them all now and wait until each is ready.

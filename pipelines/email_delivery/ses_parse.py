@@ -12,6 +12,7 @@ Bounce, Complaint, Delivery and DeliveryDelay fan out per recipient; their event
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parseaddr
@@ -55,22 +56,68 @@ class SesEvent:
     detail: str                 # JSON of the SES object (bounce, complaint, delivery, ...)
 
 
-def normalise_address(value: object) -> str:
+# Controls, DEL and Unicode line separators: never part of an address, an id or a timestamp.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+MAX_ID_LENGTH = 256
+MAX_ADDRESS_LENGTH = 998      # an SMTP line; real addresses are at most 320
+# Notifications are about mail sent this century: a timestamp outside is not real.
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, (dict, list)):
+        return f"<{type(value).__name__} of {len(value)}>"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
+def check_id(value: object, field: str) -> str:
+    """A message id as stored: a non-empty string without control characters."""
+    if not isinstance(value, str) or not value:
+        raise ParseError(f"{field} missing" if value in (None, "") else f"{field} is not a string")
+    if len(value) > MAX_ID_LENGTH or _CONTROL.search(value):
+        raise ParseError(f"{field} is not a real id (control character or over {MAX_ID_LENGTH} characters)")
+    return value
+
+
+def normalise_address(value: object, field: str = "recipient") -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ParseError("recipient without an address")
+        raise ParseError(f"{field} without an address")
+    if len(value) > MAX_ADDRESS_LENGTH or _CONTROL.search(value):
+        raise ParseError(f"{field} is not a real address (control character or over {MAX_ADDRESS_LENGTH} characters)")
     if "<" in value:
         value = parseaddr(value)[1] or value
     return value.strip().lower()
 
 
-def parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
+def parse_time(value: object, field: str = "timestamp") -> datetime | None:
+    """None when absent; a timestamp that is present but not a real ISO 8601 instant is refused."""
+    if value is None:
         return None
+    if not isinstance(value, str):
+        raise ParseError(f"{field} is not a string")
     try:
         ts = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=timezone.utc)
+        if not EARLIEST <= ts < LATEST:
+            raise ValueError
+    except (ValueError, OverflowError):
+        raise ParseError(f"{field} {_shown(value)} is not an ISO 8601 time between 2000 and 2100") from None
+    return ts
+
+
+def signal_of(event_type: str, bounce_type: str | None) -> str | None:
+    """The status-machine input of a (normalised) event, as stored in email_events."""
+    if event_type == "Delivery":
+        return "delivery"
+    if event_type == "Complaint":
+        return "complaint"
+    if event_type == "Bounce":
+        return ("hard-bounce" if bounce_type in HARD_BOUNCE_TYPES
+                else "soft-bounce" if bounce_type in SOFT_BOUNCE_TYPES else None)
+    return None
 
 
 def is_ses_payload(obj: object) -> bool:
@@ -87,45 +134,44 @@ def parse_ses(payload: dict | str, sns_message_id: str, fallback_time: datetime 
     if not is_ses_payload(payload):
         raise ParseError("SNS Message is not an SES notification (no notificationType or eventType)")
     kind = payload.get("eventType") or payload.get("notificationType")
-    spec = EVENT_TYPES.get(kind)  # type: ignore[arg-type]
+    spec = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if spec is None or ("notificationType" in payload and "eventType" not in payload
                         and kind not in ("Delivery", "Bounce", "Complaint")):
-        raise ParseError(f"unknown SES notification type {kind!r}")
+        raise ParseError(f"unknown SES notification type {_shown(kind)}")
     event_type, obj_key, recipients_key = spec
     mail = payload.get("mail")
-    if not isinstance(mail, dict) or not isinstance(mail.get("messageId"), str) or not mail["messageId"]:
+    if not isinstance(mail, dict) or mail.get("messageId") in (None, ""):
         raise ParseError("SES payload lacks mail.messageId")
-    message_id: str = mail["messageId"]
+    message_id = check_id(mail["messageId"], "mail.messageId")
     obj = payload.get(obj_key)
     if obj is None and event_type == "Send":
         obj = {}
     if not isinstance(obj, dict):
         raise ParseError(f"SES {kind} payload lacks its {obj_key!r} object")
-    occurred = (parse_time(obj.get("timestamp")) or parse_time(mail.get("timestamp")) or fallback_time)
+    # The event's own time, else the mail's; the SNS time only when the payload carries neither.
+    occurred = (parse_time(obj.get("timestamp"), f"{obj_key}.timestamp")
+                or parse_time(mail.get("timestamp"), "mail.timestamp") or fallback_time)
     if occurred is None:
         raise ParseError("SES payload has no usable timestamp")
 
-    signal: str | None = None
     bounce_type = bounce_subtype = None
-    if event_type == "Delivery":
-        signal = "delivery"
-    elif event_type == "Complaint":
-        signal = "complaint"
-    elif event_type == "Bounce":
+    if event_type == "Bounce":
         bounce_type, bounce_subtype = obj.get("bounceType"), obj.get("bounceSubType")
         if bounce_subtype is not None and not isinstance(bounce_subtype, str):
-            raise ParseError(f"bounceSubType {bounce_subtype!r} is not a string")
-        if bounce_type in HARD_BOUNCE_TYPES:
-            signal = "hard-bounce"
-        elif bounce_type in SOFT_BOUNCE_TYPES:
-            signal = "soft-bounce"
-        else:
-            raise ParseError(f"unknown bounceType {bounce_type!r}")
-    detail = orjson.dumps(obj).decode()
+            raise ParseError(f"bounceSubType {_shown(bounce_subtype)} is not a string")
+        if bounce_subtype is not None and (len(bounce_subtype) > 100 or _CONTROL.search(bounce_subtype)):
+            raise ParseError(f"bounceSubType {_shown(bounce_subtype)} is not a real subtype")
+        if not isinstance(bounce_type, str) or bounce_type not in HARD_BOUNCE_TYPES | SOFT_BOUNCE_TYPES:
+            raise ParseError(f"unknown bounceType {_shown(bounce_type)}")
+    signal = signal_of(event_type, bounce_type)
+    try:
+        detail = orjson.dumps(obj).decode()
+    except orjson.JSONEncodeError:   # orjson writes at most 254 levels; SES objects have a handful
+        raise ParseError(f"SES {obj_key!r} object is nested too deeply") from None
 
     if recipients_key is None:
         dest = mail.get("destination")
-        recipient = normalise_address(dest[0]) if isinstance(dest, list) and len(dest) == 1 else None
+        recipient = normalise_address(dest[0], "mail.destination") if isinstance(dest, list) and len(dest) == 1 else None
         return [SesEvent(sns_message_id, sns_message_id, message_id, recipient, event_type, signal,
                          bounce_type, bounce_subtype, occurred, detail)]
 
@@ -135,7 +181,8 @@ def parse_ses(payload: dict | str, sns_message_id: str, fallback_time: datetime 
     events: list[SesEvent] = []
     seen: set[str] = set()
     for item in raw_recipients:
-        address = normalise_address(item.get("emailAddress") if isinstance(item, dict) else item)
+        address = normalise_address(item.get("emailAddress") if isinstance(item, dict) else item,
+                                    f"{obj_key}.{recipients_key}")
         if address in seen:
             continue
         seen.add(address)

@@ -23,7 +23,7 @@ class UnknownSnsType(ValueError):
 
 def string_to_sign(envelope: Mapping[str, object]) -> bytes:
     msg_type = envelope.get("Type")
-    keys = SIGNED_KEYS.get(msg_type)  # type: ignore[arg-type]
+    keys = SIGNED_KEYS.get(msg_type) if isinstance(msg_type, str) else None
     if keys is None:
         raise UnknownSnsType(f"unknown SNS message Type {msg_type!r}")
     parts: list[str] = []

@@ -28,13 +28,18 @@ class CertificateError(ValueError):
 def check_cert_url(url: object) -> str:
     """Return the URL's basename if it is a genuine SNS certificate URL, else raise."""
     if not isinstance(url, str) or not url:
-        raise CertificateError("SigningCertURL missing")
-    parts = urlsplit(url)
+        raise CertificateError("SigningCertURL missing" if not url else "SigningCertURL is not a string")
+    if len(url) > 1024:
+        raise CertificateError("SigningCertURL is over 1024 characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise CertificateError("SigningCertURL is not a URL") from None
     if parts.scheme != "https":
-        raise CertificateError(f"SigningCertURL scheme {parts.scheme!r} is not https")
+        raise CertificateError(f"SigningCertURL scheme {parts.scheme[:20]!r} is not https")
     # hostname lowercases and drops any port or userinfo; both would be suspicious, so compare netloc too.
     if parts.netloc != parts.hostname or not _HOST.match(parts.hostname or ""):
-        raise CertificateError(f"SigningCertURL host {parts.netloc!r} is not an SNS host")
+        raise CertificateError(f"SigningCertURL host {parts.netloc[:200]!r} is not an SNS host")
     if parts.query or parts.fragment:
         raise CertificateError("SigningCertURL has a query or fragment")
     basename = parts.path.rsplit("/", 1)[-1]
@@ -65,6 +70,8 @@ class CertStore:
         self.loads = 0
 
     def public_key(self, url: str) -> RSAPublicKey:
+        if not isinstance(url, str):
+            raise CertificateError("SigningCertURL missing" if url is None else "SigningCertURL is not a string")
         key = self._keys.get(url)
         if key is not None:
             return key

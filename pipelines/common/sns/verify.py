@@ -27,15 +27,24 @@ class VerificationError(ValueError):
     pass
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """A value for a refusal reason: repr, cut short (a hostile body can put anything there)."""
+    if isinstance(value, (dict, list)):
+        return f"<{type(value).__name__} of {len(value)}>"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def parse_sns_time(value: object) -> datetime:
     if not isinstance(value, str):
-        raise VerificationError("Timestamp missing")
+        raise VerificationError("Timestamp missing" if value is None else "Timestamp is not a string")
     try:
         ts = datetime.fromisoformat(value)
-    except ValueError:
-        raise VerificationError(f"Timestamp {value!r} is not ISO 8601") from None
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=timezone.utc)
+        ts = ts.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise VerificationError(f"Timestamp {shown(value)} is not ISO 8601") from None
     return ts
 
 
@@ -54,14 +63,18 @@ class SnsVerifier:
         """Raise VerificationError unless the envelope is genuine; return its Timestamp.
         The age limit counts to `received_at` (when the message reached us) or else to now."""
         msg_type = envelope.get("Type")
-        if msg_type not in SIGNED_KEYS:
-            raise VerificationError(f"unknown SNS Type {msg_type!r}")
+        if not isinstance(msg_type, str) or msg_type not in SIGNED_KEYS:
+            raise VerificationError(f"unknown SNS Type {shown(msg_type)}")
         version = envelope.get("SignatureVersion")
-        algorithm = HASHES.get(version)  # type: ignore[arg-type]
+        algorithm = HASHES.get(version) if isinstance(version, str) else None
         if algorithm is None:
-            raise VerificationError(f"unsupported SignatureVersion {version!r}")
+            raise VerificationError(f"unsupported SignatureVersion {shown(version)}")
         if not self.topic_allowed(envelope.get("TopicArn")):
-            raise VerificationError(f"TopicArn {envelope.get('TopicArn')!r} is not on the allow-list")
+            raise VerificationError(f"TopicArn {shown(envelope.get('TopicArn'), 200)} is not on the allow-list")
+        for key_name in SIGNED_KEYS[msg_type]:
+            value = envelope.get(key_name)
+            if value is not None and not isinstance(value, str):
+                raise VerificationError(f"SNS {msg_type} field {key_name!r} is not a string")
         url = envelope.get("SigningCertURL")
         try:
             key = self.certs.public_key(url)  # type: ignore[arg-type]
@@ -85,6 +98,8 @@ class SnsVerifier:
             data = string_to_sign(envelope)
         except KeyError as exc:
             raise VerificationError(str(exc.args[0])) from None
+        except UnicodeEncodeError:
+            raise VerificationError("a signed field holds a lone surrogate") from None
         try:
             key.verify(signature, data, PKCS1, algorithm)
         except InvalidSignature:
