@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from pipelines.automation import automation_sensor
+from pipelines.common.ledgers import quarantine_spec
 from pipelines.email import definitions as email
 from pipelines.email_delivery import definitions as email_delivery
 from pipelines.executors import mailroom_executor
@@ -10,5 +12,5 @@ from pipelines.resource_defs import build_resources
 defs = dg.Definitions.merge(
     email.defs,
     email_delivery.defs,
-    dg.Definitions(resources=build_resources(), executor=mailroom_executor),
+    dg.Definitions(assets=[quarantine_spec], sensors=[automation_sensor], resources=build_resources(), executor=mailroom_executor),
 )

@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines.common.factory import DrainConfig, queue_consumer_defs
-from pipelines.email.assets import email_sends_daily
+from pipelines.email.assets import EMAIL_MESSAGES, email_sends_daily
 from pipelines.email.batch import SOURCE, EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.sending import RetryPolicy, Sender
@@ -64,6 +64,7 @@ email_queue_defs = queue_consumer_defs(
     job_description="Drains email-requests: parse, quarantine bad requests, render, apply skip rules, "
                     "claim outbox rows, send, record; then delete the messages.",
     job_tags={},
+    ledgers=[EMAIL_MESSAGES],
 )
 
 email_sends_daily_job = dg.define_asset_job("email_sends_daily_job", selection=[email_sends_daily])
