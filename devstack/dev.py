@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from devstack.demo import DemoTraffic
-from devstack.env import check_env, stack_env
+from devstack.env import check_env, dev_env
 from devstack.stack import StackError, aws_client, claim_port, config_from_env, down, up
 from devstack.state import REPO_ROOT
 
@@ -98,8 +98,7 @@ def run_dev() -> int:
     print(f"local stack {'already running' if already else f'started in {state.startup_seconds:.2f}s'}: "
           f"moto {state.endpoint}, SMTP sink 127.0.0.1:{state.smtp_port}", flush=True)
 
-    env = {**os.environ, **stack_env(state)}
-    env["EMAIL_TRANSPORT"] = os.environ.get("EMAIL_TRANSPORT", "ses")
+    env = {**os.environ, **dev_env(state, os.environ)}
     if os.environ.get("DEVSTACK_DAGSTER_HOME"):
         env["DAGSTER_HOME"] = os.environ["DEVSTACK_DAGSTER_HOME"]
     problems = check_env(env)
