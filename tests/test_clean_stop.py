@@ -79,3 +79,21 @@ def test_sigterm_stops_a_throttled_send_run_cleanly_and_cancels_it(local_stack, 
     # requests that were never sent), none lost.
     assert queue_depth(local_stack) >= REQUESTS - sunk
     assert "email-requests: stopped (received SIG" in log, log[-3000:]
+
+
+def test_stopping_make_dev_cancels_unfinished_runs_before_interrupting_them(tmp_path):
+    # Ctrl-C on `make dev` marks running runs CANCELING (their interrupt then ends them canceled,
+    # as Terminate in the UI does) and cancels runs not yet started; finished runs are left alone.
+    from devstack.dev import cancel_runs
+
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    statuses = {"running": dg.DagsterRunStatus.STARTED, "waiting": dg.DagsterRunStatus.NOT_STARTED,
+                "done": dg.DagsterRunStatus.SUCCESS}
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        for run_id, status in statuses.items():
+            instance.add_run(dg.DagsterRun(job_name="send_email_batch_job", run_id=run_id, status=status))
+    assert cancel_runs(str(tmp_path)) == 2
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        got = {r.run_id: r.status for r in instance.get_runs()}
+    assert got == {"running": dg.DagsterRunStatus.CANCELING, "waiting": dg.DagsterRunStatus.CANCELED,
+                   "done": dg.DagsterRunStatus.SUCCESS}
