@@ -184,6 +184,6 @@ _HYPOTHESIS = dict(deadline=None, print_blob=True,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                           HealthCheck.filter_too_much])
 hypothesis_settings.register_profile("ci", max_examples=200, **_HYPOTHESIS)
-hypothesis_settings.register_profile("deep", max_examples=5000, **_HYPOTHESIS)
+hypothesis_settings.register_profile("deep", max_examples=2000, **_HYPOTHESIS)
 hypothesis_settings.register_profile("quick", max_examples=20, **_HYPOTHESIS)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -8,7 +8,7 @@ insert) in a real DuckDB without an error. Any other exception fails the test, a
 prints the blob to replay it.
 
 Profiles: "ci" (default, 200 examples a test: 400-600 per parser), "deep" (HYPOTHESIS_PROFILE=deep,
-5,000 a test).
+2,000 a test: 4,000-8,000 per parser).
 """
 
 from __future__ import annotations
