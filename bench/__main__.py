@@ -3,7 +3,7 @@
 import runpy
 import sys
 
-SUITES = ["bench.email_dispatch", "bench.ses_ingest"]
+SUITES = ["bench.email_dispatch", "bench.ses_ingest", "bench.adhoc_queries"]
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or SUITES
