@@ -208,6 +208,8 @@ def main() -> None:
     ap.add_argument("--hold-seconds", type=float, default=0.0,
                     help="writers keep a connection this long (0: per commit, the default; 10: as before)")
     ap.add_argument("--seed", type=int, default=4)
+    ap.add_argument("--ingest-timeout", type=float, default=600.0,
+                    help="seconds the ingest may run on after the queries are done")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
 
@@ -259,7 +261,12 @@ def main() -> None:
         queries.append(q)
         time.sleep(args.interval)
     reader_seconds = time.time() - started
-    ingest.join()
+    ingest.join(args.ingest_timeout)
+    if ingest.is_alive():   # starved of the lock: a writer failure, recorded as such
+        ingest.terminate()
+        ingest.join()
+        outs["ingest"].write_text(json.dumps({"ok": False, "error": f"not done {args.ingest_timeout:g} s after "
+                                                                    "the queries ended; terminated"}))
     os.kill(sends.pid, signal.SIGTERM)
     sends.join(60)
     writers = {name: json.loads(p.read_text()) if p.exists() else {"ok": False, "error": "no result"}
