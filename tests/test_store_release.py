@@ -103,3 +103,29 @@ def test_a_stop_mid_batch_records_what_was_sent_and_releases_the_rest(db, tmp_pa
     assert (counters["sent"], counters["released"], counters["messages"]) == (2, 4, 6)
     assert rows == {"sent": 2}
     assert [e.recipient for e in c.sender.transport.sent] == ["u0@x.org", "u1@x.org"]
+
+
+def test_sent_at_is_when_the_transport_accepted_the_message(db, tmp_path):
+    import time
+    from datetime import datetime, timezone
+
+    accepted: dict[str, datetime] = {}
+
+    class Slow(RecordingTransport):
+        def send(self, email):
+            if email.recipient == "u1@x.org":
+                time.sleep(0.5)   # the window (both messages) is recorded after this one
+            message_id = super().send(email)
+            accepted[message_id] = datetime.now(timezone.utc)   # the provider's call returns: accepted
+            return message_id
+
+    with consumer(tmp_path, Slow(), inflight_window=2) as c:
+        process_batch(Store(db.connect), c, [request(i) for i in range(2)])
+    with db.connect() as conn:
+        rows = conn.execute("SELECT message_id, sent_at, status_at FROM email_messages").fetchall()
+    assert len(rows) == 2
+    for message_id, sent_at, status_at in rows:
+        assert abs((sent_at - accepted[message_id]).total_seconds()) < 0.1, (sent_at, accepted[message_id])
+        assert status_at == sent_at
+    first, second = sorted(r[1] for r in rows)
+    assert (second - first).total_seconds() >= 0.4   # each its own time, not the window's commit time
