@@ -4,19 +4,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test query install stack-up stack-down stack-status bench lock validate clean
+.PHONY: dev test query install browser stack-up stack-down stack-status bench lock validate clean
 
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+	@echo "installing the Python dependencies into $(VENV) (pip, quiet) ..."
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# Debian's chromium for the browser test (tests/test_ui_browser.py drives it with Playwright;
+# nothing is downloaded at run time). Idempotent: a machine that has it skips this.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium (apt) for the browser test ..."; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 # Local stack + `dagster dev` on 127.0.0.1:3000 + demo traffic; Ctrl-C stops everything.
 dev: install
-	$(BIN)/python -m devstack dev
+	@$(BIN)/python -m devstack dev
 
 # The suite starts its own local stack on free ports and tears it down.
 test: install

@@ -3,7 +3,8 @@
 import runpy
 import sys
 
-SUITES = ["bench.email_dispatch", "bench.ses_ingest", "bench.adhoc_queries"]
+SUITES = ["bench.email_dispatch", "bench.ses_ingest", "bench.stripe_ingest", "bench.billing_reconcile",
+          "bench.adhoc_queries"]
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or SUITES

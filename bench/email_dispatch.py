@@ -274,8 +274,11 @@ def run_phase(fn, args: dict) -> dict:
     # runs as __main__, whose functions a spawned child could not unpickle.
     import importlib
 
+    from devstack.progress import Step
+
     fn = getattr(importlib.import_module("bench.email_dispatch"), fn.__name__)
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+    with Step(f"  {fn.__name__} (fresh process)"), \
+            ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
         out = pool.submit(fn, args).result()
     out["load_avg_1m_after"] = round(os.getloadavg()[0], 2)   # the machine is shared: context for the figures
     return out

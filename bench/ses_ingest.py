@@ -39,6 +39,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 from bench.report import print_table, write_results
+from devstack.progress import Step
 
 
 RESULTS = Path(__file__).parent / "results" / "ses_ingest.json"
@@ -368,7 +369,8 @@ def consumer_main(args) -> None:
                       "peak_pss_mb": peak_pss[0]}))
 
 
-def run_sqs(bodies: list[str], db_path: str, cert_dir: str, endpoint: str, workers: int, max_seconds: float) -> dict:
+def run_sqs(bodies: list[str], db_path: str, cert_dir: str, endpoint: str, workers: int, max_seconds: float,
+            step: Step | None = None) -> dict:
     import boto3
 
     env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
@@ -386,6 +388,8 @@ def run_sqs(bodies: list[str], db_path: str, cert_dir: str, endpoint: str, worke
         for start in range(0, len(bodies), 10):
             sqs.send_message_batch(QueueUrl=url, Entries=[
                 {"Id": str(j), "MessageBody": b} for j, b in enumerate(bodies[start:start + 10])])
+            if step is not None:
+                step.note = f", {min(start + 10, len(bodies)):,} sent"
             if start % 100 == 0:
                 while int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
                           ["Attributes"]["ApproximateNumberOfMessages"]) > backlog_max:
@@ -465,7 +469,8 @@ def main() -> None:
         for r in range(repeat):
             db1 = str(work / f"{label}-{r}.duckdb")
             setup_db(db1, messages)
-            runs.append(run_in_process(bodies, db1, str(cert_dir), workers, batch))
+            with Step(f"{label} run {r + 1}/{repeat}: {len(bodies):,} notifications"):
+                runs.append(run_in_process(bodies, db1, str(cert_dir), workers, batch))
             runs[-1]["db"] = db_counts(db1)
         results[label] = sorted(runs, key=lambda x: x["per_s"])[len(runs) // 2]
         results[label]["runs_per_s"] = [x["per_s"] for x in runs]
@@ -474,19 +479,22 @@ def main() -> None:
     if args.old_messages:
         db1 = str(work / "in-process-old.duckdb")
         setup_db(db1, messages, old=args.old_messages)
-        results["in_process_old_messages"] = {"old_messages": args.old_messages,
-                                              **run_in_process(bodies, db1, str(cert_dir), op_workers, batch)}
+        with Step(f"in_process with {args.old_messages:,} older rows"):
+            results["in_process_old_messages"] = {"old_messages": args.old_messages,
+                                                  **run_in_process(bodies, db1, str(cert_dir), op_workers, batch)}
         results["in_process_old_messages"]["db"] = db_counts(db1)
         print(f"in_process with {args.old_messages:,} older email_messages rows: "
               f"{results['in_process_old_messages']['per_s']:,}/s", flush=True)
     pool_workers = op_workers or 2
-    results["verify_stage_only"] = run_verify_only(bodies, str(cert_dir), pool_workers, batch)
+    with Step("verify + parse stage alone"):
+        results["verify_stage_only"] = run_verify_only(bodies, str(cert_dir), pool_workers, batch)
     print(f"verify + parse stage alone ({pool_workers} workers, no DuckDB): "
           f"{results['verify_stage_only']['per_s']:,}/s", flush=True)
 
     db2 = str(work / "baseline.duckdb")
     setup_db(db2, messages)
-    results["baseline"] = run_baseline(bodies[:args.baseline_n], db2, str(cert_dir))
+    with Step(f"baseline: {min(args.baseline_n, len(bodies)):,} notifications one at a time"):
+        results["baseline"] = run_baseline(bodies[:args.baseline_n], db2, str(cert_dir))
     print(f"baseline: {results['baseline']['per_s']:,}/s", flush=True)
     results["speedup_vs_baseline"] = round(results["in_process"]["per_s"] / results["baseline"]["per_s"], 1)
     results["speedup_vs_baseline_cpu"] = round(results["baseline"]["cpu_us_per_notification"]
@@ -502,8 +510,9 @@ def main() -> None:
             db3 = str(work / "sqs.duckdb")
             setup_db(db3, messages)
             sqs_bodies = bodies[:args.sqs_n] if args.sqs_n else bodies
-            results["sqs_end_to_end"] = run_sqs(sqs_bodies, db3, str(cert_dir), state.endpoint, op_workers,
-                                                args.sqs_max_seconds)
+            with Step(f"through SQS (moto): {len(sqs_bodies):,} notifications") as step:
+                results["sqs_end_to_end"] = run_sqs(sqs_bodies, db3, str(cert_dir), state.endpoint, op_workers,
+                                                    args.sqs_max_seconds, step)
             results["sqs_end_to_end"]["db"] = db_counts(db3)
         finally:
             down(state_dir)

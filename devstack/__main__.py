@@ -1,6 +1,6 @@
 """python -m devstack up|down|status|env|check|dev
 
-  up      start moto + SMTP sink + mailbox simulator (harmless when already up)
+  up      start moto + SMTP sink + mailbox simulator + local Stripe (harmless when already up)
   down    stop them
   status  what is running, where
   env     `export` lines for the running stack (eval "$(python -m devstack env)")
@@ -8,7 +8,7 @@
   dev     up, then `dagster dev` on 127.0.0.1:3000 with demo traffic; Ctrl-C stops everything
 
 Settings (environment): DEVSTACK_STATE_DIR (default <repo>/.devstack), DEVSTACK_MOTO_PORT
-(4566), DEVSTACK_SMTP_PORT (2525), DEVSTACK_DAGSTER_PORT (3000) - 0 picks a free port;
+(4566), DEVSTACK_SMTP_PORT (2525), DEVSTACK_STRIPE_PORT (12111, the local Stripe), DEVSTACK_DAGSTER_PORT (3000) - 0 picks a free port;
 DEVSTACK_DUCKDB_PATH (<state>/mailroom.duckdb), DEVSTACK_SNS_SIGNATURE_VERSION (2),
 DEVSTACK_DEMO_INTERVAL (seconds between demo batches, 5; 0 turns demo traffic off),
 DEVSTACK_DAGSTER_HOME (default <repo>/.dagster).
@@ -21,6 +21,7 @@ import os
 import sys
 
 from devstack.env import check_env, dev_env, export_lines
+from devstack.progress import Step
 from devstack.stack import StackError, config_from_env, down, is_running, status, up
 from devstack.state import StackState, state_dir_from_env
 
@@ -30,10 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv else "status"
     try:
         if command == "up":
-            state, already = up(config_from_env())
+            with Step("starting the local stack (moto, SMTP sink, mailbox simulator)"):
+                state, already = up(config_from_env())
             word = "already running" if already else f"started in {state.startup_seconds:.2f}s"
             print(f"local stack {word}: moto {state.endpoint}, SMTP sink 127.0.0.1:{state.smtp_port}, "
-                  f"state {state.state_dir}")
+                  f"local Stripe {state.stripe_base}, state {state.state_dir}")
             print('environment: eval "$(python -m devstack env)"')
             return 0
         if command == "down":

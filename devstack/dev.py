@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from devstack.demo import DemoTraffic
+from devstack.progress import Counter, Step
 from devstack.env import check_env, dev_env
 from devstack.stack import StackError, aws_client, claim_port, config_from_env, down, up
 from devstack.state import REPO_ROOT
@@ -33,6 +34,13 @@ def _wait_for_ui(port: int, proc: subprocess.Popen, timeout: float = 180.0) -> b
             pass
         time.sleep(0.5)
     return False
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def _die_with_parent() -> None:
@@ -112,9 +120,11 @@ def run_dev() -> int:
     if not raw_port.isdigit():
         raise StackError(f"DEVSTACK_DAGSTER_PORT must be a port number (0 picks a free port); got {raw_port!r}")
     dagster_port = claim_port(int(raw_port), "DEVSTACK_DAGSTER_PORT")
-    state, already = up(config)
+    with Step("starting the local stack (moto, SMTP sink, mailbox simulator)", stream=sys.stdout):
+        state, already = up(config)
     print(f"local stack {'already running' if already else f'started in {state.startup_seconds:.2f}s'}: "
-          f"moto {state.endpoint}, SMTP sink 127.0.0.1:{state.smtp_port}", flush=True)
+          f"moto {state.endpoint}, SMTP sink 127.0.0.1:{state.smtp_port}, local Stripe {state.stripe_base}",
+          flush=True)
 
     env = {**os.environ, **dev_env(state, os.environ)}
     if os.environ.get("DEVSTACK_DAGSTER_HOME"):
@@ -134,29 +144,44 @@ def run_dev() -> int:
     # dagster, which would inherit the "ignore" and never hear Ctrl-C.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     dagster = Path(sys.executable).parent / "dagster"
+    # dagster dev's own output (webserver, daemon, every run's events) goes to a log file, so the
+    # terminal keeps the few lines that matter, the UI's address last.
+    log_path = Path(config.state_dir) / "dagster.log"
+    log = open(log_path, "ab")
     proc = subprocess.Popen(
         [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(dagster_port)],
         cwd=REPO_ROOT, env=env, start_new_session=True, preexec_fn=_die_with_parent,
+        stdout=log, stderr=subprocess.STDOUT,
     )
     interval = float(os.environ.get("DEVSTACK_DEMO_INTERVAL", "5"))
     demo = None
     stopping = False
+    counter = Counter()
 
     try:
-        if _wait_for_ui(dagster_port, proc):
-            print(f"Dagster UI: http://127.0.0.1:{dagster_port}  (Ctrl-C stops everything)", flush=True)
-            if interval > 0:
-                demo = DemoTraffic(aws_client(state.endpoint, "sqs"), state.queue_urls["email-requests"],
-                                   interval=interval)
-                demo.start()
-                print(f"demo traffic: a few email requests every {interval:g}s on email-requests", flush=True)
-        rc = proc.wait()
-        return rc
+        with Step("starting dagster dev (webserver, daemon, code location)", stream=sys.stdout):
+            ready = _wait_for_ui(dagster_port, proc)
+        if not ready:
+            print(f"dagster dev did not come up; the end of {log_path}:\n{_tail(log_path)}", flush=True)
+            return proc.wait() or 1
+        print(f"dagster dev log: {log_path}  (runs, sensors: in the UI)", flush=True)
+        if interval > 0:
+            demo = DemoTraffic(aws_client(state.endpoint, "sqs"), state.queue_urls["email-requests"],
+                               interval=interval)
+            demo.start()
+            print(f"demo traffic: a few email requests every {interval:g}s on email-requests", flush=True)
+        print(f"UI at http://127.0.0.1:{dagster_port}  (Ctrl-C stops everything)", flush=True)
+        while proc.poll() is None:
+            if demo:
+                counter.show(f"  demo traffic: {demo.sent} requests sent")
+            time.sleep(1.0)
+        return proc.returncode
     except KeyboardInterrupt:
         stopping = True
         return 0
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish cleaning up
+        counter.end()
         if stopping:
             print("\nstopping ...", flush=True)
         if demo:
@@ -169,6 +194,7 @@ def run_dev() -> int:
             if canceled:
                 print(f"canceling {canceled} unfinished run(s) ...", flush=True)
         _stop_dagster(proc)
+        log.close()
         if not already:
             down(config.state_dir)
             print("local stack stopped", flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from devstack.stack import STRIPE_API_KEY, STRIPE_SOURCE_ID, STRIPE_WEBHOOK_SECRET
 from devstack.state import REPO_ROOT, StackState
 from devstack.topology import CONFIGURATION_SET, SES_SENDER
 from pipelines.settings import SettingsError, validate
@@ -32,9 +33,14 @@ def stack_env(state: StackState) -> dict[str, str]:
         "SMTP_SECURITY": "none",
         "SMTP_USERNAME": "",
         "SMTP_PASSWORD": "",
-        "STRIPE_API_KEY": "sk_test_local",
-        "STRIPE_WEBHOOK_SECRET": "whsec_local",
-        "STRIPE_API_BASE": "https://api.stripe.com",
+        "STRIPE_API_KEY": STRIPE_API_KEY,
+        "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+        "STRIPE_API_BASE": state.stripe_base,
+        "STRIPE_EVENTBRIDGE_SOURCES": f"aws.partner/stripe.com/{STRIPE_SOURCE_ID}",
+        "STRIPE_WEBHOOK_TOLERANCE_SECONDS": "300",
+        "STRIPE_BILLING_SERVICE": "pypi",
+        "STRIPE_DOMAIN": "localhost",
+        "STRIPE_RATE_LIMIT": "0",
         "SNS_CERT_DIR": str(state.cert_dir),
         "SNS_TOPIC_ALLOWLIST": state.topic_arn,
         "SNS_MAX_AGE_SECONDS": "3600",

@@ -75,6 +75,7 @@ def main() -> None:
         simulator.stop()
     if orphaned:
         logging.info("process %d is gone: stopping the stack", args.watch_pid)
+        _stop_pid(state.stripe_pid, PROCESS_MARKERS["stripe_pid"])
         _stop_pid(state.moto_pid, PROCESS_MARKERS["moto_pid"])
         StackState.remove(args.state_dir)
         time.sleep(0.1)

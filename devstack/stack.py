@@ -1,13 +1,15 @@
 """Starting, finding and stopping the local stack.
 
-Two processes, both on 127.0.0.1: moto server (SQS, SNS, SES) and the services process
-(SMTP sink + mailbox simulator, `python -m devstack.services`). Their ports and pids are
+Three processes, all on 127.0.0.1: moto server (SQS, SNS, SES), the services process
+(SMTP sink + mailbox simulator, `python -m devstack.services`) and the local Stripe
+(`python -m devstack.local_stripe`, delivering its events to the stripe-events queue). Their ports and pids are
 in <state>/state.json; `up` on a running stack reports it instead of starting another.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import socket
@@ -26,9 +28,15 @@ from devstack.sns_signer import load_or_create_signing_identity
 from devstack.state import REPO_ROOT, StackState, state_dir_from_env
 from devstack.topology import ensure_topology
 
+STRIPE_QUEUE = "stripe-events"
+STRIPE_API_KEY = "sk_test_local"
+STRIPE_WEBHOOK_SECRET = "whsec_local"
+STRIPE_SOURCE_ID = "acct_local"  # EventBridge source aws.partner/stripe.com/<this>
+
 REGION = "us-east-1"
-DEFAULT_PORTS = {"DEVSTACK_MOTO_PORT": 4566, "DEVSTACK_SMTP_PORT": 2525}
-PROCESS_MARKERS = {"moto_pid": "moto", "services_pid": "devstack.services"}  # moto: devstack.moto_server
+DEFAULT_PORTS = {"DEVSTACK_MOTO_PORT": 4566, "DEVSTACK_SMTP_PORT": 2525, "DEVSTACK_STRIPE_PORT": 12111}
+PROCESS_MARKERS = {"moto_pid": "moto", "services_pid": "devstack.services",
+                   "stripe_pid": "devstack.local_stripe"}  # moto: devstack.moto_server
 
 
 class StackError(RuntimeError):
@@ -45,6 +53,7 @@ class StackConfig:
     moto_port: int  # 0: pick a free port
     smtp_port: int
     duckdb_path: Path
+    stripe_port: int = 12111
     signature_version: str = "2"
     watch_pid: int | None = None  # stop the stack when this process dies
 
@@ -65,6 +74,7 @@ def config_from_env(environ: dict[str, str] | None = None, **overrides: Any) -> 
         state_dir=state_dir,
         moto_port=ports["DEVSTACK_MOTO_PORT"],
         smtp_port=ports["DEVSTACK_SMTP_PORT"],
+        stripe_port=ports["DEVSTACK_STRIPE_PORT"],
         duckdb_path=Path(environ.get("DEVSTACK_DUCKDB_PATH") or state_dir / "mailroom.duckdb").resolve(),
         signature_version=version,
     )
@@ -167,7 +177,8 @@ def _stop_pid(pid: int | None, marker: str, timeout: float = 5.0) -> None:
 def is_running(state: StackState | None) -> bool:
     return bool(state and _ours(state.moto_pid, PROCESS_MARKERS["moto_pid"])
                 and _ours(state.services_pid, PROCESS_MARKERS["services_pid"])
-                and _accepts(state.moto_port) and _accepts(state.smtp_port))
+                and _ours(state.stripe_pid, PROCESS_MARKERS["stripe_pid"])
+                and _accepts(state.moto_port) and _accepts(state.smtp_port) and _accepts(state.stripe_port))
 
 
 def _spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -217,8 +228,12 @@ def up(config: StackConfig) -> tuple[StackState, bool]:
     smtp_port = claim_port(config.smtp_port, "DEVSTACK_SMTP_PORT")
     if smtp_port == moto_port:
         smtp_port = claim_port(0, "DEVSTACK_SMTP_PORT")
+    stripe_port = claim_port(config.stripe_port, "DEVSTACK_STRIPE_PORT")
+    while stripe_port in (moto_port, smtp_port):
+        stripe_port = claim_port(0, "DEVSTACK_STRIPE_PORT")
     config.state_dir.mkdir(parents=True, exist_ok=True)
     state = StackState(state_dir=str(config.state_dir), moto_port=moto_port, smtp_port=smtp_port,
+                       stripe_port=stripe_port,
                        duckdb_path=str(config.duckdb_path), signature_version=config.signature_version,
                        started_at=time.time())
     moto_log = config.state_dir / "moto.log"
@@ -238,6 +253,15 @@ def up(config: StackConfig) -> tuple[StackState, bool]:
         services = _spawn(args, services_log)
         state.services_pid = services.pid
         state.save()
+        # The local Stripe starts with delivery off; once the queues exist it is pointed at stripe-events.
+        stripe_log = config.state_dir / "stripe.log"
+        stripe_args = [sys.executable, "-m", "devstack.local_stripe", "--port", str(stripe_port),
+                       "--source-id", STRIPE_SOURCE_ID, "--webhook-secret", STRIPE_WEBHOOK_SECRET]
+        if config.watch_pid:
+            stripe_args += ["--watch-pid", str(config.watch_pid)]
+        stripe_proc = _spawn(stripe_args, stripe_log)
+        state.stripe_pid = stripe_proc.pid
+        state.save()
         load_or_create_signing_identity(state.cert_dir)
         _wait_until(lambda: _moto_ready(moto_port), moto, f"moto server on port {moto_port}", moto_log)
         topology = ensure_topology(client_factory(state.endpoint))
@@ -245,6 +269,9 @@ def up(config: StackConfig) -> tuple[StackState, bool]:
         state.queue_urls = topology.queue_urls
         state.save()
         _wait_until(lambda: _accepts(smtp_port), services, f"SMTP sink on port {smtp_port}", services_log)
+        _wait_until(lambda: _stripe_ready(stripe_port), stripe_proc, f"local Stripe on port {stripe_port}", stripe_log)
+        stripe_control(state, "delivery", mode="eventbridge", queue_url=state.queue_urls[STRIPE_QUEUE],
+                       sqs_endpoint=state.endpoint, region=REGION)
     except BaseException:
         _stop_all(state)
         StackState.remove(config.state_dir)
@@ -254,7 +281,29 @@ def up(config: StackConfig) -> tuple[StackState, bool]:
     return state, False
 
 
+def _stripe_ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_control/health", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def stripe_control(state: StackState, path: str, method: str = "POST", **body: Any) -> Any:
+    """Calls the local Stripe's /_control/<path> with a JSON body; returns the decoded answer."""
+    request = urllib.request.Request(f"{state.stripe_base}/_control/{path}", method=method,
+                                     data=json.dumps(body).encode() if method != "GET" else None,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raise StackError(f"local Stripe /_control/{path} answered {exc.code}: "
+                         f"{exc.read().decode(errors='replace')[:500]}") from None
+
+
 def _stop_all(state: StackState) -> None:
+    _stop_pid(state.stripe_pid, PROCESS_MARKERS["stripe_pid"])
     _stop_pid(state.services_pid, PROCESS_MARKERS["services_pid"])
     _stop_pid(state.moto_pid, PROCESS_MARKERS["moto_pid"])
 
@@ -281,6 +330,8 @@ def status(state_dir: Path | str) -> dict:
         "smtp_sink": {"host": "127.0.0.1", "port": state.smtp_port, "pid": state.services_pid,
                       "alive": _ours(state.services_pid, PROCESS_MARKERS["services_pid"]),
                       "directory": str(state.sink_dir)},
+        "local_stripe": {"base": state.stripe_base, "pid": state.stripe_pid,
+                         "alive": _ours(state.stripe_pid, PROCESS_MARKERS["stripe_pid"])},
         "topic_arn": state.topic_arn,
         "sns_cert_dir": str(state.cert_dir),
         "duckdb_path": state.duckdb_path,

@@ -27,6 +27,8 @@ class StackState:
     signature_version: str = "2"
     moto_pid: int | None = None
     services_pid: int | None = None
+    stripe_port: int = 0
+    stripe_pid: int | None = None
     started_at: float = 0.0
     startup_seconds: float = 0.0
     queue_urls: dict[str, str] = field(default_factory=dict)
@@ -34,6 +36,10 @@ class StackState:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.moto_port}"
+
+    @property
+    def stripe_base(self) -> str:
+        return f"http://127.0.0.1:{self.stripe_port}"
 
     @property
     def path(self) -> Path:

@@ -3,6 +3,8 @@
 import dagster as dg
 
 from pipelines.automation import automation_sensor
+from pipelines.billing import definitions as billing
+from pipelines.billing import ops_definitions as billing_ops
 from pipelines.common.ledgers import quarantine_spec
 from pipelines.email import definitions as email
 from pipelines.email_delivery import definitions as email_delivery
@@ -12,5 +14,8 @@ from pipelines.resource_defs import build_resources
 defs = dg.Definitions.merge(
     email.defs,
     email_delivery.defs,
-    dg.Definitions(assets=[quarantine_spec], sensors=[automation_sensor], resources=build_resources(), executor=mailroom_executor),
+    billing.defs,
+    billing_ops.defs,
+    dg.Definitions(assets=[quarantine_spec], sensors=[automation_sensor], resources=build_resources(),
+                   executor=mailroom_executor),
 )

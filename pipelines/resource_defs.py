@@ -61,5 +61,10 @@ def build_resources() -> dict[str, object]:
             api_key=dg.EnvVar("STRIPE_API_KEY"),
             webhook_secret=dg.EnvVar("STRIPE_WEBHOOK_SECRET"),
             api_base=dg.EnvVar("STRIPE_API_BASE"),
+            rate_limit_per_second=dg.EnvVar.int("STRIPE_RATE_LIMIT"),
+            eventbridge_sources=dg.EnvVar("STRIPE_EVENTBRIDGE_SOURCES"),
+            webhook_tolerance_seconds=dg.EnvVar.int("STRIPE_WEBHOOK_TOLERANCE_SECONDS"),
+            billing_service=dg.EnvVar("STRIPE_BILLING_SERVICE"),
+            domain=dg.EnvVar("STRIPE_DOMAIN"),
         ),
     }

@@ -87,6 +87,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STRIPE_API_KEY", "Stripe secret key", "sk_test_local", "(secret) sk_live_...", secret=True),
     Setting("STRIPE_WEBHOOK_SECRET", "Stripe webhook signing secret", "whsec_local", "(secret) whsec_...", secret=True),
     Setting("STRIPE_API_BASE", "Stripe API base address", "https://api.stripe.com", "https://api.stripe.com", _url),
+    Setting("STRIPE_EVENTBRIDGE_SOURCES", "Comma-separated EventBridge partner event sources accepted on stripe-events",
+            "aws.partner/stripe.com/ed_test_local", "aws.partner/stripe.com/ed_<id>"),
+    Setting("STRIPE_WEBHOOK_TOLERANCE_SECONDS", "Oldest webhook signature accepted, in seconds (0: no limit)",
+            "300", "300", _int_min(0)),
+    Setting("STRIPE_BILLING_SERVICE", "metadata.billing_service of this deployment; events naming another are skipped",
+            "pypi", "pypi", _any),
+    Setting("STRIPE_DOMAIN", "metadata.domain of this deployment; events naming another are skipped",
+            "localhost", "pypi.org", _any),
+    Setting("STRIPE_RATE_LIMIT", "Stripe requests per second, client side (0: 100 live, 25 with a test key)",
+            "0", "0", _int_min(0)),
 )
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real local stack (moto server, SMTP sink, mailbox simulator) for the session.
+"""Shared fixtures: a real local stack (moto server, SMTP sink, mailbox simulator, local Stripe) for the session.
 
 Fixtures
 --------
@@ -17,11 +17,18 @@ local_stack (session) -> LocalStack
       topic_arn    str              the SES notifications topic
       queue_urls   dict[str, str]   by name: email-requests, ses-notifications, stripe-events, <name>-dlq
       state        StackState       ports, pids, state_dir
+      stripe_base  str              the local Stripe, e.g. "http://127.0.0.1:54322" (= env STRIPE_API_BASE);
+                                    it delivers every event to stripe-events in an EventBridge envelope
     Methods:
       client(service)               a boto3 client for the stack ("sqs", "sns", "ses", "sesv2", ...)
       purge(*names)                 purge queues (default: all six)
+      stripe_control(path, method="POST", **json) -> Any
+                                    the local Stripe's /_control/<path> (advance, checkout_sessions/<id>/complete,
+                                    flush, faults, delivery, reset, state/<type>...; see devstack.local_stripe.control)
+      stripe_client()               a stripe.StripeClient talking to the local Stripe
       receive(queue, count, timeout=10.0, delete=True) -> list[dict]
-                                    SQS messages (dicts with "Body") until `count` arrived or timeout
+                                    SQS messages (dicts with "Body", and "MessageAttributes" when the
+                                    message has any) until `count` arrived or timeout
       notifications_for(message_id, count, timeout=10.0) -> list[dict]
                                     parsed SNS envelopes from ses-notifications whose SES
                                     mail.messageId is message_id (deleted); others are left visible
@@ -54,7 +61,7 @@ import pytest
 from devstack.env import DAGSTER_HOME, stack_env as build_stack_env
 from devstack.smtp_sink import SinkReader
 from devstack.sns_signer import SigningIdentity, load_or_create_signing_identity
-from devstack.stack import aws_client, config_from_env, down, up
+from devstack.stack import aws_client, config_from_env, down, stripe_control, up
 from devstack.state import StackState
 from devstack.topology import NOTIFICATIONS_QUEUE
 
@@ -96,6 +103,19 @@ class LocalStack:
             self._clients[service] = aws_client(self.endpoint, service, max_pool_connections=32)
         return self._clients[service]
 
+    @property
+    def stripe_base(self) -> str:
+        return self.state.stripe_base
+
+    def stripe_control(self, path: str, method: str = "POST", **body: Any) -> Any:
+        return stripe_control(self.state, path, method, **body)
+
+    def stripe_client(self, **options: Any) -> Any:
+        import stripe
+
+        return stripe.StripeClient(self.env["STRIPE_API_KEY"], base_addresses={"api": self.stripe_base},
+                                   stripe_version=stripe._api_version._ApiVersion.CURRENT, **options)
+
     def purge(self, *names: str) -> None:
         sqs = self.client("sqs")
         for name in names or tuple(self.queue_urls):
@@ -106,7 +126,8 @@ class LocalStack:
         got: list[dict] = []
         deadline = time.monotonic() + timeout
         while len(got) < count and time.monotonic() < deadline:
-            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                       MessageAttributeNames=["All"]).get("Messages", [])
             got.extend(msgs)
             if delete and msgs:
                 sqs.delete_message_batch(QueueUrl=url, Entries=[
@@ -137,7 +158,7 @@ class LocalStack:
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory):
     state_dir = tmp_path_factory.mktemp("devstack")
-    config = config_from_env({"DEVSTACK_MOTO_PORT": "0", "DEVSTACK_SMTP_PORT": "0"},
+    config = config_from_env({"DEVSTACK_MOTO_PORT": "0", "DEVSTACK_SMTP_PORT": "0", "DEVSTACK_STRIPE_PORT": "0"},
                              state_dir=state_dir, watch_pid=os.getpid())
     state, _ = up(config)
     try:

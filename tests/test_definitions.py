@@ -9,12 +9,20 @@ from pipelines.settings import SETTINGS
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 JOBS = {"send_email_batch_job", "email_sends_daily_job", "ingest_ses_notifications_job",
-        "replay_ses_quarantine_job", "ses_cleanup_job"}
-SENSORS = {"email_requests_sensor", "ses_notifications_sensor", "automation_sensor"}
+        "replay_ses_quarantine_job", "ses_cleanup_job", "ingest_stripe_events_job", "replay_stripe_quarantine_job"}
+BILLING_OPS_JOBS = {"refund_payment_job", "cancel_subscription_job", "resync_customer_job", "seat_sync_job",
+                    "reconcile_billing_job", "organization_subscription_notice_job", "billing_reports_job"}
+BILLING_OPS_SCHEDULES = {"seat_sync_schedule", "reconcile_billing_schedule", "reconcile_billing_full_schedule",
+                         "organization_subscription_notice_schedule", "billing_reports_schedule"}
+BILLING_OPS_ASSETS = {"subscriptions_current", "billing_daily", "billing_leaks"}
+SENSORS = {"email_requests_sensor", "ses_notifications_sensor", "stripe_events_sensor", "automation_sensor"}
 SCHEDULES = {"email_sends_daily_schedule", "ses_cleanup_schedule"}
 ROLLUPS = {"email_sends_daily", "email_status", "email_delivery_daily", "ses_reputation"}
 LEDGERS = {"email_messages", "email_events", "email_addresses", "quarantine"}
 ASSETS = ROLLUPS | LEDGERS
+BILLING_ASSETS = {"stripe_events", "stripe_customers", "stripe_subscriptions", "stripe_subscription_items",
+                  "stripe_products", "stripe_prices", "stripe_invoices", "stripe_payment_methods", "stripe_payments",
+                  "organizations", "organization_members"}
 RESOURCES = {"duckdb", "email_requests_queue", "ses_notifications_queue", "stripe_events_queue", "sns",
              "email_sender", "templates", "stripe", "email_settings", "sns_verifier", "address_changes_queue"}
 
@@ -29,15 +37,23 @@ def test_definitions_contain_the_expected_names():
     defs = _defs()
     repo = defs.get_repository_def()
     jobs = {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")}
-    assert jobs == JOBS
+    assert jobs == JOBS | BILLING_OPS_JOBS
     assert {s.name for s in repo.sensor_defs} == SENSORS
-    assert {s.name for s in repo.schedule_defs} == SCHEDULES
+    assert {s.name for s in repo.schedule_defs} == SCHEDULES | BILLING_OPS_SCHEDULES
     assets = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert assets == ASSETS
+    assert assets == ASSETS | BILLING_ASSETS | BILLING_OPS_ASSETS
     assert set(defs.resources) == RESOURCES
     for key in ASSETS - {"quarantine"}:
         assert repo.asset_graph.get(dg.AssetKey(key)).group_name == "email"
     assert repo.asset_graph.get(dg.AssetKey("quarantine")).group_name == "queues"
+    for key in BILLING_ASSETS | BILLING_OPS_ASSETS:
+        assert repo.asset_graph.get(dg.AssetKey(key)).group_name == "billing"
+
+
+def test_billing_tables_descend_from_the_ledger():
+    graph = _defs().get_repository_def().asset_graph
+    for key in BILLING_ASSETS - {"stripe_events", "organizations", "organization_members"}:
+        assert graph.get(dg.AssetKey(key)).parent_keys == {dg.AssetKey("stripe_events")}, key
 
 
 def test_lineage_runs_from_each_queues_ledgers_to_every_rollup():
@@ -54,13 +70,16 @@ def test_lineage_runs_from_each_queues_ledgers_to_every_rollup():
     for key in LEDGERS:   # written by drains, not materialized as assets
         assert not graph.get(dg.AssetKey(key)).is_executable, key
 
+
 def test_sensors_run_by_default_and_target_their_drain_jobs():
     defs = _defs()
     for sensor, job in [("email_requests_sensor", "send_email_batch_job"),
-                        ("ses_notifications_sensor", "ingest_ses_notifications_job")]:
+                        ("ses_notifications_sensor", "ingest_ses_notifications_job"),
+                        ("stripe_events_sensor", "ingest_stripe_events_job")]:
         sd = defs.resolve_sensor_def(sensor)
         assert sd.job_name == job
         assert sd.default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.resolve_sensor_def("automation_sensor").default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_drains_take_their_queues_pool_and_other_writers_the_duckdb_pool():
@@ -71,7 +90,9 @@ def test_drains_take_their_queues_pool_and_other_writers_the_duckdb_pool():
     defs = _defs()
     for job, pool in [("send_email_batch_job", "drain-email-requests"),
                       ("ingest_ses_notifications_job", "drain-ses-notifications"),
-                      ("replay_ses_quarantine_job", "drain-ses-notifications"), ("ses_cleanup_job", "duckdb")]:
+                      ("replay_ses_quarantine_job", "drain-ses-notifications"),
+                      ("ingest_stripe_events_job", "drain-stripe-events"),
+                      ("replay_stripe_quarantine_job", "drain-stripe-events"), ("ses_cleanup_job", "duckdb")]:
         for node in defs.resolve_job_def(job).graph.node_defs:
             assert node.pool == pool, (job, node.name)
     for key in ROLLUPS:
@@ -82,7 +103,8 @@ def test_drains_take_their_queues_pool_and_other_writers_the_duckdb_pool():
 
 
 def test_readme_names_every_definition_and_setting():
-    names = JOBS | SENSORS | SCHEDULES | ASSETS | {s.name for s in SETTINGS}
+    names = (JOBS | SENSORS | SCHEDULES | ASSETS | BILLING_ASSETS | BILLING_OPS_JOBS | BILLING_OPS_SCHEDULES
+             | BILLING_OPS_ASSETS | {s.name for s in SETTINGS})
     missing = sorted(n for n in names if f"`{n}`" not in README)
     assert not missing, f"README does not mention: {missing}"
     assert "make dev" in README and "make test" in README

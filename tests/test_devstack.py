@@ -389,7 +389,8 @@ def _base_env(**extra: str) -> dict[str, str]:
 
 @pytest.mark.integration
 def test_up_twice_is_harmless_and_down_stops_everything(tmp_path):
-    env = _base_env(DEVSTACK_STATE_DIR=str(tmp_path / "st"), DEVSTACK_MOTO_PORT="0", DEVSTACK_SMTP_PORT="0")
+    env = _base_env(DEVSTACK_STATE_DIR=str(tmp_path / "st"), DEVSTACK_MOTO_PORT="0", DEVSTACK_SMTP_PORT="0",
+                    DEVSTACK_STRIPE_PORT="0")
     first = _cli("up", env=env)
     assert first.returncode == 0, first.stderr
     assert "started in" in first.stdout
@@ -414,7 +415,7 @@ def test_up_twice_is_harmless_and_down_stops_everything(tmp_path):
     finally:
         assert _cli("down", env=env).returncode == 0
     assert not is_running(state)
-    for pid in (state.moto_pid, state.services_pid):
+    for pid in (state.moto_pid, state.services_pid, state.stripe_pid):
         assert not os.path.exists(f"/proc/{pid}") or b"devstack" not in open(f"/proc/{pid}/cmdline", "rb").read()
     assert _cli("status", env=env).returncode == 3
 
@@ -514,7 +515,7 @@ def _start_dev(tmp_path, demo_interval: str) -> tuple[subprocess.Popen, Path]:
     home.mkdir()
     shutil.copy(DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
     env = _base_env(DEVSTACK_STATE_DIR=str(tmp_path / "st"), DEVSTACK_MOTO_PORT="0", DEVSTACK_SMTP_PORT="0",
-                    DEVSTACK_DAGSTER_PORT="0", DEVSTACK_DAGSTER_HOME=str(home), DEVSTACK_DEMO_INTERVAL=demo_interval)
+                    DEVSTACK_STRIPE_PORT="0", DEVSTACK_DAGSTER_PORT="0", DEVSTACK_DAGSTER_HOME=str(home), DEVSTACK_DEMO_INTERVAL=demo_interval)
     proc = subprocess.Popen([sys.executable, "-m", "devstack", "dev"], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return proc, home
@@ -532,7 +533,7 @@ def test_dev_serves_the_code_location_and_ctrl_c_stops_everything(tmp_path):
         while port is None and time.monotonic() < deadline:
             line = proc.stdout.readline()
             assert line or proc.poll() is None, "devstack dev exited early"
-            m = re.search(r"Dagster UI: http://127\.0\.0\.1:(\d+)", line)
+            m = re.search(r"^UI at http://127\.0\.0\.1:(\d+)", line)
             port = int(m.group(1)) if m else None
         assert port, "the UI did not come up within 180 s"
         query = {"query": "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
@@ -587,7 +588,7 @@ def test_dagster_stops_when_dev_is_killed(tmp_path):
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             assert line or proc.poll() is None, "devstack dev exited early"
-            if "Dagster UI" in line:
+            if line.startswith("UI at "):
                 break
         assert dagster_processes(), "no webserver/daemon seen"
         state = StackState.load(tmp_path / "st")

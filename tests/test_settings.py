@@ -10,6 +10,8 @@ GOOD = {
     "SMTP_USERNAME": "", "SMTP_PASSWORD": "", "SNS_TOPIC_ALLOWLIST": "arn:aws:sns:us-east-1:1:t",
     "SNS_CERT_DIR": "", "SNS_MAX_AGE_SECONDS": "3600", "SES_ACCEPT_RAW": "false", "ADDRESS_CHANGES_QUEUE": "",
     "STRIPE_API_KEY": "sk_test_x", "STRIPE_WEBHOOK_SECRET": "whsec_x", "STRIPE_API_BASE": "http://127.0.0.1:1",
+    "STRIPE_EVENTBRIDGE_SOURCES": "aws.partner/stripe.com/ed_test_1", "STRIPE_WEBHOOK_TOLERANCE_SECONDS": "300",
+    "STRIPE_BILLING_SERVICE": "pypi", "STRIPE_DOMAIN": "pypi.org", "STRIPE_RATE_LIMIT": "0",
 }
 
 
@@ -36,6 +38,8 @@ def test_missing_variable_is_named(name):
         ("SES_MAX_SEND_RATE", "-1", "integer"),
         ("EMAIL_SENDER", "not-an-address", "email address"),
         ("STRIPE_API_BASE", "api.stripe.com", "URL"),
+        ("STRIPE_WEBHOOK_TOLERANCE_SECONDS", "5m", "integer >= 0"),
+        ("STRIPE_RATE_LIMIT", "-1", "integer >= 0"),
         ("SES_ACCEPT_RAW", "yes", "true or false"),
     ],
 )

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pipelines.common.counters import Counters
 from pipelines.common.drain import DrainOptions, drain
-from pipelines.common.quarantine import Quarantined, mark_replayed, pending, quarantine
+from pipelines.common.quarantine import Quarantined, mark_replayed, pending, quarantine, storable
 from pipelines.common.queue_message import Queue, QueueMessage
 from pipelines.common.stop import Stopped, StopRequest
 
@@ -77,11 +77,6 @@ def _log_internal(log: Any, what: str, exc: BaseException) -> None:
     frames = "".join(traceback.format_tb(exc.__traceback__))
     log.error(f"{what}: {internal_error(exc)}\nTraceback (most recent call last):\n{frames}"
               f"{type(exc).__name__} (message withheld)")
-
-
-def storable(text: str) -> str:
-    """Text DuckDB can store: a lone surrogate (JSON allows "\\ud800") becomes its escape."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _kept_body(consumer: Consumer, body: str) -> str:
@@ -197,6 +192,9 @@ def run_consumer(queue: Queue, consumer: Consumer, store: Store, options: DrainO
     return RunReport(total, time.monotonic() - started)
 
 
+REPLAY_CHUNK = 500
+
+
 def replay_quarantine(store: Store, consumer: Consumer, limit: int = 10_000, log: Any = None) -> Counters:
     """Run quarantined rows of the consumer's source through it again, after a fix. Each row
     records 'ok' or its new reason, in the same transaction as what it wrote. The messages carry
@@ -204,8 +202,12 @@ def replay_quarantine(store: Store, consumer: Consumer, limit: int = 10_000, log
     with store.transaction() as conn:
         rows = pending(conn, consumer.source)[:limit]
     counters = Counters(messages=len(rows), still_failing=0)
-    if rows:
-        counters.update(_replay(store, consumer, rows, log or _log))
+    log = log or _log
+    # In chunks: each commits on its own (short transactions) and the log shows how far it got.
+    for start in range(0, len(rows), REPLAY_CHUNK):
+        counters.update(_replay(store, consumer, rows[start:start + REPLAY_CHUNK], log))
+        log.info(f"{consumer.source}: replayed {min(start + REPLAY_CHUNK, len(rows)):,} of {len(rows):,} "
+                 f"quarantined rows, {counters['still_failing']:,} still failing")
     return counters
 
 

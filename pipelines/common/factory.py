@@ -99,6 +99,7 @@ def queue_consumer_defs(
     make_replay_consumer: MakeConsumer | None = None,
     op_description: str | None = None, job_description: str | None = None,
     replay_description: str | None = None, job_tags: dict[str, str] | None = None,
+    sensor_description: str | None = None,
     ledgers: Sequence[str] = (), pool: str | None = None,
 ) -> dg.Definitions:
     """`connect_config`: DuckDB settings for the run's connection (e.g. {"threads": 1}).
@@ -131,7 +132,8 @@ def queue_consumer_defs(
     def drain_job():
         drain_op()
 
-    sensor = queue_doorbell_sensor(name=sensor_name, job=drain_job, queue_resource_key=queue_resource_key)
+    sensor = queue_doorbell_sensor(name=sensor_name, job=drain_job, queue_resource_key=queue_resource_key,
+                                   description=sensor_description)
     jobs = [drain_job]
 
     if replay_job_name:

@@ -3,6 +3,7 @@ and email_sends_daily: per day and kind, sent / skipped by reason / failed (chec
 
 import dagster as dg
 
+from pipelines.common.asset_metadata import preview
 from pipelines.common.ledgers import ledger_spec
 from pipelines.email import sends_daily
 from resources.duckdb import DuckDBResource
@@ -19,8 +20,11 @@ email_messages = ledger_spec(
 
 @dg.asset(group_name="email", pool="duckdb", check_specs=CHECKS, kinds={"duckdb"}, deps=[EMAIL_MESSAGES],
           automation_condition=dg.AutomationCondition.eager(),
-          description="DuckDB table email_sends_daily: per UTC day and kind, the counts of sent (accepted by "
-                      "the provider, including later delivery statuses), skipped by reason, failed, pending.")
+          description="DuckDB table email_sends_daily, rebuilt from the email_messages ledger: per UTC day and "
+                      "kind, the counts of sent (accepted by the provider, including later delivery statuses), "
+                      "skipped by reason, failed, pending. Metadata: row count, the newest rows, totals and "
+                      "today's failure rate (plotted over materializations). When a check fails, its "
+                      "description says what to do; docs/operations.md has the runbook.")
 def email_sends_daily(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     with duckdb.connect() as conn:
         rows = sends_daily.materialize(conn)
@@ -28,7 +32,11 @@ def email_sends_daily(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
         ledger, counted = sends_daily.ledger_mismatch(conn)
         stuck = sends_daily.stuck_pending(conn, STUCK_PENDING_MINUTES)
         rate, failed, sent = sends_daily.failure_rate(conn)
-    yield dg.MaterializeResult(metadata={"rows": rows, **{f"total_{k}": v for k, v in totals.items()}})
+        newest = preview(conn, "SELECT * FROM email_sends_daily ORDER BY day DESC, kind")
+    yield dg.MaterializeResult(metadata={
+        "rows": dg.MetadataValue.int(rows), "preview": newest,
+        "failure_rate_today": dg.MetadataValue.float(round(rate, 4)),
+        **{f"total_{k}": dg.MetadataValue.int(v) for k, v in totals.items()}})
     yield dg.AssetCheckResult(check_name="email_sends_daily_matches_ledger", passed=ledger == counted,
                               metadata={"ledger_rows": ledger, "counted_rows": counted})
     yield dg.AssetCheckResult(check_name="email_no_stuck_pending", passed=stuck == 0,

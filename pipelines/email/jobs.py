@@ -62,9 +62,16 @@ email_queue_defs = queue_consumer_defs(
     op_name="send_email_batch", job_name="send_email_batch_job", sensor_name="email_requests_sensor",
     config_class=SendEmailBatchConfig, resource_keys={"email_sender", "templates", "email_settings"},
     job_description="Drains email-requests: parse, quarantine bad requests, render, apply skip rules, "
-                    "claim outbox rows, send, record; then delete the messages.",
+                    "claim outbox rows, send, record; then delete the messages. Run metadata: received, "
+                    "quarantined, sent, skipped_<reason>, failed. Quarantined requests keep their (redacted) "
+                    "body and reason in the quarantine table: fix the sender, they are not retried.",
+    sensor_description="Doorbell for send_email_batch_job: reads the depth of email-requests and this "
+                       "instance's runs, never a message. Requests one run when requests wait and no run of "
+                       "the job is in flight. If requests pile up while it skips, look at the in-flight run.",
     job_tags={},
     ledgers=[EMAIL_MESSAGES],
 )
 
-email_sends_daily_job = dg.define_asset_job("email_sends_daily_job", selection=[email_sends_daily])
+email_sends_daily_job = dg.define_asset_job(
+    "email_sends_daily_job", selection=[email_sends_daily],
+    description="Rebuilds email_sends_daily from the email_messages ledger and runs its checks.")

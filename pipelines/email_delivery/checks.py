@@ -10,9 +10,17 @@ from pipelines.email_delivery.reporting import (BOUNCE_FAIL, BOUNCE_WARN, COMPLA
 
 REPUTATION_CHECKS = [
     dg.AssetCheckSpec("bounce_rate_below_ses_thresholds", asset="ses_reputation",
-                      description=f"Hard-bounce rate: warn at {BOUNCE_WARN:.0%}, error at {BOUNCE_FAIL:.0%}."),
+                      description=f"Hard-bounce rate over the window: warn at {BOUNCE_WARN:.0%}, error at "
+                                  f"{BOUNCE_FAIL:.0%} (where SES reviews the account). If it fails: find the "
+                                  "kinds and senders that bounce (email_delivery_daily), stop the source of bad "
+                                  "addresses (unverified signups, old lists); bounced addresses are already "
+                                  "suppressed. docs/operations.md: 'A reputation check fails'."),
     dg.AssetCheckSpec("complaint_rate_below_ses_thresholds", asset="ses_reputation",
-                      description=f"Complaint rate: warn at {COMPLAINT_WARN:.1%}, error at {COMPLAINT_FAIL:.1%}."),
+                      description=f"Complaint rate over the window: warn at {COMPLAINT_WARN:.1%}, error at "
+                                  f"{COMPLAINT_FAIL:.1%} (where SES may pause sending). If it fails: find the "
+                                  "kind people mark as spam (email_delivery_daily), stop or change that mail; "
+                                  "complainers are already suppressed. docs/operations.md: 'A reputation check "
+                                  "fails'."),
 ]
 
 

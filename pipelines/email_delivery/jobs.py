@@ -65,8 +65,16 @@ ses_queue_defs = queue_consumer_defs(
     after_run=publish_changes,
     ledgers=[EMAIL_EVENTS, EMAIL_MESSAGES, EMAIL_ADDRESSES],
     op_description="Drains ses-notifications: verify, parse, apply; commit, then delete.",
-    job_description="Drains the ses-notifications queue into email_events, email_messages, email_addresses.",
-    replay_description="Replays quarantined SES notifications after a fix.",
+    job_description="Drains the ses-notifications queue into email_events, email_messages, email_addresses: "
+                    "verifies each SNS signature, applies bounces, complaints and deliveries, records "
+                    "address health. Run metadata: received, events_new, events_duplicate, orphans, "
+                    "quarantined. Quarantined notifications (bad signature, unknown topic, unparseable) keep "
+                    "their body and reason: docs/operations.md, 'A signature check fails'.",
+    replay_description="Replays quarantined SES notifications after a fix (a new topic in "
+                       "SNS_TOPIC_ALLOWLIST, a parser fix); rows that still fail stay quarantined.",
+    sensor_description="Doorbell for ingest_ses_notifications_job: reads the depth of ses-notifications and "
+                       "this instance's runs, never a message. Requests one run when notifications wait and "
+                       "no run of the job is in flight.",
 )
 
 
@@ -83,6 +91,7 @@ def cleanup_ses_messages(context: dg.OpExecutionContext, config: CleanupConfig, 
     return dg.Output(None, metadata={"messages_deleted": res.messages, "events_deleted": res.events})
 
 
-@dg.job(description="Daily retention of email_messages and email_events.")
+@dg.job(description="Daily retention of email_messages and email_events (Warehouse's): sent/delivered "
+                    "messages after 14 days, everything after 90, with their events. Metadata: rows deleted.")
 def ses_cleanup_job():
     cleanup_ses_messages()

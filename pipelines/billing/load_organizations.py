@@ -1,0 +1,133 @@
+"""Load the platform's organisations (and their members) into DuckDB from CSV or Parquet.
+
+    python -m pipelines.billing.load_organizations organizations.csv [--members members.parquet] [--db PATH]
+
+The platform owns these tables; this loader is for operators and demos. Each file is upserted
+by its key (organizations.id; organization_members (organization_id, user_id)); rows that fail
+a check (missing key, unknown type, a member of an unknown organisation) are reported by line
+and skipped, the rest are loaded. With --replace-members, an organisation's member list in the
+file replaces the one in the table (members who left are removed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from pipelines.store.transaction import transaction
+
+ORG_TYPES = ("company", "community")
+
+
+@dataclass
+class LoadReport:
+    organizations: int = 0
+    members: int = 0
+    members_removed: int = 0
+    rejected: list[str] = field(default_factory=list)
+
+
+def _reader(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return "read_parquet(?)"
+    if suffix in (".csv", ".tsv", ".txt"):
+        return "read_csv(?, header = true, all_varchar = true)"
+    raise ValueError(f"{path}: expected a .csv or .parquet file")
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    rows = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                        "ORDER BY ordinal_position", [table]).fetchall()
+    if not rows:
+        raise RuntimeError(f"table {table} does not exist: open the database through the code location's schema")
+    return [r[0] for r in rows]
+
+
+def _stage(conn: duckdb.DuckDBPyConnection, name: str, path: str, required: tuple[str, ...]) -> list[str]:
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT row_number() OVER () + 1 AS _line, * "
+                 f"FROM {_reader(path)}", [path])
+    cols = [c for c in _columns(conn, name) if c != "_line"]
+    missing = [c for c in required if c not in cols]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(cols)})")
+    return cols
+
+
+def load(conn: duckdb.DuckDBPyConnection, organizations: str | None, members: str | None = None,
+         *, replace_members: bool = False) -> LoadReport:
+    report = LoadReport()
+    with transaction(conn):
+        if organizations:
+            cols = _stage(conn, "_orgs", organizations, ("id", "name", "type"))
+            bad = conn.execute(
+                "SELECT _line, CASE WHEN id IS NULL OR trim(id) = '' THEN 'missing id'"
+                " WHEN name IS NULL OR trim(name) = '' THEN 'missing name'"
+                f" ELSE 'type must be {' or '.join(ORG_TYPES)}, got ' || coalesce(type, 'nothing') END"
+                f" FROM _orgs WHERE id IS NULL OR trim(id) = '' OR name IS NULL OR trim(name) = ''"
+                f" OR lower(type) NOT IN {ORG_TYPES} OR type IS NULL ORDER BY _line").fetchall()
+            report.rejected += [f"{organizations} line {line}: {why}" for line, why in bad]
+            target = [c for c in _columns(conn, "organizations") if c in cols]
+            select = ", ".join("lower(type)" if c == "type" else c for c in target)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in target if c != "id")
+            report.organizations = conn.execute(
+                f"INSERT INTO organizations ({', '.join(target)}) SELECT {select} FROM _orgs"
+                f" WHERE id IS NOT NULL AND trim(id) <> '' AND name IS NOT NULL AND trim(name) <> ''"
+                f" AND lower(type) IN {ORG_TYPES} ON CONFLICT (id) DO UPDATE SET {updates}").fetchone()[0]
+        if members:
+            cols = _stage(conn, "_members", members, ("organization_id", "user_id"))
+            bad = conn.execute(
+                "SELECT _line, CASE WHEN organization_id IS NULL OR user_id IS NULL THEN 'missing organization_id or user_id'"
+                " ELSE 'unknown organization ' || organization_id END FROM _members m"
+                " WHERE organization_id IS NULL OR user_id IS NULL"
+                " OR NOT EXISTS (SELECT 1 FROM organizations o WHERE o.id = m.organization_id) ORDER BY _line").fetchall()
+            report.rejected += [f"{members} line {line}: {why}" for line, why in bad]
+            good = ("organization_id IS NOT NULL AND user_id IS NOT NULL"
+                    " AND EXISTS (SELECT 1 FROM organizations o WHERE o.id = _members.organization_id)")
+            if replace_members:
+                report.members_removed = conn.execute(
+                    "DELETE FROM organization_members t WHERE t.organization_id IN"
+                    f" (SELECT DISTINCT organization_id FROM _members WHERE {good})"
+                    f" AND NOT EXISTS (SELECT 1 FROM _members WHERE {good}"
+                    " AND _members.organization_id = t.organization_id AND _members.user_id = t.user_id)"
+                ).fetchone()[0]
+            target = [c for c in _columns(conn, "organization_members") if c in cols]
+            updates = ", ".join(f"{c} = excluded.{c}" for c in target if c not in ("organization_id", "user_id"))
+            conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+            report.members = conn.execute(
+                f"INSERT INTO organization_members ({', '.join(target)}) SELECT {', '.join(target)} FROM _members"
+                f" WHERE {good} ON CONFLICT (organization_id, user_id) {conflict}").fetchone()[0]
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.billing.load_organizations", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("organizations", nargs="?", help="CSV or Parquet: id, name, type, [created, deleted_at, billing_email]")
+    parser.add_argument("--members", help="CSV or Parquet: organization_id, user_id, [role, joined_at]")
+    parser.add_argument("--replace-members", action="store_true",
+                        help="the file is each listed organisation's full member list")
+    parser.add_argument("--db", default=os.environ.get("DUCKDB_PATH"), help="DuckDB file (default $DUCKDB_PATH)")
+    args = parser.parse_args(argv)
+    if not args.organizations and not args.members:
+        parser.error("give an organizations file, --members, or both")
+    if not args.db:
+        parser.error("no database: pass --db or set DUCKDB_PATH")
+    from pipelines.store.schema import database
+
+    with database(args.db).connect() as conn:
+        report = load(conn, args.organizations, args.members, replace_members=args.replace_members)
+    print(f"organizations upserted: {report.organizations}, members upserted: {report.members}, "
+          f"members removed: {report.members_removed}, rejected rows: {len(report.rejected)}")
+    for line in report.rejected:
+        print(f"  rejected: {line}", file=sys.stderr)
+    return 1 if report.rejected else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

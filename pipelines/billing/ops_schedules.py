@@ -1,0 +1,28 @@
+"""Daily seat sync, daily incremental reconciliation, a weekly full sweep, daily subscription notices."""
+
+import dagster as dg
+
+from pipelines.billing.ops_jobs import organization_subscription_notice_job, reconcile_billing_job, seat_sync_job
+
+seat_sync_schedule = dg.ScheduleDefinition(
+    name="seat_sync_schedule", job=seat_sync_job, cron_schedule="40 4 * * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING, description="Seat counts follow organization_members, daily.")
+
+reconcile_billing_schedule = dg.ScheduleDefinition(
+    name="reconcile_billing_schedule", job=reconcile_billing_job, cron_schedule="10 2 * * *",
+    execution_timezone="UTC", run_config={"ops": {"reconcile_billing": {"config": {"mode": "incremental"}}}},
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Incremental reconciliation from the Events API cursor, daily.")
+
+reconcile_billing_full_schedule = dg.ScheduleDefinition(
+    name="reconcile_billing_full_schedule", job=reconcile_billing_job, cron_schedule="10 3 * * 0",
+    execution_timezone="UTC", run_config={"ops": {"reconcile_billing": {"config": {"mode": "full"}}}},
+    default_status=dg.DefaultScheduleStatus.RUNNING, description="Full reconciliation sweep, weekly (Sunday).")
+
+organization_subscription_notice_schedule = dg.ScheduleDefinition(
+    name="organization_subscription_notice_schedule", job=organization_subscription_notice_job,
+    cron_schedule="0 9 * * *", execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="organization-subscription-required for company organisations past their grace period, daily.")
+
+OPS_SCHEDULES = [seat_sync_schedule, reconcile_billing_schedule, reconcile_billing_full_schedule,
+                 organization_subscription_notice_schedule]
