@@ -20,7 +20,7 @@ import json
 import os
 import sys
 
-from devstack.env import check_env, export_lines, stack_env
+from devstack.env import check_env, dev_env, export_lines
 from devstack.progress import Step
 from devstack.stack import StackError, config_from_env, down, is_running, status, up
 from devstack.state import StackState, state_dir_from_env
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             if not is_running(state):
                 print(f"warning: the stack recorded in {state.state_dir} is not running; "
                       "start it with `python -m devstack up`", file=sys.stderr)
-            sys.stdout.write(export_lines(stack_env(state)))
+            sys.stdout.write(export_lines(dev_env(state, os.environ)))
             return 0
         if command == "check":
             problems = check_env(os.environ)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from devstack.demo import DemoTraffic
 from devstack.progress import Counter, Step
-from devstack.env import check_env, stack_env
+from devstack.env import check_env, dev_env
 from devstack.stack import StackError, aws_client, claim_port, config_from_env, down, up
 from devstack.state import REPO_ROOT
 
@@ -61,6 +61,24 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def cancel_runs(dagster_home: str, reason: str = "make dev stopped (Ctrl-C)") -> int:
+    """Ask every unfinished run to stop, as Terminate in the UI does: queued runs are canceled at
+    once; running ones are marked CANCELING, so the interrupt that follows ends them as canceled
+    (a drain first stops cleanly, pipelines/common/stop.py) instead of failed."""
+    import dagster as dg
+
+    active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED]
+    with dg.DagsterInstance.from_config(dagster_home) as instance:
+        runs = instance.get_runs(dg.RunsFilter(statuses=active))
+        for run in runs:
+            if run.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED):
+                instance.report_run_canceled(run, message=reason)
+            else:
+                instance.report_run_canceling(run, message=reason)
+    return len(runs)
 
 
 def _stop_dagster(proc: subprocess.Popen) -> None:
@@ -108,8 +126,7 @@ def run_dev() -> int:
           f"moto {state.endpoint}, SMTP sink 127.0.0.1:{state.smtp_port}, local Stripe {state.stripe_base}",
           flush=True)
 
-    env = {**os.environ, **stack_env(state)}
-    env["EMAIL_TRANSPORT"] = os.environ.get("EMAIL_TRANSPORT", "ses")
+    env = {**os.environ, **dev_env(state, os.environ)}
     if os.environ.get("DEVSTACK_DAGSTER_HOME"):
         env["DAGSTER_HOME"] = os.environ["DEVSTACK_DAGSTER_HOME"]
     problems = check_env(env)
@@ -169,6 +186,13 @@ def run_dev() -> int:
             print("\nstopping ...", flush=True)
         if demo:
             demo.stop()
+        try:
+            canceled = cancel_runs(env["DAGSTER_HOME"])
+        except Exception as exc:  # noqa: BLE001 - stopping goes on; the runs then end as failed
+            print(f"could not cancel the unfinished runs: {type(exc).__name__}: {exc}", flush=True)
+        else:
+            if canceled:
+                print(f"canceling {canceled} unfinished run(s) ...", flush=True)
         _stop_dagster(proc)
         log.close()
         if not already:

@@ -50,6 +50,19 @@ def stack_env(state: StackState) -> dict[str, str]:
     }
 
 
+# `make dev` sends through moto's SES (the mailbox simulator then answers with deliveries,
+# bounces and complaints); `python -m devstack env` prints the same, so a shell that evals it
+# talks to the stack exactly as the dev code location does. EMAIL_TRANSPORT=smtp overrides both.
+DEV_TRANSPORT = "ses"
+
+
+def dev_env(state: StackState, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """stack_env as `make dev` runs it: EMAIL_TRANSPORT from the caller's environment, else ses."""
+    env = stack_env(state)
+    env["EMAIL_TRANSPORT"] = (environ or {}).get("EMAIL_TRANSPORT") or DEV_TRANSPORT
+    return env
+
+
 def export_lines(env: Mapping[str, str]) -> str:
     import shlex
 

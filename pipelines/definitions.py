@@ -2,8 +2,10 @@
 
 import dagster as dg
 
+from pipelines.automation import automation_sensor
 from pipelines.billing import definitions as billing
 from pipelines.billing import ops_definitions as billing_ops
+from pipelines.common.ledgers import quarantine_spec
 from pipelines.email import definitions as email
 from pipelines.email_delivery import definitions as email_delivery
 from pipelines.executors import mailroom_executor
@@ -14,5 +16,6 @@ defs = dg.Definitions.merge(
     email_delivery.defs,
     billing.defs,
     billing_ops.defs,
-    dg.Definitions(resources=build_resources(), executor=mailroom_executor),
+    dg.Definitions(assets=[quarantine_spec], sensors=[automation_sensor], resources=build_resources(),
+                   executor=mailroom_executor),
 )

@@ -15,9 +15,11 @@ BILLING_OPS_JOBS = {"refund_payment_job", "cancel_subscription_job", "resync_cus
 BILLING_OPS_SCHEDULES = {"seat_sync_schedule", "reconcile_billing_schedule", "reconcile_billing_full_schedule",
                          "organization_subscription_notice_schedule", "billing_reports_schedule"}
 BILLING_OPS_ASSETS = {"subscriptions_current", "billing_daily", "billing_leaks"}
-SENSORS = {"email_requests_sensor", "ses_notifications_sensor", "stripe_events_sensor"}
+SENSORS = {"email_requests_sensor", "ses_notifications_sensor", "stripe_events_sensor", "automation_sensor"}
 SCHEDULES = {"email_sends_daily_schedule", "ses_cleanup_schedule"}
-ASSETS = {"email_sends_daily", "email_status", "email_delivery_daily", "ses_reputation"}
+ROLLUPS = {"email_sends_daily", "email_status", "email_delivery_daily", "ses_reputation"}
+LEDGERS = {"email_messages", "email_events", "email_addresses", "quarantine"}
+ASSETS = ROLLUPS | LEDGERS
 BILLING_ASSETS = {"stripe_events", "stripe_customers", "stripe_subscriptions", "stripe_subscription_items",
                   "stripe_products", "stripe_prices", "stripe_invoices", "stripe_payment_methods", "stripe_payments",
                   "organizations", "organization_members"}
@@ -41,8 +43,9 @@ def test_definitions_contain_the_expected_names():
     assets = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert assets == ASSETS | BILLING_ASSETS | BILLING_OPS_ASSETS
     assert set(defs.resources) == RESOURCES
-    for key in ASSETS:
+    for key in ASSETS - {"quarantine"}:
         assert repo.asset_graph.get(dg.AssetKey(key)).group_name == "email"
+    assert repo.asset_graph.get(dg.AssetKey("quarantine")).group_name == "queues"
     for key in BILLING_ASSETS | BILLING_OPS_ASSETS:
         assert repo.asset_graph.get(dg.AssetKey(key)).group_name == "billing"
 
@@ -53,6 +56,21 @@ def test_billing_tables_descend_from_the_ledger():
         assert graph.get(dg.AssetKey(key)).parent_keys == {dg.AssetKey("stripe_events")}, key
 
 
+def test_lineage_runs_from_each_queues_ledgers_to_every_rollup():
+    graph = _defs().get_repository_def().asset_graph
+
+    def upstream(key: str) -> set[str]:
+        return {k.to_user_string() for k in graph.upstream_key_iterator(dg.AssetKey(key))}
+
+    assert upstream("email_sends_daily") >= {"email_messages"}
+    for rollup in ("email_status", "email_delivery_daily", "ses_reputation"):
+        assert upstream(rollup) >= {"email_messages", "email_events"}, rollup
+    for key in ROLLUPS:
+        assert graph.get(dg.AssetKey(key)).automation_condition is not None, key
+    for key in LEDGERS:   # written by drains, not materialized as assets
+        assert not graph.get(dg.AssetKey(key)).is_executable, key
+
+
 def test_sensors_run_by_default_and_target_their_drain_jobs():
     defs = _defs()
     for sensor, job in [("email_requests_sensor", "send_email_batch_job"),
@@ -61,16 +79,27 @@ def test_sensors_run_by_default_and_target_their_drain_jobs():
         sd = defs.resolve_sensor_def(sensor)
         assert sd.job_name == job
         assert sd.default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.resolve_sensor_def("automation_sensor").default_status == dg.DefaultSensorStatus.RUNNING
 
 
-def test_every_writer_takes_the_duckdb_pool():
+def test_drains_take_their_queues_pool_and_other_writers_the_duckdb_pool():
+    # Drains hold DuckDB only while they commit, so different queues run side by side (one drain
+    # per queue); rollups and maintenance keep the shared `duckdb` pool. Every pool's limit is 1.
+    import yaml
+
     defs = _defs()
-    for job in ("send_email_batch_job", "ingest_ses_notifications_job", "replay_ses_quarantine_job",
-                "ses_cleanup_job", "ingest_stripe_events_job", "replay_stripe_quarantine_job"):
+    for job, pool in [("send_email_batch_job", "drain-email-requests"),
+                      ("ingest_ses_notifications_job", "drain-ses-notifications"),
+                      ("replay_ses_quarantine_job", "drain-ses-notifications"),
+                      ("ingest_stripe_events_job", "drain-stripe-events"),
+                      ("replay_stripe_quarantine_job", "drain-stripe-events"), ("ses_cleanup_job", "duckdb")]:
         for node in defs.resolve_job_def(job).graph.node_defs:
-            assert node.pool == "duckdb", (job, node.name)
-    for key in ASSETS:
+            assert node.pool == pool, (job, node.name)
+    for key in ROLLUPS:
         assert defs.resolve_assets_def(key).op.pool == "duckdb", key
+    root = Path(__file__).resolve().parent.parent / ".dagster"
+    for config in (root / "dagster.yaml", root / "production" / "dagster.yaml"):
+        assert yaml.safe_load(config.read_text())["concurrency"]["pools"]["default_limit"] == 1, config
 
 
 def test_readme_names_every_definition_and_setting():

@@ -408,6 +408,10 @@ def test_up_twice_is_harmless_and_down_stops_everything(tmp_path):
         exported = _cli("env", env=env).stdout
         assert f"export SMTP_PORT={state.smtp_port}\n" in exported
         assert f"export AWS_ENDPOINT_URL=http://127.0.0.1:{state.moto_port}\n" in exported
+        plain = _cli("env", env={k: v for k, v in env.items() if k != "EMAIL_TRANSPORT"}).stdout
+        assert "export EMAIL_TRANSPORT=ses\n" in plain      # what `make dev` sends through
+        smtp = _cli("env", env={**env, "EMAIL_TRANSPORT": "smtp"}).stdout
+        assert "export EMAIL_TRANSPORT=smtp\n" in smtp      # the same override as `make dev`
     finally:
         assert _cli("down", env=env).returncode == 0
     assert not is_running(state)

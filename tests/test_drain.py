@@ -252,3 +252,33 @@ def test_the_keeper_extends_messages_whose_batch_runs_long_and_only_those():
     fast = Extending(20)
     stats = drain(fast, fast.commit, DrainOptions(batch_size=10, receivers=1))
     assert fast.extended == [] and stats["visibility_calls"] == 0
+
+
+def test_a_stop_takes_no_new_messages_and_deletes_only_finished_batches():
+    from pipelines.common.stop import Stopped, StopRequest
+
+    # Stop requested while batch 2 is being received: batch 1 was finished and deleted; batch 2
+    # (received, never handed) is abandoned on the queue; no receive follows.
+    q = ListQueue([str(i) for i in range(60)])
+    stop = StopRequest()
+    receive = q.receive
+
+    def receive_then_stop(max_messages=10, wait_seconds=1):
+        out = receive(max_messages, wait_seconds)
+        if q.deleted:
+            stop.request("test")
+        return out
+
+    q.receive = receive_then_stop
+    stats = drain(q, lambda batch: None, DrainOptions(batch_size=20), stop=stop)
+    assert q.deleted == [f"h{i}" for i in range(20)]
+    assert (stats["received"], stats["abandoned"], stats["stopped"]) == (30, 10, 1)
+
+    # A batch whose handle stops part-way (Stopped) is not deleted either.
+    q = ListQueue([str(i) for i in range(30)])
+
+    def handle(batch):
+        raise Stopped()
+
+    stats = drain(q, handle, DrainOptions(batch_size=20), stop=StopRequest())
+    assert q.deleted == [] and stats["stopped_in_batch"] == 20 and stats["received"] == 20

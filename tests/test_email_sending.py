@@ -202,8 +202,9 @@ def test_ses_send_quota_from_moto(local_stack, stack_env):
     from resources.ses import SESSenderResource
 
     assert SESSenderResource(region_name="us-east-1", max_rate=200).max_send_rate() == 200
-    # moto has no SESv2 GetAccount; the SES GetSendQuota fallback reports moto's sandbox rate
-    assert SESSenderResource(region_name="us-east-1").max_send_rate() == 1.0
+    # moto has no SESv2 GetAccount; the SES GetSendQuota fallback reports the local stack's quota
+    # (devstack/moto_server.py: SES's usual production 14/s instead of moto's sandbox 1/s)
+    assert SESSenderResource(region_name="us-east-1").max_send_rate() == 14.0
 
 
 def test_console_transport_prints_headers_not_bodies(capsys):

@@ -79,3 +79,15 @@ def test_request_to_delivery_status_through_every_real_part(local_stack, stack_e
     again = tick_and_run(instance, "email_requests_sensor", "email_requests_queue", "send_email_batch_job")
     out = again.output_for_node("send_email_batch")
     assert out["sent"] == 3 and out["skipped_suppressed"] == 2
+
+    # Each drain run reported its ledgers as materialized, with the tables' row counts.
+    def rows(key):
+        event = instance.get_latest_materialization_event(dg.AssetKey(key))
+        assert event is not None, key
+        return event.asset_materialization.metadata["rows"].value
+
+    with duckdb.connect(db_path, read_only=True) as c:
+        counts = {t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                  for t in ("email_messages", "email_events", "email_addresses", "quarantine")}
+    assert {t: rows(t) for t in counts} == counts
+    assert counts["email_messages"] == 2 * len(EXPECTED) and counts["email_events"] >= EVENTS

@@ -31,6 +31,7 @@ from pipelines.common.counters import Counters
 from pipelines.common.drain import DrainOptions, drain
 from pipelines.common.quarantine import Quarantined, mark_replayed, pending, quarantine, storable
 from pipelines.common.queue_message import Queue, QueueMessage
+from pipelines.common.stop import Stopped, StopRequest
 
 if TYPE_CHECKING:
     import duckdb
@@ -63,6 +64,9 @@ class Consumer(Protocol):
     #   after_commit(store, prepared) -> Counters   side effects after the commit, before the delete
     #   on_receive(messages) -> None               sees messages as they arrive (start preparing early)
     #   quarantine_body(body) -> str               what of a body may be kept (redaction)
+    #   request_stop() -> None                     a stop was requested (pipelines/common/stop.py): stop
+    #                                              side effects not yet handed out; after_commit then
+    #                                              records what was done and raises Stopped
 
 
 def internal_error(exc: BaseException) -> str:
@@ -114,7 +118,12 @@ def process_batch(store: Store, consumer: Consumer, messages: list[QueueMessage]
         _log_internal(log, f"{consumer.source}: committing a batch of {len(messages)}", exc)
         counters.update(_one_by_one(store, consumer, messages, log))
         return counters
-    counters.update(_after_commit(store, consumer, prepared))
+    try:
+        counters.update(_after_commit(store, consumer, prepared))
+    except Stopped as stopped:
+        counters.update(stopped.counters)
+        stopped.counters = counters
+        raise
     return counters
 
 
@@ -150,6 +159,11 @@ class RunReport:
     seconds: float
 
     @property
+    def stopped(self) -> bool:
+        """The run ended on a stop request (signal, termination), not on an empty queue or its limits."""
+        return bool(self.counters["stopped"])
+
+    @property
     def sqs_calls(self) -> int:
         return self.counters["receive_calls"] + self.counters["delete_calls"] + self.counters["visibility_calls"]
 
@@ -158,15 +172,23 @@ class RunReport:
 
 
 def run_consumer(queue: Queue, consumer: Consumer, store: Store, options: DrainOptions = DrainOptions(),
-                 log: Any = None) -> RunReport:
-    """Drain `queue` through `consumer` into `store`: the one entry the op and the benchmarks call."""
+                 log: Any = None, stop: StopRequest | None = None) -> RunReport:
+    """Drain `queue` through `consumer` into `store`: the one entry the op and the benchmarks call.
+    `stop`: once requested, the drain ends cleanly (pipelines/common/stop.py)."""
     started = time.monotonic()
     total = Counters()
+    request_stop = getattr(consumer, "request_stop", None)
+    if stop is not None and request_stop is not None:
+        stop.on_request(request_stop)
 
     def handle(batch: list[QueueMessage]) -> None:
-        total.update(process_batch(store, consumer, batch, log))
+        try:
+            total.update(process_batch(store, consumer, batch, log))
+        except Stopped as stopped:
+            total.update(stopped.counters)
+            raise
 
-    total.update(drain(queue, handle, options, on_receive=getattr(consumer, "on_receive", None)))
+    total.update(drain(queue, handle, options, on_receive=getattr(consumer, "on_receive", None), stop=stop))
     return RunReport(total, time.monotonic() - started)
 
 

@@ -19,6 +19,10 @@ concurrently with the handling and with each other:
 and their DuckDB connection see no concurrency. A queue runs this way only if it says its
 calls may overlap (`supports_concurrent_calls`, e.g. SQSQueueResource: boto3 clients are
 thread-safe); any other queue, or `DrainOptions.sequential()`, is drained one call at a time.
+
+A stop request (pipelines/common/stop.py) ends the loop before its next receive: messages
+received but not yet taken by `handle` are abandoned (left on the queue, redelivered after their
+visibility timeout); a batch whose `handle` raises Stopped is not deleted either.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from dataclasses import dataclass, replace
 
 from pipelines.common.counters import Counters
 from pipelines.common.queue_message import Queue, QueueMessage
+from pipelines.common.stop import Stopped, StopRequest
 
 SQS_BATCH = 10
 
@@ -69,12 +74,13 @@ def visibility_timeout_of(queue: Queue) -> float | None:
 
 
 def drain(queue: Queue, handle: Callable[[list[QueueMessage]], None], options: DrainOptions = DrainOptions(),
-          *, on_receive: Callable[[list[QueueMessage]], None] | None = None) -> Counters:
-    """Drain up to `max_messages` or `max_seconds`. `on_receive` sees each received message as it
-    arrives (a consumer that prepares in worker processes starts on it then)."""
+          *, on_receive: Callable[[list[QueueMessage]], None] | None = None,
+          stop: StopRequest | None = None) -> Counters:
+    """Drain up to `max_messages` or `max_seconds`, or until `stop` is requested. `on_receive` sees
+    each received message as it arrives (a consumer that prepares in worker processes starts on it then)."""
     if not getattr(queue, "supports_concurrent_calls", False):
         options = replace(options, receivers=1, prefetch=0, deleters=0, extend_visibility=False)
-    return _Drain(queue, handle, options, on_receive).run()
+    return _Drain(queue, handle, options, on_receive, stop).run()
 
 
 _DONE = object()   # a receiver has stopped
@@ -93,8 +99,10 @@ class _Failed:
 
 class _Drain:
     def __init__(self, queue: Queue, handle: Callable[[list[QueueMessage]], None], options: DrainOptions,
-                 on_receive: Callable[[list[QueueMessage]], None] | None):
+                 on_receive: Callable[[list[QueueMessage]], None] | None, stop: StopRequest | None = None):
         self.queue, self.handle, self.opts, self.on_receive = queue, handle, options, on_receive
+        self.stop = stop
+        self.halted = False    # a batch's handle raised Stopped
         self.stats = Counters(received=0, deleted=0, delete_failures=0, batches=0, receive_calls=0,
                               delete_calls=0, flushed_by_age=0)
         timeout = options.visibility_timeout if options.visibility_timeout is not None else visibility_timeout_of(queue)
@@ -124,6 +132,9 @@ class _Drain:
     def _out_of_time(self) -> bool:
         return time.monotonic() - self.started >= self.opts.max_seconds
 
+    def _stop_requested(self) -> bool:
+        return self.halted or (self.stop is not None and self.stop.requested)
+
     def _receive_loop(self) -> None:
         try:
             while True:
@@ -132,7 +143,7 @@ class _Drain:
                     while not self.stopping and self.cap - self.inflight < min(
                             SQS_BATCH, self.cap, self.opts.max_messages - self.reserved):
                         self.cond.wait(0.5)
-                    if self.stopping or self._out_of_time():
+                    if self.stopping or self._out_of_time() or self._stop_requested():
                         return
                     want = min(SQS_BATCH, self.opts.max_messages - self.reserved, self.cap - self.inflight)
                     if want <= 0:
@@ -231,12 +242,20 @@ class _Drain:
                     self._take(item)
                     if len(self.batch) >= opts.batch_size:
                         self._flush()
+                if self._stop_requested():
+                    break
                 if self._too_old():
                     self.stats["flushed_by_age"] += 1
                     self._flush()
-            if self.batch:
+            if self.batch and self._stop_requested():
+                self.stats["abandoned"] += len(self.batch)   # never committed: left on the queue
+                self._release([m.receipt_handle for m in self.batch])
+                self.batch = []
+            elif self.batch:
                 self._flush()
             self._reap(wait=True)
+            if self._stop_requested():
+                self.stats["stopped"] = 1
         finally:
             self._stop()
             for t in receivers:
@@ -287,7 +306,14 @@ class _Drain:
 
     def _flush(self) -> None:
         batch, self.batch = self.batch, []
-        self.handle(batch)            # committed (or it raised, and nothing is deleted)
+        try:
+            self.handle(batch)        # committed (or it raised, and nothing is deleted)
+        except Stopped:
+            self.stats["stopped_in_batch"] += len(batch)
+            self.halted = True        # before the release wakes a receiver
+            self._stop()
+            self._release([m.receipt_handle for m in batch])
+            return
         self.stats["batches"] += 1
         handles = [m.receipt_handle for m in batch]
         if self.pool is None:

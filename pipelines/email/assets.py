@@ -1,15 +1,25 @@
-"""email_sends_daily: per day and kind, sent / skipped by reason / failed (checks in checks.py)."""
+"""email_messages (the outbox ledger, written by send_email_batch_job and ingest_ses_notifications_job)
+and email_sends_daily: per day and kind, sent / skipped by reason / failed (checks in checks.py)."""
 
 import dagster as dg
 
 from pipelines.common.asset_metadata import preview
+from pipelines.common.ledgers import ledger_spec
 from pipelines.email import sends_daily
 from resources.duckdb import DuckDBResource
 
 from pipelines.email.checks import CHECKS, MAX_FAILURE_RATE, STUCK_PENDING_MINUTES
 
 
-@dg.asset(group_name="email", pool="duckdb", check_specs=CHECKS, kinds={"duckdb"},
+EMAIL_MESSAGES = "email_messages"
+email_messages = ledger_spec(
+    EMAIL_MESSAGES, group="email",
+    description="the outbox: one row per request and recipient, pending -> sent | failed, or skipped with "
+                "its reason; SES events move sent rows on to delivered, bounced, complained.")
+
+
+@dg.asset(group_name="email", pool="duckdb", check_specs=CHECKS, kinds={"duckdb"}, deps=[EMAIL_MESSAGES],
+          automation_condition=dg.AutomationCondition.eager(),
           description="DuckDB table email_sends_daily, rebuilt from the email_messages ledger: per UTC day and "
                       "kind, the counts of sent (accepted by the provider, including later delivery statuses), "
                       "skipped by reason, failed, pending. Metadata: row count, the newest rows, totals and "

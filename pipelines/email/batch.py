@@ -20,12 +20,13 @@ from pipelines.common.consumer import Prepared
 from pipelines.common.counters import Counters
 from pipelines.common.quarantine import Quarantined
 from pipelines.common.queue_message import QueueMessage
+from pipelines.common.stop import Stopped
 from pipelines.email.builder import Builder
 from pipelines.email.catalogue import KindSpec, catalogue
-from pipelines.email.outbox import Claimed, Outcome, Planned, claim, mark, stored_digests
+from pipelines.email.outbox import Claimed, Outcome, Planned, claim, mark, release, stored_digests
 from pipelines.email.redaction import Redactor, keep_remote_ip, redact_raw_body, redactor_for
 from pipelines.email.request import BadRequest, EmailRequest, Recipient, parse_request
-from pipelines.email.sending import Sender
+from pipelines.email.sending import NOT_SENT, Sender
 from pipelines.email.status import MessageStatus as S
 from pipelines.email_delivery.ingest import relink_orphans
 from pipelines.store.store import Store
@@ -183,19 +184,43 @@ class EmailRequestConsumer:
         if refused:
             prepared.items = [it for it in prepared.items if it.sqs_message_id not in refused]
 
+    def request_stop(self) -> None:
+        """The run is stopping: hand nothing more to the transport (the kit calls this on a stop request)."""
+        self.sender.stop()
+
     def after_commit(self, store: Store, prepared: PreparedRequests) -> Counters:
         """Send what commit claimed. Window k+1 is handed to the senders before window k's outcomes
-        are committed, so the rate limiter never idles on a commit; at most two windows are in flight."""
+        are committed, so the rate limiter never idles on a commit; at most two windows are in flight.
+
+        On a stop request: what the transport accepted (or refused) is recorded; rows claimed by this
+        batch and never handed to the transport are released (deleted), and Stopped is raised so the
+        batch stays on the queue; its redelivery claims them again and skips what was recorded."""
         counters = Counters(sent=0, failed=0)
-        to_send, previous = prepared.to_send, None
+        to_send, previous, submitted = prepared.to_send, None, 0
         for start in range(0, len(to_send), self.inflight_window):
+            if self.sender.stopping:
+                break
             current = self._submit(to_send[start:start + self.inflight_window])
+            submitted = start + len(current[0])
             if previous is not None:
                 counters.update(self._record(store, *previous, prepared.started))
             previous = current
         if previous is not None:
             counters.update(self._record(store, *previous, prepared.started))
+        if submitted < len(to_send):   # stopped before these windows were handed out
+            counters["released"] += self._release(store, to_send[submitted:])
+        if counters["released"] or counters["left_pending"]:
+            raise Stopped(counters)
         return counters
+
+    def _release(self, store: Store, claimed: list[tuple[_Item, Claimed]]) -> int:
+        """Delete this batch's fresh claims that never reached the transport. A row already pending
+        before this run (claimed by a run that died) stays pending: it may have been sent then."""
+        keys = [(it.planned.request_id, it.planned.to_address) for it, c in claimed if c.fresh]
+        if not keys:
+            return 0
+        with store.transaction() as conn:
+            return release(conn, keys)
 
     def _submit(self, window: list[tuple[_Item, Claimed]]) -> tuple[list, list[Outcome], list]:
         early: list[Outcome] = []
@@ -216,18 +241,28 @@ class EmailRequestConsumer:
                 futures: list, started: float) -> Counters:
         outcomes = list(early)
         counters = Counters(failed=len(early))
+        claims = {id(it): c for it, c in window}
+        unsent: list[tuple[str, str]] = []   # stopped before the transport saw them
         for f in futures:
             result = f.result()
             it = result.key
             if self.keep_send_seconds:
                 self.send_seconds.append(result.seconds)
+            if result.status == NOT_SENT:
+                if claims[id(it)].fresh:
+                    unsent.append((it.planned.request_id, it.planned.to_address))
+                else:
+                    counters["left_pending"] += 1
+                continue
             counters["sent" if result.status == S.SENT else "failed"] += 1
             outcomes.append(Outcome(it.planned.request_id, it.planned.to_address, result.status, result.message_id,
-                                    it.redact(result.error)[:1000] if result.error else None, result.attempts))
+                                    it.redact(result.error)[:1000] if result.error else None, result.attempts,
+                                    result.accepted_at))
         created = [c.created_at for _, c in window if c.created_at is not None]
         since = min(created) if len(created) == len(window) else None
         with store.transaction() as conn:
             mark(conn, outcomes, since=since)
+            counters["released"] += release(conn, unsent)
             # A notification may have overtaken this record (stored as an orphan): apply it now.
             relinked = relink_orphans(conn, [o.message_id for o in outcomes if o.message_id],
                                       None if since is None else since - RELINK_SLACK)

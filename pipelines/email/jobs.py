@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines.common.factory import DrainConfig, queue_consumer_defs
-from pipelines.email.assets import email_sends_daily
+from pipelines.email.assets import EMAIL_MESSAGES, email_sends_daily
 from pipelines.email.batch import SOURCE, EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.sending import RetryPolicy, Sender
@@ -69,6 +69,7 @@ email_queue_defs = queue_consumer_defs(
                        "instance's runs, never a message. Requests one run when requests wait and no run of "
                        "the job is in flight. If requests pile up while it skips, look at the in-flight run.",
     job_tags={},
+    ledgers=[EMAIL_MESSAGES],
 )
 
 email_sends_daily_job = dg.define_asset_job(

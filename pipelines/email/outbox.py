@@ -62,6 +62,7 @@ class Outcome:
     message_id: str | None
     error: str | None
     attempts: int
+    accepted_at: datetime | None = None   # when the transport accepted it: sent_at (else the record's time)
 
 
 def _planned_rows(planned: Sequence[Planned]):
@@ -168,13 +169,27 @@ def mark(conn: duckdb.DuckDBPyConnection, outcomes: Sequence[Outcome], since: da
     rows = arrow(
         request_id=(STR, [o.request_id for o in outcomes]), to_address=(STR, [o.to_address for o in outcomes]),
         status=(STR, [o.status for o in outcomes]), message_id=(STR, [o.message_id for o in outcomes]),
-        error=(STR, [o.error for o in outcomes]), attempts=(INT, [o.attempts for o in outcomes]))
+        error=(STR, [o.error for o in outcomes]), attempts=(INT, [o.attempts for o in outcomes]),
+        accepted_at=(TS, [o.accepted_at for o in outcomes]))
     n = with_rows(
         conn,
         "UPDATE email_messages SET status = o.status, message_id = o.message_id, error = o.error, "
         "attempts = email_messages.attempts + o.attempts, "
-        "sent_at = CASE WHEN o.status = $sent THEN now() ELSE NULL END, status_at = now() "
+        "sent_at = CASE WHEN o.status = $sent THEN coalesce(o.accepted_at, now()) ELSE NULL END, "
+        "status_at = CASE WHEN o.status = $sent THEN coalesce(o.accepted_at, now()) ELSE now() END "
         "FROM rows o WHERE email_messages.request_id = o.request_id AND email_messages.to_address = o.to_address "
         "AND email_messages.status = $pending" + (" AND email_messages.created_at >= $since" if since else ""),
         rows, {"sent": S.SENT, "pending": S.PENDING, **({"since": since} if since else {})}).fetchone()[0]
     return int(n)
+
+
+def release(conn: duckdb.DuckDBPyConnection, keys: Sequence[tuple[str, str]]) -> int:
+    """Delete pending rows this run claimed but never handed to the transport (a stopped run):
+    the request stays on the queue and its redelivery claims them afresh. Returns rows deleted."""
+    if not keys:
+        return 0
+    rows = arrow(request_id=(STR, [k[0] for k in keys]), to_address=(STR, [k[1] for k in keys]))
+    return int(with_rows(
+        conn, "DELETE FROM email_messages USING rows r WHERE email_messages.request_id = r.request_id "
+        "AND email_messages.to_address = r.to_address AND email_messages.status = $pending",
+        rows, {"pending": S.PENDING}).fetchone()[0])

@@ -3,6 +3,10 @@
 TransientSendError (throttling, SMTP 4xx, dropped connections) is retried with
 exponential backoff and jitter; PermanentSendError (SMTP 5xx, SES MessageRejected) is
 recorded as failed at once. Every attempt takes a slot from the rate limiter.
+
+`Sender.stop()` (a drain asked to stop) wakes every thread waiting on the rate or a backoff:
+a message not yet handed to the transport comes back as NOT_SENT; calls already made finish.
+`accepted_at` is when the transport accepted the message: the ledger's sent_at.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from pipelines.email.transport import EmailTransport
 from resources.outgoing_email import OutgoingEmail, PermanentSendError, TransientSendError
@@ -44,6 +49,7 @@ class RateLimiter:
         self._next = float("-inf")
         self._recent: deque[float] = deque()
         self.releases: list[float] | None = None   # set to a list to record release times (benchmarks)
+        self.stopped: Callable[[], bool] = lambda: False   # a stopping sender returns at once (no send follows)
 
     def acquire(self) -> float:
         """Block until this caller may send; returns the release time."""
@@ -61,7 +67,7 @@ class RateLimiter:
                 with self._cap_lock:
                     self.releases.append(now)
             return now
-        while True:
+        while not self.stopped():
             with self._cap_lock:
                 now = self._clock()
                 while self._recent and self._recent[0] <= now - 1.0:
@@ -73,6 +79,7 @@ class RateLimiter:
                     return now
                 wait = self._recent[0] + 1.0 - now
             self._sleep(max(wait, 1e-4))
+        return self._clock()
 
 
 @dataclass(frozen=True)
@@ -87,23 +94,30 @@ class RetryPolicy:
         return cap / 2 + random.random() * cap / 2
 
 
+NOT_SENT = "not_sent"   # never accepted: the run stopped first
+
+
 @dataclass(frozen=True)
 class SendResult:
     key: object
-    status: str          # sent or failed
+    status: str          # sent, failed, or NOT_SENT
     message_id: str | None
     error: str | None
     attempts: int
     seconds: float
+    accepted_at: datetime | None = None   # when the transport accepted it (status sent)
 
 
 def send_one(transport: EmailTransport, email: OutgoingEmail, limiter: RateLimiter, policy: RetryPolicy,
-             key: object = None, sleep: Callable[[float], None] = time.sleep) -> SendResult:
+             key: object = None, sleep: Callable[[float], None] = time.sleep,
+             stopped: Callable[[], bool] = lambda: False) -> SendResult:
     started = time.perf_counter()
     attempt = 0
     while True:
         attempt += 1
         limiter.acquire()
+        if stopped():
+            return SendResult(key, NOT_SENT, None, None, attempt - 1, time.perf_counter() - started)
         try:
             message_id = transport.send(email)
         except PermanentSendError as exc:
@@ -113,11 +127,14 @@ def send_one(transport: EmailTransport, email: OutgoingEmail, limiter: RateLimit
                 return SendResult(key, "failed", None, f"transient, gave up after {attempt} attempts: {exc}",
                                   attempt, time.perf_counter() - started)
             sleep(policy.delay(attempt))
+            if stopped():   # refused for now and not retried: not sent
+                return SendResult(key, NOT_SENT, None, None, attempt, time.perf_counter() - started)
             continue
         except Exception as exc:  # noqa: BLE001 - an unexpected transport bug fails this message, not the run
             return SendResult(key, "failed", None, f"error: {type(exc).__name__}: {exc}", attempt,
                               time.perf_counter() - started)
-        return SendResult(key, "sent", message_id, None, attempt, time.perf_counter() - started)
+        return SendResult(key, "sent", message_id, None, attempt, time.perf_counter() - started,
+                          datetime.now(timezone.utc))
 
 
 class Sender:
@@ -126,14 +143,28 @@ class Sender:
     def __init__(self, transport: EmailTransport, *, concurrency: int = 8, rate: float | None = None,
                  policy: RetryPolicy | None = None):
         self.transport = transport
+        self._stop = threading.Event()
         self.limiter = RateLimiter(rate * RATE_HEADROOM if rate else None,
-                                   cap_per_second=rate * CAP_HEADROOM if rate else None)
+                                   cap_per_second=rate * CAP_HEADROOM if rate else None, sleep=self._sleep)
+        self.limiter.stopped = self._stop.is_set
         self.policy = policy or RetryPolicy()
         self.concurrency = max(1, concurrency)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="email-send")
 
+    def _sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+    def stop(self) -> None:
+        """Hand nothing more to the transport; threads waiting on the rate or a backoff return NOT_SENT."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def submit_all(self, items: Iterable[tuple[object, OutgoingEmail]]) -> list[Future[SendResult]]:
-        return [self._pool.submit(send_one, self.transport, email, self.limiter, self.policy, key)
+        return [self._pool.submit(send_one, self.transport, email, self.limiter, self.policy, key,
+                                  self._sleep, self._stop.is_set)
                 for key, email in items]
 
     def send_all(self, items: Iterable[tuple[object, OutgoingEmail]]) -> Iterator[SendResult]:

@@ -1,18 +1,36 @@
-"""Assets (group "email"): email_status, email_delivery_daily, ses_reputation (+ checks)."""
+"""Assets (group "email"): the ledgers email_events and email_addresses (written by
+ingest_ses_notifications_job), and the rollups email_status, email_delivery_daily,
+ses_reputation (+ checks), each refreshed when new rows land in what it reads."""
 
 from datetime import datetime, timezone
 
 import dagster as dg
 
 from pipelines.common.asset_metadata import preview, row_count
+from pipelines.common.ledgers import ledger_spec
+from pipelines.email.assets import EMAIL_MESSAGES
 from pipelines.email_delivery.checks import REPUTATION_CHECKS, reputation_check_results
 from pipelines.email_delivery.reporting import compute_reputation, refresh_delivery_daily, email_status_counts
 from resources.duckdb import DuckDBResource
 
 EMAIL = "email"
+EMAIL_EVENTS = "email_events"
+EMAIL_ADDRESSES = "email_addresses"
+
+email_events = ledger_spec(
+    EMAIL_EVENTS, group=EMAIL,
+    description="every SES event (delivery, bounce, complaint, ...), keyed by the SNS MessageId; events of "
+                "unknown messages are kept as orphans and linked when their message is recorded.")
+email_addresses = ledger_spec(
+    EMAIL_ADDRESSES, group=EMAIL,
+    description="per address: verified or not, with the reason (hard bounce, complaint), the soft-bounce "
+                "count and the last transient bounce; send_email_batch_job skips unverified addresses.")
+# Materialize when what it reads has new rows (a drain landed some), never two at once.
+REFRESH = dg.AutomationCondition.eager()
 
 
-@dg.asset(group_name=EMAIL, pool="duckdb", kinds={"duckdb"},
+@dg.asset(group_name=EMAIL, pool="duckdb", kinds={"duckdb"}, deps=[EMAIL_MESSAGES, EMAIL_EVENTS],
+          automation_condition=REFRESH,
           description="DuckDB view email_status: every message's current status with its latest SES event "
                       "(email_messages joined with email_events, kept current by the two drain jobs). "
                       "Metadata: messages, messages per status (plotted over materializations) and a table of "
@@ -31,7 +49,7 @@ def email_status(duckdb: DuckDBResource) -> dg.MaterializeResult:
     })
 
 
-@dg.asset(group_name=EMAIL, pool="duckdb", kinds={"duckdb"}, deps=[email_status],
+@dg.asset(group_name=EMAIL, pool="duckdb", kinds={"duckdb"}, deps=[email_status], automation_condition=REFRESH,
           description="DuckDB table email_delivery_daily, rebuilt from email_messages and email_events: per UTC "
                       "day (of sending) and kind, sent, delivered, hard/soft bounced, complained, and the "
                       "rates. Metadata: row count, the newest rows, and the newest day's rates over all kinds "
@@ -62,11 +80,13 @@ class ReputationConfig(dg.Config):
 
 
 @dg.asset(group_name=EMAIL, pool="duckdb", kinds={"duckdb"}, deps=[email_status], check_specs=REPUTATION_CHECKS,
+          automation_condition=REFRESH,
           description="Trailing-window (7 days) hard-bounce and complaint rates over the mail sent, appended "
                       "to the DuckDB table ses_reputation, and checked against the thresholds at which SES "
                       "warns, reviews or pauses sending. Metadata: the rates and counts (plotted over "
                       "materializations), rows, the last computations. A failed check: see the check's "
-                      "description and docs/operations.md, 'A reputation check fails'.")
+                      "description and docs/operations.md, 'A reputation check fails'. Refreshed, and its "
+                      "checks run, whenever new SES events land.")
 def ses_reputation(config: ReputationConfig, duckdb: DuckDBResource):
     with duckdb.connect() as conn:
         rep = compute_reputation(conn, datetime.now(timezone.utc), config.window_days)

@@ -3,12 +3,14 @@ retention, the reporting assets and their checks. Resources are wired in pipelin
 
 import dagster as dg
 
-from pipelines.email_delivery.assets import email_delivery_daily, email_status, ses_reputation
+from pipelines.email_delivery.assets import (email_addresses, email_delivery_daily, email_events, email_status,
+                                             ses_reputation)
 from pipelines.email_delivery.jobs import ses_cleanup_job, ses_queue_defs
 from pipelines.email_delivery.schedules import ses_cleanup_schedule
 
 defs = dg.Definitions.merge(
     ses_queue_defs,
-    dg.Definitions(assets=[email_status, email_delivery_daily, ses_reputation], jobs=[ses_cleanup_job],
+    dg.Definitions(assets=[email_events, email_addresses, email_status, email_delivery_daily, ses_reputation],
+                   jobs=[ses_cleanup_job],
                    schedules=[ses_cleanup_schedule]),
 )

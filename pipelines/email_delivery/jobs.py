@@ -8,7 +8,9 @@ import dagster as dg
 from pipelines.common.factory import DrainConfig as QueueDrainConfig, queue_consumer_defs
 from pipelines.common.sns.cert_store import shared_cert_store
 from pipelines.common.sns.verify import SnsVerifier
+from pipelines.email.assets import EMAIL_MESSAGES
 from pipelines.email_delivery.address_changes import publish_address_changes
+from pipelines.email_delivery.assets import EMAIL_ADDRESSES, EMAIL_EVENTS
 from pipelines.email_delivery.cleanup import cleanup
 from pipelines.email_delivery.ingest import SOURCE, Ingestor
 from pipelines.email_delivery.parallel import PooledIngestor, auto_workers
@@ -61,6 +63,7 @@ ses_queue_defs = queue_consumer_defs(
     # overhead (~20% of the write time measured), and the verify workers want the other cores.
     connect_config={"threads": 1},
     after_run=publish_changes,
+    ledgers=[EMAIL_EVENTS, EMAIL_MESSAGES, EMAIL_ADDRESSES],
     op_description="Drains ses-notifications: verify, parse, apply; commit, then delete.",
     job_description="Drains the ses-notifications queue into email_events, email_messages, email_addresses: "
                     "verifies each SNS signature, applies bounces, complaints and deliveries, records "

@@ -1,9 +1,13 @@
 """Store: where consumers get their DuckDB transactions.
 
-A run holds one connection across consecutive batches for at most `hold_seconds`, then
-closes it between batches so ad-hoc readers get a turn: opening and closing per batch costs a
-checkpoint each time (most of the write cost at 5,000 notifications a batch); holding the
-file for a whole run would lock readers out for minutes.
+By default (`hold_seconds=0`) every transaction opens its own connection and closes it at
+COMMIT, so a run holds DuckDB's file lock only while it commits: never while it receives from
+SQS, sends email or waits on a send rate. Ad-hoc readers and the other queues' runs take their
+turns between commits. Reopening costs ~60-90 ms a transaction on the demo file (open plus the
+checkpoint at close; docs/operations.md, "Ad-hoc queries"), small next to a batch.
+
+`hold_seconds > 0` keeps one connection across consecutive transactions for at most that long
+(a benchmark that wants the file to itself).
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
 
 class Store:
-    def __init__(self, connect: Connect, hold_seconds: float = 10.0):
+    def __init__(self, connect: Connect, hold_seconds: float = 0.0):
         self.connect = connect
         self.hold_seconds = hold_seconds
         self._stack: ExitStack | None = None
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._opened = 0.0
         self.opens = 0
+        self.open_seconds = 0.0     # time spent opening and closing connections (benchmarks)
 
     @classmethod
     def over(cls, conn: duckdb.DuckDBPyConnection) -> Store:
@@ -40,20 +45,28 @@ class Store:
         if self._conn is not None and time.monotonic() - self._opened >= self.hold_seconds:
             self.close()
         if self._conn is None:
+            began = time.perf_counter()
             self._stack = ExitStack()
             self._conn = self._stack.enter_context(self.connect())
             self._opened = time.monotonic()
             self.opens += 1
+            self.open_seconds += time.perf_counter() - began
         return self._conn
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with transaction(self.connection()) as conn:
-            yield conn
+        try:
+            with transaction(self.connection()) as conn:
+                yield conn
+        finally:
+            if self.hold_seconds <= 0:
+                self.close()
 
     def close(self) -> None:
         if self._stack is not None:
+            began = time.perf_counter()
             self._stack.close()
+            self.open_seconds += time.perf_counter() - began
         self._stack = self._conn = None
 
     def __enter__(self) -> Store:
