@@ -16,9 +16,9 @@ PROJECTIONS = {
     "stripe_customers": "Stripe customers, with the organisation each bills and its billing email.",
     "stripe_subscriptions": "Subscriptions as Stripe has them (status a closed set), linked to their organisation.",
     "stripe_subscription_items": "Each subscription's items: price, product, quantity (seats), period.",
-    "stripe_products": "Products.",
-    "stripe_prices": "Prices.",
-    "stripe_invoices": "Invoices: status, amounts, attempts, subscription.",
+    "stripe_products": "Stripe products (name, active, metadata), one row per product.",
+    "stripe_prices": "Stripe prices: product, currency, unit amount, recurring interval, active.",
+    "stripe_invoices": "Stripe invoices: status, amounts due and paid, payment attempts, subscription and period.",
     "stripe_payment_methods": "Payment methods and the customer each is attached to.",
     "stripe_payments": "Money movements: one row per PaymentIntent, charge, refund and dispute.",
 }

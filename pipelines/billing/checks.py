@@ -21,7 +21,8 @@ def quarantine_share(conn, hours: int = 24) -> tuple[int, int]:
 
 
 @dg.asset_check(asset="stripe_subscriptions", description="Every subscription's customer is in stripe_customers "
-                "(a miss means a customer's events were lost or are still quarantined).")
+                "(a miss means a customer's events were lost or are still quarantined). If it fails: look in "
+                "quarantine for source stripe-events, replay it after a fix, or run resync_customer_job.")
 def stripe_subscriptions_have_customers(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.connect() as conn:
         orphans = orphan_subscriptions(conn)
@@ -30,7 +31,8 @@ def stripe_subscriptions_have_customers(duckdb: DuckDBResource) -> dg.AssetCheck
 
 
 @dg.asset_check(asset="stripe_events", description=f"At most {QUARANTINE_SHARE:.0%} of the last day's Stripe "
-                "events were quarantined (replay_stripe_quarantine_job after a fix).")
+                "events were quarantined. If it fails: read the reasons in quarantine (source stripe-events), fix the "
+                "cause (allow-list, webhook secret, handler) and run replay_stripe_quarantine_job.")
 def stripe_events_quarantine_share(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.connect() as conn:
         quarantined, total = quarantine_share(conn)

@@ -6,8 +6,8 @@ from pipelines.billing.ops_jobs import organization_subscription_notice_job, rec
 
 seat_sync_schedule = dg.ScheduleDefinition(
     name="seat_sync_schedule", job=seat_sync_job, cron_schedule="40 4 * * *", execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING, description="Daily: seat_sync_job sets seat "
-                                                                 "quantities from "
+    default_status=dg.DefaultScheduleStatus.RUNNING, description="Daily: seat_sync_job sets every live "
+                                                                 "subscription's seat quantity from "
                                                                  "organization_members.")
 
 reconcile_billing_schedule = dg.ScheduleDefinition(
