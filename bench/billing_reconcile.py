@@ -57,12 +57,9 @@ def _resource(base: str):
 
 
 def _database(path: str):
-    from pipelines.billing.ops_tables import TABLES as OPS
-    from pipelines.billing.tables import TABLES as BILLING
-    from pipelines.store.schema import ALL_DDL
-    from resources.duckdb import DuckDBResource
+    from pipelines.store.schema import database
 
-    return DuckDBResource(path=path, ddl=list(ALL_DDL) + [t for t in BILLING + OPS if t not in ALL_DDL])
+    return database(path)
 
 
 # --- one phase, in its own process ---------------------------------------------------------------

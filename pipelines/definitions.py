@@ -4,7 +4,6 @@ import dagster as dg
 
 from pipelines.automation import automation_sensor
 from pipelines.billing import definitions as billing
-from pipelines.billing import ops_definitions as billing_ops
 from pipelines.common.ledgers import quarantine_spec
 from pipelines.email import definitions as email
 from pipelines.email_delivery import definitions as email_delivery
@@ -15,7 +14,6 @@ defs = dg.Definitions.merge(
     email.defs,
     email_delivery.defs,
     billing.defs,
-    billing_ops.defs,
     dg.Definitions(assets=[quarantine_spec], sensors=[automation_sensor], resources=build_resources(),
                    executor=mailroom_executor),
 )

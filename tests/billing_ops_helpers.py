@@ -45,14 +45,10 @@ def calls(resource: StripeResource, endpoint: str | None = None) -> int:
 
 
 def billing_database(path: Any):
-    """A DuckDBResource on `path` with every table (the project's, billing's and billing-ops')."""
-    from pipelines.billing.ops_tables import TABLES as OPS
-    from pipelines.billing.tables import TABLES as BILLING
-    from pipelines.store.schema import ALL_DDL
-    from resources.duckdb import DuckDBResource
+    """A DuckDBResource on `path` with every table of the project."""
+    from pipelines.store.schema import database
 
-    ddl = list(ALL_DDL) + [t for t in BILLING + OPS if t not in ALL_DDL]
-    return DuckDBResource(path=str(path), ddl=ddl)
+    return database(str(path))
 
 
 class CollectingQueue:

@@ -10,9 +10,10 @@ import dagster as dg
 import pytest
 
 from pipelines.billing import customers, payments, products, subscriptions
-from pipelines.billing.ops_assets import OPS_ASSETS, OPS_CHECKS
-from pipelines.billing.ops_jobs import organization_subscription_notice_job, reconcile_billing_job
-from pipelines.billing.ops_definitions import defs as ops_defs
+from pipelines.billing.assets import REPORT_ASSETS
+from pipelines.billing.checks import REPORT_CHECKS
+from pipelines.billing.definitions import defs as billing_defs
+from pipelines.billing.jobs import organization_subscription_notice_job, reconcile_billing_job
 from resources.aws import SQSQueueResource
 from tests.billing_ops_helpers import billing_database, clear_faults, stripe_resource
 
@@ -24,7 +25,7 @@ def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
 
 
 def _materialize(res, db, **kw) -> dg.ExecuteInProcessResult:
-    return dg.materialize([*OPS_ASSETS, *OPS_CHECKS], resources={"stripe": res, "duckdb": db}, **kw)
+    return dg.materialize([*REPORT_ASSETS, *REPORT_CHECKS], resources={"stripe": res, "duckdb": db}, **kw)
 
 
 def test_reconcile_then_assets_and_checks(local_stack, stack_env, tmp_path):
@@ -114,10 +115,10 @@ def test_reconcile_then_assets_and_checks(local_stack, stack_env, tmp_path):
         ("organization-subscription-required", "billing@late.example")]
 
 
-def test_ops_definitions_load():
+def test_billing_definitions_load():
     from pipelines.resource_defs import build_resources
 
-    repo = dg.Definitions.merge(ops_defs, dg.Definitions(resources=build_resources())).get_repository_def()
+    repo = dg.Definitions.merge(billing_defs, dg.Definitions(resources=build_resources())).get_repository_def()
     assert {"refund_payment_job", "cancel_subscription_job", "resync_customer_job", "seat_sync_job",
             "reconcile_billing_job", "organization_subscription_notice_job"} <= {j.name for j in repo.get_all_jobs()}
     assert {s.name for s in repo.schedule_defs} == {

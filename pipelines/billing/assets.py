@@ -1,5 +1,6 @@
 """Asset group `billing`: the ledger and the tables the stripe-events consumer writes, with
-lineage stripe_events -> each projection, and the platform's input tables.
+lineage stripe_events -> each projection, the platform's input tables, and the reports computed
+from them (subscriptions_current, billing_daily, billing_leaks).
 
 They are written by ingest_stripe_events_job (a queue drain, not an asset materialisation), so
 they are declared as asset specs and the drain reports a materialisation of each, with its row
@@ -7,7 +8,13 @@ count, after every run that applied something."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import dagster as dg
+
+from pipelines.billing import reporting
+from pipelines.billing.tables import ensure_operations_tables
+from resources.duckdb import DuckDBResource
 
 BILLING = "billing"
 
@@ -48,3 +55,52 @@ def report_tables(context) -> dict[str, int]:
     for name, rows in counts.items():
         context.log_event(dg.AssetMaterialization(asset_key=name, metadata={"rows": dg.MetadataValue.int(rows)}))
     return {f"{name}_rows": rows for name, rows in counts.items()}
+
+
+# ---- reports ---------------------------------------------------------------------------------
+
+# The reports are computed from the ingested tables and the platform's inputs.
+UPSTREAM = [dg.AssetKey(k) for k in ("stripe_subscriptions", "stripe_subscription_items", "stripe_customers",
+                                     "stripe_prices", "stripe_payments", "organizations", "organization_members")]
+
+
+def _md(values: dict) -> dict:
+    out = {}
+    for k, v in values.items():
+        out[k] = (dg.MetadataValue.float(float(v)) if isinstance(v, float)
+                  else dg.MetadataValue.int(int(v)) if isinstance(v, int) else dg.MetadataValue.text(str(v)))
+    return out
+
+
+@dg.asset(group_name=BILLING, pool="duckdb", kinds={"duckdb"}, deps=UPSTREAM,
+          description="One row per organisation: its subscription, status, seats, period end and good standing.")
+def subscriptions_current(duckdb: DuckDBResource) -> dg.MaterializeResult:
+    with duckdb.connect() as conn:
+        ensure_operations_tables(conn)
+        figures = reporting.refresh_subscriptions_current(conn, datetime.now(UTC))
+    return dg.MaterializeResult(metadata=_md(figures))
+
+
+@dg.asset(group_name=BILLING, pool="duckdb", kinds={"duckdb"}, deps=UPSTREAM,
+          description="Per day: new, churned and reactivated subscriptions, payments succeeded and failed, "
+                      "refunds and disputes; metadata adds MRR by currency and subscriptions by status.")
+def billing_daily(duckdb: DuckDBResource) -> dg.MaterializeResult:
+    with duckdb.connect() as conn:
+        figures = reporting.refresh_billing_daily(conn, datetime.now(UTC))
+    return dg.MaterializeResult(metadata=_md(figures))
+
+
+@dg.asset(group_name=BILLING, pool="duckdb", kinds={"duckdb"}, deps=UPSTREAM,
+          description="Billing leaks: live subscriptions of deleted or community organisations, and company "
+                      "organisations past their grace period without an active subscription.")
+def billing_leaks(duckdb: DuckDBResource) -> dg.MaterializeResult:
+    with duckdb.connect() as conn:
+        leaks = reporting.refresh_billing_leaks(conn, datetime.now(UTC))
+    kinds: dict[str, int] = {}
+    for leak in leaks:
+        kinds[leak[0]] = kinds.get(leak[0], 0) + 1
+    return dg.MaterializeResult(metadata={"leaks": dg.MetadataValue.int(len(leaks)),
+                                          **{k: dg.MetadataValue.int(v) for k, v in kinds.items()}})
+
+
+REPORT_ASSETS = [subscriptions_current, billing_daily, billing_leaks]

@@ -1,9 +1,13 @@
-"""Asset checks on the ingested billing tables."""
+"""Asset checks on the ingested billing tables and on the reports."""
 
-from __future__ import annotations
+from datetime import UTC, datetime
 
 import dagster as dg
+from pydantic import Field
 
+from pipelines.billing import reporting
+from pipelines.billing.assets import billing_daily, billing_leaks, subscriptions_current
+from pipelines.billing.tables import ensure_operations_tables
 from resources.duckdb import DuckDBResource
 
 QUARANTINE_SHARE = 0.01  # of the last day's Stripe events
@@ -42,4 +46,82 @@ def stripe_events_quarantine_share(duckdb: DuckDBResource) -> dg.AssetCheckResul
                                          "share": dg.MetadataValue.float(share)})
 
 
-BILLING_CHECKS = [stripe_subscriptions_have_customers, stripe_events_quarantine_share]
+# ---- checks on the reports ----------------------------------------------------------------------------------------
+
+def _listing(rows: list[tuple], limit: int = 20) -> dg.MetadataValue:
+    return dg.MetadataValue.md("\n".join(f"- {' | '.join(str(c) for c in r)}" for r in rows[:limit]) or "none")
+
+
+@dg.asset_check(asset=subscriptions_current, description="Every live subscription has a customer and "
+                                                         "an organisation. If it fails: the rows "
+                                                         "listed lack a stripe_customers row or an "
+                                                         "organization_id; run resync_customer_job "
+                                                         "for the customer, or check that the "
+                                                         "customer's metadata names its organisation.")
+def live_subscriptions_have_customer_and_organisation(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.connect() as conn:
+        rows = reporting.live_without_customer_or_org(conn)
+    return dg.AssetCheckResult(passed=not rows, metadata={"orphans": len(rows), "examples": _listing(rows)})
+
+
+@dg.asset_check(asset=subscriptions_current,
+                description="No subscription is live in DuckDB that the last reconciliation saw "
+                            "canceled in Stripe. If it fails: run reconcile_billing_job with "
+                            "mode=full, then look at billing_drift for the rows it could not repair.")
+def none_live_here_canceled_in_stripe(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.connect() as conn:
+        ensure_operations_tables(conn)
+        rows = reporting.active_here_canceled_in_stripe(conn)
+    return dg.AssetCheckResult(passed=not rows, metadata={"subscriptions": len(rows), "examples": _listing(rows)})
+
+
+@dg.asset_check(asset=subscriptions_current, description="The last reconciliation left no difference "
+                                                         "between Stripe and the tables unrepaired. "
+                                                         "If it fails: read the unrepaired rows of "
+                                                         "billing_drift (their reason says why), fix "
+                                                         "the cause, and run reconcile_billing_job "
+                                                         "again.")
+def drift_repaired(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.connect() as conn:
+        ensure_operations_tables(conn)
+        run_id, unrepaired = reporting.last_run_unrepaired(conn)
+        rows = conn.execute("SELECT object_type, object_id, field, reason FROM billing_drift"
+                            " WHERE run_id = ? AND action = 'unrepaired' LIMIT 20", [run_id]).fetchall() if run_id else []
+    return dg.AssetCheckResult(passed=unrepaired == 0,
+                               metadata={"run_id": str(run_id), "unrepaired": unrepaired, "examples": _listing(rows)})
+
+
+class FailureRateConfig(dg.Config):
+    max_rate: float = Field(default=0.2, description="Largest acceptable share of failed PaymentIntents.")
+    days: int = Field(default=7, description="Window, in days, of PaymentIntents looked at.")
+
+
+@dg.asset_check(asset=billing_daily, description="The share of failed PaymentIntents over the last "
+                                                 "days stays under a threshold (config max_rate). If "
+                                                 "it fails: look at failure_code in stripe_payments "
+                                                 "for a common cause (an expired card wave, a Radar "
+                                                 "rule, an outage).")
+def payment_failure_rate_under_threshold(config: FailureRateConfig, duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.connect() as conn:
+        rate, failed, attempted = reporting.payment_failure_rate(conn, datetime.now(UTC), config.days)
+    return dg.AssetCheckResult(passed=rate <= config.max_rate,
+                               metadata={"rate": dg.MetadataValue.float(rate), "failed": failed,
+                                         "attempted": attempted, "max_rate": dg.MetadataValue.float(config.max_rate)})
+
+
+@dg.asset_check(asset=billing_leaks, description="No billing leak remains in billing_leaks: no "
+                                                 "charging of deleted or community organisations, no "
+                                                 "company past its grace period without a "
+                                                 "subscription. If it fails: cancel or refund the "
+                                                 "listed subscriptions with the operator jobs, or "
+                                                 "chase the listed companies.")
+def no_billing_leaks(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.connect() as conn:
+        rows = conn.execute("SELECT leak, organization_id, subscription_id FROM billing_leaks ORDER BY 1, 2").fetchall()
+    return dg.AssetCheckResult(passed=not rows, metadata={"leaks": len(rows), "examples": _listing(rows)})
+
+
+INGEST_CHECKS = [stripe_subscriptions_have_customers, stripe_events_quarantine_share]
+REPORT_CHECKS = [live_subscriptions_have_customer_and_organisation, none_live_here_canceled_in_stripe,
+                 drift_repaired, payment_failure_rate_under_threshold, no_billing_leaks]
+BILLING_CHECKS = [*INGEST_CHECKS, *REPORT_CHECKS]

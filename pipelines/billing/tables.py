@@ -11,10 +11,13 @@ reads them (seat counts, billing contacts, leaks).
 
 from __future__ import annotations
 
-from pipelines.billing.vocab import EventOutcome, OrganizationType, PaymentKind, SubscriptionStatus
+import duckdb
+
+from pipelines.billing.vocab import (DriftAction, EventOutcome, OrganizationType, PaymentKind, ReconcileMode,
+                                     SubscriptionStatus)
 from pipelines.store.vocab import check
 
-TABLES: list[str] = [
+INGESTION_TABLES: list[str] = [
     # The ledger: one row per Stripe event id ever received; a redelivery changes nothing.
     f"""
     CREATE TABLE IF NOT EXISTS stripe_events (
@@ -225,3 +228,59 @@ TABLES: list[str] = [
     )
     """,
 ]
+
+
+# ---- the billing operations' tables: reconciliation, notices ------------------------------
+
+OPERATIONS_TABLES: list[str] = [
+    # Every difference reconciliation found between Stripe and the tables, and what it did.
+    f"""
+    CREATE TABLE IF NOT EXISTS billing_drift (
+        run_id       VARCHAR NOT NULL,
+        object_type  VARCHAR NOT NULL,          -- customer, subscription, invoice, payment_intent
+        object_id    VARCHAR NOT NULL,
+        field        VARCHAR NOT NULL,          -- a column, or '*' for a whole row missing / extra
+        table_value  VARCHAR,
+        stripe_value VARCHAR,
+        action       VARCHAR NOT NULL {check("action", DriftAction)},
+        reason       VARCHAR,                   -- why a difference was left unrepaired
+        detected_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS billing_drift_run ON billing_drift (run_id)",
+    # One row per reconciliation run: its mode, the Events API cursor it ends at, its call counts.
+    f"""
+    CREATE TABLE IF NOT EXISTS billing_reconcile_runs (
+        run_id            VARCHAR PRIMARY KEY,
+        mode              VARCHAR NOT NULL {check("mode", ReconcileMode)},
+        started_at        TIMESTAMPTZ NOT NULL,
+        finished_at       TIMESTAMPTZ,
+        cursor_created    BIGINT,                -- newest Stripe event `created` covered by this run
+        cursor_event_ids  VARCHAR[],             -- events at exactly cursor_created already handled
+        api_calls         INTEGER,
+        objects_checked   INTEGER,
+        differences       INTEGER,
+        unrepaired        INTEGER
+    )
+    """,
+    # Notices dispatched from Stripe events and schedules: one row per request id, so a
+    # redelivered event or a re-run never dispatches again.
+    """
+    CREATE TABLE IF NOT EXISTS billing_notices (
+        request_id     VARCHAR PRIMARY KEY,
+        kind           VARCHAR NOT NULL,
+        event_id       VARCHAR,
+        organization_id VARCHAR,
+        dispatched_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+    )
+    """,
+]
+
+
+def ensure_operations_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    """The operations tables, for connections opened before the schema registry ran."""
+    for statement in OPERATIONS_TABLES:
+        conn.execute(statement)
+
+
+TABLES: list[str] = [*INGESTION_TABLES, *OPERATIONS_TABLES]

@@ -39,3 +39,16 @@ class PaymentKind(StrEnum):
 
 def values(enum: type[StrEnum]) -> frozenset[str]:
     return frozenset(m.value for m in enum)
+
+
+class DriftAction(StrEnum):
+    INSERTED = "inserted"        # Stripe has it, the tables did not: row written
+    UPDATED = "updated"          # a column differed: row rewritten from Stripe
+    DELETED = "deleted"          # the tables had it, Stripe does not: row removed (customers: flagged)
+    UNREPAIRED = "unrepaired"    # could not be repaired (the reason says why); the drift check fails
+
+
+class ReconcileMode(StrEnum):
+    FULL = "full"
+    INCREMENTAL = "incremental"
+    RESYNC = "resync"            # an operator's resync_customer, or the re-read after an operator action

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import duckdb
 
-from pipelines.billing import ops_tables as billing_ops
 from pipelines.billing import tables as billing
 from pipelines.common import tables as common
 from pipelines.email import tables as email
 from pipelines.email_delivery import tables as email_delivery
 from resources.duckdb import DuckDBResource
 
-ALL_DDL: list[str] = [*common.TABLES, *email.TABLES, *email_delivery.TABLES, *billing.TABLES, *billing_ops.TABLES]
+ALL_DDL: list[str] = [*common.TABLES, *email.TABLES, *email_delivery.TABLES, *billing.TABLES]
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:

@@ -1,8 +1,10 @@
-"""Daily seat sync, daily incremental reconciliation, a weekly full sweep, daily subscription notices."""
+"""Daily seat sync, daily incremental reconciliation, a weekly full sweep, daily subscription notices,
+daily reports."""
 
 import dagster as dg
 
-from pipelines.billing.ops_jobs import organization_subscription_notice_job, reconcile_billing_job, seat_sync_job
+from pipelines.billing.jobs import (billing_reports_job, organization_subscription_notice_job, reconcile_billing_job,
+                                   seat_sync_job)
 
 seat_sync_schedule = dg.ScheduleDefinition(
     name="seat_sync_schedule", job=seat_sync_job, cron_schedule="40 4 * * *", execution_timezone="UTC",
@@ -29,5 +31,10 @@ organization_subscription_notice_schedule = dg.ScheduleDefinition(
     cron_schedule="0 9 * * *", execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
     description="organization-subscription-required for company organisations past their grace period, daily.")
 
-OPS_SCHEDULES = [seat_sync_schedule, reconcile_billing_schedule, reconcile_billing_full_schedule,
-                 organization_subscription_notice_schedule]
+billing_reports_schedule = dg.ScheduleDefinition(
+    name="billing_reports_schedule", job=billing_reports_job, cron_schedule="40 2 * * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="The billing assets, daily after reconciliation (their checks run with them).")
+
+SCHEDULES = [seat_sync_schedule, reconcile_billing_schedule, reconcile_billing_full_schedule,
+                 organization_subscription_notice_schedule, billing_reports_schedule]
