@@ -30,7 +30,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from contextlib import ExitStack
@@ -39,6 +38,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 from bench.report import print_table, write_results
+from bench.sqs_feed import feeding, moto_queue
 from devstack.progress import Step
 
 
@@ -371,44 +371,17 @@ def consumer_main(args) -> None:
 
 def run_sqs(bodies: list[str], db_path: str, cert_dir: str, endpoint: str, workers: int, max_seconds: float,
             step: Step | None = None) -> dict:
-    import boto3
+    sqs, name, url, env = moto_queue(endpoint, "bench-ses")
 
-    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                       aws_secret_access_key="testing")
-    name = f"bench-ses-{uuid.uuid4().hex[:8]}"
-    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
-    # moto's SQS costs O(messages in the queue) per message sent, received or deleted, so the
-    # producer keeps a small backlog (as a live SNS subscription would) instead of preloading.
-    backlog_max = 100
-    consumer_done = threading.Event()
+    def sent(count: int) -> None:
+        if step is not None:
+            step.note = f", {count:,} sent"
 
-    def produce():
-        for start in range(0, len(bodies), 10):
-            sqs.send_message_batch(QueueUrl=url, Entries=[
-                {"Id": str(j), "MessageBody": b} for j, b in enumerate(bodies[start:start + 10])])
-            if step is not None:
-                step.note = f", {min(start + 10, len(bodies)):,} sent"
-            if start % 100 == 0:
-                while int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-                          ["Attributes"]["ApproximateNumberOfMessages"]) > backlog_max:
-                    if consumer_done.is_set():  # the consumer hit its time limit: stop feeding it
-                        return
-                    time.sleep(0.02)
-
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
-    # Let a first backlog build so the consumer's long polls start full.
-    time.sleep(1.0)
-    try:
+    with feeding(sqs, url, bodies, on_sent=sent):
         proc = subprocess.run([sys.executable, "-m", "bench.ses_ingest", "--consumer", "--queue", name, "--db", db_path,
                                "--cert-dir", cert_dir, "--n", str(len(bodies)), "--workers", str(workers),
                                "--sqs-max-seconds", str(max_seconds)],
                               env=env, capture_output=True, text=True, check=True)
-    finally:
-        consumer_done.set()
-    producer.join()
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     calls = out["receive_calls"] + out["delete_calls"]
     return {**out, "seconds": round(out["seconds"], 3), "per_s": round(out["received"] / out["seconds"]),

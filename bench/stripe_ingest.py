@@ -26,13 +26,12 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from bench.report import print_table, write_results
+from bench.sqs_feed import feeding, moto_queue
 
 RESULTS = Path(__file__).parent / "results" / "stripe_ingest.json"
 TARGETS = {"sqs_calls_per_event_max": 0.25, "speedup_vs_baseline_min": 10.0,
@@ -171,39 +170,9 @@ def run_child(kind: str, n: int, db: str, extra: list[str] | None = None, env: d
 
 
 def run_sqs(n: int, db: str, endpoint: str, max_seconds: float) -> dict:
-    import boto3
-
-    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                       aws_secret_access_key="testing")
-    name = f"bench-stripe-{uuid.uuid4().hex[:8]}"
-    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
-    done = threading.Event()
-
-    def produce():  # moto costs O(queue length) per call: keep a backlog, as a live integration would
-        batch: list[str] = []
-        for i, body in enumerate(bodies(n)):
-            batch.append(body)
-            if len(batch) == 10 or i == n - 1:
-                sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(j), "MessageBody": b}
-                                                              for j, b in enumerate(batch)])
-                batch = []
-            if i % 100 == 99:
-                while int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-                          ["Attributes"]["ApproximateNumberOfMessages"]) > 100:
-                    if done.is_set():
-                        return
-                    time.sleep(0.02)
-
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
-    time.sleep(1.0)
-    try:
+    sqs, name, url, env = moto_queue(endpoint, "bench-stripe")
+    with feeding(sqs, url, bodies(n)):
         out = run_child("sqs", n, db, ["--queue", name, "--sqs-max-seconds", str(max_seconds)], env)
-    finally:
-        done.set()
-    producer.join()
     calls = out["receive_calls"] + out["delete_calls"]
     out.update(sqs_calls=calls, sqs_calls_per_event=round(calls / max(out["received"], 1), 4))
     return out

@@ -99,7 +99,7 @@ WHERE d.day IS NOT NULL ORDER BY d.day
 """
 
 # Monthly recurring revenue of the live subscriptions, per currency, in minor units.
-_MRR = f"""
+_MRR = """
 SELECT p.currency,
        sum(i.quantity * p.unit_amount *
            CASE p.recurring_interval WHEN 'year' THEN 1.0 / 12 WHEN 'week' THEN 52.0 / 12
