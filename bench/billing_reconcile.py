@@ -65,15 +65,12 @@ def _database(path: str):
 # --- one phase, in its own process ---------------------------------------------------------------
 
 def run_phase(phase: str, base: str, db_path: str) -> dict:
-    from pipelines.billing.reconcile import Reconciler
-    from pipelines.billing.reconcile_tables import CONNECT_CONFIG, BillingTables
-    from pipelines.store.store import Store
+    from pipelines.billing.jobs import reconciling
 
     res = _resource(base)
     db = _database(db_path)
     started = time.perf_counter()
-    with Store(lambda: db.connect(config=CONNECT_CONFIG), hold_seconds=10.0) as store:  # as the job runs it
-        rec = Reconciler(res.client(), store.transaction, BillingTables(), run_id=f"bench-{phase}-{os.getpid()}")
+    with reconciling(res, db, run_id=f"bench-{phase}-{os.getpid()}") as rec:   # the job's own wiring
         if phase in ("full_cold", "full_warm"):
             report = rec.full_sweep()
         elif phase in ("incremental", "incremental_nothing"):

@@ -93,10 +93,15 @@ def stripe_errors(what: str) -> Iterator[None]:
         raise dg.Failure(description=str(exc)) from None
 
 
+RECONCILE_HOLD_SECONDS = 1.0
+
+
 @contextmanager
 def reconciling(stripe_res: StripeResource, db: DuckDBResource, run_id: str, log=None) -> Iterator[Reconciler]:
-    """A Reconciler whose transactions share one connection for up to 10 s at a time (Store)."""
-    with Store(lambda: db.connect(config=CONNECT_CONFIG), hold_seconds=10.0) as store:
+    """A Reconciler whose transactions share one connection for up to 1 s at a time (Store): a full
+    sweep commits a page at a time, and reopening per page would cost more than the page; an ad-hoc
+    reader waits at most about a second for the file (pipelines.query retries)."""
+    with Store(lambda: db.connect(config=CONNECT_CONFIG), hold_seconds=RECONCILE_HOLD_SECONDS) as store:
         yield Reconciler(stripe_res.client(), store.transaction, BillingTables(), run_id=run_id, log=log)
 
 
