@@ -494,7 +494,8 @@ def main() -> None:
     results["checks"] = {
         "in_process_per_s": results["in_process"]["per_s"] >= TARGETS["in_process_per_s_min"],
         "speedup_vs_baseline": results["speedup_vs_baseline"] >= TARGETS["speedup_vs_baseline_min"],
-        "all_events_stored": results["in_process"]["db"]["quarantined"] == 0,
+        "all_events_stored": (results["in_process"]["db"]["quarantined"] == 0
+                              and results["in_process"]["db"]["events"] == results["distinct"]),
         "old_messages_same_events": (results["in_process_old_messages"]["db"] == results["in_process"]["db"]
                                      if args.old_messages else None),
     }

@@ -282,3 +282,17 @@ def test_a_stop_takes_no_new_messages_and_deletes_only_finished_batches():
 
     stats = drain(q, handle, DrainOptions(batch_size=20), stop=StopRequest())
     assert q.deleted == [] and stats["stopped_in_batch"] == 20 and stats["received"] == 20
+
+
+def test_no_time_limit_and_a_failing_receiver_are_not_silent():
+    # max_seconds=inf (the benchmarks' setting) must drain, not end at once with nothing received.
+    q = ListQueue([str(i) for i in range(25)])
+    stats = drain(q, lambda batch: None, DrainOptions(batch_size=10, max_seconds=float("inf")))
+    assert stats["received"] == 25 and len(q.deleted) == 25
+
+    class Broken(ListQueue):
+        def receive(self, max_messages=10, wait_seconds=1):
+            raise RuntimeError("receive exploded")
+
+    with pytest.raises(RuntimeError, match="receive exploded"):
+        drain(Broken(["x"]), lambda batch: None, DrainOptions(batch_size=10))

@@ -115,6 +115,7 @@ class _Drain:
         self.cond = threading.Condition()
         self.reserved = 0      # messages asked for so far, against max_messages
         self.inflight = 0      # asked for or received, and not yet committed
+        self.receiving = 0     # receive calls under way
         self.empty_streak = 0
         self.stopping = False
         self.hidden_until: dict[str, float] = {}   # receipt handle -> when it becomes visible again
@@ -139,9 +140,10 @@ class _Drain:
         try:
             while True:
                 with self.cond:
-                    # Wait for room for a full receive (fewer only for the last messages of the run).
-                    while not self.stopping and self.cap - self.inflight < min(
-                            SQS_BATCH, self.cap, self.opts.max_messages - self.reserved):
+                    # Wait for room for a full receive (fewer only for the last messages of the run,
+                    # or when no other receive is under way: a partial receive can leave the batch
+                    # short of full with less than a full receive's room, and it must still fill).
+                    while not self.stopping and self._no_room():
                         self.cond.wait(0.5)
                     if self.stopping or self._out_of_time() or self._stop_requested():
                         return
@@ -149,15 +151,17 @@ class _Drain:
                     if want <= 0:
                         return
                     self.reserved += want
+                    self.receiving += 1
                     self.inflight += want
                 # A long poll never runs past the drain's time limit.
                 left = self.opts.max_seconds - (time.monotonic() - self.started)
-                wait = max(0, min(self.opts.wait_seconds, int(left)))
+                wait = self.opts.wait_seconds if left >= self.opts.wait_seconds else max(0, int(left))
                 began = time.monotonic()
                 try:
                     raw = self.queue.receive(max_messages=want, wait_seconds=wait)
                 except BaseException as exc:  # noqa: BLE001 - handed to the drain thread, which raises it
                     with self.cond:
+                        self.receiving -= 1
                         self.reserved -= want
                         self.inflight -= want
                         self.stopping = True
@@ -165,6 +169,7 @@ class _Drain:
                     self.inbox.put(_Failed(exc))
                     return
                 with self.cond:
+                    self.receiving -= 1
                     unused = want - len(raw)
                     self.reserved -= unused
                     self.inflight -= unused
@@ -176,8 +181,16 @@ class _Drain:
                         self.stopping = True
                     self.cond.notify_all()
                 self.inbox.put(_Received(began, raw))
+        except BaseException as exc:  # noqa: BLE001 - a receiver must never end the drain silently
+            self._stop()
+            self.inbox.put(_Failed(exc))
         finally:
             self.inbox.put(_DONE)
+
+    def _no_room(self) -> bool:
+        room = self.cap - self.inflight
+        wanted = min(SQS_BATCH, self.cap, self.opts.max_messages - self.reserved)
+        return room < wanted and (self.receiving > 0 or room <= 0)
 
     def _stop(self) -> None:
         with self.cond:
