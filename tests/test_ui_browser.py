@@ -87,7 +87,9 @@ def ui(browser_ready, local_stack, tmp_path_factory):
             with sync_playwright() as p:
                 context = p.chromium.launch_persistent_context(
                     str(base / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
-                    args=CHROMIUM_ARGS, viewport={"width": 1440, "height": 2000})
+                    # Tall enough for the billing group's whole lineage graph: nodes outside the
+                    # viewport are not rendered.
+                    args=CHROMIUM_ARGS, viewport={"width": 1440, "height": 3400})
                 context.set_default_timeout(TIMEOUT_MS)
                 expect.set_options(timeout=TIMEOUT_MS)
                 try:
@@ -267,9 +269,16 @@ def test_a_finished_drain_run_shows_its_counts(ui, job, applied):
         assert key in output, f"{job} output has no {key}: {sorted(output)}"
     ui.shot(f"run-{job}")
     # The row shows the first entries; the rest behind "View full message", as a user sees them.
-    page.get_by_text("View full message", exact=True).first.click()
+    # The step's ledger materializations have such a link too: open each until the output's.
+    links = page.get_by_text("View full message", exact=True)
     dialog = page.get_by_role("dialog")
-    expect(dialog).to_be_visible()
+    for i in range(links.count()):
+        links.nth(i).click()
+        expect(dialog).to_be_visible()
+        if "STEP_OUTPUT" in dialog.inner_text():
+            break
+        dialog.get_by_role("button", name="Done").click()
+        expect(dialog).to_be_hidden()
     expect(dialog).to_contain_text("STEP_OUTPUT")
     for key in ("received", "quarantined", applied):
         expect(dialog.get_by_role("row").filter(has=page.get_by_role("cell", name=key, exact=True)).first

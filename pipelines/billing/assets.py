@@ -14,6 +14,7 @@ import dagster as dg
 
 from pipelines.billing import reporting
 from pipelines.billing.tables import ensure_operations_tables
+from pipelines.common.asset_metadata import preview, row_count
 from resources.duckdb import DuckDBResource
 
 BILLING = "billing"
@@ -78,7 +79,10 @@ def subscriptions_current(duckdb: DuckDBResource) -> dg.MaterializeResult:
     with duckdb.connect() as conn:
         ensure_operations_tables(conn)
         figures = reporting.refresh_subscriptions_current(conn, datetime.now(UTC))
-    return dg.MaterializeResult(metadata=_md(figures))
+        shown = preview(conn, "SELECT status, good_standing, count(*) AS organisations, sum(seats) AS seats "
+                              "FROM subscriptions_current GROUP BY ALL ORDER BY 1, 2")
+        rows = row_count(conn, "subscriptions_current")
+    return dg.MaterializeResult(metadata={"rows": dg.MetadataValue.int(rows), "preview": shown, **_md(figures)})
 
 
 @dg.asset(group_name=BILLING, pool="duckdb", kinds={"duckdb"}, deps=UPSTREAM,
@@ -87,7 +91,9 @@ def subscriptions_current(duckdb: DuckDBResource) -> dg.MaterializeResult:
 def billing_daily(duckdb: DuckDBResource) -> dg.MaterializeResult:
     with duckdb.connect() as conn:
         figures = reporting.refresh_billing_daily(conn, datetime.now(UTC))
-    return dg.MaterializeResult(metadata=_md(figures))
+        shown = preview(conn, "SELECT * FROM billing_daily ORDER BY day DESC")
+        rows = row_count(conn, "billing_daily")
+    return dg.MaterializeResult(metadata={"rows": dg.MetadataValue.int(rows), "preview": shown, **_md(figures)})
 
 
 @dg.asset(group_name=BILLING, pool="duckdb", kinds={"duckdb"}, deps=UPSTREAM,
@@ -96,10 +102,12 @@ def billing_daily(duckdb: DuckDBResource) -> dg.MaterializeResult:
 def billing_leaks(duckdb: DuckDBResource) -> dg.MaterializeResult:
     with duckdb.connect() as conn:
         leaks = reporting.refresh_billing_leaks(conn, datetime.now(UTC))
+        shown = preview(conn, "SELECT leak, count(*) AS leaks FROM billing_leaks GROUP BY ALL ORDER BY 1")
     kinds: dict[str, int] = {}
     for leak in leaks:
         kinds[leak[0]] = kinds.get(leak[0], 0) + 1
-    return dg.MaterializeResult(metadata={"leaks": dg.MetadataValue.int(len(leaks)),
+    return dg.MaterializeResult(metadata={"rows": dg.MetadataValue.int(len(leaks)), "preview": shown,
+                                          "leaks": dg.MetadataValue.int(len(leaks)),
                                           **{k: dg.MetadataValue.int(v) for k, v in kinds.items()}})
 
 
