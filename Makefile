@@ -13,21 +13,23 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) browser
+install: $(STAMP)
 
 # Debian's chromium for the browser test (tests/test_ui_browser.py drives it with Playwright;
-# nothing is downloaded at run time). Idempotent: a machine that has it skips this.
+# nothing is downloaded at run time). Idempotent: a machine that has it skips this. Only `make test`
+# needs it; where apt cannot install it, the browser test skips saying so (in CI, CI=true, it fails).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium (apt) for the browser test ..."; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; } \
+	  || { [ "$$CI" != true ] && echo "warning: chromium could not be installed; the browser test will skip"; }; }
 
 # Local stack + `dagster dev` on 127.0.0.1:3000 + demo traffic; Ctrl-C stops everything.
 dev: install
 	@$(BIN)/python -m devstack dev
 
 # The suite starts its own local stack on free ports and tears it down.
-test: install
+test: install browser
 	$(BIN)/python -m pytest
 
 validate: install
