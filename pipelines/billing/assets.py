@@ -8,12 +8,12 @@ count, after every run that applied something."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 
 import dagster as dg
 
 from pipelines.billing import reporting
-from pipelines.billing.tables import ensure_operations_tables
 from pipelines.common.asset_metadata import preview, row_count
 from resources.duckdb import DuckDBResource
 
@@ -77,7 +77,6 @@ def _md(values: dict) -> dict:
           description="One row per organisation: its subscription, status, seats, period end and good standing.")
 def subscriptions_current(duckdb: DuckDBResource) -> dg.MaterializeResult:
     with duckdb.connect() as conn:
-        ensure_operations_tables(conn)
         figures = reporting.refresh_subscriptions_current(conn, datetime.now(UTC))
         shown = preview(conn, "SELECT status, good_standing, count(*) AS organisations, sum(seats) AS seats "
                               "FROM subscriptions_current GROUP BY ALL ORDER BY 1, 2")
@@ -103,9 +102,7 @@ def billing_leaks(duckdb: DuckDBResource) -> dg.MaterializeResult:
     with duckdb.connect() as conn:
         leaks = reporting.refresh_billing_leaks(conn, datetime.now(UTC))
         shown = preview(conn, "SELECT leak, count(*) AS leaks FROM billing_leaks GROUP BY ALL ORDER BY 1")
-    kinds: dict[str, int] = {}
-    for leak in leaks:
-        kinds[leak[0]] = kinds.get(leak[0], 0) + 1
+    kinds = Counter(leak[0] for leak in leaks)
     return dg.MaterializeResult(metadata={"rows": dg.MetadataValue.int(len(leaks)), "preview": shown,
                                           "leaks": dg.MetadataValue.int(len(leaks)),
                                           **{k: dg.MetadataValue.int(v) for k, v in kinds.items()}})

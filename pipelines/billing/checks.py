@@ -7,7 +7,6 @@ from pydantic import Field
 
 from pipelines.billing import reporting
 from pipelines.billing.assets import billing_daily, billing_leaks, subscriptions_current
-from pipelines.billing.tables import ensure_operations_tables
 from resources.duckdb import DuckDBResource
 
 QUARANTINE_SHARE = 0.01  # of the last day's Stripe events
@@ -70,7 +69,6 @@ def live_subscriptions_have_customer_and_organisation(duckdb: DuckDBResource) ->
                             "mode=full, then look at billing_drift for the rows it could not repair.")
 def none_live_here_canceled_in_stripe(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.connect() as conn:
-        ensure_operations_tables(conn)
         rows = reporting.active_here_canceled_in_stripe(conn)
     return dg.AssetCheckResult(passed=not rows, metadata={"subscriptions": len(rows), "examples": _listing(rows)})
 
@@ -83,7 +81,6 @@ def none_live_here_canceled_in_stripe(duckdb: DuckDBResource) -> dg.AssetCheckRe
                                                          "again.")
 def drift_repaired(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.connect() as conn:
-        ensure_operations_tables(conn)
         run_id, unrepaired = reporting.last_run_unrepaired(conn)
         rows = conn.execute("SELECT object_type, object_id, field, reason FROM billing_drift"
                             " WHERE run_id = ? AND action = 'unrepaired' LIMIT 20", [run_id]).fetchall() if run_id else []

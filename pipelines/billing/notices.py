@@ -19,7 +19,6 @@ import duckdb
 
 from pipelines.billing import dunning
 from pipelines.billing.dunning import Contact, OrgWithoutSubscription
-from pipelines.billing.tables import ensure_operations_tables
 from pipelines.email.request import EmailRequest
 
 
@@ -93,7 +92,6 @@ class NoticeReport:
 def _dispatch(connect: Connect, queue: _Queue, requests: list[EmailRequest], event_ids: Mapping[str, str],
               org_ids: Mapping[str, str], report: NoticeReport) -> None:
     with connect() as conn:
-        ensure_operations_tables(conn)
         ids = [r.request_id for r in requests]
         done = {r[0] for r in conn.execute("SELECT request_id FROM billing_notices WHERE request_id IN "
                                            "(SELECT unnest(?::VARCHAR[]))", [ids]).fetchall()} if ids else set()

@@ -30,7 +30,6 @@ from typing import Any, Protocol
 import duckdb
 import stripe
 
-from pipelines.billing.tables import ensure_operations_tables
 from pipelines.store.write import STR, TS, arrow, insert
 
 EVENT_RETENTION_SECONDS = 30 * 24 * 3600
@@ -198,7 +197,6 @@ class Reconciler:
 
     def last_cursor(self) -> tuple[int | None, list[str]]:
         with self.transaction() as conn:
-            ensure_operations_tables(conn)
             row = conn.execute("SELECT cursor_created, cursor_event_ids FROM billing_reconcile_runs"
                                " WHERE finished_at IS NOT NULL AND cursor_created IS NOT NULL"
                                " ORDER BY finished_at DESC LIMIT 1").fetchone()
@@ -206,7 +204,6 @@ class Reconciler:
 
     def _start(self, mode: str, started: datetime) -> None:
         with self.transaction() as conn:
-            ensure_operations_tables(conn)
             conn.execute("INSERT INTO billing_reconcile_runs (run_id, mode, started_at) VALUES (?, ?, ?)"
                          " ON CONFLICT (run_id) DO UPDATE SET mode = excluded.mode, started_at = excluded.started_at",
                          [self.run_id, mode, started])

@@ -11,8 +11,6 @@ reads them (seat counts, billing contacts, leaks).
 
 from __future__ import annotations
 
-import duckdb
-
 from pipelines.billing.vocab import (DriftAction, EventOutcome, OrganizationType, PaymentKind, ReconcileMode,
                                      SubscriptionStatus)
 from pipelines.store.vocab import check
@@ -275,12 +273,6 @@ OPERATIONS_TABLES: list[str] = [
     )
     """,
 ]
-
-
-def ensure_operations_tables(conn: duckdb.DuckDBPyConnection) -> None:
-    """The operations tables, for connections opened before the schema registry ran."""
-    for statement in OPERATIONS_TABLES:
-        conn.execute(statement)
 
 
 TABLES: list[str] = [*INGESTION_TABLES, *OPERATIONS_TABLES]
