@@ -10,6 +10,11 @@ decides when a run starts, not when the code location is imported:
   The multiprocess block's `retries` setting applies; an explicit `in_process` block still runs
   in process (debugging a single run).
 
+Whichever it is, a run interrupted by a signal (SIGINT or SIGTERM reaching the run worker, at
+any point of the plan: before a drain installs its own stop, between steps, while an asset runs)
+ends CANCELED, not FAILED: the executor marks the run CANCELING before Dagster decides how the
+interrupted run ends, as a Terminate from the UI would. A signal is an operator's stop, not a fault.
+
 Jobs run with `execute_in_process` or `materialize` ignore executors, so tests are unaffected.
 """
 
@@ -51,6 +56,38 @@ def celery_config(retries: dict) -> dict:
     }
 
 
+class _SignalCancels(dg.Executor):
+    """The chosen executor, unchanged, except that an interrupt ends the run as canceled."""
+
+    def __init__(self, inner: dg.Executor) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)  # what an executor's own steps ask of it (Celery: app_args)
+
+    @property
+    def retries(self):
+        return self.inner.retries
+
+    @property
+    def step_dependency_config(self):
+        return self.inner.step_dependency_config
+
+    def execute(self, plan_context, execution_plan):
+        try:
+            yield from self.inner.execute(plan_context, execution_plan)
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+            mark_canceling(plan_context.instance, plan_context.run_id, "the run worker received a stop signal")
+            raise
+
+
+def mark_canceling(instance: dg.DagsterInstance, run_id: str, reason: str) -> None:
+    """CANCELING, unless the run is already stopping or over: Dagster then ends it CANCELED."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and run.status in (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED):
+        instance.report_run_canceling(run, message=reason)
+
+
 def _requirements(config):
     # Celery, like multiprocess, rebuilds the job in another process from a persistent instance.
     if "in_process" in config:
@@ -66,12 +103,12 @@ def _requirements(config):
 def mailroom_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
     config = init_context.executor_config
     if "in_process" in config or selected_executor() == "multiprocess":
-        return dg.multi_or_in_process_executor.executor_creation_fn(init_context)
-    return celery_executor.executor_creation_fn(
+        return _SignalCancels(dg.multi_or_in_process_executor.executor_creation_fn(init_context))
+    return _SignalCancels(celery_executor.executor_creation_fn(
         dg.InitExecutorContext(
             job=init_context.job,
             executor_def=celery_executor,
             executor_config=celery_config(config["multiprocess"]["retries"]),
             instance=init_context.instance,
         )
-    )
+    ))

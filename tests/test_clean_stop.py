@@ -83,17 +83,52 @@ def test_sigterm_stops_a_throttled_send_run_cleanly_and_cancels_it(local_stack, 
 
 def test_stopping_make_dev_cancels_unfinished_runs_before_interrupting_them(tmp_path):
     # Ctrl-C on `make dev` marks running runs CANCELING (their interrupt then ends them canceled,
-    # as Terminate in the UI does) and cancels runs not yet started; finished runs are left alone.
+    # as Terminate in the UI does) and cancels runs whose worker has not started the plan (queued or
+    # STARTING); finished runs are left alone.
     from devstack.dev import cancel_runs
 
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     statuses = {"running": dg.DagsterRunStatus.STARTED, "waiting": dg.DagsterRunStatus.NOT_STARTED,
-                "done": dg.DagsterRunStatus.SUCCESS}
+                "starting": dg.DagsterRunStatus.STARTING, "done": dg.DagsterRunStatus.SUCCESS}
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         for run_id, status in statuses.items():
             instance.add_run(dg.DagsterRun(job_name="send_email_batch_job", run_id=run_id, status=status))
-    assert cancel_runs(str(tmp_path)) == 2
+    assert cancel_runs(str(tmp_path)) == 3
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         got = {r.run_id: r.status for r in instance.get_runs()}
     assert got == {"running": dg.DagsterRunStatus.CANCELING, "waiting": dg.DagsterRunStatus.CANCELED,
-                   "done": dg.DagsterRunStatus.SUCCESS}
+                   "starting": dg.DagsterRunStatus.CANCELED, "done": dg.DagsterRunStatus.SUCCESS}
+
+
+def test_a_signal_before_the_drain_starts_ends_the_run_canceled_with_nothing_taken(local_stack, stack_env, tmp_path):
+    # SIGTERM reaches the run worker while its step process is still starting (the drain has not
+    # installed its own stop yet): the executor marks the run CANCELING, so it ends CANCELED, and
+    # every request is still on the queue, nothing sent.
+    for i in range(5):
+        dispatch("password-change", [{"email": f"early{i}@example.org", "verified": True}],
+                 {"username": f"user{i}"}, request_id=f"early-{i}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "job", "execute", "-m", "pipelines.definitions",
+         "-j", "send_email_batch_job"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    instance = dg.DagsterInstance.get()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the run never started"
+            runs = instance.get_runs()
+            if runs and runs[0].status == dg.DagsterRunStatus.STARTED:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        signalled_after = {e.dagster_event.event_type_value for e in instance.all_logs(runs[0].run_id) if e.dagster_event}
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "STEP_START" not in signalled_after, "the signal came too late to test the early window"
+    run = instance.get_run_by_id(runs[0].run_id)
+    assert run.status == dg.DagsterRunStatus.CANCELED, out.decode()[-3000:]
+    assert local_stack.smtp.count() == 0
+    assert queue_depth(local_stack) == 5
