@@ -58,9 +58,9 @@ def fill_organizations(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
                          [oid, f"{name}{i}", role, created + timedelta(days=i)])
 
 
-def fill_stripe(client: stripe.StripeClient, api_base: str) -> dict[str, str]:
+def fill_stripe(client: stripe.StripeClient, api_base: str, environ=None) -> dict[str, str]:
     """Customers and subscriptions in the local Stripe; returns organisation -> subscription id."""
-    tenant = tenant_from_env()
+    tenant = tenant_from_env(environ)
     product = products.create_or_update_product(client, name="Organization seats",
                                                 description="One seat per organisation member, monthly",
                                                 unit_label="seat")
@@ -100,19 +100,30 @@ def fill_stripe(client: stripe.StripeClient, api_base: str) -> dict[str, str]:
     return out
 
 
-def main() -> int:
+def fill(environ: dict[str, str]) -> dict[str, str]:
+    """Organisations into DuckDB (reported to Dagster when DAGSTER_HOME is set), then their Stripe
+    customers and subscriptions; the local Stripe delivers the events to the stripe-events queue."""
+    from pipelines.billing.assets import INPUTS, report_inputs
+    from pipelines.common.ledgers import table_rows
     from pipelines.store.schema import database
     from resources.stripe_client import StripeResource
 
+    with database(environ["DUCKDB_PATH"]).connect() as conn:
+        fill_organizations(conn, datetime.now(UTC))
+        rows = table_rows(conn, INPUTS)
+    report_inputs(rows, "devstack.demo_billing", environ.get("DAGSTER_HOME"))
+    resource = StripeResource(api_key=environ.get("STRIPE_API_KEY", "sk_test_local"),
+                              webhook_secret=environ.get("STRIPE_WEBHOOK_SECRET", "whsec_local"),
+                              api_base=environ["STRIPE_API_BASE"])
+    return fill_stripe(resource.client(), environ["STRIPE_API_BASE"], environ)
+
+
+def main() -> int:
     db_path, api_base = os.environ.get("DUCKDB_PATH"), os.environ.get("STRIPE_API_BASE")
     if not db_path or not api_base:
         print("set DUCKDB_PATH and STRIPE_API_BASE (the local stack's env: python -m devstack env)", file=sys.stderr)
         return 2
-    with database(db_path).connect() as conn:
-        fill_organizations(conn, datetime.now(UTC))
-    resource = StripeResource(api_key=os.environ.get("STRIPE_API_KEY", "sk_test_local"),
-                              webhook_secret=os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_local"), api_base=api_base)
-    subs = fill_stripe(resource.client(), api_base)
+    subs = fill(dict(os.environ))
     print(f"{len(ORGS)} organisations in {db_path}; subscriptions in the local Stripe: {subs}")
     return 0
 

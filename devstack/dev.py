@@ -4,6 +4,9 @@ A stack that was already up (`python -m devstack up`) is used and left running; 
 here is stopped on exit. EMAIL_TRANSPORT defaults to `ses` here (moto SES + the mailbox
 simulator), so demo emails come back as deliveries, bounces and complaints; set
 EMAIL_TRANSPORT=smtp to send to the SMTP sink instead.
+
+Demo traffic (off with DEVSTACK_DEMO_INTERVAL=0): a few email requests every few seconds and, once,
+the demo billing set (organisations, and their customers and subscriptions in the local Stripe).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -64,9 +68,12 @@ def _group_alive(pgid: int) -> bool:
 
 
 def cancel_runs(dagster_home: str, reason: str = "make dev stopped (Ctrl-C)") -> int:
-    """Ask every unfinished run to stop, as Terminate in the UI does: queued runs are canceled at
-    once; running ones are marked CANCELING, so the interrupt that follows ends them as canceled
-    (a drain first stops cleanly, pipelines/common/stop.py) instead of failed."""
+    """Ask every unfinished run to stop, as Terminate in the UI does: runs whose worker is not yet
+    running the plan (queued, or STARTING: the worker is still loading code) are canceled at once,
+    and the worker, once up, does not start; running ones are marked CANCELING, so the interrupt
+    that follows ends them as canceled (a drain first stops cleanly, pipelines/common/stop.py)
+    instead of failed. (A STARTING run marked CANCELING would be failed by its worker, which then
+    finds it in a state it did not expect.)"""
     import dagster as dg
 
     active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -74,7 +81,8 @@ def cancel_runs(dagster_home: str, reason: str = "make dev stopped (Ctrl-C)") ->
     with dg.DagsterInstance.from_config(dagster_home) as instance:
         runs = instance.get_runs(dg.RunsFilter(statuses=active))
         for run in runs:
-            if run.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED):
+            if run.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+                              dg.DagsterRunStatus.STARTING):
                 instance.report_run_canceled(run, message=reason)
             else:
                 instance.report_run_canceling(run, message=reason)
@@ -112,6 +120,20 @@ def _stop_dagster(proc: subprocess.Popen) -> None:
                 time.sleep(0.2)
     if proc.poll() is None:
         proc.wait()
+
+
+def _seed_billing(env: dict[str, str], outcome: dict[str, str]) -> None:
+    """Demo organisations and their Stripe subscriptions (devstack/demo_billing.py), so the billing
+    drain, assets and checks have something to show; the result is one line for the terminal."""
+    from devstack.demo_billing import ORGS, fill
+
+    try:
+        subscriptions = fill(env)
+    except Exception as exc:  # noqa: BLE001 - the email half still runs; the line says what failed
+        outcome["line"] = f"demo billing could not be filled: {type(exc).__name__}: {exc}"
+    else:
+        outcome["line"] = (f"demo billing: {len(ORGS)} organisations, {len(subscriptions)} subscriptions "
+                           f"in the local Stripe (its events go to stripe-events)")
 
 
 def run_dev() -> int:
@@ -155,6 +177,7 @@ def run_dev() -> int:
     )
     interval = float(os.environ.get("DEVSTACK_DEMO_INTERVAL", "5"))
     demo = None
+    billing: dict[str, str] = {}
     stopping = False
     counter = Counter()
 
@@ -170,8 +193,12 @@ def run_dev() -> int:
                                interval=interval)
             demo.start()
             print(f"demo traffic: a few email requests every {interval:g}s on email-requests", flush=True)
+            threading.Thread(target=_seed_billing, args=(env, billing), name="demo-billing", daemon=True).start()
         print(f"UI at http://127.0.0.1:{dagster_port}  (Ctrl-C stops everything)", flush=True)
         while proc.poll() is None:
+            if billing.get("line"):
+                counter.end()
+                print(billing.pop("line"), flush=True)
             if demo:
                 counter.show(f"  demo traffic: {demo.sent} requests sent")
             time.sleep(1.0)

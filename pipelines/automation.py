@@ -7,8 +7,11 @@ Dagster's implicit default sensor starts STOPPED; this one runs by default, so `
 
 import dagster as dg
 
+# all_asset_checks: AssetSelection.all() holds only the checks of materializable assets, so the
+# checks on the ledgers (tables the drains write, declared as external assets) would never run.
 automation_sensor = dg.AutomationConditionSensorDefinition(
-    "automation_sensor", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+    "automation_sensor", target=dg.AssetSelection.all() | dg.AssetSelection.all_asset_checks(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=15,
     description="Evaluates the assets' automation conditions every 15 s: a rollup (and its checks) runs "
                 "once new rows land in the ledgers it reads.")

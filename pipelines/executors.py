@@ -3,7 +3,8 @@
 `mailroom_executor` takes the default executor's config (`multiprocess` / `in_process`) and
 decides when a run starts, not when the code location is imported:
 
-- MAILROOM_EXECUTOR unset or `multiprocess`: Dagster's default (each step in a subprocess).
+- MAILROOM_EXECUTOR unset or `multiprocess`: Dagster's default (each step in a subprocess), the
+  subprocesses forked from a forkserver that has imported the code location once.
 - MAILROOM_EXECUTOR=`celery`: each step goes to the Celery broker at CELERY_BROKER_URL
   (results over CELERY_RESULT_BACKEND, default `rpc://`) on queue CELERY_TASK_QUEUE (default
   `dagster`) and runs in a `dagster-celery` worker listening on that queue.
@@ -88,6 +89,13 @@ def mark_canceling(instance: dg.DagsterInstance, run_id: str, reason: str) -> No
         instance.report_run_canceling(run, message=reason)
 
 
+def with_forkserver(multiprocess: dict) -> dict:
+    """Steps fork from a server that imported the code location once, instead of each spawning a
+    fresh interpreter that imports it again (~2.5 s of CPU per step, which adds up on a run of a
+    dozen rollups and checks). A `start_method` given in the run config wins."""
+    return {**multiprocess, "start_method": multiprocess.get("start_method") or {"forkserver": {}}}
+
+
 def _requirements(config):
     # Celery, like multiprocess, rebuilds the job in another process from a persistent instance.
     if "in_process" in config:
@@ -102,8 +110,13 @@ def _requirements(config):
 )
 def mailroom_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
     config = init_context.executor_config
-    if "in_process" in config or selected_executor() == "multiprocess":
+    if "in_process" in config:
         return _SignalCancels(dg.multi_or_in_process_executor.executor_creation_fn(init_context))
+    if selected_executor() == "multiprocess":
+        return _SignalCancels(dg.multi_or_in_process_executor.executor_creation_fn(dg.InitExecutorContext(
+            job=init_context.job, executor_def=init_context.executor_def,
+            executor_config={"multiprocess": with_forkserver(config["multiprocess"])},
+            instance=init_context.instance)))
     return _SignalCancels(celery_executor.executor_creation_fn(
         dg.InitExecutorContext(
             job=init_context.job,

@@ -81,6 +81,31 @@ def test_loader_reads_parquet_and_the_cli_exits_nonzero_on_rejects(db, tmp_path,
         loader_main(["--db", db.path])
 
 
+def test_the_loader_tells_dagster_which_input_tables_it_loaded(db, tmp_path, monkeypatch, capsys):
+    # With DAGSTER_HOME set, each loaded table gets a materialization with its row count, so the
+    # billing reports refresh and lineage shows the load; without it, nothing is reported.
+    import dagster as dg
+
+    with db.connect():
+        pass  # schema created
+    orgs = _orgs_csv(tmp_path, ["org-a,acme,company,2026-01-01T00:00:00Z,,b@acme.example",
+                                "org-b,pyladies,community,2026-01-01T00:00:00Z,,"])
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert loader_main([orgs, "--db", db.path]) == 0
+    assert "reported to Dagster" not in capsys.readouterr().out
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert loader_main([orgs, "--members", _members_csv(tmp_path, ["org-a,alice,Owner", "org-a,bob,Member"]),
+                        "--db", db.path]) == 0
+    assert "reported to Dagster (DAGSTER_HOME): organizations, organization_members updated" in capsys.readouterr().out
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        rows = {name: instance.get_latest_materialization_event(dg.AssetKey(name)).asset_materialization
+                .metadata["rows"].value for name in ("organizations", "organization_members")}
+    assert rows == {"organizations": 2, "organization_members": 2}
+
+
 def _fixture_world(conn):
     conn.execute("""INSERT INTO organizations VALUES
         ('org-a', 'acme', 'company', ?, NULL, 'billing@acme.example'),

@@ -100,10 +100,11 @@ def test_stopping_make_dev_cancels_unfinished_runs_before_interrupting_them(tmp_
                    "starting": dg.DagsterRunStatus.CANCELED, "done": dg.DagsterRunStatus.SUCCESS}
 
 
-def test_a_signal_before_the_drain_starts_ends_the_run_canceled_with_nothing_taken(local_stack, stack_env, tmp_path):
-    # SIGTERM reaches the run worker while its step process is still starting (the drain has not
-    # installed its own stop yet): the executor marks the run CANCELING, so it ends CANCELED, and
-    # every request is still on the queue, nothing sent.
+def test_a_signal_before_the_drain_starts_ends_the_run_canceled_and_loses_nothing(local_stack, stack_env, tmp_path):
+    # SIGTERM reaches the run worker before its step has started (the drain has not installed its
+    # own stop yet): the executor marks the run CANCELING, so it ends CANCELED, not FAILED. How much
+    # the step did before the forwarded stop reached it is a race; either way nothing is left
+    # pending, every email the sink got is recorded as sent, and the rest is still on the queue.
     for i in range(5):
         dispatch("password-change", [{"email": f"early{i}@example.org", "verified": True}],
                  {"username": f"user{i}"}, request_id=f"early-{i}")
@@ -122,7 +123,8 @@ def test_a_signal_before_the_drain_starts_ends_the_run_canceled_with_nothing_tak
                 break
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
-        signalled_after = {e.dagster_event.event_type_value for e in instance.all_logs(runs[0].run_id) if e.dagster_event}
+        signalled_after = {e.dagster_event.event_type_value for e in instance.all_logs(runs[0].run_id)
+                           if e.dagster_event}
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -130,5 +132,8 @@ def test_a_signal_before_the_drain_starts_ends_the_run_canceled_with_nothing_tak
     assert "STEP_START" not in signalled_after, "the signal came too late to test the early window"
     run = instance.get_run_by_id(runs[0].run_id)
     assert run.status == dg.DagsterRunStatus.CANCELED, out.decode()[-3000:]
-    assert local_stack.smtp.count() == 0
-    assert queue_depth(local_stack) == 5
+    statuses = ledger(stack_env["DUCKDB_PATH"])
+    assert statuses.get("pending", 0) == 0, statuses
+    sunk = local_stack.smtp.count()
+    assert statuses.get("sent", 0) == sunk
+    assert queue_depth(local_stack) == 5 - sunk

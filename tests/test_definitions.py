@@ -108,3 +108,31 @@ def test_readme_names_every_definition_and_setting():
     missing = sorted(n for n in names if f"`{n}`" not in README)
     assert not missing, f"README does not mention: {missing}"
     assert "make dev" in README and "make test" in README
+
+
+def test_once_the_ledgers_have_rows_automation_runs_every_asset_and_every_check(tmp_path):
+    # `make dev` materializes the whole graph on its own: as soon as each drain has reported its
+    # ledgers (and the inputs were loaded), one automation tick requests every materializable asset and
+    # every asset check, the checks on the ingested Stripe tables included. Before that: nothing.
+    from pipelines.automation import automation_sensor
+
+    defs = _defs()
+    graph = defs.resolve_asset_graph()
+    target = automation_sensor.asset_selection  # what the sensor evaluates, as make dev runs it
+    with dg.DagsterInstance.ephemeral(tempdir=str(tmp_path)) as instance:
+        idle = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=target)
+        assert idle.total_requested == 0
+        reported = [k for k in graph.get_all_asset_keys() if not graph.get(k).is_materializable]
+        assert {k.to_user_string() for k in reported} == LEDGERS | BILLING_ASSETS
+        for key in reported:
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key))
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=idle.cursor,
+                                                   asset_selection=target)
+    requested = {r.key for r in result.results if r.true_subset.size}
+    materializable = {k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable}
+    assert materializable <= requested, materializable - requested
+    # A check declared on its asset (check_specs) runs inside the asset's own step; any other check
+    # must be requested itself.
+    with_their_asset = {c for k in requested if isinstance(k, dg.AssetKey) for c in defs.resolve_assets_def(k).check_keys}
+    assert set(graph.asset_check_keys) <= requested | with_their_asset, \
+        set(graph.asset_check_keys) - requested - with_their_asset

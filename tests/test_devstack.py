@@ -558,6 +558,13 @@ def test_dev_serves_the_code_location_and_ctrl_c_stops_everything(tmp_path):
             queued = sum(int(v) for v in attrs.values())
             time.sleep(0.2)
         assert queued
+        # and, once, the demo billing set: organisations, and subscriptions in the local Stripe
+        billing = ""
+        deadline = time.monotonic() + 120
+        while "demo billing" not in billing and time.monotonic() < deadline:
+            billing = proc.stdout.readline()
+            assert billing or proc.poll() is None, "devstack dev exited early"
+        assert billing.startswith("demo billing: 8 organisations, 4 subscriptions in the local Stripe"), billing
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
         assert not is_running(state)

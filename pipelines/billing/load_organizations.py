@@ -118,12 +118,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give an organizations file, --members, or both")
     if not args.db:
         parser.error("no database: pass --db or set DUCKDB_PATH")
+    from pipelines.billing.assets import report_inputs
+    from pipelines.common.ledgers import table_rows
     from pipelines.store.schema import database
 
     with database(args.db).connect() as conn:
         report = load(conn, args.organizations, args.members, replace_members=args.replace_members)
+        rows = table_rows(conn, [t for t, given in (("organizations", args.organizations),
+                                                    ("organization_members", args.members)) if given])
     print(f"organizations upserted: {report.organizations}, members upserted: {report.members}, "
           f"members removed: {report.members_removed}, rejected rows: {len(report.rejected)}")
+    if report_inputs(rows, "load_organizations"):
+        print(f"reported to Dagster (DAGSTER_HOME): {', '.join(rows)} updated")
     for line in report.rejected:
         print(f"  rejected: {line}", file=sys.stderr)
     return 1 if report.rejected else 0

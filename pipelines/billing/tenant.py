@@ -34,7 +34,8 @@ def tenant_from_resource(resource) -> Tenant:
                   domain=resource.domain or default.domain)
 
 
-def tenant_from_env() -> Tenant:
+def tenant_from_env(environ=None) -> Tenant:
+    environ = os.environ if environ is None else environ
     default = Tenant()
-    return Tenant(billing_service=os.environ.get(BILLING_SERVICE_VAR) or default.billing_service,
-                  domain=os.environ.get(BILLING_DOMAIN_VAR) or default.domain)
+    return Tenant(billing_service=environ.get(BILLING_SERVICE_VAR) or default.billing_service,
+                  domain=environ.get(BILLING_DOMAIN_VAR) or default.domain)
