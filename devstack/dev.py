@@ -182,18 +182,20 @@ def run_dev() -> int:
     counter = Counter()
 
     try:
+        # Demo traffic starts with dagster dev, not after it: the sensors' first ticks then find work.
+        if interval > 0:
+            demo = DemoTraffic(aws_client(state.endpoint, "sqs"), state.queue_urls["email-requests"],
+                               interval=interval)
+            demo.start()
+            threading.Thread(target=_seed_billing, args=(env, billing), name="demo-billing", daemon=True).start()
         with Step("starting dagster dev (webserver, daemon, code location)", stream=sys.stdout):
             ready = _wait_for_ui(dagster_port, proc)
         if not ready:
             print(f"dagster dev did not come up; the end of {log_path}:\n{_tail(log_path)}", flush=True)
             return proc.wait() or 1
         print(f"dagster dev log: {log_path}  (runs, sensors: in the UI)", flush=True)
-        if interval > 0:
-            demo = DemoTraffic(aws_client(state.endpoint, "sqs"), state.queue_urls["email-requests"],
-                               interval=interval)
-            demo.start()
+        if demo:
             print(f"demo traffic: a few email requests every {interval:g}s on email-requests", flush=True)
-            threading.Thread(target=_seed_billing, args=(env, billing), name="demo-billing", daemon=True).start()
         print(f"UI at http://127.0.0.1:{dagster_port}  (Ctrl-C stops everything)", flush=True)
         while proc.poll() is None:
             if billing.get("line"):
