@@ -4,7 +4,7 @@ import runpy
 import sys
 
 SUITES = ["bench.email_dispatch", "bench.ses_ingest", "bench.drain_latency", "bench.stripe_ingest",
-          "bench.billing_reconcile", "bench.adhoc_queries"]
+          "bench.billing_reconcile", "bench.adhoc_queries", "bench.dev_warmup"]
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or SUITES

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -100,9 +101,11 @@ def fill_stripe(client: stripe.StripeClient, api_base: str, environ=None) -> dic
     return out
 
 
-def fill(environ: dict[str, str]) -> dict[str, str]:
-    """Organisations into DuckDB (reported to Dagster when DAGSTER_HOME is set), then their Stripe
-    customers and subscriptions; the local Stripe delivers the events to the stripe-events queue."""
+def fill(environ: dict[str, str], before_report: Callable[[], object] | None = None) -> dict[str, str]:
+    """Organisations into DuckDB, their Stripe customers and subscriptions (the local Stripe
+    delivers the events to the stripe-events queue), then the input tables reported to Dagster when
+    DAGSTER_HOME is set. `before_report` is waited on first: `make dev` fills while `dagster dev`
+    starts, and only one process may create a fresh instance's storage."""
     from pipelines.billing.assets import INPUTS, report_inputs
     from pipelines.common.ledgers import table_rows
     from pipelines.store.schema import database
@@ -111,11 +114,14 @@ def fill(environ: dict[str, str]) -> dict[str, str]:
     with database(environ["DUCKDB_PATH"]).connect() as conn:
         fill_organizations(conn, datetime.now(UTC))
         rows = table_rows(conn, INPUTS)
-    report_inputs(rows, "devstack.demo_billing", environ.get("DAGSTER_HOME"))
     resource = StripeResource(api_key=environ.get("STRIPE_API_KEY", "sk_test_local"),
                               webhook_secret=environ.get("STRIPE_WEBHOOK_SECRET", "whsec_local"),
                               api_base=environ["STRIPE_API_BASE"])
-    return fill_stripe(resource.client(), environ["STRIPE_API_BASE"], environ)
+    subscriptions = fill_stripe(resource.client(), environ["STRIPE_API_BASE"], environ)
+    if before_report:
+        before_report()
+    report_inputs(rows, "devstack.demo_billing", environ.get("DAGSTER_HOME"))
+    return subscriptions
 
 
 def main() -> int:

@@ -122,13 +122,15 @@ def _stop_dagster(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _seed_billing(env: dict[str, str], outcome: dict[str, str]) -> None:
+def _seed_billing(env: dict[str, str], outcome: dict[str, str], ui_ready: threading.Event) -> None:
     """Demo organisations and their Stripe subscriptions (devstack/demo_billing.py), so the billing
-    drain, assets and checks have something to show; the result is one line for the terminal."""
+    drain, assets and checks have something to show; the result is one line for the terminal. The
+    input tables are reported to Dagster once `dagster dev` is up: two processes creating a fresh
+    instance's SQLite storage at once can leave it with two schema heads."""
     from devstack.demo_billing import ORGS, fill
 
     try:
-        subscriptions = fill(env)
+        subscriptions = fill(env, before_report=ui_ready.wait)
     except Exception as exc:  # noqa: BLE001 - the email half still runs; the line says what failed
         outcome["line"] = f"demo billing could not be filled: {type(exc).__name__}: {exc}"
     else:
@@ -178,6 +180,7 @@ def run_dev() -> int:
     interval = float(os.environ.get("DEVSTACK_DEMO_INTERVAL", "5"))
     demo = None
     billing: dict[str, str] = {}
+    ui_ready = threading.Event()
     stopping = False
     counter = Counter()
 
@@ -187,12 +190,14 @@ def run_dev() -> int:
             demo = DemoTraffic(aws_client(state.endpoint, "sqs"), state.queue_urls["email-requests"],
                                interval=interval)
             demo.start()
-            threading.Thread(target=_seed_billing, args=(env, billing), name="demo-billing", daemon=True).start()
+            threading.Thread(target=_seed_billing, args=(env, billing, ui_ready), name="demo-billing",
+                             daemon=True).start()
         with Step("starting dagster dev (webserver, daemon, code location)", stream=sys.stdout):
             ready = _wait_for_ui(dagster_port, proc)
         if not ready:
             print(f"dagster dev did not come up; the end of {log_path}:\n{_tail(log_path)}", flush=True)
             return proc.wait() or 1
+        ui_ready.set()
         print(f"dagster dev log: {log_path}  (runs, sensors: in the UI)", flush=True)
         if demo:
             print(f"demo traffic: a few email requests every {interval:g}s on email-requests", flush=True)
