@@ -109,6 +109,15 @@ def one_round(timeout: float) -> dict:
             out.close()
         with dg.DagsterInstance.from_config(str(home)) as instance:
             failed = [r.job_name for r in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))]
+            why_failed = {}
+            for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])):
+                why_failed[run.run_id] = [
+                    f"{e.dagster_event.event_type_value}: {(e.message or '')[:400]}"
+                    + (f" | {e.dagster_event.event_specific_data.error.message[:400]}"
+                       if getattr(e.dagster_event.event_specific_data, "error", None) else "")
+                    for e in instance.all_logs(run.run_id)
+                    if e.dagster_event and e.dagster_event.event_type_value in (
+                        "STEP_FAILURE", "PIPELINE_FAILURE", "RUN_FAILURE", "ENGINE_EVENT")]
             timeline = []
             for record in sorted(instance.get_run_records(), key=lambda r: r.create_timestamp):
                 at = lambda t: round(t - started, 1) if t else None  # noqa: E731
@@ -117,6 +126,9 @@ def one_round(timeout: float) -> dict:
                                  "started": at(record.start_time), "ended": at(record.end_time)})
             runs = len(timeline)
         output_tail = (Path(tmp) / "dev.out").read_text(errors="replace")[-2000:]
+        if failed:
+            output_tail += "\n--- dagster.log ---\n" + (Path(tmp) / "stack" / "dagster.log").read_text(
+                errors="replace")[-6000:]
     rel = lambda d: {k: round(v - started, 1) for k, v in sorted(d.items(), key=lambda kv: kv[1])}  # noqa: E731
     complete = len(done_assets) == len(assets) and len(done_checks) == len(checks)
     times = [*done_assets.values(), *done_checks.values()]
@@ -133,9 +145,10 @@ def one_round(timeout: float) -> dict:
         "runs": runs,
         "timeline": timeline,
         "failed_runs": failed,
+        "why_failed": why_failed,
         "load_before": round(load_before, 2),
         "load_during": round(load_during, 2),
-        "dev_output_tail": output_tail if not complete else "",
+        "dev_output_tail": output_tail if not complete or failed else "",
     }
 
 
@@ -155,6 +168,8 @@ def main() -> None:
               flush=True)
         for name, at in sorted({**result["assets"], **result["checks"]}.items(), key=lambda kv: kv[1]):
             print(f"  {at:7.1f} s  {name}", flush=True)
+        for run_id, lines in result["why_failed"].items():
+            print(f"  failed run {run_id}:", *lines, sep="\n    ", flush=True)
         for run in result["timeline"]:
             print(f"  run {run['job']:<40} created {run['created']} started {run['started']} "
                   f"ended {run['ended']} {run['status']}", flush=True)

@@ -33,7 +33,7 @@ TIMEOUT_MS = 60_000   # two shared cores: the UI's first render of a page can ta
 
 def _missing_browser() -> str | None:
     if not CHROMIUM.exists():
-        return f"{CHROMIUM} not found: install Debian's chromium (`make install` does: apt-get install chromium)"
+        return f"{CHROMIUM} not found: install Debian's chromium (`make test` does: apt-get install chromium)"
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
