@@ -262,6 +262,25 @@ def test_executor_choice_is_read_at_run_time(monkeypatch):
         executors.selected_executor()
 
 
+@dg.job
+def _a_job():
+    pass
+
+
+def test_multiprocess_steps_fork_from_a_forkserver_unless_the_run_config_says_otherwise(monkeypatch):
+    monkeypatch.delenv(executors.EXECUTOR_ENV, raising=False)
+    job = dg.reconstructable(_a_job)
+
+    def start_method(config: dict) -> str:
+        with dg.DagsterInstance.ephemeral() as instance:
+            made = executors.mailroom_executor.executor_creation_fn(dg.InitExecutorContext(
+                job=job, executor_def=executors.mailroom_executor, executor_config=config, instance=instance))
+        return made.inner._start_method
+
+    assert start_method({"multiprocess": {"retries": {"enabled": {}}}}) == "forkserver"
+    assert start_method({"multiprocess": {"retries": {"enabled": {}}, "start_method": {"spawn": {}}}}) == "spawn"
+
+
 def test_celery_config_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv(executors.BROKER_ENV, raising=False)
     with pytest.raises(dg.DagsterInvariantViolationError, match="needs CELERY_BROKER_URL"):

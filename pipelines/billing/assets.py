@@ -8,6 +8,7 @@ count, after every run that applied something."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -49,8 +50,6 @@ def report_inputs(rows: dict[str, int], source: str, dagster_home: str | None = 
     """Tell Dagster the platform's input tables changed (a materialization of each, with its row
     count), so lineage shows when they were loaded and the reports refresh. Needs the instance the
     code location uses (`dagster_home`, else DAGSTER_HOME); without one nothing is reported: False."""
-    import os
-
     home = dagster_home or os.environ.get("DAGSTER_HOME")
     if not home:
         return False

@@ -1,5 +1,6 @@
 """Asset checks on the ingested billing tables and on the reports."""
 
+import functools
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -13,6 +14,7 @@ QUARANTINE_SHARE = 0.01  # of the last day's Stripe events
 # A check runs whenever the table it looks at was updated: with its report asset's run, or, for the
 # ingested tables, after each Stripe drain that landed rows (billing_reports_job runs them daily too).
 RUN_ON_UPDATE = dg.AutomationCondition.eager()
+billing_check = functools.partial(dg.asset_check, automation_condition=RUN_ON_UPDATE)
 
 
 def orphan_subscriptions(conn) -> int:
@@ -26,7 +28,7 @@ def quarantine_share(conn, hours: int = 24) -> tuple[int, int]:
         f"WHERE received_at > now() - INTERVAL {int(hours)} HOUR").fetchone()
 
 
-@dg.asset_check(automation_condition=RUN_ON_UPDATE, asset="stripe_subscriptions", description="Every subscription's customer is in stripe_customers "
+@billing_check(asset="stripe_subscriptions", description="Every subscription's customer is in stripe_customers "
                 "(a miss means a customer's events were lost or are still quarantined). If it fails: look in "
                 "quarantine for source stripe-events, replay it after a fix, or run resync_customer_job.")
 def stripe_subscriptions_have_customers(duckdb: DuckDBResource) -> dg.AssetCheckResult:
@@ -36,7 +38,7 @@ def stripe_subscriptions_have_customers(duckdb: DuckDBResource) -> dg.AssetCheck
                                metadata={"subscriptions_without_customer": orphans})
 
 
-@dg.asset_check(automation_condition=RUN_ON_UPDATE, asset="stripe_events", description=f"At most {QUARANTINE_SHARE:.0%} of the last day's Stripe "
+@billing_check(asset="stripe_events", description=f"At most {QUARANTINE_SHARE:.0%} of the last day's Stripe "
                 "events were quarantined. If it fails: read the reasons in quarantine (source stripe-events), fix the "
                 "cause (allow-list, webhook secret, handler) and run replay_stripe_quarantine_job.")
 def stripe_events_quarantine_share(duckdb: DuckDBResource) -> dg.AssetCheckResult:
@@ -54,7 +56,7 @@ def _listing(rows: list[tuple], limit: int = 20) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(f"- {' | '.join(str(c) for c in r)}" for r in rows[:limit]) or "none")
 
 
-@dg.asset_check(automation_condition=RUN_ON_UPDATE, asset=subscriptions_current, description="Every live subscription has a customer and "
+@billing_check(asset=subscriptions_current, description="Every live subscription has a customer and "
                                                          "an organisation. If it fails: the rows "
                                                          "listed lack a stripe_customers row or an "
                                                          "organization_id; run resync_customer_job "
@@ -66,7 +68,7 @@ def live_subscriptions_have_customer_and_organisation(duckdb: DuckDBResource) ->
     return dg.AssetCheckResult(passed=not rows, metadata={"orphans": len(rows), "examples": _listing(rows)})
 
 
-@dg.asset_check(automation_condition=RUN_ON_UPDATE, asset=subscriptions_current,
+@billing_check(asset=subscriptions_current,
                 description="No subscription is live in DuckDB that the last reconciliation saw "
                             "canceled in Stripe. If it fails: run reconcile_billing_job with "
                             "mode=full, then look at billing_drift for the rows it could not repair.")
@@ -76,7 +78,7 @@ def none_live_here_canceled_in_stripe(duckdb: DuckDBResource) -> dg.AssetCheckRe
     return dg.AssetCheckResult(passed=not rows, metadata={"subscriptions": len(rows), "examples": _listing(rows)})
 
 
-@dg.asset_check(automation_condition=RUN_ON_UPDATE, asset=subscriptions_current, description="The last reconciliation left no difference "
+@billing_check(asset=subscriptions_current, description="The last reconciliation left no difference "
                                                          "between Stripe and the tables unrepaired. "
                                                          "If it fails: read the unrepaired rows of "
                                                          "billing_drift (their reason says why), fix "
@@ -96,7 +98,7 @@ class FailureRateConfig(dg.Config):
     days: int = Field(default=7, description="Window, in days, of PaymentIntents looked at.")
 
 
-@dg.asset_check(automation_condition=RUN_ON_UPDATE, asset=billing_daily, description="The share of failed PaymentIntents over the last "
+@billing_check(asset=billing_daily, description="The share of failed PaymentIntents over the last "
                                                  "days stays under a threshold (config max_rate). If "
                                                  "it fails: look at failure_code in stripe_payments "
                                                  "for a common cause (an expired card wave, a Radar "
@@ -109,7 +111,7 @@ def payment_failure_rate_under_threshold(config: FailureRateConfig, duckdb: Duck
                                          "attempted": attempted, "max_rate": dg.MetadataValue.float(config.max_rate)})
 
 
-@dg.asset_check(automation_condition=RUN_ON_UPDATE, asset=billing_leaks, description="No billing leak remains in billing_leaks: no "
+@billing_check(asset=billing_leaks, description="No billing leak remains in billing_leaks: no "
                                                  "charging of deleted or community organisations, no "
                                                  "company past its grace period without a "
                                                  "subscription. If it fails: cancel or refund the "
