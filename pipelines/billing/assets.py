@@ -4,7 +4,7 @@ from them (subscriptions_current, billing_daily, billing_leaks).
 
 They are written by ingest_stripe_events_job (a queue drain, not an asset materialisation), so
 they are declared as asset specs and the drain reports a materialisation of each, with its row
-count, after every run that applied something."""
+count and the run's figures, after every run that took messages (the consumer kit's `ledgers`)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import dagster as dg
 
 from pipelines.billing import reporting
 from pipelines.common.asset_metadata import preview, row_count
+from pipelines.common.ledgers import table_rows
 from resources.duckdb import DuckDBResource
 
 BILLING = "billing"
@@ -60,17 +61,14 @@ def report_inputs(rows: dict[str, int], source: str, dagster_home: str | None = 
     return True
 
 
-def table_counts(conn) -> dict[str, int]:
-    return {name: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in [LEDGER, *PROJECTIONS]}
+DRAIN_TABLES = [LEDGER, *PROJECTIONS]
 
 
-def report_tables(context) -> dict[str, int]:
-    """The drain's after_run: a materialisation of the ledger and each projection, with row counts."""
+def table_rows_metadata(context) -> dict[str, int]:
+    """The drain's after_run: each table's row count in the run's output. (The kit reports the
+    tables' materializations: they are the drain's `ledgers`.)"""
     with context.resources.duckdb.connect() as conn:
-        counts = table_counts(conn)
-    for name, rows in counts.items():
-        context.log_event(dg.AssetMaterialization(asset_key=name, metadata={"rows": dg.MetadataValue.int(rows)}))
-    return {f"{name}_rows": rows for name, rows in counts.items()}
+        return {f"{name}_rows": rows for name, rows in table_rows(conn, DRAIN_TABLES).items()}
 
 
 # ---- reports ---------------------------------------------------------------------------------
@@ -94,26 +92,29 @@ def _md(values: dict) -> dict:
     return out
 
 
+def _refreshed(duckdb: DuckDBResource, table: str, refresh, preview_sql: str) -> dg.MaterializeResult:
+    """Rebuild `table` with `refresh` (its figures go into the metadata), with its rows and a preview."""
+    with duckdb.connect() as conn:
+        figures = refresh(conn, datetime.now(UTC))
+        shown = preview(conn, preview_sql)
+        rows = row_count(conn, table)
+    return dg.MaterializeResult(metadata={"rows": dg.MetadataValue.int(rows), "preview": shown, **_md(figures)})
+
+
 @dg.asset(group_name=BILLING, pool="duckdb", kinds={"duckdb"}, deps=UPSTREAM, automation_condition=REFRESH,
           description="One row per organisation: its subscription, status, seats, period end and good standing.")
 def subscriptions_current(duckdb: DuckDBResource) -> dg.MaterializeResult:
-    with duckdb.connect() as conn:
-        figures = reporting.refresh_subscriptions_current(conn, datetime.now(UTC))
-        shown = preview(conn, "SELECT status, good_standing, count(*) AS organisations, sum(seats) AS seats "
-                              "FROM subscriptions_current GROUP BY ALL ORDER BY 1, 2")
-        rows = row_count(conn, "subscriptions_current")
-    return dg.MaterializeResult(metadata={"rows": dg.MetadataValue.int(rows), "preview": shown, **_md(figures)})
+    return _refreshed(duckdb, "subscriptions_current", reporting.refresh_subscriptions_current,
+                      "SELECT status, good_standing, count(*) AS organisations, sum(seats) AS seats "
+                      "FROM subscriptions_current GROUP BY ALL ORDER BY 1, 2")
 
 
 @dg.asset(group_name=BILLING, pool="duckdb", kinds={"duckdb"}, deps=UPSTREAM, automation_condition=REFRESH,
           description="Per day: new, churned and reactivated subscriptions, payments succeeded and failed, "
                       "refunds and disputes; metadata adds MRR by currency and subscriptions by status.")
 def billing_daily(duckdb: DuckDBResource) -> dg.MaterializeResult:
-    with duckdb.connect() as conn:
-        figures = reporting.refresh_billing_daily(conn, datetime.now(UTC))
-        shown = preview(conn, "SELECT * FROM billing_daily ORDER BY day DESC")
-        rows = row_count(conn, "billing_daily")
-    return dg.MaterializeResult(metadata={"rows": dg.MetadataValue.int(rows), "preview": shown, **_md(figures)})
+    return _refreshed(duckdb, "billing_daily", reporting.refresh_billing_daily,
+                      "SELECT * FROM billing_daily ORDER BY day DESC")
 
 
 @dg.asset(group_name=BILLING, pool="duckdb", kinds={"duckdb"}, deps=UPSTREAM, automation_condition=REFRESH,

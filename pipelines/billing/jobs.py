@@ -20,7 +20,7 @@ import stripe
 from pydantic import Field
 
 from pipelines.billing import payments, subscriptions
-from pipelines.billing.assets import REPORT_ASSETS, report_tables
+from pipelines.billing.assets import DRAIN_TABLES, REPORT_ASSETS, table_rows_metadata
 from pipelines.billing.consumer import StripeEventConsumer
 from pipelines.billing.envelope import EnvelopeSettings
 from pipelines.billing.ingest import SOURCE, IngestSettings
@@ -61,7 +61,7 @@ stripe_queue_defs = queue_consumer_defs(
     op_name="drain_stripe_events", job_name="ingest_stripe_events_job", sensor_name="stripe_events_sensor",
     replay_op_name="replay_stripe_quarantine", replay_job_name="replay_stripe_quarantine_job",
     config_class=DrainConfig, resource_keys={"stripe", "email_requests_queue"}, connect_config={"threads": 1},
-    after_run=report_tables,
+    ledgers=DRAIN_TABLES, after_run=table_rows_metadata,
     op_description="Drains stripe-events: open and verify each envelope, apply the events in Stripe's "
                    "order (re-retrieving stale or foreign-version objects), commit, then delete.",
     job_description="Drains the stripe-events queue into stripe_events and the stripe_* tables.",
