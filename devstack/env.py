@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
-from devstack.stack import STRIPE_API_KEY, STRIPE_SOURCE_ID, STRIPE_WEBHOOK_SECRET
-from devstack.state import REPO_ROOT, StackState
-from devstack.topology import CONFIGURATION_SET, SES_SENDER
+from devstack.stack import (DEFAULT_PORTS, REGION, STRIPE_API_KEY, STRIPE_SOURCE_ID, STRIPE_WEBHOOK_SECRET,
+                            config_from_env)
+from devstack.state import DEFAULT_STATE_DIR, REPO_ROOT, StackState
+from devstack.topology import CONFIGURATION_SET, SES_SENDER, TOPIC_NAME
 from pipelines.settings import SettingsError, validate
 
 DAGSTER_HOME = REPO_ROOT / ".dagster"
@@ -61,6 +63,47 @@ def dev_env(state: StackState, environ: Mapping[str, str] | None = None) -> dict
     env = stack_env(state)
     env["EMAIL_TRANSPORT"] = (environ or {}).get("EMAIL_TRANSPORT") or DEV_TRANSPORT
     return env
+
+
+# moto's default account: the topic `ensure_topology` creates gets this ARN.
+MOTO_ACCOUNT = "123456789012"
+
+
+def configured_state() -> StackState:
+    """The stack `python -m devstack up` starts with no DEVSTACK_* setting (state in .devstack/,
+    the default ports), as its state.json will record it, without starting anything."""
+    config = config_from_env({})
+    return StackState(state_dir=str(config.state_dir), moto_port=config.moto_port, smtp_port=config.smtp_port,
+                      stripe_port=config.stripe_port, duckdb_path=str(config.duckdb_path),
+                      signature_version=config.signature_version,
+                      topic_arn=f"arn:aws:sns:{REGION}:{MOTO_ACCOUNT}:{TOPIC_NAME}")
+
+
+def as_documented(env: Mapping[str, str], state: StackState) -> dict[str, str]:
+    """A running stack's variables as the docs show them: its state directory as `.devstack`
+    (relative to the repository), its ports as the default ones (`DEVSTACK_*_PORT` unset)."""
+    state_dir = str(Path(state.state_dir).resolve())
+    shown = str(DEFAULT_STATE_DIR.relative_to(REPO_ROOT))
+    ports = {state.moto_port: DEFAULT_PORTS["DEVSTACK_MOTO_PORT"], state.smtp_port: DEFAULT_PORTS["DEVSTACK_SMTP_PORT"],
+             state.stripe_port: DEFAULT_PORTS["DEVSTACK_STRIPE_PORT"]}
+    out = {}
+    for name, value in env.items():
+        if value == state_dir or value.startswith(state_dir + "/"):
+            value = shown + value[len(state_dir):]
+        elif name.endswith("_PORT") and value.isdigit():
+            value = str(ports.get(int(value), value))
+        else:
+            for port, default in ports.items():
+                value = value.replace(f"127.0.0.1:{port}", f"127.0.0.1:{default}")
+        out[name] = value
+    return out
+
+
+def documented_defaults() -> dict[str, str]:
+    """What `python -m devstack env` prints for the default stack (the README's "local default"
+    column, `python -m pipelines.settings`)."""
+    state = configured_state()
+    return as_documented(dev_env(state), state)
 
 
 def export_lines(env: Mapping[str, str]) -> str:

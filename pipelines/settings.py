@@ -1,7 +1,8 @@
 """Every environment variable the code location reads, with how to check it.
 
 The single list behind `python -m devstack check`, the README's table and the tests
-that keep them in step. Resources read these through dg.EnvVar at run time; this
+that keep them in step. The table's local column is what `python -m devstack env` prints for the
+default stack (devstack/env.py), not a copy kept here. Resources read these through dg.EnvVar at run time; this
 module only validates a given mapping, it never reads os.environ on import.
 """
 
@@ -56,47 +57,46 @@ def _bool(v: str) -> str | None:
 class Setting:
     name: str
     meaning: str
-    local: str
     production: str
     check: Callable[[str], str | None] = _nonempty
     secret: bool = False
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("AWS_REGION", "AWS region of SQS, SNS and SES", "us-east-1", "us-west-2"),
-    Setting("DUCKDB_PATH", "DuckDB database file", ".devstack/mailroom.duckdb", "/var/lib/mailroom/mailroom.duckdb"),
-    Setting("EMAIL_REQUESTS_QUEUE", "SQS queue the application puts email requests on", "email-requests", "prod-email-requests"),
-    Setting("SES_NOTIFICATIONS_QUEUE", "SQS queue subscribed to the SES notifications topic", "ses-notifications", "prod-ses-notifications"),
-    Setting("STRIPE_EVENTS_QUEUE", "SQS queue of Stripe events", "stripe-events", "prod-stripe-events"),
-    Setting("EMAIL_TRANSPORT", "How email leaves: ses, smtp or console", "ses (make dev); smtp (tests, devstack env)", "ses", _one_of("ses", "smtp", "console")),
-    Setting("EMAIL_SENDER", "Default From address", "noreply@mailroom.test", "PyPI <noreply@pypi.org>", _email),
-    Setting("SES_CONFIGURATION_SET", "SES configuration set for sends (empty: none)", "mailroom", "pypi-transactional", _any),
-    Setting("SES_MAX_SEND_RATE", "Sends per second; 0 reads SES GetAccount SendQuota", "0", "0", _int_min(0)),
-    Setting("SMTP_HOST", "SMTP relay host", "127.0.0.1", "smtp.example.net"),
-    Setting("SMTP_PORT", "SMTP relay port", "(free port)", "587", _port),
-    Setting("SMTP_SECURITY", "none, starttls or tls", "none", "starttls", _one_of("none", "starttls", "tls")),
-    Setting("SMTP_USERNAME", "SMTP login (empty: no auth)", "", "mailroom", _any),
-    Setting("SMTP_PASSWORD", "SMTP password", "", "(secret)", _any, secret=True),
+    Setting("AWS_REGION", "AWS region of SQS, SNS and SES", "us-west-2"),
+    Setting("DUCKDB_PATH", "DuckDB database file", "/var/lib/mailroom/mailroom.duckdb"),
+    Setting("EMAIL_REQUESTS_QUEUE", "SQS queue the application puts email requests on", "prod-email-requests"),
+    Setting("SES_NOTIFICATIONS_QUEUE", "SQS queue subscribed to the SES notifications topic", "prod-ses-notifications"),
+    Setting("STRIPE_EVENTS_QUEUE", "SQS queue of Stripe events", "prod-stripe-events"),
+    Setting("EMAIL_TRANSPORT", "How email leaves: ses, smtp or console", "ses", _one_of("ses", "smtp", "console")),
+    Setting("EMAIL_SENDER", "Default From address", "PyPI <noreply@pypi.org>", _email),
+    Setting("SES_CONFIGURATION_SET", "SES configuration set for sends (empty: none)", "pypi-transactional", _any),
+    Setting("SES_MAX_SEND_RATE", "Sends per second; 0 reads SES GetAccount SendQuota", "0", _int_min(0)),
+    Setting("SMTP_HOST", "SMTP relay host", "smtp.example.net"),
+    Setting("SMTP_PORT", "SMTP relay port", "587", _port),
+    Setting("SMTP_SECURITY", "none, starttls or tls", "starttls", _one_of("none", "starttls", "tls")),
+    Setting("SMTP_USERNAME", "SMTP login (empty: no auth)", "mailroom", _any),
+    Setting("SMTP_PASSWORD", "SMTP password", "(secret)", _any, secret=True),
     Setting("SNS_TOPIC_ALLOWLIST", "Comma-separated SNS topic ARNs whose messages are accepted",
-            "arn:aws:sns:us-east-1:123456789012:ses-notifications", "arn:aws:sns:us-west-2:<acct>:ses-notifications"),
+            "arn:aws:sns:us-west-2:<acct>:ses-notifications"),
     Setting("SNS_CERT_DIR", "Local SNS signing-certificate store (empty: fetch the https SigningCertURL)",
-            ".devstack/sns-certs", "", _any),
-    Setting("SNS_MAX_AGE_SECONDS", "Oldest SNS message accepted, by its Timestamp (0: no limit)", "3600", "3600", _int_min(0)),
-    Setting("SES_ACCEPT_RAW", "Accept raw SES JSON (SNS raw delivery on; no signature to check)", "false", "false", _bool),
-    Setting("ADDRESS_CHANGES_QUEUE", "SQS queue for address verification changes (empty: table only)", "", "prod-address-changes", _any),
-    Setting("STRIPE_API_KEY", "Stripe secret key", "sk_test_local", "(secret) sk_live_...", secret=True),
-    Setting("STRIPE_WEBHOOK_SECRET", "Stripe webhook signing secret", "whsec_local", "(secret) whsec_...", secret=True),
-    Setting("STRIPE_API_BASE", "Stripe API base address", "https://api.stripe.com", "https://api.stripe.com", _url),
+            "", _any),
+    Setting("SNS_MAX_AGE_SECONDS", "Oldest SNS message accepted, by its Timestamp (0: no limit)", "3600", _int_min(0)),
+    Setting("SES_ACCEPT_RAW", "Accept raw SES JSON (SNS raw delivery on; no signature to check)", "false", _bool),
+    Setting("ADDRESS_CHANGES_QUEUE", "SQS queue for address verification changes (empty: table only)", "prod-address-changes", _any),
+    Setting("STRIPE_API_KEY", "Stripe secret key", "(secret) sk_live_...", secret=True),
+    Setting("STRIPE_WEBHOOK_SECRET", "Stripe webhook signing secret", "(secret) whsec_...", secret=True),
+    Setting("STRIPE_API_BASE", "Stripe API base address", "https://api.stripe.com", _url),
     Setting("STRIPE_EVENTBRIDGE_SOURCES", "Comma-separated EventBridge partner event sources accepted on stripe-events",
-            "aws.partner/stripe.com/ed_test_local", "aws.partner/stripe.com/ed_<id>"),
+            "aws.partner/stripe.com/ed_<id>"),
     Setting("STRIPE_WEBHOOK_TOLERANCE_SECONDS", "Oldest webhook signature accepted, in seconds (0: no limit)",
-            "300", "300", _int_min(0)),
+            "300", _int_min(0)),
     Setting("STRIPE_BILLING_SERVICE", "metadata.billing_service of this deployment; events naming another are skipped",
-            "pypi", "pypi", _any),
+            "pypi", _any),
     Setting("STRIPE_DOMAIN", "metadata.domain of this deployment; events naming another are skipped",
-            "localhost", "pypi.org", _any),
+            "pypi.org", _any),
     Setting("STRIPE_RATE_LIMIT", "Stripe requests per second, client side (0: 100 live, 25 with a test key)",
-            "0", "0", _int_min(0)),
+            "0", _int_min(0)),
 )
 
 
@@ -115,15 +115,25 @@ def validate(env: Mapping[str, str], settings: tuple[Setting, ...] = SETTINGS) -
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
 
 
-def markdown_table() -> str:
-    """The README's environment-variable table (`python -m pipelines.settings`)."""
-    lines = ["| variable | meaning | local default (`make dev`) | production example |", "|---|---|---|---|"]
+def markdown_table(local: Mapping[str, str]) -> str:
+    """The README's environment-variable table (`python -m pipelines.settings`); `local` holds
+    what the local stack sets (devstack.env.documented_defaults), so that column is never typed."""
+    missing = [s.name for s in SETTINGS if s.name not in local]
+    if missing:
+        raise SettingsError(f"the local stack sets no value for {', '.join(missing)}")
+    lines = ["| variable | meaning | local default (`make dev`, `devstack env`) | production example |",
+             "|---|---|---|---|"]
     for s in SETTINGS:
-        local = f"`{s.local}`" if s.local else "(empty)"
-        prod = f"`{s.production}`" if s.production else "(empty)"
-        lines.append(f"| `{s.name}` | {s.meaning} | {local} | {prod} |")
+        lines.append(f"| `{s.name}` | {s.meaning} | {_cell(local[s.name])} | {_cell(s.production)} |")
     return "\n".join(lines)
 
 
+def _cell(value: str) -> str:
+    return f"`{value}`" if value else "(empty)"
+
+
 if __name__ == "__main__":
-    print(markdown_table())
+    # The local column is the devstack's own configuration (the code location never imports it).
+    from devstack.env import documented_defaults
+
+    print(markdown_table(documented_defaults()))
