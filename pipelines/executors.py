@@ -16,13 +16,24 @@ any point of the plan: before a drain installs its own stop, between steps, whil
 ends CANCELED, not FAILED: the executor marks the run CANCELING before Dagster decides how the
 interrupted run ends, as a Terminate from the UI would. A signal is an operator's stop, not a fault.
 
+A stop is logged as one, not as an error (pipelines/cancel_logging.py): the executor puts
+QuietCancel on the run's log manager.
+
 Jobs run with `execute_in_process` or `materialize` ignore executors, so tests are unaffected.
 """
 
 from __future__ import annotations
 
+import logging
+
 import dagster as dg
+from dagster._core.events import JobCanceledData
+from dagster._core.execution.plan.objects import ErrorSource
+from dagster._utils.error import SerializableErrorInfo
+from dagster._core.log_manager import LOG_RECORD_EVENT_ATTR, get_log_record_event, has_log_record_event
 from dagster_celery import celery_executor
+
+from pipelines.cancel_logging import QuietCancel
 
 EXECUTOR_ENV = "MAILROOM_EXECUTOR"
 BROKER_ENV = "CELERY_BROKER_URL"
@@ -75,6 +86,8 @@ class _SignalCancels(dg.Executor):
         return self.inner.step_dependency_config
 
     def execute(self, plan_context, execution_plan):
+        # On the run's log manager, which also logs how the run ended once this returns.
+        plan_context.log.addFilter(QuietCancel(plan_context.instance, plan_context.run_id))
         try:
             yield from self.inner.execute(plan_context, execution_plan)
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):

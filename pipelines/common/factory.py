@@ -30,6 +30,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from pipelines.cancel_logging import quiet_cancel
 from pipelines.common.consumer import Consumer, replay_quarantine, run_consumer
 from pipelines.common.doorbell import queue_doorbell_sensor
 from pipelines.common.drain import DrainOptions
@@ -92,6 +93,7 @@ def _end_as_canceled(context: Any, source: str, reason: str | None, meta: dict) 
     run = context.instance.get_run_by_id(context.run_id)
     if run is not None and run.status not in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED):
         context.instance.report_run_canceling(run, message=f"{source} drain stopped: {reason}")
+    quiet_cancel(context)  # the step's failure from this interrupt is then a warning, not an error
     raise dg.DagsterExecutionInterruptedError(f"{source} drain stopped cleanly: {reason}")
 
 
