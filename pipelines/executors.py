@@ -24,13 +24,7 @@ Jobs run with `execute_in_process` or `materialize` ignore executors, so tests a
 
 from __future__ import annotations
 
-import logging
-
 import dagster as dg
-from dagster._core.events import JobCanceledData
-from dagster._core.execution.plan.objects import ErrorSource
-from dagster._utils.error import SerializableErrorInfo
-from dagster._core.log_manager import LOG_RECORD_EVENT_ATTR, get_log_record_event, has_log_record_event
 from dagster_celery import celery_executor
 
 from pipelines.cancel_logging import QuietCancel

@@ -96,7 +96,8 @@ def _execute(job: str, config: dict, env: dict[str, str]) -> subprocess.Popen:
     path = Path(env["DAGSTER_HOME"]) / f"{job}.yaml"
     path.write_text(yaml.safe_dump(config))
     return subprocess.Popen([sys.executable, "-m", "dagster", "job", "execute", "-m", "pipelines.definitions",
-                             "-j", job, "-c", str(path)], cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                             "-j", job, "-c", str(path)], cwd=REPO_ROOT,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -154,5 +155,6 @@ def test_a_real_error_is_still_an_error_with_its_traceback(stack_env, monkeypatc
     assert run.status == dg.DagsterRunStatus.FAILURE, out[-3000:]
     levels = _levels(instance, run.run_id)
     assert levels["STEP_FAILURE"] == levels["PIPELINE_FAILURE"] == logging.ERROR
-    assert re.search(r" - ERROR - reconcile_billing_job - \S+ - \d+ - reconcile_billing - STEP_FAILURE - ", out), out[-3000:]
+    assert re.search(r" - ERROR - reconcile_billing_job - \S+ - \d+ - reconcile_billing - STEP_FAILURE - ", out), \
+        out[-3000:]
     assert "Stack Trace:" in out, out[-3000:]
