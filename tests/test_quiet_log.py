@@ -158,3 +158,59 @@ def test_a_real_error_is_still_an_error_with_its_traceback(stack_env, monkeypatc
     assert re.search(r" - ERROR - reconcile_billing_job - \S+ - \d+ - reconcile_billing - STEP_FAILURE - ", out), \
         out[-3000:]
     assert "Stack Trace:" in out, out[-3000:]
+
+
+# --- the filter itself ----------------------------------------------------------------------------
+
+def _record(message: str, event=None) -> logging.LogRecord:
+    record = logging.LogRecord("dagster", logging.ERROR, __file__, 1, message, (), None)
+    if event is not None:
+        record.dagster_event = event
+    return record
+
+
+def _error(cls_name: str) -> "SerializableErrorInfo":
+    from dagster._utils.error import SerializableErrorInfo
+
+    return SerializableErrorInfo(message=f"{cls_name}: boom\n", stack=["  File x, line 1\n"], cls_name=cls_name)
+
+
+@pytest.mark.parametrize("status,lowered", [(dg.DagsterRunStatus.CANCELING, True),
+                                            (dg.DagsterRunStatus.STARTED, False)])
+def test_quiet_cancel_lowers_only_what_a_requested_stop_causes(tmp_path, status, lowered):
+    from dagster._core.events import DagsterEvent, JobCanceledData
+    from dagster._core.execution.plan.objects import ErrorSource, StepFailureData
+
+    from pipelines.cancel_logging import QuietCancel
+
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        instance.add_run(dg.DagsterRun(job_name="j", run_id="r1", status=status))
+        quiet = QuietCancel(instance, "r1")
+
+        def step_failure(source, cls_name):
+            return DagsterEvent(event_type_value="STEP_FAILURE", job_name="j", step_key="s",
+                                event_specific_data=StepFailureData(_error(cls_name), None, source))
+
+        interrupted = _record("step failed", step_failure(ErrorSource.INTERRUPT, "DagsterExecutionInterruptedError"))
+        unfinished = _record("Step s finished without success or failure event. Downstream steps will not execute.")
+        user_error = _record("step failed", step_failure(ErrorSource.USER_CODE_ERROR, "ValueError"))
+        for record in (interrupted, unfinished, user_error):
+            assert quiet.filter(record) is True
+        assert (interrupted.levelno, unfinished.levelno) == ((logging.WARNING,) * 2 if lowered else (logging.ERROR,) * 2)
+        assert (interrupted.dagster_event.event_specific_data.error.stack == []) is lowered
+        assert user_error.levelno == logging.ERROR
+        assert user_error.dagster_event.event_specific_data.error.stack != []
+
+        # RUN_CANCELED is only logged once the run is canceling: an interrupt is quiet, an exception is not
+        canceled = _record("canceled", DagsterEvent(event_type_value="PIPELINE_CANCELED", job_name="j",
+                                                    event_specific_data=JobCanceledData(
+                                                        _error("DagsterExecutionInterruptedError"))))
+        failed_while_canceling = _record("canceled", DagsterEvent(event_type_value="PIPELINE_CANCELED", job_name="j",
+                                                                  event_specific_data=JobCanceledData(
+                                                                      _error("RuntimeError"))))
+        quiet.filter(canceled)
+        quiet.filter(failed_while_canceling)
+        assert canceled.levelno == logging.WARNING and canceled.dagster_event.event_specific_data.error is None
+        assert failed_while_canceling.levelno == logging.ERROR
+        assert failed_while_canceling.dagster_event.event_specific_data.error.cls_name == "RuntimeError"
