@@ -197,7 +197,8 @@ def test_quiet_cancel_lowers_only_what_a_requested_stop_causes(tmp_path, status,
         user_error = _record("step failed", step_failure(ErrorSource.USER_CODE_ERROR, "ValueError"))
         for record in (interrupted, unfinished, user_error):
             assert quiet.filter(record) is True
-        assert (interrupted.levelno, unfinished.levelno) == ((logging.WARNING,) * 2 if lowered else (logging.ERROR,) * 2)
+        expected = logging.WARNING if lowered else logging.ERROR
+        assert (interrupted.levelno, unfinished.levelno) == (expected, expected)
         assert (interrupted.dagster_event.event_specific_data.error.stack == []) is lowered
         assert user_error.levelno == logging.ERROR
         assert user_error.dagster_event.event_specific_data.error.stack != []
