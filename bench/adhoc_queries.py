@@ -93,7 +93,7 @@ def ingest_main(db_path: str, cert_dir: str, bodies_path: str, log_path: str, ho
     from pipelines.common.consumer import run_consumer
     from pipelines.common.drain import DrainOptions
     from pipelines.email_delivery.jobs import DrainConfig
-    from pipelines.store.schema import database
+    from pipelines.schema import database
 
     bodies = json.loads(Path(bodies_path).read_text())
     db = database(db_path)
@@ -136,10 +136,11 @@ def sends_main(db_path: str, log_path: str, hold: float, rate: float, window: in
     from pipelines.common.drain import DrainOptions
     from pipelines.common.stop import stop_on_signals
     from pipelines.email.batch import EmailRequestConsumer
+    from pipelines.email_delivery.ingest import relink_orphans
     from pipelines.email.builder import Builder
     from pipelines.email.jobs import SendEmailBatchConfig
     from pipelines.email.sending import Sender
-    from pipelines.store.schema import database
+    from pipelines.schema import database
 
     db = database(db_path)
     result: dict = {}
@@ -150,7 +151,7 @@ def sends_main(db_path: str, log_path: str, hold: float, rate: float, window: in
                                     "AND request_id LIKE 'adhoc-%'")
             sender = Sender(AcceptingTransport(), concurrency=8, rate=rate)
             with EmailRequestConsumer(Builder(), sender, default_sender=SENDER, transport_name="bench",
-                                      inflight_window=window) as consumer, store:
+                                      inflight_window=window, on_recorded=relink_orphans) as consumer, store:
                 report = run_consumer(MemoryQueue(request_stream(100_000, prefix="adhoc")), consumer, store,
                                       DrainOptions(max_messages=100_000, max_seconds=float("inf"),
                                                    batch_size=SendEmailBatchConfig().batch_size), stop=stop)

@@ -57,7 +57,7 @@ def _resource(base: str):
 
 
 def _database(path: str):
-    from pipelines.store.schema import database
+    from pipelines.schema import database
 
     return database(path)
 

@@ -74,7 +74,7 @@ def consumer_main(a) -> None:
     from bench.memory_queue import MemoryQueue
     from bench.ses_ingest import consumer_for, peak_rss_mb
     from pipelines.common.consumer import run_consumer
-    from pipelines.store.schema import database
+    from pipelines.schema import database
     from pipelines.store.store import Store
     from resources.aws import SQSQueueResource
 
@@ -88,13 +88,15 @@ def consumer_main(a) -> None:
         else:
             from bench.email_dispatch import NullTransport, request_stream, seed_suppressed
             from pipelines.email.batch import EmailRequestConsumer
+            from pipelines.email_delivery.ingest import relink_orphans
             from pipelines.email.builder import Builder
             from pipelines.email.sending import RetryPolicy, Sender
 
             seed_suppressed(a.db)
             consumer = stack.enter_context(EmailRequestConsumer(
                 Builder(), Sender(NullTransport(), concurrency=8, policy=RetryPolicy(max_attempts=5, base_delay=0.05)),
-                default_sender="noreply@mailroom.test", transport_name="null", inflight_window=100))
+                default_sender="noreply@mailroom.test", transport_name="null", inflight_window=100,
+                on_recorded=relink_orphans))
             connect = db.connect
             bodies = lambda: request_stream(a.n, prefix="d")  # noqa: E731
         queue = (MemoryQueue(bodies()) if a.queue == "memory"
@@ -338,7 +340,7 @@ def dataset(workload: str, a, work: Path):
     from bench.email_dispatch import request_stream
 
     def prepare(db: str) -> None:
-        from pipelines.store.schema import database
+        from pipelines.schema import database
         with database(db).connect():
             pass
 

@@ -71,7 +71,7 @@ def request_stream(n: int, seed: int = 7, prefix: str = "b") -> Iterator[str]:
 
 
 def seed_suppressed(db_path: str) -> None:
-    from pipelines.store.schema import database
+    from pipelines.schema import database
 
     with database(db_path).connect() as c:
         c.execute("INSERT INTO email_addresses (address, verified, unverify_reason) "
@@ -135,9 +135,10 @@ def phase_pipeline(args: dict) -> dict:
     from pipelines.common.consumer import run_consumer
     from pipelines.common.drain import DrainOptions
     from pipelines.email.batch import EmailRequestConsumer
+    from pipelines.email_delivery.ingest import relink_orphans
     from pipelines.email.builder import Builder
     from pipelines.email.sending import RetryPolicy, Sender
-    from pipelines.store.schema import database
+    from pipelines.schema import database
     from pipelines.store.store import Store
 
     db_path = args["db_path"]
@@ -153,7 +154,8 @@ def phase_pipeline(args: dict) -> dict:
         sender.limiter.releases = []
     options = DrainOptions(max_messages=args["requests"], max_seconds=float("inf"), batch_size=args["batch"])
     with EmailRequestConsumer(builder, sender, default_sender=SENDER, transport_name=args["transport"],
-                              inflight_window=args["window"], keep_send_seconds=keep) as h, Store(db.connect) as store:
+                              inflight_window=args["window"], keep_send_seconds=keep,
+                              on_recorded=relink_orphans) as h, Store(db.connect) as store:
         st = run_consumer(MemoryQueue(request_stream(args["requests"], prefix=args["prefix"])), h, store,
                           options).counters
     seconds = time.perf_counter() - started
@@ -203,7 +205,7 @@ def phase_baseline(args: dict) -> dict:
 
     from pipelines.email.catalogue import catalogue
     from pipelines.email.request import parse_request
-    from pipelines.store.schema import database
+    from pipelines.schema import database
     from resources.templates import DEFAULT_TEMPLATES_DIR, build_environment
 
     db_path = args["db_path"]

@@ -149,7 +149,7 @@ def make_dataset(n: int, seed: int, identity) -> tuple[list[str], list[tuple[str
 def setup_db(path: str, messages, old: int = 0) -> None:
     """email_messages rows for the dataset, after `old` rows of earlier mail (SES message ids begin
     with the send time, so earlier mail has smaller ids)."""
-    from pipelines.store.schema import database
+    from pipelines.schema import database
     from pipelines.store.write import STR, arrow, with_rows
 
     with database(path).connect() as conn:
@@ -218,7 +218,7 @@ def run_in_process(bodies: list[str], db_path: str, cert_dir: str, workers: int,
     from bench.memory_queue import MemoryQueue
     from pipelines.common.consumer import run_consumer
     from pipelines.common.drain import DrainOptions
-    from pipelines.store.schema import database
+    from pipelines.schema import database
     from pipelines.store.store import Store
 
     db = database(db_path)
@@ -338,7 +338,7 @@ def consumer_main(args) -> None:
     """Child process: drain the queue into DuckDB through run_consumer, as the drain op does; print stats JSON."""
     from pipelines.common.consumer import run_consumer
     from pipelines.common.drain import DrainOptions
-    from pipelines.store.schema import database
+    from pipelines.schema import database
     from pipelines.store.store import Store
     from resources.aws import SQSQueueResource
 

@@ -100,7 +100,7 @@ def consumer_main(args) -> None:
     from pipelines.common.consumer import process_batch, run_consumer
     from pipelines.common.drain import DrainOptions
     from pipelines.common.queue_message import QueueMessage
-    from pipelines.store.schema import database
+    from pipelines.schema import database
     from pipelines.store.store import Store
 
     db = database(args.db)

@@ -108,7 +108,7 @@ def fill(environ: dict[str, str], before_report: Callable[[], object] | None = N
     starts, and only one process may create a fresh instance's storage."""
     from pipelines.billing.assets import INPUTS, report_inputs
     from pipelines.common.ledgers import table_rows
-    from pipelines.store.schema import database
+    from pipelines.schema import database
     from resources.stripe_client import StripeResource
 
     with database(environ["DUCKDB_PATH"]).connect() as conn:

@@ -21,7 +21,7 @@ from pipelines.common.queue_message import QueueMessage
 from pipelines.email.batch import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.sending import RetryPolicy, Sender
-from pipelines.store.schema import database
+from pipelines.schema import database
 from pipelines.store.store import Store
 from resources.aws import SQSQueueResource
 from resources.ses import SESSenderResource

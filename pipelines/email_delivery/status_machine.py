@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.email.status import ACCEPTED, NOT_ACCEPTED
+from pipelines.email.ledger import MessageStatus as S
 
-SENT, DELIVERED, BOUNCED, SOFT_BOUNCED, COMPLAINED = ACCEPTED
-STATES = ACCEPTED
-# Dispatch's own statuses: no SES notification should arrive for them; recorded, never changed.
-NOT_SENT = NOT_ACCEPTED
+SENT, DELIVERED, BOUNCED, SOFT_BOUNCED, COMPLAINED = S.SENT, S.DELIVERED, S.BOUNCED, S.SOFT_BOUNCED, S.COMPLAINED
+# The states SES notifications move a message between. Dispatch's own (S.NOT_ACCEPTED): no SES
+# notification should arrive for them; recorded, never changed.
+STATES = S.ACCEPTED
 
 DELIVERY, HARD_BOUNCE, SOFT_BOUNCE, COMPLAINT = "delivery", "hard-bounce", "soft-bounce", "complaint"
 INPUTS = (DELIVERY, HARD_BOUNCE, SOFT_BOUNCE, COMPLAINT)
@@ -64,12 +64,12 @@ TABLE: dict[tuple[str, str], Rule] = {
     (COMPLAINED, SOFT_BOUNCE): R(COMPLAINED, (), UNEXPECTED, "complaint is final"),
     (COMPLAINED, COMPLAINT):   R(COMPLAINED, (), UNEXPECTED, "complaint reported twice"),
 }
-for _status in NOT_SENT:
+for _status in S.NOT_ACCEPTED:
     for _signal in INPUTS:
         TABLE[(_status, _signal)] = R(_status, (), UNEXPECTED, "not sent through SES by dispatch")
 del _status, _signal
 
-assert all((s, i) in TABLE for s in STATES + NOT_SENT for i in INPUTS)
+assert all((s, i) in TABLE for s in S for i in INPUTS)
 
 
 def step(status: str, signal: str | None) -> Rule:
