@@ -216,7 +216,7 @@ def main() -> None:
 
     from bench.ses_ingest import make_dataset, setup_db
     from devstack.sns_signer import generate_signing_identity
-    from pipelines.query import QueryError, open_read_only
+    from pipelines.query import QueryError, read_only
 
     work = Path(tempfile.mkdtemp(prefix="bench-adhoc-"))
     identity = generate_signing_identity()
@@ -249,12 +249,9 @@ def main() -> None:
         t0 = time.monotonic()
         q: dict = {}
         try:
-            conn, waited = open_read_only(db_path, args.wait)
-            q["opened_at"] = time.time()
-            try:
+            with read_only(db_path, args.wait) as (conn, waited):
+                q["opened_at"] = time.time()
                 q["events"], q["sent"] = conn.execute(QUERY).fetchone()
-            finally:
-                conn.close()
             q.update(ok=True, wait_s=waited)
         except QueryError as exc:
             q.update(ok=False, error=str(exc)[:200])

@@ -202,9 +202,9 @@ def run_point(ep: Endpoint | None, workload: str, mode: str, latency: float | No
 
 
 def db_counts(path: str, workload: str) -> dict:
-    import duckdb
+    from pipelines.query import read_only
 
-    with duckdb.connect(path, read_only=True) as c:
+    with read_only(path, wait_seconds=60) as (c, _):
         q = c.execute("SELECT count(*) FROM quarantine").fetchone()[0]
         if workload == "ses":
             return {"events": c.execute("SELECT count(*) FROM email_events").fetchone()[0], "quarantined": q}
@@ -340,9 +340,8 @@ def dataset(workload: str, a, work: Path):
     from bench.email_dispatch import request_stream
 
     def prepare(db: str) -> None:
-        from pipelines.schema import database
-        with database(db).connect():
-            pass
+        from pipelines.schema import create
+        create(db)
 
     return list(request_stream(a.email_n, prefix="d")), prepare, []
 

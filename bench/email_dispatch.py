@@ -72,8 +72,9 @@ def request_stream(n: int, seed: int = 7, prefix: str = "b") -> Iterator[str]:
 
 def seed_suppressed(db_path: str) -> None:
     from pipelines.schema import database
+    from pipelines.store.store import Store
 
-    with database(db_path).connect() as c:
+    with Store(database(db_path).connect).transaction() as c:
         c.execute("INSERT INTO email_addresses (address, verified, unverify_reason) "
                   "SELECT 'suppressed' || i || '@example.org', false, 'hard-bounce' FROM range(50) r(i) "
                   "ON CONFLICT DO NOTHING")
@@ -205,11 +206,11 @@ def phase_baseline(args: dict) -> dict:
 
     from pipelines.email.catalogue import catalogue
     from pipelines.email.request import parse_request
-    from pipelines.schema import database
+    from pipelines.schema import create
     from resources.templates import DEFAULT_TEMPLATES_DIR, build_environment
 
     db_path = args["db_path"]
-    database(db_path).connect().__enter__().close()   # schema
+    create(db_path)
     env = build_environment(DEFAULT_TEMPLATES_DIR)
     kinds = catalogue()
     conn = smtplib.SMTP(args["env"]["SMTP_HOST"], int(args["env"]["SMTP_PORT"]))

@@ -42,7 +42,7 @@ class DuckDBResource(dg.ConfigurableResource):
         """`config`: DuckDB settings for this connection (e.g. {"threads": 1})."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_seconds
-        delay = 0.02
+        delay = 0.01
         while True:
             try:
                 conn = duckdb.connect(self.path, read_only=read_only, config=config or {})
@@ -51,7 +51,7 @@ class DuckDBResource(dg.ConfigurableResource):
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(delay + random.random() * delay)
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, 0.25)   # a short wait between commits is seen soon
         try:
             ready = (type(self), self.path)
             if not read_only and ready not in _READY:
