@@ -1,0 +1,117 @@
+"""The import rules of docs/architecture.md ("Layering"), read from the source with ast.
+
+- `resources/` imports nothing from `pipelines/`;
+- the store (`pipelines/store/`) imports only itself; the consumer kit (`pipelines/common/`) only
+  itself and the store: neither knows a domain;
+- between email dispatch and delivery tracking imports run one way: `pipelines/email_delivery/`
+  uses `pipelines/email/ledger.py` and nothing else of `pipelines/email/`; `pipelines/email/`
+  imports nothing of `pipelines/email_delivery/`.
+
+Every import counts, also one inside a function.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_module(name: str) -> bool:
+    base = ROOT.joinpath(*name.split("."))
+    return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
+
+
+def imports_of(path: Path, source: str | None = None) -> set[str]:
+    """Every module `path` imports (`from a.b import c` counts as a.b.c when c is a module).
+    `source`: the text to read instead of the file's."""
+    package = _module_name(path).rsplit(".", 1)[0] if path.name != "__init__.py" else _module_name(path)
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text() if source is None else source, str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names if _is_module(f"{base}.{alias.name}"))
+    return found
+
+
+def modules_under(folder: str) -> list[Path]:
+    paths = sorted((ROOT / folder).rglob("*.py"))
+    assert paths, f"no modules under {folder}"
+    return paths
+
+
+def _inside(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def offending(folder: str, allowed) -> dict[str, list[str]]:
+    """Imports of the project's own packages (pipelines, resources) from `folder` that `allowed` refuses."""
+    out: dict[str, list[str]] = {}
+    for path in modules_under(folder):
+        own = [m for m in imports_of(path) if _inside(m, "pipelines") or _inside(m, "resources")]
+        bad = sorted(m for m in own if not allowed(m))
+        if bad:
+            out[str(path.relative_to(ROOT))] = bad
+    return out
+
+
+def test_resources_import_nothing_from_pipelines():
+    assert offending("resources", lambda m: _inside(m, "resources")) == {}
+
+
+def test_the_store_imports_only_itself():
+    assert offending("pipelines/store", lambda m: m == "pipelines" or _inside(m, "pipelines.store")) == {}
+
+
+def test_the_consumer_kit_imports_only_itself_and_the_store():
+    allowed = ("pipelines.common", "pipelines.store", "resources")
+    assert offending("pipelines/common", lambda m: m == "pipelines" or any(_inside(m, p) for p in allowed)) == {}
+
+
+DOMAINS = ("pipelines.email", "pipelines.email_delivery", "pipelines.billing")
+
+
+@pytest.mark.parametrize("folder", ["pipelines/store", "pipelines/common"])
+def test_store_and_kit_import_no_domain_nor_the_code_location(folder):
+    code_location = ("pipelines.schema", "pipelines.definitions", "pipelines.resource_defs")
+    assert offending(folder, lambda m: not any(_inside(m, d) for d in DOMAINS + code_location)) == {}
+
+
+def test_email_imports_nothing_of_delivery():
+    assert offending("pipelines/email", lambda m: not _inside(m, "pipelines.email_delivery")) == {}
+
+
+def test_delivery_uses_only_the_email_ledger():
+    def allowed(m: str) -> bool:
+        return not _inside(m, "pipelines.email") or m in ("pipelines.email", "pipelines.email.ledger")
+    assert offending("pipelines/email_delivery", allowed) == {}
+
+
+def test_the_rules_see_real_imports():
+    """The walk finds what is there: delivery's tables do use the ledger, and a lazy import counts."""
+    delivery = set().union(*(imports_of(p) for p in modules_under("pipelines/email_delivery")))
+    assert "pipelines.email.ledger" in delivery
+    assert "pipelines.schema" in imports_of(ROOT / "pipelines/billing/load_organizations.py")   # inside main()
+    assert "pipelines.store.transaction" in imports_of(ROOT / "pipelines/store/store.py")
+
+
+def test_relative_imports_are_resolved():
+    probe = ROOT / "pipelines" / "email_delivery" / "probe.py"   # never written: its text is given
+    found = imports_of(probe, "def f():\n    from ..email import outbox\n    from . import ingest\n")
+    assert {"pipelines.email.outbox", "pipelines.email_delivery.ingest"} <= found
