@@ -3,9 +3,9 @@
 The store (pipelines/store/) and the DuckDB resource know no table; this module, beside
 resource_defs.py, is where the domains' DDL meets them. Every statement is safe to run again
 (IF NOT EXISTS / OR REPLACE) and every table exists, empty, from the first connection: the
-resource runs ALL_DDL on its first write connection in each process, and `python -m
-pipelines.schema` (which `make dev` runs before Dagster starts) creates the file with all of it,
-so ad-hoc readers find every table before any run. Assets fill tables; they never create them.
+resource runs ALL_DDL on its first write connection in each process, and `create(path)` (`make
+dev` calls it before Dagster starts; by hand: `python -m pipelines.schema`) makes the file with
+all of it, so ad-hoc readers find every table before any run. Assets fill tables; they never create them.
 """
 
 from __future__ import annotations
