@@ -115,3 +115,17 @@ def test_relative_imports_are_resolved():
     probe = ROOT / "pipelines" / "email_delivery" / "probe.py"   # never written: its text is given
     found = imports_of(probe, "def f():\n    from ..email import outbox\n    from . import ingest\n")
     assert {"pipelines.email.outbox", "pipelines.email_delivery.ingest"} <= found
+
+
+def test_the_code_location_hands_dispatch_the_relink_hook():
+    """Dispatch cannot import delivery, so the re-linking of orphan events reaches it only through
+    pipelines/definitions.py: `email.build(on_recorded=relink_orphans)`."""
+    from pipelines.email_delivery.ingest import relink_orphans
+
+    tree = ast.parse((ROOT / "pipelines/definitions.py").read_text())
+    hooks = [kw.value.id for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Attribute) and node.func.attr == "build"
+             for kw in node.keywords if kw.arg == "on_recorded" and isinstance(kw.value, ast.Name)]
+    assert hooks == ["relink_orphans"]
+    import pipelines.definitions as location
+    assert location.relink_orphans is relink_orphans
