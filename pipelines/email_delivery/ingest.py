@@ -27,7 +27,7 @@ from pipelines.email_delivery.examine import ControlMessage, Examined, Examiner
 from pipelines.common.sns.verify import SnsVerifier
 from pipelines.email_delivery.ses_parse import signal_of
 from pipelines.email.ledger import MessageStatus as S
-from pipelines.email_delivery.status_machine import step
+from pipelines.email_delivery.status_machine import UNEXPECTED, step
 from pipelines.store.write import BOOL, INT, STR, TS, arrow, insert, with_rows
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ def _step(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], result: Counter
             continue
         rule = step(status, signal)
         out[k] = (status, rule.next_status)
-        if rule.kind == "unexpected":
+        if rule.kind == UNEXPECTED:
             result["unexpected_transitions"] += 1
         if rule.next_status != status:
             statuses[message_id] = rule.next_status
