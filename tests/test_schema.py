@@ -92,13 +92,15 @@ def test_no_module_creates_a_table_outside_the_schema():
 
 
 def test_the_schema_is_not_in_the_resources_config():
+    """What the launchpad shows for the duckdb resource: its path and lock timeout, no DDL."""
+    from pipelines.definitions import defs
     from pipelines.resource_defs import build_resources
 
     resource = build_resources()["duckdb"]
-    config = resource.model_dump()
-    assert set(config) == {"path", "lock_timeout_seconds"}
-    assert "CREATE" not in repr(config)
     assert list(resource.schema()) == list(ALL_DDL)
+    shown = defs.get_repository_def().get_top_level_resources()["duckdb"].config_schema
+    assert set(shown.config_type.fields) == {"path", "lock_timeout_seconds"}
+    assert shown.default_value == {"path": {"env": "DUCKDB_PATH"}}
 
 
 def test_the_schema_runs_again_unchanged(tmp_path):
