@@ -24,10 +24,8 @@ email_messages = ledger_spec(
                       "today's failure rate (plotted over materializations). When a check fails, its "
                       "description says what to do; docs/operations.md has the runbook.")
 def email_sends_daily(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
-    store = Store(duckdb.connect)
-    with store.transaction() as conn:
+    with Store(duckdb.connect).transaction() as conn:   # the rebuild and the figures read from it
         rows = sends_daily.materialize(conn)
-    with store.read() as conn:
         totals = sends_daily.totals(conn)
         ledger, counted = sends_daily.ledger_mismatch(conn)
         stuck = sends_daily.stuck_pending(conn, STUCK_PENDING_MINUTES)

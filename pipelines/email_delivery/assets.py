@@ -57,10 +57,8 @@ def email_status(duckdb: DuckDBResource) -> dg.MaterializeResult:
                       "(plotted over materializations). No checks of its own: ses_reputation checks the "
                       "rates SES judges the account by.")
 def email_delivery_daily(duckdb: DuckDBResource) -> dg.MaterializeResult:
-    store = Store(duckdb.connect)
-    with store.transaction() as conn:
+    with Store(duckdb.connect).transaction() as conn:   # the rebuild and the figures read from it
         rows = refresh_delivery_daily(conn)
-    with store.read() as conn:
         latest, sent, delivered, hard, complained = conn.execute(
             "SELECT day, sum(sent), sum(delivered), sum(hard_bounced), sum(complained) FROM email_delivery_daily "
             "WHERE day = (SELECT max(day) FROM email_delivery_daily) GROUP BY day").fetchone() or (None, 0, 0, 0, 0)
@@ -91,10 +89,8 @@ class ReputationConfig(dg.Config):
                       "description and docs/operations.md, 'A reputation check fails'. Refreshed, and its "
                       "checks run, whenever new SES events land.")
 def ses_reputation(config: ReputationConfig, duckdb: DuckDBResource):
-    store = Store(duckdb.connect)
-    with store.transaction() as conn:
+    with Store(duckdb.connect).transaction() as conn:
         rep = compute_reputation(conn, datetime.now(timezone.utc), config.window_days)
-    with store.read() as conn:
         rows = row_count(conn, "ses_reputation")
         history = preview(conn, "SELECT * FROM ses_reputation ORDER BY computed_at DESC")
     yield dg.MaterializeResult(
