@@ -21,6 +21,7 @@ from pipelines.billing import tables as billing
 from pipelines.common import tables as common
 from pipelines.email import tables as email
 from pipelines.email_delivery import tables as email_delivery
+from pipelines.store.store import Store
 from resources.duckdb import DuckDBResource
 
 ALL_DDL: tuple[str, ...] = (*common.TABLES, *email.TABLES, *email_delivery.TABLES, *billing.TABLES)
@@ -44,8 +45,9 @@ def database(path: str, **settings_) -> MailroomDuckDB:
 
 
 def create(path: str) -> None:
-    """Create the file at `path` with every table (idempotent)."""
-    with database(path).connect():
+    """Create the file at `path` with every table (idempotent): the resource's first connection
+    runs the schema."""
+    with Store(database(path).connect).transaction():
         pass
 
 
