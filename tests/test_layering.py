@@ -171,3 +171,21 @@ def test_transactions_are_opened_only_by_the_store():
 def test_the_connection_rule_sees_a_bare_connection():
     source = "def f(db):\n    with db.connect() as conn:\n        pass\n    return Store(lambda: db.connect())\n"
     assert _connections_outside_a_store(ROOT / "pipelines/email/probe.py", source) == [2]
+
+
+def _environment_reads(path: Path) -> list[int]:
+    tree = ast.parse(path.read_text())
+    return [n.lineno for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "os"
+            and n.attr in ("environ", "getenv", "environb")]
+
+
+def test_environment_variables_are_read_only_through_settings():
+    """pipelines/settings.py is the one reader (`settings.value`); billing's last two reads
+    (load_organizations' DUCKDB_PATH default, assets' DAGSTER_HOME) move with its own refactor."""
+    pending = {"pipelines/billing/load_organizations.py", "pipelines/billing/assets.py"}
+    found = {str(p.relative_to(ROOT)): lines for p in modules_under("pipelines")
+             if p.name != "settings.py" and str(p.relative_to(ROOT)) not in pending and (lines := _environment_reads(p))}
+    assert found == {}
+    assert _environment_reads(ROOT / "pipelines/email/dispatch.py") == []
+    assert _environment_reads(ROOT / "pipelines/billing/tenant.py") == []
