@@ -93,7 +93,7 @@ def ingest_main(db_path: str, cert_dir: str, bodies_path: str, log_path: str, ho
     from pipelines.common.consumer import run_consumer
     from pipelines.common.drain import DrainOptions
     from pipelines.email_delivery.jobs import DrainConfig
-    from pipelines.store.schema import database
+    from pipelines.schema import database
 
     bodies = json.loads(Path(bodies_path).read_text())
     db = database(db_path)
@@ -136,10 +136,11 @@ def sends_main(db_path: str, log_path: str, hold: float, rate: float, window: in
     from pipelines.common.drain import DrainOptions
     from pipelines.common.stop import stop_on_signals
     from pipelines.email.batch import EmailRequestConsumer
+    from pipelines.email_delivery.ingest import relink_orphans
     from pipelines.email.builder import Builder
     from pipelines.email.jobs import SendEmailBatchConfig
     from pipelines.email.sending import Sender
-    from pipelines.store.schema import database
+    from pipelines.schema import database
 
     db = database(db_path)
     result: dict = {}
@@ -150,7 +151,7 @@ def sends_main(db_path: str, log_path: str, hold: float, rate: float, window: in
                                     "AND request_id LIKE 'adhoc-%'")
             sender = Sender(AcceptingTransport(), concurrency=8, rate=rate)
             with EmailRequestConsumer(Builder(), sender, default_sender=SENDER, transport_name="bench",
-                                      inflight_window=window) as consumer, store:
+                                      inflight_window=window, on_recorded=relink_orphans) as consumer, store:
                 report = run_consumer(MemoryQueue(request_stream(100_000, prefix="adhoc")), consumer, store,
                                       DrainOptions(max_messages=100_000, max_seconds=float("inf"),
                                                    batch_size=SendEmailBatchConfig().batch_size), stop=stop)
@@ -215,7 +216,7 @@ def main() -> None:
 
     from bench.ses_ingest import make_dataset, setup_db
     from devstack.sns_signer import generate_signing_identity
-    from pipelines.query import QueryError, open_read_only
+    from pipelines.query import QueryError, read_only
 
     work = Path(tempfile.mkdtemp(prefix="bench-adhoc-"))
     identity = generate_signing_identity()
@@ -248,12 +249,9 @@ def main() -> None:
         t0 = time.monotonic()
         q: dict = {}
         try:
-            conn, waited = open_read_only(db_path, args.wait)
-            q["opened_at"] = time.time()
-            try:
+            with read_only(db_path, args.wait) as (conn, waited):
+                q["opened_at"] = time.time()
                 q["events"], q["sent"] = conn.execute(QUERY).fetchone()
-            finally:
-                conn.close()
             q.update(ok=True, wait_s=waited)
         except QueryError as exc:
             q.update(ok=False, error=str(exc)[:200])

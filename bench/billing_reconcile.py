@@ -57,7 +57,7 @@ def _resource(base: str):
 
 
 def _database(path: str):
-    from pipelines.store.schema import database
+    from pipelines.schema import database
 
     return database(path)
 
@@ -90,9 +90,10 @@ def run_phase(phase: str, base: str, db_path: str) -> dict:
 def _baseline(client, db, rec):
     """Warehouse's reconciliation: every subscription retrieved by id, compared, repaired."""
     from pipelines.billing.reconcile import ReconcileReport
+    from pipelines.store.store import Store
 
     report = ReconcileReport(rec.run_id, "baseline")
-    with db.connect() as conn:
+    with Store(db.connect).read() as conn:
         ids = [r[0] for r in conn.execute("SELECT subscription_id FROM stripe_subscriptions ORDER BY 1").fetchall()]
     batch = []
     for sid in ids:
@@ -181,8 +182,9 @@ def main() -> None:
               flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             db_path = str(Path(tmp) / "bench.duckdb")
-            with _database(db_path).connect():
-                pass
+            from pipelines.schema import create as create_schema
+
+            create_schema(db_path)
             results: dict = {}
             for phase in ("full_cold", "full_warm"):
                 results[phase] = _phase_in_child(phase, base, db_path)

@@ -74,7 +74,7 @@ def consumer_main(a) -> None:
     from bench.memory_queue import MemoryQueue
     from bench.ses_ingest import consumer_for, peak_rss_mb
     from pipelines.common.consumer import run_consumer
-    from pipelines.store.schema import database
+    from pipelines.schema import database
     from pipelines.store.store import Store
     from resources.aws import SQSQueueResource
 
@@ -88,13 +88,15 @@ def consumer_main(a) -> None:
         else:
             from bench.email_dispatch import NullTransport, request_stream, seed_suppressed
             from pipelines.email.batch import EmailRequestConsumer
+            from pipelines.email_delivery.ingest import relink_orphans
             from pipelines.email.builder import Builder
             from pipelines.email.sending import RetryPolicy, Sender
 
             seed_suppressed(a.db)
             consumer = stack.enter_context(EmailRequestConsumer(
                 Builder(), Sender(NullTransport(), concurrency=8, policy=RetryPolicy(max_attempts=5, base_delay=0.05)),
-                default_sender="noreply@mailroom.test", transport_name="null", inflight_window=100))
+                default_sender="noreply@mailroom.test", transport_name="null", inflight_window=100,
+                on_recorded=relink_orphans))
             connect = db.connect
             bodies = lambda: request_stream(a.n, prefix="d")  # noqa: E731
         queue = (MemoryQueue(bodies()) if a.queue == "memory"
@@ -200,9 +202,9 @@ def run_point(ep: Endpoint | None, workload: str, mode: str, latency: float | No
 
 
 def db_counts(path: str, workload: str) -> dict:
-    import duckdb
+    from pipelines.query import read_only
 
-    with duckdb.connect(path, read_only=True) as c:
+    with read_only(path, wait_seconds=60) as (c, _):
         q = c.execute("SELECT count(*) FROM quarantine").fetchone()[0]
         if workload == "ses":
             return {"events": c.execute("SELECT count(*) FROM email_events").fetchone()[0], "quarantined": q}
@@ -338,9 +340,8 @@ def dataset(workload: str, a, work: Path):
     from bench.email_dispatch import request_stream
 
     def prepare(db: str) -> None:
-        from pipelines.store.schema import database
-        with database(db).connect():
-            pass
+        from pipelines.schema import create
+        create(db)
 
     return list(request_stream(a.email_n, prefix="d")), prepare, []
 

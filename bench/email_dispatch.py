@@ -71,9 +71,10 @@ def request_stream(n: int, seed: int = 7, prefix: str = "b") -> Iterator[str]:
 
 
 def seed_suppressed(db_path: str) -> None:
-    from pipelines.store.schema import database
+    from pipelines.schema import database
+    from pipelines.store.store import Store
 
-    with database(db_path).connect() as c:
+    with Store(database(db_path).connect).transaction() as c:
         c.execute("INSERT INTO email_addresses (address, verified, unverify_reason) "
                   "SELECT 'suppressed' || i || '@example.org', false, 'hard-bounce' FROM range(50) r(i) "
                   "ON CONFLICT DO NOTHING")
@@ -135,9 +136,10 @@ def phase_pipeline(args: dict) -> dict:
     from pipelines.common.consumer import run_consumer
     from pipelines.common.drain import DrainOptions
     from pipelines.email.batch import EmailRequestConsumer
+    from pipelines.email_delivery.ingest import relink_orphans
     from pipelines.email.builder import Builder
     from pipelines.email.sending import RetryPolicy, Sender
-    from pipelines.store.schema import database
+    from pipelines.schema import database
     from pipelines.store.store import Store
 
     db_path = args["db_path"]
@@ -153,7 +155,8 @@ def phase_pipeline(args: dict) -> dict:
         sender.limiter.releases = []
     options = DrainOptions(max_messages=args["requests"], max_seconds=float("inf"), batch_size=args["batch"])
     with EmailRequestConsumer(builder, sender, default_sender=SENDER, transport_name=args["transport"],
-                              inflight_window=args["window"], keep_send_seconds=keep) as h, Store(db.connect) as store:
+                              inflight_window=args["window"], keep_send_seconds=keep,
+                              on_recorded=relink_orphans) as h, Store(db.connect) as store:
         st = run_consumer(MemoryQueue(request_stream(args["requests"], prefix=args["prefix"])), h, store,
                           options).counters
     seconds = time.perf_counter() - started
@@ -203,11 +206,11 @@ def phase_baseline(args: dict) -> dict:
 
     from pipelines.email.catalogue import catalogue
     from pipelines.email.request import parse_request
-    from pipelines.store.schema import database
+    from pipelines.schema import create
     from resources.templates import DEFAULT_TEMPLATES_DIR, build_environment
 
     db_path = args["db_path"]
-    database(db_path).connect().__enter__().close()   # schema
+    create(db_path)
     env = build_environment(DEFAULT_TEMPLATES_DIR)
     kinds = catalogue()
     conn = smtplib.SMTP(args["env"]["SMTP_HOST"], int(args["env"]["SMTP_PORT"]))

@@ -149,10 +149,11 @@ def make_dataset(n: int, seed: int, identity) -> tuple[list[str], list[tuple[str
 def setup_db(path: str, messages, old: int = 0) -> None:
     """email_messages rows for the dataset, after `old` rows of earlier mail (SES message ids begin
     with the send time, so earlier mail has smaller ids)."""
-    from pipelines.store.schema import database
+    from pipelines.schema import database
+    from pipelines.store.store import Store
     from pipelines.store.write import STR, arrow, with_rows
 
-    with database(path).connect() as conn:
+    with Store(database(path).connect).transaction() as conn:
         if old:
             conn.execute("INSERT INTO email_messages (request_id, to_address, kind, message_id, status, attempts, "
                          "sent_at) SELECT 'old-' || i, 'old' || i || '@example.org', 'password-reset', "
@@ -174,9 +175,9 @@ def make_ingestor(cert_dir: str):
 
 
 def db_counts(path: str) -> dict:
-    import duckdb
+    from pipelines.query import read_only
 
-    with duckdb.connect(path, read_only=True) as c:
+    with read_only(path, wait_seconds=60) as (c, _):
         return {"events": c.execute("SELECT count(*) FROM email_events").fetchone()[0],
                 "quarantined": c.execute("SELECT count(*) FROM quarantine").fetchone()[0]}
 
@@ -218,7 +219,7 @@ def run_in_process(bodies: list[str], db_path: str, cert_dir: str, workers: int,
     from bench.memory_queue import MemoryQueue
     from pipelines.common.consumer import run_consumer
     from pipelines.common.drain import DrainOptions
-    from pipelines.store.schema import database
+    from pipelines.schema import database
     from pipelines.store.store import Store
 
     db = database(db_path)
@@ -338,7 +339,7 @@ def consumer_main(args) -> None:
     """Child process: drain the queue into DuckDB through run_consumer, as the drain op does; print stats JSON."""
     from pipelines.common.consumer import run_consumer
     from pipelines.common.drain import DrainOptions
-    from pipelines.store.schema import database
+    from pipelines.schema import database
     from pipelines.store.store import Store
     from resources.aws import SQSQueueResource
 

@@ -100,7 +100,7 @@ def consumer_main(args) -> None:
     from pipelines.common.consumer import process_batch, run_consumer
     from pipelines.common.drain import DrainOptions
     from pipelines.common.queue_message import QueueMessage
-    from pipelines.store.schema import database
+    from pipelines.schema import database
     from pipelines.store.store import Store
 
     db = database(args.db)
@@ -132,7 +132,7 @@ def consumer_main(args) -> None:
                 empty_polls_to_stop=3))
             counters, seconds = report.counters.as_metadata(), report.seconds
         cpu = time.process_time() - cpu
-    with db.connect() as conn:
+    with Store(db.connect).read() as conn:
         stored = dict(conn.execute("SELECT outcome, count(*) FROM stripe_events GROUP BY ALL").fetchall())
         tables = table_digests(conn)
     print(json.dumps({**counters, "seconds": seconds, "cpu_seconds": cpu, "stripe_api_calls": stripe.calls,

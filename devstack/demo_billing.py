@@ -108,10 +108,11 @@ def fill(environ: dict[str, str], before_report: Callable[[], object] | None = N
     starts, and only one process may create a fresh instance's storage."""
     from pipelines.billing.assets import INPUTS, report_inputs
     from pipelines.common.ledgers import table_rows
-    from pipelines.store.schema import database
+    from pipelines.schema import database
+    from pipelines.store.store import Store
     from resources.stripe_client import StripeResource
 
-    with database(environ["DUCKDB_PATH"]).connect() as conn:
+    with Store(database(environ["DUCKDB_PATH"]).connect).transaction() as conn:
         fill_organizations(conn, datetime.now(UTC))
         rows = table_rows(conn, INPUTS)
     resource = StripeResource(api_key=environ.get("STRIPE_API_KEY", "sk_test_local"),

@@ -159,6 +159,10 @@ def run_dev() -> int:
             down(config.state_dir)
         raise StackError("environment is not usable:\n  " + "\n  ".join(problems))
     Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    # Every table exists, empty, before Dagster starts: ad-hoc readers never meet a missing one.
+    from pipelines.schema import create as create_schema
+
+    create_schema(env["DUCKDB_PATH"])
 
     def on_term(*_: object) -> None:
         raise KeyboardInterrupt

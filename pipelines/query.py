@@ -8,45 +8,47 @@ then prints the result as a table, or writes CSV or Parquet.
 from __future__ import annotations
 
 import argparse
-import os
-import random
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+
+from pipelines import settings
+from pipelines.store.store import Store
+from resources.duckdb import DuckDBResource
+
+DEFAULT_DB = ".devstack/mailroom.duckdb"
 
 
 class QueryError(RuntimeError):
     pass
 
 
-def _is_lock_error(exc: Exception) -> bool:
-    text = str(exc)
-    return "Could not set lock" in text or "Conflicting lock" in text
-
-
-def open_read_only(path: str, wait_seconds: float) -> tuple[duckdb.DuckDBPyConnection, float]:
-    """A read-only connection and how long it waited for the writer's lock."""
+@contextmanager
+def read_only(path: str, wait_seconds: float) -> Iterator[tuple[duckdb.DuckDBPyConnection, float]]:
+    """A read-only snapshot of the file (Store.read over a read-only connection, which waits out a
+    writer's lock like every connection) and how long it waited for the lock."""
     if not Path(path).exists():
-        raise QueryError(f"no DuckDB file at {path} (DUCKDB_PATH); run the pipelines first")
+        raise QueryError(f"no DuckDB file at {path} (DUCKDB_PATH); start the stack or run the pipelines first")
+    db = DuckDBResource(path=path, lock_timeout_seconds=wait_seconds)
     started = time.monotonic()
-    delay = 0.01
-    while True:
+    with Store(lambda: db.connect(read_only=True), hold_seconds=float("inf")) as store:
         try:
-            return duckdb.connect(path, read_only=True), time.monotonic() - started
+            store.connection()
         except duckdb.IOException as exc:
             waited = time.monotonic() - started
-            if not _is_lock_error(exc) or waited > wait_seconds:
-                raise QueryError(f"could not open {path} read-only after {waited:.1f}s: {exc}") from None
-            time.sleep(delay + random.random() * delay)
-            delay = min(delay * 2, 0.25)
+            raise QueryError(f"could not open {path} read-only after {waited:.1f}s: {exc}") from None
+        waited = time.monotonic() - started
+        with store.read() as conn:
+            yield conn, waited
 
 
 def run(sql: str, path: str, *, wait_seconds: float = 30.0, csv: str | None = None,
         parquet: str | None = None, max_rows: int = 100) -> str:
-    conn, waited = open_read_only(path, wait_seconds)
-    try:
+    with read_only(path, wait_seconds) as (conn, waited):
         try:
             rel = conn.sql(sql)
         except duckdb.Error as exc:
@@ -61,14 +63,12 @@ def run(sql: str, path: str, *, wait_seconds: float = 30.0, csv: str | None = No
             return f"wrote {parquet}"
         frame = rel.limit(max_rows).df()
         return frame.to_string(index=False) if len(frame.columns) else "(no columns)"
-    finally:
-        conn.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.query", description=__doc__.splitlines()[0])
     parser.add_argument("sql")
-    parser.add_argument("--db", default=os.environ.get("DUCKDB_PATH", ".devstack/mailroom.duckdb"),
+    parser.add_argument("--db", default=settings.value("DUCKDB_PATH") or DEFAULT_DB,
                         help="DuckDB file (default: $DUCKDB_PATH, else .devstack/mailroom.duckdb)")
     parser.add_argument("--wait", type=float, default=30.0, help="seconds to wait for a writer's lock")
     out = parser.add_mutually_exclusive_group()

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from pipelines.schema import MailroomDuckDB
 from resources.aws import SNSResource, SQSQueueResource
-from pipelines.store.schema import ALL_DDL
-from resources.duckdb import DuckDBResource
 from resources.email_sender import EmailSenderResource
 from resources.email_settings import EmailSettingsResource
 from resources.ses import SESSenderResource
@@ -25,7 +24,8 @@ REGION = dg.EnvVar("AWS_REGION")
 
 def build_resources() -> dict[str, object]:
     return {
-        "duckdb": DuckDBResource(path=dg.EnvVar("DUCKDB_PATH"), ddl=ALL_DDL),
+        # The schema is the resource class's code (pipelines/schema.py), not its config.
+        "duckdb": MailroomDuckDB(path=dg.EnvVar("DUCKDB_PATH")),
         "email_requests_queue": SQSQueueResource(region_name=REGION, queue_name=dg.EnvVar("EMAIL_REQUESTS_QUEUE")),
         "ses_notifications_queue": SQSQueueResource(region_name=REGION,
                                                     queue_name=dg.EnvVar("SES_NOTIFICATIONS_QUEUE")),

@@ -2,12 +2,14 @@
 
 The single list behind `python -m devstack check`, the README's table and the tests
 that keep them in step. The table's local column is what `python -m devstack env` prints for the
-default stack (devstack/env.py), not a copy kept here. Resources read these through dg.EnvVar at run time; this
-module only validates a given mapping, it never reads os.environ on import.
+default stack (devstack/env.py), not a copy kept here. Resources read these through dg.EnvVar at
+run time; code outside Dagster (dispatch(), the command-line tools) reads them through `value()`,
+never os.environ. Nothing here reads the environment on import.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -98,6 +100,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STRIPE_RATE_LIMIT", "Stripe requests per second, client side (0: 100 live, 25 with a test key)",
             "0", _int_min(0)),
 )
+
+
+_NAMES = frozenset(s.name for s in SETTINGS)
+
+
+def value(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The variable `name` from `environ` (default: the process environment), None when unset.
+    Only a variable listed above can be read, so that list stays the whole of them."""
+    if name not in _NAMES:
+        raise KeyError(f"{name} is not a setting listed in pipelines/settings.py")
+    return (os.environ if environ is None else environ).get(name)
 
 
 def validate(env: Mapping[str, str], settings: tuple[Setting, ...] = SETTINGS) -> None:

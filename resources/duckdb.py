@@ -1,4 +1,4 @@
-"""DuckDB: short-lived connections to one file, the given schema created on first use.
+"""DuckDB: short-lived connections to one file, the schema created on first use.
 
 DuckDB lets one process at a time open a file for writing. Connections are held only
 for the length of a transaction, and opening retries while another process holds the
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
-_READY: set[str] = set()
+_READY: set[tuple[type, str]] = set()
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -26,18 +26,23 @@ def _is_lock_error(exc: Exception) -> bool:
 
 
 class DuckDBResource(dg.ConfigurableResource):
+    """Knows no table. A code location subclasses it and overrides `schema()`; the schema is code,
+    not configuration, so it never shows in the resource's config (the launchpad)."""
+
     path: str = Field(description="DuckDB database file.")
-    lock_timeout_seconds: float = 120.0
-    # Idempotent DDL (CREATE ... IF NOT EXISTS) run once per process on the first write connection.
-    # The code location hands in pipelines.store.schema.ALL_DDL; this resource knows no table.
-    ddl: list[str] = Field(default_factory=list, description="DDL run on the first write connection.")
+    lock_timeout_seconds: float = Field(default=120.0, description="How long to wait for another process's "
+                                        "write lock before failing.")
+
+    def schema(self) -> Sequence[str]:
+        """Idempotent DDL (CREATE ... IF NOT EXISTS) run once per process on the first write connection."""
+        return ()
 
     @contextmanager
     def connect(self, read_only: bool = False, config: dict | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """`config`: DuckDB settings for this connection (e.g. {"threads": 1})."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_seconds
-        delay = 0.02
+        delay = 0.01
         while True:
             try:
                 conn = duckdb.connect(self.path, read_only=read_only, config=config or {})
@@ -46,12 +51,15 @@ class DuckDBResource(dg.ConfigurableResource):
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(delay + random.random() * delay)
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, 0.25)   # a short wait between commits is seen soon
         try:
-            if not read_only and self.ddl and self.path not in _READY:
-                for ddl in self.ddl:
+            ready = (type(self), self.path)
+            if not read_only and ready not in _READY:
+                conn.execute("BEGIN TRANSACTION")   # all of the schema or none of it
+                for ddl in self.schema():
                     conn.execute(ddl)
-                _READY.add(self.path)
+                conn.execute("COMMIT")
+                _READY.add(ready)
             yield conn
         finally:
             conn.close()

@@ -46,7 +46,7 @@ def calls(resource: StripeResource, endpoint: str | None = None) -> int:
 
 def billing_database(path: Any):
     """A DuckDBResource on `path` with every table of the project."""
-    from pipelines.store.schema import database
+    from pipelines.schema import database
 
     return database(str(path))
 

@@ -15,7 +15,7 @@ from pipelines.billing.envelope import EnvelopeSettings, Refusal, StripeEvent, k
 from pipelines.billing.ingest import IngestSettings
 from pipelines.common.consumer import process_batch, replay_quarantine
 from pipelines.common.queue_message import QueueMessage
-from pipelines.store.schema import ensure_schema
+from pipelines.schema import ensure_schema
 from pipelines.store.store import Store
 
 SECRET = "whsec_test_secret"

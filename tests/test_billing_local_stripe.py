@@ -19,7 +19,7 @@ from pipelines.billing.jobs import ingest_settings
 from pipelines.billing.retrieve import StripeRetriever
 from pipelines.common.consumer import run_consumer
 from pipelines.common.drain import DrainOptions
-from pipelines.store.schema import database
+from pipelines.schema import database
 from pipelines.store.store import Store
 from resources.aws import SQSQueueResource
 from resources.stripe_client import StripeResource, idempotency_key

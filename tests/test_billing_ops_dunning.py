@@ -18,7 +18,7 @@ from pipelines.billing.notices import WithNotices
 from pipelines.billing.retrieve import StripeRetriever
 from pipelines.common.consumer import run_consumer
 from pipelines.common.drain import DrainOptions
-from pipelines.store.schema import database
+from pipelines.schema import database
 from pipelines.store.store import Store
 from resources.aws import SQSQueueResource
 from tests.billing_ops_helpers import clear_faults, stripe_resource

@@ -15,7 +15,7 @@ from pipelines.common.counters import Counters
 from pipelines.common.drain import DrainOptions
 from pipelines.common.quarantine import Quarantined
 from pipelines.common.queue_message import QueueMessage
-from pipelines.store.schema import database
+from pipelines.schema import database
 from pipelines.store.store import Store
 from pipelines.store.write import STR, arrow, insert
 

@@ -64,7 +64,7 @@ def test_bounded_by_count():
 
 def test_quarantine_keeps_every_row_once_with_its_first_reason(tmp_path):
     from pipelines.common.quarantine import Quarantined, quarantine
-    from pipelines.store.schema import database
+    from pipelines.schema import database
 
     db = database(str(tmp_path / "q.duckdb"))
     flood = [Quarantined("ses-notifications", f"sqs-{i}", f"body {i}", "signature does not verify")

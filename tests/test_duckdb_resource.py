@@ -7,7 +7,7 @@ import time
 import duckdb
 import pytest
 
-from pipelines.store.schema import database
+from pipelines.schema import database
 from resources.duckdb import DuckDBResource
 
 HOLD = """
@@ -31,7 +31,7 @@ def test_schema_is_created_once_and_is_idempotent(tmp_path):
     with db.connect() as conn:
         tables = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert {"quarantine", "email_messages", "email_events", "email_addresses", "address_status_changes"} <= tables
-    from pipelines.store.schema import ensure_schema
+    from pipelines.schema import ensure_schema
 
     with db.connect() as conn:
         ensure_schema(conn)  # again: no error, no change

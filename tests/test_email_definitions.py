@@ -24,7 +24,7 @@ def test_definitions_are_wired():
                                                      "email_failure_rate_today"}
     assert defs.resolve_schedule_def("email_sends_daily_schedule").cron_schedule == "*/15 * * * *"
     # Resources are wired once, at the root (pipelines/resource_defs.py); a domain declares none.
-    assert "email_settings" in defs.resources and not email_defs.defs.resources
+    assert "email_settings" in defs.resources and not email_defs.build(on_recorded=None).resources
 
 
 def test_op_config_defaults_keep_the_inflight_window_small():

@@ -13,7 +13,7 @@ from pipelines.email.outbox import Outcome, Planned, claim, mark
 from pipelines.email.sending import RetryPolicy, Sender
 from pipelines.email.skip_rules import skip_reason
 from tests.fakes import BatchDriver, RecordingTransport, sample_kinds, write_sample_templates
-from pipelines.store.schema import database
+from pipelines.schema import database
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 H = timedelta(hours=1)

@@ -15,7 +15,7 @@ from pipelines.email.builder import Builder
 from pipelines.email.redaction import REDACTED, redact_raw_body
 from pipelines.email.request import BadRequest, parse_request
 from pipelines.email.sending import RetryPolicy, Sender
-from pipelines.store.schema import database
+from pipelines.schema import database
 from tests.fakes import BatchDriver, RecordingTransport, sample_kinds, write_sample_templates
 
 SECRET = "tok-Poison-Secret-9911"

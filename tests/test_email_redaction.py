@@ -12,7 +12,7 @@ from pipelines.email.builder import Builder
 from pipelines.email.redaction import REDACTED, Redactor, keep_remote_ip, redact_raw_body
 from pipelines.email.sending import RetryPolicy, Sender
 from tests.fakes import BatchDriver, sample_kinds, write_sample_templates
-from pipelines.store.schema import database
+from pipelines.schema import database
 from resources.outgoing_email import PermanentSendError
 
 SECRET = "tok-Very-Secret-4242"

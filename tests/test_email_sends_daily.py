@@ -3,7 +3,7 @@
 import dagster as dg
 
 from pipelines.email.assets import email_sends_daily
-from pipelines.store.schema import database
+from pipelines.schema import database
 
 ROWS = [
     # request, to, kind, status, skip_reason, created (hours ago)

@@ -35,7 +35,7 @@ from pipelines.email.catalogue import catalogue
 from pipelines.email.sending import Sender
 from pipelines.email_delivery.ingest import Ingestor
 from pipelines.email_delivery.ses_parse import ParseError
-from pipelines.store.schema import ALL_DDL
+from pipelines.schema import ALL_DDL
 from pipelines.store.transaction import transaction
 from tests.fakes import RecordingTransport
 from tests.ses_helpers import FIXTURES, PINNED_CERTS, TOPIC, fixture_json

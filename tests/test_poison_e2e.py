@@ -21,7 +21,8 @@ from pipelines.common.queue_message import QueueMessage
 from pipelines.email.batch import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.sending import RetryPolicy, Sender
-from pipelines.store.schema import database
+from pipelines.email_delivery.ingest import relink_orphans
+from pipelines.schema import database
 from pipelines.store.store import Store
 from resources.aws import SQSQueueResource
 from resources.ses import SESSenderResource
@@ -184,7 +185,7 @@ def test_poison_amid_good_requests_on_the_real_queue(local_stack, stack_env):
 def _consumer(local_stack) -> EmailRequestConsumer:
     return EmailRequestConsumer(Builder(), Sender(SESSenderResource(region_name="us-east-1"), concurrency=2,
                                                   policy=RetryPolicy(base_delay=0)),
-                                default_sender=SES_SENDER, transport_name="ses")
+                                default_sender=SES_SENDER, transport_name="ses", on_recorded=relink_orphans)
 
 
 def _final(db_path: str):

@@ -18,7 +18,7 @@ from pipelines.email_delivery.ingest import Ingestor
 from pipelines.common.sns.verify import SnsVerifier
 from tests.fakes import process
 from resources.aws import SNSResource, SQSQueueResource
-from pipelines.store.schema import database
+from pipelines.schema import database
 
 SIM = "simulator.amazonses.com"
 # recipient -> (notifications the simulator sends, final message status, address row)

@@ -13,7 +13,7 @@ from pipelines.common.queue_message import QueueMessage
 from pipelines.common.sns.cert_store import CertStore
 from pipelines.email_delivery.ingest import Ingestor
 from pipelines.common.sns.verify import SnsVerifier
-from pipelines.store.schema import database
+from pipelines.schema import database
 from tests.fakes import process
 from tests.ses_helpers import T0, TOPIC, ses_message, signed, write_identity
 

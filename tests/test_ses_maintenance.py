@@ -23,7 +23,7 @@ from pipelines.email_delivery.parallel import PreparePool
 from pipelines.email_delivery.reporting import grade
 from pipelines.common.sns.verify import SnsVerifier
 from resources.aws import SQSQueueResource
-from pipelines.store.schema import database
+from pipelines.schema import database
 from tests.fakes import process
 from tests.ses_helpers import TOPIC, ses_message, signed, write_identity
 

@@ -14,8 +14,8 @@ from pipelines.common.sns.verify import SnsVerifier
 from pipelines.email.batch import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.sending import RetryPolicy, Sender
-from pipelines.email_delivery.ingest import Ingestor
-from pipelines.store.schema import database
+from pipelines.email_delivery.ingest import Ingestor, relink_orphans
+from pipelines.schema import database
 from tests.fakes import BatchDriver, RecordingTransport, process, sample_kinds, write_sample_templates
 from tests.ses_helpers import FIXTURES, T0, TOPIC, fixture_json, iso, ses_message, signed, write_identity
 
@@ -149,7 +149,7 @@ def _handler(tmp_path, db):
     return BatchDriver(db.connect, EmailRequestConsumer(
         Builder(str(tmp_path / "t"), kinds=kinds),
         Sender(RecordingTransport(), concurrency=1, policy=RetryPolicy(base_delay=0)),
-        default_sender="noreply@mailroom.test", transport_name="rec", kinds=kinds))
+        default_sender="noreply@mailroom.test", transport_name="rec", kinds=kinds, on_recorded=relink_orphans))
 
 
 REQUEST = {"request_id": "order-1", "kind": "password-reset",

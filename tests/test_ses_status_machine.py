@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 
+from pipelines.email.ledger import MessageStatus
 from pipelines.email_delivery import status_machine as sm
 
 C, H, R, S = sm.COUNT, sm.HARD, sm.RESET, sm.SPAM
@@ -37,7 +38,7 @@ for status in ("pending", "skipped", "failed"):
         EXPECTED[(status, signal)] = (status, (), "unexpected")
 
 
-@pytest.mark.parametrize("status,signal", list(itertools.product(sm.STATES + sm.NOT_SENT, sm.INPUTS)))
+@pytest.mark.parametrize("status,signal", list(itertools.product(sm.STATES + MessageStatus.NOT_ACCEPTED, sm.INPUTS)))
 def test_every_pair(status, signal):
     rule = sm.step(status, signal)
     assert (rule.next_status, rule.effects, rule.kind) == EXPECTED[(status, signal)]
@@ -55,7 +56,7 @@ def test_warehouse_defined_transitions_are_never_marked_unexpected():
         assert (rule.kind != "unexpected") == (pair in warehouse), pair
 
 
-@pytest.mark.parametrize("status", sm.STATES + sm.NOT_SENT)
+@pytest.mark.parametrize("status", sm.STATES + MessageStatus.NOT_ACCEPTED)
 def test_record_only_events_keep_every_status(status):
     rule = sm.step(status, None)
     assert (rule.next_status, rule.effects) == (status, ())

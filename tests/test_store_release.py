@@ -17,7 +17,7 @@ from pipelines.common.stop import Stopped
 from pipelines.email.batch import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.sending import RetryPolicy, Sender
-from pipelines.store.schema import database
+from pipelines.schema import database
 from pipelines.store.store import Store
 from tests.fakes import RecordingTransport, sample_kinds, write_sample_templates
 

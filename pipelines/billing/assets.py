@@ -17,6 +17,7 @@ import dagster as dg
 from pipelines.billing import reporting
 from pipelines.common.asset_metadata import preview, row_count
 from pipelines.common.ledgers import table_rows
+from pipelines.store.store import Store
 from resources.duckdb import DuckDBResource
 
 BILLING = "billing"
@@ -67,7 +68,7 @@ DRAIN_TABLES = [LEDGER, *PROJECTIONS]
 def table_rows_metadata(context) -> dict[str, int]:
     """The drain's after_run: each table's row count in the run's output. (The kit reports the
     tables' materializations: they are the drain's `ledgers`.)"""
-    with context.resources.duckdb.connect() as conn:
+    with Store(context.resources.duckdb.connect).read() as conn:
         return {f"{name}_rows": rows for name, rows in table_rows(conn, DRAIN_TABLES).items()}
 
 
@@ -94,7 +95,7 @@ def _md(values: dict) -> dict:
 
 def _refreshed(duckdb: DuckDBResource, table: str, refresh, preview_sql: str) -> dg.MaterializeResult:
     """Rebuild `table` with `refresh` (its figures go into the metadata), with its rows and a preview."""
-    with duckdb.connect() as conn:
+    with Store(duckdb.connect).transaction() as conn:
         figures = refresh(conn, datetime.now(UTC))
         shown = preview(conn, preview_sql)
         rows = row_count(conn, table)
@@ -121,7 +122,7 @@ def billing_daily(duckdb: DuckDBResource) -> dg.MaterializeResult:
           description="Billing leaks: live subscriptions of deleted or community organisations, and company "
                       "organisations past their grace period without an active subscription.")
 def billing_leaks(duckdb: DuckDBResource) -> dg.MaterializeResult:
-    with duckdb.connect() as conn:
+    with Store(duckdb.connect).transaction() as conn:
         leaks = reporting.refresh_billing_leaks(conn, datetime.now(UTC))
         shown = preview(conn, "SELECT leak, count(*) AS leaks FROM billing_leaks GROUP BY ALL ORDER BY 1")
     kinds = Counter(leak[0] for leak in leaks)

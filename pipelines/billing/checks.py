@@ -8,6 +8,7 @@ from pydantic import Field
 
 from pipelines.billing import reporting
 from pipelines.billing.assets import billing_daily, billing_leaks, subscriptions_current
+from pipelines.store.store import Store
 from resources.duckdb import DuckDBResource
 
 QUARANTINE_SHARE = 0.01  # of the last day's Stripe events
@@ -32,7 +33,7 @@ def quarantine_share(conn, hours: int = 24) -> tuple[int, int]:
                 "(a miss means a customer's events were lost or are still quarantined). If it fails: look in "
                 "quarantine for source stripe-events, replay it after a fix, or run resync_customer_job.")
 def stripe_subscriptions_have_customers(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.connect() as conn:
+    with Store(duckdb.connect).read() as conn:
         orphans = orphan_subscriptions(conn)
     return dg.AssetCheckResult(passed=orphans == 0, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"subscriptions_without_customer": orphans})
@@ -42,7 +43,7 @@ def stripe_subscriptions_have_customers(duckdb: DuckDBResource) -> dg.AssetCheck
                 "events were quarantined. If it fails: read the reasons in quarantine (source stripe-events), fix the "
                 "cause (allow-list, webhook secret, handler) and run replay_stripe_quarantine_job.")
 def stripe_events_quarantine_share(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.connect() as conn:
+    with Store(duckdb.connect).read() as conn:
         quarantined, total = quarantine_share(conn)
     share = quarantined / total if total else 0.0
     return dg.AssetCheckResult(passed=share <= QUARANTINE_SHARE,
@@ -63,7 +64,7 @@ def _listing(rows: list[tuple], limit: int = 20) -> dg.MetadataValue:
                                                          "for the customer, or check that the "
                                                          "customer's metadata names its organisation.")
 def live_subscriptions_have_customer_and_organisation(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.connect() as conn:
+    with Store(duckdb.connect).read() as conn:
         rows = reporting.live_without_customer_or_org(conn)
     return dg.AssetCheckResult(passed=not rows, metadata={"orphans": len(rows), "examples": _listing(rows)})
 
@@ -73,7 +74,7 @@ def live_subscriptions_have_customer_and_organisation(duckdb: DuckDBResource) ->
                             "canceled in Stripe. If it fails: run reconcile_billing_job with "
                             "mode=full, then look at billing_drift for the rows it could not repair.")
 def none_live_here_canceled_in_stripe(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.connect() as conn:
+    with Store(duckdb.connect).read() as conn:
         rows = reporting.active_here_canceled_in_stripe(conn)
     return dg.AssetCheckResult(passed=not rows, metadata={"subscriptions": len(rows), "examples": _listing(rows)})
 
@@ -85,7 +86,7 @@ def none_live_here_canceled_in_stripe(duckdb: DuckDBResource) -> dg.AssetCheckRe
                                                          "the cause, and run reconcile_billing_job "
                                                          "again.")
 def drift_repaired(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.connect() as conn:
+    with Store(duckdb.connect).read() as conn:
         run_id, unrepaired = reporting.last_run_unrepaired(conn)
         rows = conn.execute("SELECT object_type, object_id, field, reason FROM billing_drift"
                             " WHERE run_id = ? AND action = 'unrepaired' LIMIT 20", [run_id]).fetchall() if run_id else []
@@ -104,7 +105,7 @@ class FailureRateConfig(dg.Config):
                                                  "for a common cause (an expired card wave, a Radar "
                                                  "rule, an outage).")
 def payment_failure_rate_under_threshold(config: FailureRateConfig, duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.connect() as conn:
+    with Store(duckdb.connect).read() as conn:
         rate, failed, attempted = reporting.payment_failure_rate(conn, datetime.now(UTC), config.days)
     return dg.AssetCheckResult(passed=rate <= config.max_rate,
                                metadata={"rate": dg.MetadataValue.float(rate), "failed": failed,
@@ -118,7 +119,7 @@ def payment_failure_rate_under_threshold(config: FailureRateConfig, duckdb: Duck
                                                  "listed subscriptions with the operator jobs, or "
                                                  "chase the listed companies.")
 def no_billing_leaks(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.connect() as conn:
+    with Store(duckdb.connect).read() as conn:
         rows = conn.execute("SELECT leak, organization_id, subscription_id FROM billing_leaks ORDER BY 1, 2").fetchall()
     return dg.AssetCheckResult(passed=not rows, metadata={"leaks": len(rows), "examples": _listing(rows)})
 

@@ -192,7 +192,7 @@ resync_customer_job = dg.GraphDefinition(name="resync_customer_job", node_defs=[
 
 @dg.op(pool="duckdb", description="Sets each live subscription's seat count to its organisation's member count.")
 def sync_seat_counts(context: dg.OpExecutionContext, stripe: StripeResource, duckdb: DuckDBResource) -> dg.Output[None]:
-    with duckdb.connect() as conn:
+    with Store(duckdb.connect).read() as conn:
         targets = seat_targets(conn)
     report = sync_seats(stripe.client(), targets, scope=None, log=context.log.warning)
     for org, sub, before, after in report.changed:

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no database: pass --db or set DUCKDB_PATH")
     from pipelines.billing.assets import report_inputs
     from pipelines.common.ledgers import table_rows
-    from pipelines.store.schema import database
+    from pipelines.schema import database
 
     with database(args.db).connect() as conn:
         report = load(conn, args.organizations, args.members, replace_members=args.replace_members)

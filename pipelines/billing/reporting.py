@@ -1,5 +1,7 @@
 """What the billing assets and checks compute from the tables (SQL only; Dagster-free).
 
+Each refresh replaces its table's rows (declared in tables.py); call it inside a write transaction.
+
     refresh_subscriptions_current(conn, now)  -> subscriptions_current: one row per organisation
     refresh_billing_daily(conn, now)          -> billing_daily rows; figures of the day for metadata
     refresh_billing_leaks(conn, now)          -> billing_leaks: what is charged or open that should not be
@@ -17,7 +19,7 @@ GOOD = ("active", "trialing", "past_due")   # past_due keeps access while Stripe
 GRACE_DAYS = 30
 
 _CURRENT = f"""
-CREATE OR REPLACE TABLE subscriptions_current AS
+INSERT INTO subscriptions_current BY NAME
 WITH items AS (
     SELECT subscription_id, sum(quantity) AS seats FROM stripe_subscription_items GROUP BY subscription_id
 ), ranked AS (
@@ -46,6 +48,7 @@ WHERE o.deleted_at IS NULL
 
 def refresh_subscriptions_current(conn: duckdb.DuckDBPyConnection, now: datetime) -> dict[str, Any]:
     grace = now - timedelta(days=GRACE_DAYS)
+    conn.execute("DELETE FROM subscriptions_current")
     conn.execute(_CURRENT, [grace, grace])
     rows = conn.execute("SELECT count(*), count(*) FILTER (WHERE good_standing),"
                         " count(*) FILTER (WHERE NOT good_standing) FROM subscriptions_current").fetchone()
@@ -60,7 +63,7 @@ def refresh_subscriptions_current(conn: duckdb.DuckDBPyConnection, now: datetime
 FAILED_PI = "failure_code IS NOT NULL AND status <> 'succeeded'"
 
 _DAILY = f"""
-CREATE OR REPLACE TABLE billing_daily AS
+INSERT INTO billing_daily BY NAME
 WITH subs AS (
     SELECT CAST(s.created AS DATE) AS day,
            EXISTS (SELECT 1 FROM stripe_subscriptions p
@@ -115,6 +118,7 @@ WHERE s.status IN ('active', 'past_due') GROUP BY p.currency ORDER BY p.currency
 def refresh_billing_daily(conn: duckdb.DuckDBPyConnection, now: datetime) -> dict[str, Any]:
     """Rebuilds billing_daily; returns the figures of `now`'s day plus the current MRR and
     subscriptions by status (for the materialization's metadata, which the UI plots)."""
+    conn.execute("DELETE FROM billing_daily")
     conn.execute(_DAILY)
     cur = conn.execute("SELECT * FROM billing_daily WHERE day = ?", [now.date()])
     row = cur.fetchone()
@@ -130,7 +134,7 @@ def refresh_billing_daily(conn: duckdb.DuckDBPyConnection, now: datetime) -> dic
 
 
 _LEAKS = f"""
-CREATE OR REPLACE TABLE billing_leaks AS
+INSERT INTO billing_leaks BY NAME
 SELECT 'subscription for a deleted organisation' AS leak, o.id AS organization_id, o.name AS organization_name,
        s.subscription_id, s.status, now() AS detected_at
 FROM stripe_subscriptions s JOIN organizations o ON o.id = s.organization_id
@@ -149,6 +153,7 @@ WHERE o.type = 'company' AND o.deleted_at IS NULL AND o.created < ?::TIMESTAMPTZ
 
 
 def refresh_billing_leaks(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[tuple]:
+    conn.execute("DELETE FROM billing_leaks")
     conn.execute(_LEAKS, [now - timedelta(days=GRACE_DAYS)])
     return conn.execute("SELECT leak, organization_id, organization_name, subscription_id, status"
                         " FROM billing_leaks ORDER BY leak, organization_id").fetchall()

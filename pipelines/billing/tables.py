@@ -272,6 +272,46 @@ OPERATIONS_TABLES: list[str] = [
         dispatched_at  TIMESTAMPTZ NOT NULL DEFAULT now()
     )
     """,
+    # The reports (reporting.py): declared here so they exist, empty, before their assets first run;
+    # each materialisation replaces their rows in one transaction.
+    """
+    CREATE TABLE IF NOT EXISTS subscriptions_current (
+        organization_id      VARCHAR,          -- one row per organisation not deleted
+        organization_name    VARCHAR,
+        organization_type    VARCHAR,
+        subscription_id      VARCHAR,
+        customer_id          VARCHAR,
+        status               VARCHAR,
+        seats                BIGINT,
+        current_period_end   TIMESTAMPTZ,
+        cancel_at_period_end BOOLEAN,
+        good_standing        BOOLEAN,
+        standing_reason      VARCHAR
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS billing_daily (
+        day                        DATE,       -- one row per day
+        new_subscriptions          BIGINT,
+        reactivated_subscriptions  BIGINT,
+        churned_subscriptions      BIGINT,
+        payments_succeeded         BIGINT,
+        payments_failed            BIGINT,
+        refunds                    BIGINT,
+        refunded_amount            BIGINT,
+        disputes                   BIGINT
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS billing_leaks (
+        leak               VARCHAR,
+        organization_id    VARCHAR,
+        organization_name  VARCHAR,
+        subscription_id    VARCHAR,
+        status             VARCHAR,
+        detected_at        TIMESTAMPTZ
+    )
+    """,
 ]
 
 

@@ -6,8 +6,9 @@ filter can skip objects of another service sharing the Stripe account.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from pipelines import settings
 
 # The same settings the ingestion's tenant filter reads (pipelines/settings.py), so what this
 # deployment creates is never skipped as another's.
@@ -35,7 +36,6 @@ def tenant_from_resource(resource) -> Tenant:
 
 
 def tenant_from_env(environ=None) -> Tenant:
-    environ = os.environ if environ is None else environ
     default = Tenant()
-    return Tenant(billing_service=environ.get(BILLING_SERVICE_VAR) or default.billing_service,
-                  domain=environ.get(BILLING_DOMAIN_VAR) or default.domain)
+    return Tenant(billing_service=settings.value(BILLING_SERVICE_VAR, environ) or default.billing_service,
+                  domain=settings.value(BILLING_DOMAIN_VAR, environ) or default.domain)

@@ -6,12 +6,10 @@ import dagster as dg
 from pipelines.common.asset_metadata import preview
 from pipelines.common.ledgers import ledger_spec
 from pipelines.email import sends_daily
-from resources.duckdb import DuckDBResource
-
 from pipelines.email.checks import CHECKS, MAX_FAILURE_RATE, STUCK_PENDING_MINUTES
-
-
-EMAIL_MESSAGES = "email_messages"
+from pipelines.email.ledger import EMAIL_MESSAGES
+from pipelines.store.store import Store
+from resources.duckdb import DuckDBResource
 email_messages = ledger_spec(
     EMAIL_MESSAGES, group="email",
     description="the outbox: one row per request and recipient, pending -> sent | failed, or skipped with "
@@ -26,7 +24,7 @@ email_messages = ledger_spec(
                       "today's failure rate (plotted over materializations). When a check fails, its "
                       "description says what to do; docs/operations.md has the runbook.")
 def email_sends_daily(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
-    with duckdb.connect() as conn:
+    with Store(duckdb.connect).transaction() as conn:   # the rebuild and the figures read from it
         rows = sends_daily.materialize(conn)
         totals = sends_daily.totals(conn)
         ledger, counted = sends_daily.ledger_mismatch(conn)

@@ -26,9 +26,8 @@ from pipelines.email.catalogue import KindSpec, catalogue
 from pipelines.email.outbox import Claimed, Outcome, Planned, claim, mark, release, stored_digests
 from pipelines.email.redaction import Redactor, keep_remote_ip, redact_raw_body, redactor_for
 from pipelines.email.request import BadRequest, EmailRequest, Recipient, parse_request
-from pipelines.email.sending import NOT_SENT, Sender
-from pipelines.email.status import MessageStatus as S
-from pipelines.email_delivery.ingest import relink_orphans
+from pipelines.email.ledger import MessageIdsRecorded, MessageStatus as S
+from pipelines.email.sending import UNSENT, Sender
 from pipelines.store.store import Store
 from resources.outgoing_email import OutgoingEmail
 
@@ -68,7 +67,7 @@ class EmailRequestConsumer:
 
     def __init__(self, builder: Builder, sender: Sender, *, default_sender: str, transport_name: str,
                  kinds: dict[str, KindSpec] | None = None, inflight_window: int = 100,
-                 keep_send_seconds: bool = False):
+                 keep_send_seconds: bool = False, on_recorded: MessageIdsRecorded | None = None):
         if not default_sender:
             raise ValueError("a default sender address is required (EMAIL_SENDER)")
         self.builder = builder
@@ -78,6 +77,7 @@ class EmailRequestConsumer:
         self.kinds = kinds if kinds is not None else catalogue()
         self.inflight_window = max(1, inflight_window)
         self.keep_send_seconds = keep_send_seconds
+        self.on_recorded = on_recorded   # told of each window's message ids, in its transaction
         self.send_seconds: list[float] = []     # per email, transport call incl. retries (benchmarks)
         self.record_seconds: list[float] = []   # per email, batch start -> outcome committed (benchmarks)
         self.metadata: dict[str, object] = {}   # facts about the run, added to the op's metadata
@@ -248,7 +248,7 @@ class EmailRequestConsumer:
             it = result.key
             if self.keep_send_seconds:
                 self.send_seconds.append(result.seconds)
-            if result.status == NOT_SENT:
+            if result.status == UNSENT:
                 if claims[id(it)].fresh:
                     unsent.append((it.planned.request_id, it.planned.to_address))
                 else:
@@ -263,10 +263,10 @@ class EmailRequestConsumer:
         with store.transaction() as conn:
             mark(conn, outcomes, since=since)
             counters["released"] += release(conn, unsent)
-            # A notification may have overtaken this record (stored as an orphan): apply it now.
-            relinked = relink_orphans(conn, [o.message_id for o in outcomes if o.message_id],
-                                      None if since is None else since - RELINK_SLACK)
-        counters.update(relinked)
+            # A notification may have overtaken this record (stored as an orphan): the hook applies it now.
+            if self.on_recorded is not None:
+                counters.update(self.on_recorded(conn, [o.message_id for o in outcomes if o.message_id],
+                                                 None if since is None else since - RELINK_SLACK))
         if self.keep_send_seconds:
             self.record_seconds.extend([time.perf_counter() - started] * len(window))
         return counters

@@ -5,10 +5,15 @@ import dagster as dg
 
 from pipelines.email.assets import email_messages, email_sends_daily
 from pipelines.email.jobs import email_queue_defs, email_sends_daily_job
+from pipelines.email.ledger import MessageIdsRecorded
 from pipelines.email.schedules import email_sends_daily_schedule
 
-defs = dg.Definitions.merge(
-    email_queue_defs,
-    dg.Definitions(assets=[email_messages, email_sends_daily], jobs=[email_sends_daily_job],
-                   schedules=[email_sends_daily_schedule]),
-)
+
+def build(on_recorded: MessageIdsRecorded | None) -> dg.Definitions:
+    """`on_recorded`: told of the message ids each send window records (pipelines/email/ledger.py);
+    the code location passes delivery tracking's re-linking of orphan events."""
+    return dg.Definitions.merge(
+        email_queue_defs(on_recorded),
+        dg.Definitions(assets=[email_messages, email_sends_daily], jobs=[email_sends_daily_job],
+                       schedules=[email_sends_daily_schedule]),
+    )

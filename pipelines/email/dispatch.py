@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from typing import Any, Protocol
 
+from pipelines import settings
 from pipelines.email.catalogue import KindSpec
 from pipelines.email.request import EmailRequest, Recipient, parse_request
 
@@ -36,11 +36,11 @@ def build_request(kind: str, recipients: Iterable[Recipient | Mapping[str, Any]]
 def _default_queue() -> _Queue:
     from resources.aws import SQSQueueResource
 
-    name = os.environ.get("EMAIL_REQUESTS_QUEUE")
+    name = settings.value("EMAIL_REQUESTS_QUEUE")
     if not name:
         raise ValueError("EMAIL_REQUESTS_QUEUE is not set: name the email-requests queue, or pass queue=")
-    return SQSQueueResource(queue_name=name,
-                            region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+    # No AWS_REGION: boto3 falls back on its own configuration (AWS_DEFAULT_REGION, ~/.aws/config).
+    return SQSQueueResource(queue_name=name, region_name=settings.value("AWS_REGION") or None)
 
 
 def dispatch(kind: str, recipients: Iterable[Recipient | Mapping[str, Any]], context: Mapping[str, Any], *,

@@ -7,9 +7,10 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines.common.factory import DrainConfig, queue_consumer_defs
-from pipelines.email.assets import EMAIL_MESSAGES, email_sends_daily
+from pipelines.email.assets import email_sends_daily
 from pipelines.email.batch import SOURCE, EmailRequestConsumer
 from pipelines.email.builder import Builder
+from pipelines.email.ledger import EMAIL_MESSAGES, MessageIdsRecorded
 from pipelines.email.sending import RetryPolicy, Sender
 
 # Threads needed to reach a rate R when one provider call takes about this long (with room
@@ -36,7 +37,7 @@ def threads_for(rate: float | None, configured: int) -> int:
     return max(8, min(64, math.ceil(rate * ASSUMED_CALL_SECONDS)))
 
 
-def make_consumer(context) -> EmailRequestConsumer:
+def make_consumer(context, on_recorded: MessageIdsRecorded | None = None) -> EmailRequestConsumer:
     config = SendEmailBatchConfig(**(context.op_config or {}))
     resources = context.resources
     transport = resources.email_sender.get_transport()
@@ -52,25 +53,29 @@ def make_consumer(context) -> EmailRequestConsumer:
         Builder(resources.templates.directory, site_name=settings.site_name, site_url=settings.site_url),
         Sender(transport, concurrency=threads, rate=rate, policy=RetryPolicy(max_attempts=config.max_attempts)),
         default_sender=settings.sender, transport_name=resources.email_sender.transport,
-        inflight_window=config.inflight_window)
+        inflight_window=config.inflight_window, on_recorded=on_recorded)
     consumer.metadata.update(send_rate_limit=rate or 0.0, threads=threads, transport=resources.email_sender.transport)
     return consumer
 
 
-email_queue_defs = queue_consumer_defs(
-    source=SOURCE, queue_resource_key="email_requests_queue", make_consumer=make_consumer,
-    op_name="send_email_batch", job_name="send_email_batch_job", sensor_name="email_requests_sensor",
-    config_class=SendEmailBatchConfig, resource_keys={"email_sender", "templates", "email_settings"},
-    job_description="Drains email-requests: parse, quarantine bad requests, render, apply skip rules, "
-                    "claim outbox rows, send, record; then delete the messages. Run metadata: received, "
-                    "quarantined, sent, skipped_<reason>, failed. Quarantined requests keep their (redacted) "
-                    "body and reason in the quarantine table: fix the sender, they are not retried.",
-    sensor_description="Doorbell for send_email_batch_job: reads the depth of email-requests and this "
-                       "instance's runs, never a message. Requests one run when requests wait and no run of "
-                       "the job is in flight. If requests pile up while it skips, look at the in-flight run.",
-    job_tags={},
-    ledgers=[EMAIL_MESSAGES],
-)
+def email_queue_defs(on_recorded: MessageIdsRecorded | None) -> dg.Definitions:
+    """`on_recorded`: told of each window's message ids, in the transaction that records them."""
+    return queue_consumer_defs(
+        source=SOURCE, queue_resource_key="email_requests_queue",
+        make_consumer=lambda context: make_consumer(context, on_recorded),
+        op_name="send_email_batch", job_name="send_email_batch_job", sensor_name="email_requests_sensor",
+        config_class=SendEmailBatchConfig, resource_keys={"email_sender", "templates", "email_settings"},
+        job_description="Drains email-requests: parse, quarantine bad requests, render, apply skip rules, "
+                        "claim outbox rows, send, record; then delete the messages. Run metadata: received, "
+                        "quarantined, sent, skipped_<reason>, failed. Quarantined requests keep their (redacted) "
+                        "body and reason in the quarantine table: fix the sender, they are not retried.",
+        sensor_description="Doorbell for send_email_batch_job: reads the depth of email-requests and this "
+                           "instance's runs, never a message. Requests one run when requests wait and no run of "
+                           "the job is in flight. If requests pile up while it skips, look at the in-flight run.",
+        job_tags={},
+        ledgers=[EMAIL_MESSAGES],
+    )
+
 
 email_sends_daily_job = dg.define_asset_job(
     "email_sends_daily_job", selection=[email_sends_daily],

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 import duckdb
 
 from pipelines.email.skip_rules import skip_reason
-from pipelines.email.status import MessageStatus as S
+from pipelines.email.ledger import MessageStatus as S
 from pipelines.store.write import BIGINT, BOOL, INT, STR, TS, arrow, insert, with_rows
 
 

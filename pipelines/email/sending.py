@@ -5,7 +5,7 @@ exponential backoff and jitter; PermanentSendError (SMTP 5xx, SES MessageRejecte
 recorded as failed at once. Every attempt takes a slot from the rate limiter.
 
 `Sender.stop()` (a drain asked to stop) wakes every thread waiting on the rate or a backoff:
-a message not yet handed to the transport comes back as NOT_SENT; calls already made finish.
+a message not yet handed to the transport comes back as UNSENT; calls already made finish.
 `accepted_at` is when the transport accepted the message: the ledger's sent_at.
 """
 
@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from pipelines.email.ledger import MessageStatus as S
 from pipelines.email.transport import EmailTransport
 from resources.outgoing_email import OutgoingEmail, PermanentSendError, TransientSendError
 
@@ -94,13 +95,13 @@ class RetryPolicy:
         return cap / 2 + random.random() * cap / 2
 
 
-NOT_SENT = "not_sent"   # never accepted: the run stopped first
+UNSENT = "unsent"   # never handed to the transport: the run stopped first (not a ledger status)
 
 
 @dataclass(frozen=True)
 class SendResult:
     key: object
-    status: str          # sent, failed, or NOT_SENT
+    status: str          # S.SENT, S.FAILED, or UNSENT
     message_id: str | None
     error: str | None
     attempts: int
@@ -117,23 +118,23 @@ def send_one(transport: EmailTransport, email: OutgoingEmail, limiter: RateLimit
         attempt += 1
         limiter.acquire()
         if stopped():
-            return SendResult(key, NOT_SENT, None, None, attempt - 1, time.perf_counter() - started)
+            return SendResult(key, UNSENT, None, None, attempt - 1, time.perf_counter() - started)
         try:
             message_id = transport.send(email)
         except PermanentSendError as exc:
-            return SendResult(key, "failed", None, f"permanent: {exc}", attempt, time.perf_counter() - started)
+            return SendResult(key, S.FAILED, None, f"permanent: {exc}", attempt, time.perf_counter() - started)
         except TransientSendError as exc:
             if attempt >= policy.max_attempts:
-                return SendResult(key, "failed", None, f"transient, gave up after {attempt} attempts: {exc}",
+                return SendResult(key, S.FAILED, None, f"transient, gave up after {attempt} attempts: {exc}",
                                   attempt, time.perf_counter() - started)
             sleep(policy.delay(attempt))
             if stopped():   # refused for now and not retried: not sent
-                return SendResult(key, NOT_SENT, None, None, attempt, time.perf_counter() - started)
+                return SendResult(key, UNSENT, None, None, attempt, time.perf_counter() - started)
             continue
         except Exception as exc:  # noqa: BLE001 - an unexpected transport bug fails this message, not the run
-            return SendResult(key, "failed", None, f"error: {type(exc).__name__}: {exc}", attempt,
+            return SendResult(key, S.FAILED, None, f"error: {type(exc).__name__}: {exc}", attempt,
                               time.perf_counter() - started)
-        return SendResult(key, "sent", message_id, None, attempt, time.perf_counter() - started,
+        return SendResult(key, S.SENT, message_id, None, attempt, time.perf_counter() - started,
                           datetime.now(timezone.utc))
 
 
@@ -155,7 +156,7 @@ class Sender:
         self._stop.wait(seconds)
 
     def stop(self) -> None:
-        """Hand nothing more to the transport; threads waiting on the rate or a backoff return NOT_SENT."""
+        """Hand nothing more to the transport; threads waiting on the rate or a backoff return UNSENT."""
         self._stop.set()
 
     @property

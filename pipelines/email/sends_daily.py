@@ -5,29 +5,28 @@ from __future__ import annotations
 import duckdb
 
 from pipelines.email.skip_rules import REASONS
-from pipelines.email.status import ACCEPTED, MessageStatus as S
+from pipelines.email.ledger import MessageStatus as S
 from pipelines.email.tables import skipped_column as _col
-from pipelines.store.transaction import transaction
 from pipelines.store.vocab import sql_list
 
 
 def materialize(conn: duckdb.DuckDBPyConnection) -> int:
-    """(Re)build email_sends_daily: one row per UTC day and kind. Returns the row count."""
+    """(Re)build email_sends_daily: one row per UTC day and kind, inside the caller's write
+    transaction. Returns the row count."""
     by_reason = "".join(f"count(*) FILTER (WHERE status = $skipped AND skip_reason = '{r}') AS {_col(r)}, "
                         for r in REASONS)
-    with transaction(conn):
-        conn.execute("DELETE FROM email_sends_daily")
-        conn.execute(f"""
-            INSERT INTO email_sends_daily
-            SELECT CAST(timezone('UTC', created_at) AS DATE) AS day, kind,
-                   count(*) FILTER (WHERE status IN ({sql_list(ACCEPTED)})) AS sent,
-                   count(*) FILTER (WHERE status = $skipped) AS skipped,
-                   {by_reason}
-                   count(*) FILTER (WHERE status = $failed) AS failed,
-                   count(*) FILTER (WHERE status = $pending) AS pending
-            FROM email_messages GROUP BY ALL ORDER BY day, kind
-        """, {"skipped": S.SKIPPED, "failed": S.FAILED, "pending": S.PENDING})
-        return conn.execute("SELECT count(*) FROM email_sends_daily").fetchone()[0]
+    conn.execute("DELETE FROM email_sends_daily")
+    conn.execute(f"""
+        INSERT INTO email_sends_daily
+        SELECT CAST(timezone('UTC', created_at) AS DATE) AS day, kind,
+               count(*) FILTER (WHERE status IN ({sql_list(S.ACCEPTED)})) AS sent,
+               count(*) FILTER (WHERE status = $skipped) AS skipped,
+               {by_reason}
+               count(*) FILTER (WHERE status = $failed) AS failed,
+               count(*) FILTER (WHERE status = $pending) AS pending
+        FROM email_messages GROUP BY ALL ORDER BY day, kind
+    """, {"skipped": S.SKIPPED, "failed": S.FAILED, "pending": S.PENDING})
+    return conn.execute("SELECT count(*) FROM email_sends_daily").fetchone()[0]
 
 
 def totals(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:

@@ -1,7 +1,7 @@
 """Dispatch's tables: the outbox ledger and the daily sends table."""
 
 from pipelines.email.skip_rules import REASONS
-from pipelines.email.status import MessageStatus
+from pipelines.email.ledger import EMAIL_MESSAGES, MessageStatus
 from pipelines.store.vocab import check
 
 
@@ -12,7 +12,7 @@ def skipped_column(reason: str) -> str:
 TABLES: list[str] = [
     # The outbox and delivery ledger: one row per request and recipient.
     f"""
-    CREATE TABLE IF NOT EXISTS email_messages (
+    CREATE TABLE IF NOT EXISTS {EMAIL_MESSAGES} (
         request_id    VARCHAR NOT NULL,
         to_address    VARCHAR NOT NULL,
         kind          VARCHAR NOT NULL,

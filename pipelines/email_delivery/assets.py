@@ -8,9 +8,10 @@ import dagster as dg
 
 from pipelines.common.asset_metadata import preview, row_count
 from pipelines.common.ledgers import ledger_spec
-from pipelines.email.assets import EMAIL_MESSAGES
+from pipelines.email.ledger import EMAIL_MESSAGES
 from pipelines.email_delivery.checks import REPUTATION_CHECKS, reputation_check_results
 from pipelines.email_delivery.reporting import compute_reputation, refresh_delivery_daily, email_status_counts
+from pipelines.store.store import Store
 from resources.duckdb import DuckDBResource
 
 EMAIL = "email"
@@ -37,7 +38,7 @@ REFRESH = dg.AutomationCondition.eager()
                       "statuses by kind; no addresses. No checks: ses_reputation and email_sends_daily check "
                       "what it shows.")
 def email_status(duckdb: DuckDBResource) -> dg.MaterializeResult:
-    with duckdb.connect() as conn:
+    with Store(duckdb.connect).read() as conn:
         counts = email_status_counts(conn)
         by_kind = preview(conn, "SELECT kind, status, count(*) AS messages, max(status_at) AS latest "
                                 "FROM email_status GROUP BY ALL ORDER BY kind, status", limit=50)
@@ -56,7 +57,7 @@ def email_status(duckdb: DuckDBResource) -> dg.MaterializeResult:
                       "(plotted over materializations). No checks of its own: ses_reputation checks the "
                       "rates SES judges the account by.")
 def email_delivery_daily(duckdb: DuckDBResource) -> dg.MaterializeResult:
-    with duckdb.connect() as conn:
+    with Store(duckdb.connect).transaction() as conn:   # the rebuild and the figures read from it
         rows = refresh_delivery_daily(conn)
         latest, sent, delivered, hard, complained = conn.execute(
             "SELECT day, sum(sent), sum(delivered), sum(hard_bounced), sum(complained) FROM email_delivery_daily "
@@ -88,7 +89,7 @@ class ReputationConfig(dg.Config):
                       "description and docs/operations.md, 'A reputation check fails'. Refreshed, and its "
                       "checks run, whenever new SES events land.")
 def ses_reputation(config: ReputationConfig, duckdb: DuckDBResource):
-    with duckdb.connect() as conn:
+    with Store(duckdb.connect).transaction() as conn:
         rep = compute_reputation(conn, datetime.now(timezone.utc), config.window_days)
         rows = row_count(conn, "ses_reputation")
         history = preview(conn, "SELECT * FROM ses_reputation ORDER BY computed_at DESC")

@@ -1,7 +1,7 @@
 """Retention (ses_cleanup_schedule): expired ledger messages go with their SES events.
 
-Which messages expire is the dispatch ledger's rule (pipelines/email/retention.py); this
-deletes their events, and orphan events older than `all_days`, in the same transaction.
+Which messages expire is the dispatch ledger's rule (pipelines/email/ledger.py); this deletes
+their events, and orphan events older than `all_days`, inside the caller's write transaction.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from pipelines.email.retention import delete_expired, mark_expired
-from pipelines.store.transaction import transaction
+from pipelines.email.ledger import delete_expired, mark_expired
 
 
 @dataclass(frozen=True)
@@ -23,11 +22,10 @@ class CleanupResult:
 
 def cleanup(conn: duckdb.DuckDBPyConnection, now: datetime, *, final_days: int = 14,
             all_days: int = 90) -> CleanupResult:
-    with transaction(conn):
-        expired = mark_expired(conn, now, final_days=final_days, all_days=all_days)
-        events = conn.execute(
-            f"DELETE FROM email_events WHERE message_id IN "
-            f"(SELECT message_id FROM {expired} WHERE message_id IS NOT NULL) "
-            "OR (orphan AND received_at < ?)", [now - timedelta(days=all_days)]).fetchone()[0]
-        messages = delete_expired(conn)
+    expired = mark_expired(conn, now, final_days=final_days, all_days=all_days)
+    events = conn.execute(
+        f"DELETE FROM email_events WHERE message_id IN "
+        f"(SELECT message_id FROM {expired} WHERE message_id IS NOT NULL) "
+        "OR (orphan AND received_at < ?)", [now - timedelta(days=all_days)]).fetchone()[0]
+    messages = delete_expired(conn)
     return CleanupResult(messages, events)

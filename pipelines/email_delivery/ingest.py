@@ -26,7 +26,8 @@ from pipelines.email_delivery.address_health import AddressState, StatusChange, 
 from pipelines.email_delivery.examine import ControlMessage, Examined, Examiner
 from pipelines.common.sns.verify import SnsVerifier
 from pipelines.email_delivery.ses_parse import signal_of
-from pipelines.email_delivery.status_machine import NOT_SENT, SENT, step
+from pipelines.email.ledger import MessageStatus as S
+from pipelines.email_delivery.status_machine import UNEXPECTED, step
 from pipelines.store.write import BOOL, INT, STR, TS, arrow, insert, with_rows
 
 if TYPE_CHECKING:
@@ -207,7 +208,7 @@ def _step(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], result: Counter
             continue
         rule = step(status, signal)
         out[k] = (status, rule.next_status)
-        if rule.kind == "unexpected":
+        if rule.kind == UNEXPECTED:
             result["unexpected_transitions"] += 1
         if rule.next_status != status:
             statuses[message_id] = rule.next_status
@@ -251,7 +252,7 @@ def _recipient_statuses(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], s
         if len(recipients) == 1 and row_addresses[message_id] == list(recipients):
             found[(message_id, next(iter(recipients)))] = statuses[message_id]
             continue
-        start = statuses[message_id] if statuses[message_id] in NOT_SENT else SENT
+        start = statuses[message_id] if statuses[message_id] in S.NOT_ACCEPTED else S.SENT
         for recipient in recipients:
             found[(message_id, recipient)] = start
             replay.append((message_id, recipient))

@@ -8,12 +8,13 @@ import dagster as dg
 from pipelines.common.factory import DrainConfig as QueueDrainConfig, queue_consumer_defs
 from pipelines.common.sns.cert_store import shared_cert_store
 from pipelines.common.sns.verify import SnsVerifier
-from pipelines.email.assets import EMAIL_MESSAGES
+from pipelines.email.ledger import EMAIL_MESSAGES
 from pipelines.email_delivery.address_changes import publish_address_changes
 from pipelines.email_delivery.assets import EMAIL_ADDRESSES, EMAIL_EVENTS
 from pipelines.email_delivery.cleanup import cleanup
 from pipelines.email_delivery.ingest import SOURCE, Ingestor
 from pipelines.email_delivery.parallel import PooledIngestor, auto_workers
+from pipelines.store.store import Store
 from resources.duckdb import DuckDBResource
 
 
@@ -48,7 +49,7 @@ def publish_changes(context) -> dict[str, int]:
     queue = context.resources.address_changes_queue
     if not queue.queue_name:
         return {"address_changes_published": 0}
-    with context.resources.duckdb.connect() as conn:
+    with Store(context.resources.duckdb.connect).transaction() as conn:
         return {"address_changes_published": publish_address_changes(conn, queue.send)}
 
 
@@ -85,7 +86,7 @@ class CleanupConfig(dg.Config):
 
 @dg.op(pool="duckdb", description="Deletes old messages and their events (Warehouse's retention).")
 def cleanup_ses_messages(context: dg.OpExecutionContext, config: CleanupConfig, duckdb: DuckDBResource):
-    with duckdb.connect() as conn:
+    with Store(duckdb.connect).transaction() as conn:
         res = cleanup(conn, datetime.now(timezone.utc), final_days=config.final_days, all_days=config.all_days)
     context.log.info(f"cleanup: {res.messages} messages, {res.events} events deleted")
     return dg.Output(None, metadata={"messages_deleted": res.messages, "events_deleted": res.events})

@@ -8,9 +8,8 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from pipelines.email.status import NOT_ACCEPTED
+from pipelines.email.ledger import MessageStatus as S
 from pipelines.email_delivery.vocab import HARD_BOUNCE_TYPES, SOFT_BOUNCE_TYPES
-from pipelines.store.transaction import transaction
 from pipelines.store.vocab import sql_list
 
 # SES's own review thresholds (bounce rate: hard bounces / sends; complaint rate: complaints / sends).
@@ -29,7 +28,7 @@ _OUTCOMES = f"""
 _SENT = f"""
     SELECT message_id, kind, coalesce(sent_at, created_at) AS sent_at
     FROM email_messages
-    WHERE message_id IS NOT NULL AND status NOT IN ({sql_list(NOT_ACCEPTED)})
+    WHERE message_id IS NOT NULL AND status NOT IN ({sql_list(S.NOT_ACCEPTED)})
 """
 
 def email_status_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -38,23 +37,23 @@ def email_status_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 
 def refresh_delivery_daily(conn: duckdb.DuckDBPyConnection) -> int:
-    with transaction(conn):
-        conn.execute("DELETE FROM email_delivery_daily")
-        conn.execute(f"""
-            INSERT INTO email_delivery_daily
-            SELECT CAST(timezone('UTC', s.sent_at) AS DATE) AS day, s.kind,
-                   count(*) AS sent,
-                   count(*) FILTER (WHERE o.delivered) AS delivered,
-                   count(*) FILTER (WHERE o.hard_bounced) AS hard_bounced,
-                   count(*) FILTER (WHERE o.soft_bounced) AS soft_bounced,
-                   count(*) FILTER (WHERE o.complained) AS complained,
-                   count(*) FILTER (WHERE o.delivered) / count(*) AS delivery_rate,
-                   count(*) FILTER (WHERE o.hard_bounced) / count(*) AS bounce_rate,
-                   count(*) FILTER (WHERE o.soft_bounced) / count(*) AS soft_bounce_rate,
-                   count(*) FILTER (WHERE o.complained) / count(*) AS complaint_rate
-            FROM ({_SENT}) s LEFT JOIN ({_OUTCOMES}) o USING (message_id)
-            GROUP BY ALL ORDER BY day, kind""")
-        return conn.execute("SELECT count(*) FROM email_delivery_daily").fetchone()[0]
+    """Rebuild email_delivery_daily inside the caller's write transaction; returns its row count."""
+    conn.execute("DELETE FROM email_delivery_daily")
+    conn.execute(f"""
+        INSERT INTO email_delivery_daily
+        SELECT CAST(timezone('UTC', s.sent_at) AS DATE) AS day, s.kind,
+               count(*) AS sent,
+               count(*) FILTER (WHERE o.delivered) AS delivered,
+               count(*) FILTER (WHERE o.hard_bounced) AS hard_bounced,
+               count(*) FILTER (WHERE o.soft_bounced) AS soft_bounced,
+               count(*) FILTER (WHERE o.complained) AS complained,
+               count(*) FILTER (WHERE o.delivered) / count(*) AS delivery_rate,
+               count(*) FILTER (WHERE o.hard_bounced) / count(*) AS bounce_rate,
+               count(*) FILTER (WHERE o.soft_bounced) / count(*) AS soft_bounce_rate,
+               count(*) FILTER (WHERE o.complained) / count(*) AS complaint_rate
+        FROM ({_SENT}) s LEFT JOIN ({_OUTCOMES}) o USING (message_id)
+        GROUP BY ALL ORDER BY day, kind""")
+    return conn.execute("SELECT count(*) FROM email_delivery_daily").fetchone()[0]
 
 
 @dataclass(frozen=True)

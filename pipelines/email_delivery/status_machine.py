@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.email.status import ACCEPTED, NOT_ACCEPTED
+from pipelines.email.ledger import MessageStatus as S
 
-SENT, DELIVERED, BOUNCED, SOFT_BOUNCED, COMPLAINED = ACCEPTED
-STATES = ACCEPTED
-# Dispatch's own statuses: no SES notification should arrive for them; recorded, never changed.
-NOT_SENT = NOT_ACCEPTED
+# The states SES notifications move a message between. Dispatch's own (S.NOT_ACCEPTED): no SES
+# notification should arrive for them; recorded, never changed.
+STATES = S.ACCEPTED
 
 DELIVERY, HARD_BOUNCE, SOFT_BOUNCE, COMPLAINT = "delivery", "hard-bounce", "soft-bounce", "complaint"
 INPUTS = (DELIVERY, HARD_BOUNCE, SOFT_BOUNCE, COMPLAINT)
@@ -39,37 +38,37 @@ class Rule:
 
 R = Rule
 TABLE: dict[tuple[str, str], Rule] = {
-    (SENT, DELIVERY):          R(DELIVERED, (RESET,), TRANSITION),
-    (SENT, HARD_BOUNCE):       R(BOUNCED, (RESET, HARD), TRANSITION),
-    (SENT, SOFT_BOUNCE):       R(SOFT_BOUNCED, (COUNT,), TRANSITION),
-    (SENT, COMPLAINT):         R(COMPLAINED, (SPAM,), UNEXPECTED, "a complaint proves delivery; its Delivery is late"),
+    (S.SENT, DELIVERY):          R(S.DELIVERED, (RESET,), TRANSITION),
+    (S.SENT, HARD_BOUNCE):       R(S.BOUNCED, (RESET, HARD), TRANSITION),
+    (S.SENT, SOFT_BOUNCE):       R(S.SOFT_BOUNCED, (COUNT,), TRANSITION),
+    (S.SENT, COMPLAINT):         R(S.COMPLAINED, (SPAM,), UNEXPECTED, "a complaint proves delivery; its Delivery is late"),
 
-    (SOFT_BOUNCED, DELIVERY):  R(DELIVERED, (RESET,), TRANSITION),
-    (SOFT_BOUNCED, HARD_BOUNCE): R(BOUNCED, (RESET, HARD), UNEXPECTED, "SES gave up after retrying"),
-    (SOFT_BOUNCED, SOFT_BOUNCE): R(SOFT_BOUNCED, (COUNT,), UNEXPECTED, "another transient failure"),
-    (SOFT_BOUNCED, COMPLAINT): R(COMPLAINED, (SPAM,), UNEXPECTED, "a complaint proves delivery"),
+    (S.SOFT_BOUNCED, DELIVERY):  R(S.DELIVERED, (RESET,), TRANSITION),
+    (S.SOFT_BOUNCED, HARD_BOUNCE): R(S.BOUNCED, (RESET, HARD), UNEXPECTED, "SES gave up after retrying"),
+    (S.SOFT_BOUNCED, SOFT_BOUNCE): R(S.SOFT_BOUNCED, (COUNT,), UNEXPECTED, "another transient failure"),
+    (S.SOFT_BOUNCED, COMPLAINT): R(S.COMPLAINED, (SPAM,), UNEXPECTED, "a complaint proves delivery"),
 
-    (DELIVERED, DELIVERY):     R(DELIVERED, (), RECORDED, "delivery reported twice"),
-    (DELIVERED, HARD_BOUNCE):  R(BOUNCED, (RESET, HARD), TRANSITION),
-    (DELIVERED, SOFT_BOUNCE):  R(DELIVERED, (), RECORDED, "out-of-office reply"),
-    (DELIVERED, COMPLAINT):    R(COMPLAINED, (SPAM,), TRANSITION),
+    (S.DELIVERED, DELIVERY):     R(S.DELIVERED, (), RECORDED, "delivery reported twice"),
+    (S.DELIVERED, HARD_BOUNCE):  R(S.BOUNCED, (RESET, HARD), TRANSITION),
+    (S.DELIVERED, SOFT_BOUNCE):  R(S.DELIVERED, (), RECORDED, "out-of-office reply"),
+    (S.DELIVERED, COMPLAINT):    R(S.COMPLAINED, (SPAM,), TRANSITION),
 
-    (BOUNCED, DELIVERY):       R(DELIVERED, (RESET,), TRANSITION, "the address stays unverified"),
-    (BOUNCED, HARD_BOUNCE):    R(BOUNCED, (), UNEXPECTED, "bounce reported twice"),
-    (BOUNCED, SOFT_BOUNCE):    R(BOUNCED, (), UNEXPECTED, "soft bounce after a hard one"),
-    (BOUNCED, COMPLAINT):      R(COMPLAINED, (SPAM,), UNEXPECTED, "a complaint proves delivery"),
+    (S.BOUNCED, DELIVERY):       R(S.DELIVERED, (RESET,), TRANSITION, "the address stays unverified"),
+    (S.BOUNCED, HARD_BOUNCE):    R(S.BOUNCED, (), UNEXPECTED, "bounce reported twice"),
+    (S.BOUNCED, SOFT_BOUNCE):    R(S.BOUNCED, (), UNEXPECTED, "soft bounce after a hard one"),
+    (S.BOUNCED, COMPLAINT):      R(S.COMPLAINED, (SPAM,), UNEXPECTED, "a complaint proves delivery"),
 
-    (COMPLAINED, DELIVERY):    R(COMPLAINED, (), UNEXPECTED, "complaint is final; a late Delivery"),
-    (COMPLAINED, HARD_BOUNCE): R(COMPLAINED, (), UNEXPECTED, "complaint is final"),
-    (COMPLAINED, SOFT_BOUNCE): R(COMPLAINED, (), UNEXPECTED, "complaint is final"),
-    (COMPLAINED, COMPLAINT):   R(COMPLAINED, (), UNEXPECTED, "complaint reported twice"),
+    (S.COMPLAINED, DELIVERY):    R(S.COMPLAINED, (), UNEXPECTED, "complaint is final; a late Delivery"),
+    (S.COMPLAINED, HARD_BOUNCE): R(S.COMPLAINED, (), UNEXPECTED, "complaint is final"),
+    (S.COMPLAINED, SOFT_BOUNCE): R(S.COMPLAINED, (), UNEXPECTED, "complaint is final"),
+    (S.COMPLAINED, COMPLAINT):   R(S.COMPLAINED, (), UNEXPECTED, "complaint reported twice"),
 }
-for _status in NOT_SENT:
+for _status in S.NOT_ACCEPTED:
     for _signal in INPUTS:
         TABLE[(_status, _signal)] = R(_status, (), UNEXPECTED, "not sent through SES by dispatch")
 del _status, _signal
 
-assert all((s, i) in TABLE for s in STATES + NOT_SENT for i in INPUTS)
+assert all((s, i) in TABLE for s in S for i in INPUTS)
 
 
 def step(status: str, signal: str | None) -> Rule:

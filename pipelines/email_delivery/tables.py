@@ -1,6 +1,6 @@
 """Delivery tracking's tables: SES events, address health, SNS control messages, reports."""
 
-from pipelines.email.status import MessageStatus
+from pipelines.email.ledger import MessageStatus
 from pipelines.email_delivery.vocab import BounceType
 from pipelines.store.vocab import check
 

@@ -1,4 +1,10 @@
-"""Store: where consumers get their DuckDB transactions.
+"""Store: the one way to write and the one way to read the DuckDB file.
+
+    with store.transaction() as conn:   # write: everything inside commits together or not at all
+    with store.read() as conn:          # read: one consistent snapshot; a write in it raises
+
+Every asset, check, job and consumer goes through these two; `Store(resource.connect)` makes a
+store from the DuckDB resource. Nothing else opens a connection or a transaction.
 
 By default (`hold_seconds=0`) every transaction opens its own connection and closes it at
 COMMIT, so a run holds DuckDB's file lock only while it commits: never while it receives from
@@ -55,8 +61,20 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection inside a write transaction, committed on exit (rolled back on an exception)."""
+        with self._within(read_only=False) as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection inside a read-only transaction: every query sees the same snapshot."""
+        with self._within(read_only=True) as conn:
+            yield conn
+
+    @contextmanager
+    def _within(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
         try:
-            with transaction(self.connection()) as conn:
+            with transaction(self.connection(), read_only=read_only) as conn:
                 yield conn
         finally:
             if self.hold_seconds <= 0:
