@@ -16,7 +16,7 @@ any point of the plan: before a drain installs its own stop, between steps, whil
 ends CANCELED, not FAILED: the executor marks the run CANCELING before Dagster decides how the
 interrupted run ends, as a Terminate from the UI would. A signal is an operator's stop, not a fault.
 
-A stop is logged as one, not as an error (pipelines/cancel_logging.py): the executor puts
+A stop is logged as one, not as an error (pipelines/common/cancel_logging.py): the executor puts
 QuietCancel on the run's log manager.
 
 Jobs run with `execute_in_process` or `materialize` ignore executors, so tests are unaffected.
@@ -27,7 +27,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster_celery import celery_executor
 
-from pipelines.cancel_logging import QuietCancel
+from pipelines.common.cancel_logging import QuietCancel
 
 EXECUTOR_ENV = "MAILROOM_EXECUTOR"
 BROKER_ENV = "CELERY_BROKER_URL"

@@ -102,7 +102,14 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-_NAMES = frozenset(s.name for s in SETTINGS)
+# Optional variables that only the command-line tools read (python -m pipelines.ops, the billing
+# loader); the code location needs none of them, so `validate` does not ask for them.
+TOOL_VARIABLES: dict[str, str] = {
+    "DAGSTER_HOME": "the Dagster instance the operator commands launch on (Dagster's own variable)",
+    "MAILROOM_UI_URL": "the Dagster UI's address in the links the operator commands print (default http://127.0.0.1:3000)",
+}
+
+_NAMES = frozenset(s.name for s in SETTINGS) | frozenset(TOOL_VARIABLES)
 
 
 def value(name: str, environ: Mapping[str, str] | None = None) -> str | None:

@@ -181,7 +181,7 @@ def test_quiet_cancel_lowers_only_what_a_requested_stop_causes(tmp_path, status,
     from dagster._core.events import DagsterEvent, JobCanceledData
     from dagster._core.execution.plan.objects import ErrorSource, StepFailureData
 
-    from pipelines.cancel_logging import QuietCancel
+    from pipelines.common.cancel_logging import QuietCancel
 
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:

@@ -30,7 +30,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from pipelines.cancel_logging import quiet_cancel
+from pipelines.common.cancel_logging import quiet_cancel
 from pipelines.common.consumer import Consumer, replay_quarantine, run_consumer
 from pipelines.common.doorbell import queue_doorbell_sensor
 from pipelines.common.drain import DrainOptions

@@ -18,10 +18,10 @@ failed or was canceled; 2 bad arguments or not launched; 3 --wait ran out of tim
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from pipelines import settings
 from pipelines.ops.commands import COMMANDS, REFUND_REASONS, RECONCILE_MODES, ConfigProblem
 
 WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigProblem as exc:
         print(f"{args.command}: {exc}; nothing was launched", file=sys.stderr)
         return 2
-    if not os.environ.get("DAGSTER_HOME"):
+    if not settings.value("DAGSTER_HOME"):
         print(f"{args.command}: DAGSTER_HOME is not set (the instance to launch on; "
               "`eval \"$(python -m devstack env)\"` sets make dev's); nothing was launched", file=sys.stderr)
         return 2
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipelines.ops.launch import LaunchError, launch, outcome, wait
 
-    ui = os.environ.get("MAILROOM_UI_URL", DEFAULT_UI).rstrip("/")
+    ui = (settings.value("MAILROOM_UI_URL") or DEFAULT_UI).rstrip("/")
     with dg.DagsterInstance.get() as instance:
         try:
             run_id = launch(instance, args.workspace, command.job, run_config, tags={"launched_by": "pipelines.ops"})
