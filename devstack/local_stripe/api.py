@@ -196,6 +196,8 @@ def _(em, a, p):
     sub = em.get("subscription", as_str(p, "subscription", required=True), "subscription")
     items = list(reversed(sub["items"]["data"]))
     return Page(items, False, "/v1/subscription_items")
+@route("POST", "/v1/subscription_items")
+def _(em, a, p): return billing.add_item(em, p)
 @route("GET", "/v1/subscription_items/{id}")
 def _(em, a, p): return _item(em, a["id"])
 @route("POST", "/v1/subscription_items/{id}")

@@ -14,6 +14,11 @@ Status transitions (Stripe's eight):
       unpaid -> unpaid (later renewals leave draft invoices), past_due -> stays past_due
   DELETE, cancel_at_period_end / cancel_at reached -> canceled
 No proration: quantity and item changes apply from the next renewal invoice.
+
+Billing mode (billing_mode[type]): under `classic` (the default) every item shares one period, so
+all prices must have the same currency and interval. Under `flexible` each item carries its own
+period: prices of different intervals may sit on one subscription (still one currency), each item
+renews at its own period end, and the subscription falls due at the earliest of them.
 """
 
 from __future__ import annotations
@@ -63,6 +68,30 @@ def _items_list(sub_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
             "url": f"/v1/subscription_items?subscription={sub_id}"}
 
 
+def _flexible(sub: dict[str, Any]) -> bool:
+    return ((sub.get("billing_mode") or {}).get("type")) == "flexible"
+
+
+def _check_mix(prices: list[dict[str, Any]], flexible: bool, param: str) -> None:
+    """One currency always; one interval unless each item carries its own period (flexible)."""
+    first = prices[0]
+    for price in prices[1:]:
+        if price["currency"] != first["currency"] or (
+                not flexible and price["recurring"]["interval"] != first["recurring"]["interval"]):
+            raise invalid("All prices on a subscription must have the same currency and interval"
+                          + ("." if not flexible else " unit (flexible billing mode allows mixed intervals only)."),
+                          param)
+
+
+def _interval(price: dict[str, Any]) -> tuple[str, int]:
+    return price["recurring"]["interval"], price["recurring"].get("interval_count") or 1
+
+
+def next_period_end(sub: dict[str, Any]) -> int:
+    """When the subscription next falls due: the earliest of its items' period ends."""
+    return min(it["current_period_end"] for it in sub["items"]["data"])
+
+
 def _with_period(items: list[dict[str, Any]], start: int, end: int) -> list[dict[str, Any]]:
     return [compact("subscription_item", {**it, "current_period_start": start, "current_period_end": end})
             for it in items]
@@ -86,9 +115,9 @@ def create_subscription(em: Emulator, p: dict[str, Any], *, source: str = "api")
         prices.append((_price(em, it["price"], f"items[{i}][price]"),
                        as_int(it, "quantity", 1, minimum=0), as_metadata(it)))
     first = prices[0][0]
-    for price, _, _ in prices:
-        if price["currency"] != first["currency"] or price["recurring"]["interval"] != first["recurring"]["interval"]:
-            raise invalid("All prices on a subscription must have the same currency and interval.", "items")
+    mode = p.get("billing_mode")
+    mode = as_str(mode, "type", "classic", choices=("classic", "flexible")) if isinstance(mode, dict) else "classic"
+    _check_mix([price for price, _, _ in prices], mode == "flexible", "items")
     pm_id = None
     if p.get("default_payment_method"):
         pm = resolve(em, p["default_payment_method"], "default_payment_method")
@@ -108,8 +137,9 @@ def create_subscription(em: Emulator, p: dict[str, Any], *, source: str = "api")
     interval, count = first["recurring"]["interval"], first["recurring"]["interval_count"]
     period = (now, trial_end if trial_end and trial_end > now else add_interval(now, interval, count))
     sid = new_id("subscription")
-    items = [_item(em, sid, price, q, md, now, period) for price, q, md in prices]
     trialing = bool(trial_end and trial_end > now)
+    items = [_item(em, sid, price, q, md, now, period if trialing or mode == "classic"
+                   else (now, add_interval(now, *_interval(price)))) for price, q, md in prices]
     sub = em.create("subscription", {
         "customer": customer_id, "status": "trialing" if trialing else "incomplete",
         "items": _items_list(sid, items), "currency": first["currency"], "metadata": as_metadata(p),
@@ -122,6 +152,7 @@ def create_subscription(em: Emulator, p: dict[str, Any], *, source: str = "api")
         "trial_end": trial_end if trialing else None, "latest_invoice": None,
         "trial_settings": {
             "end_behavior": {"missing_payment_method": missing_pm}},
+        "billing_mode": {"type": mode, "updated_at": now if mode == "flexible" else None},
         "test_clock": customer.get("test_clock"),
         "payment_settings": {
             "save_default_payment_method": "off", "payment_method_types": None},
@@ -211,13 +242,39 @@ def _updated_items(em: Emulator, sub: dict[str, Any], requested: list[Any]) -> l
             if not req.get("price"):
                 raise invalid(f"Missing required param: items[{i}][price].", f"items[{i}][price]",
                               code="parameter_missing")
-            it = _item(em, sub["id"], _price(em, req["price"], f"items[{i}][price]"), as_int(req, "quantity", 1,
-                       minimum=0) or 0, as_metadata(req), em.now_for(sub), period)
+            price = _price(em, req["price"], f"items[{i}][price]")
+            it = _item(em, sub["id"], price, as_int(req, "quantity", 1, minimum=0) or 0, as_metadata(req),
+                       em.now_for(sub), _new_item_period(em, sub, price, period))
             items[it["id"]] = compact("subscription_item", it)
             order.append(it["id"])
     if not order:
         raise invalid("A subscription must keep at least one item.", "items")
+    _check_mix([items[k]["price"] for k in order], _flexible(sub), "items")
     return [items[k] for k in order]
+
+
+def _new_item_period(em: Emulator, sub: dict[str, Any], price: dict[str, Any],
+                     shared: tuple[int, int]) -> tuple[int, int]:
+    """An added item shares the subscription's period; under flexible billing mode, an item of an
+    interval no other item has starts its own period now."""
+    if not _flexible(sub):
+        return shared
+    for it in sub["items"]["data"]:
+        if _interval(it["price"]) == _interval(price):
+            return it["current_period_start"], it["current_period_end"]
+    now = em.now_for(sub)
+    return now, add_interval(now, *_interval(price))
+
+
+def add_item(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
+    """POST /v1/subscription_items: one more item on a subscription (customer.subscription.updated)."""
+    sub = em.get("subscription", as_str(p, "subscription", required=True), "subscription")
+    if not p.get("price"):
+        raise invalid("Missing required param: price.", "price", code="parameter_missing")
+    before = {it["id"] for it in sub["items"]["data"]}
+    fields = {k: p[k] for k in ("price", "quantity", "metadata") if k in p}
+    new = update_subscription(em, sub, {"items": [fields]})
+    return next(it for it in new["items"]["data"] if it["id"] not in before)
 
 
 def cancel_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any], *,
@@ -256,7 +313,7 @@ def resume_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) ->
         raise invalid("billing_cycle_anchor must be now or unchanged", "billing_cycle_anchor")
     now = em.now_for(sub)
     cyc = em.cycles[sub["id"]]
-    if anchor == "unchanged" and sub["items"]["data"][0]["current_period_end"] > now:
+    if anchor == "unchanged" and next_period_end(sub) > now:
         sub = em.update(sub, {"status": "active"})
         em.emit("customer.subscription.resumed", sub)
         return sub
@@ -303,11 +360,14 @@ def _invoice_fields(em: Emulator, customer: dict[str, Any], currency: str) -> di
 
 
 def cycle_invoice(em: Emulator, sub: dict[str, Any], reason: str, period: tuple[int, int], at: int,
-                  finalize: bool = True, trial: bool = False) -> dict[str, Any]:
+                  finalize: bool = True, trial: bool = False, items: list[str] | None = None) -> dict[str, Any]:
+    """The invoice of a period: every item, or only `items` (those renewing under flexible billing)."""
     customer = em.get("customer", sub["customer"], "customer")
     iid = new_id("invoice")
     lines = []
     for it in sub["items"]["data"]:
+        if items is not None and it["id"] not in items:
+            continue
         amount = 0 if trial else it["price"]["unit_amount"] * it["quantity"]
         label = it["price"].get("nickname") or it["price"]["product"]
         lines.append(compact("line_item", {
@@ -523,7 +583,7 @@ def _next_due(em: Emulator, sub: dict[str, Any]) -> tuple[int, str] | None:
     status = sub["status"]
     if cyc is None or status in ENDED:
         return None
-    period_end = sub["items"]["data"][0]["current_period_end"]
+    period_end = next_period_end(sub)
     candidates: list[tuple[int, str]] = []
     if status == "incomplete":
         candidates.append((sub["created"] + INCOMPLETE_EXPIRES_AFTER, "expire"))
@@ -593,12 +653,29 @@ def _final_action(em: Emulator, sub_id: str, at: int) -> None:
         _set_status(em, sub_id, "unpaid")
 
 
+def _renewed_items(sub: dict[str, Any], cyc: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(every item after the renewal, the items renewed): all of them on one period (classic), or
+    under flexible billing mode those whose own period ends first, each by its own interval."""
+    start = next_period_end(sub)
+    if not _flexible(sub):
+        end = add_interval(start, cyc["interval"], cyc["count"], cyc["anchor_day"])
+        items = _with_period(sub["items"]["data"], start, end)
+        return items, items
+    items, renewed = [], []
+    for it in sub["items"]["data"]:
+        if it["current_period_end"] == start:
+            it = _with_period([it], start, add_interval(start, *_interval(it["price"]), cyc["anchor_day"]))[0]
+            renewed.append(it)
+        items.append(it)
+    return items, renewed
+
+
 def _renew(em: Emulator, sub: dict[str, Any], at: int) -> None:
     cyc = em.cycles[sub["id"]]
-    start = sub["items"]["data"][0]["current_period_end"]
-    end = add_interval(start, cyc["interval"], cyc["count"], cyc["anchor_day"])
+    items, renewed = _renewed_items(sub, cyc)
+    start, end = renewed[0]["current_period_start"], renewed[0]["current_period_end"]
     was_trialing = sub["status"] == "trialing"
-    changes: dict[str, Any] = {"items": _items_list(sub["id"], _with_period(sub["items"]["data"], start, end))}
+    changes: dict[str, Any] = {"items": _items_list(sub["id"], items)}
     if was_trialing:
         pm = default_payment_method(em, sub["customer"], sub)
         behaviour = sub["trial_settings"]["end_behavior"]["missing_payment_method"]
@@ -614,7 +691,8 @@ def _renew(em: Emulator, sub: dict[str, Any], at: int) -> None:
     sub = em.update(sub, changes, event=None)
     pause = sub.get("pause_collection")
     unpaid = sub["status"] == "unpaid"
-    invoice = cycle_invoice(em, sub, "subscription_cycle", (start, end), at, finalize=not (pause or unpaid))
+    invoice = cycle_invoice(em, sub, "subscription_cycle", (start, end), at, finalize=not (pause or unpaid),
+                            items=[it["id"] for it in renewed])
     # As on Stripe, one customer.subscription.updated carries the new period and the new latest_invoice.
     renewed = em.get("subscription", sub["id"])
     em.emit("customer.subscription.updated", renewed,
