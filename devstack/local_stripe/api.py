@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from devstack.local_stripe import billing, catalog, checkout, customers, payments
+from devstack.local_stripe import billing, catalog, checkout, credit_notes, customers, payments
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.errors import StripeError, invalid, missing
 from devstack.local_stripe.listing import list_object, list_page, search_page, search_result
@@ -256,6 +256,18 @@ def _(em, a, p): return billing.mark_uncollectible(em, em.get("invoice", a["id"]
 def _(em, a, p):
     inv = em.get("invoice", a["id"])
     return Page(inv["lines"]["data"], False, f"/v1/invoices/{a['id']}/lines")
+
+
+@route("POST", "/v1/credit_notes")
+def _(em, a, p): return credit_notes.create_credit_note(em, p)
+@route("GET", "/v1/credit_notes")
+def _(em, a, p): return _list(em, "credit_note", "/v1/credit_notes", p, _eq(p, "customer", "invoice"))
+@route("GET", "/v1/credit_notes/{id}")
+def _(em, a, p): return em.get("credit_note", a["id"])
+@route("POST", "/v1/credit_notes/{id}")
+def _(em, a, p): return credit_notes.update_credit_note(em, em.get("credit_note", a["id"]), p)
+@route("POST", "/v1/credit_notes/{id}/void")
+def _(em, a, p): return credit_notes.void_credit_note(em, em.get("credit_note", a["id"]))
 
 
 # --- payment methods and SetupIntents -------------------------------------------------------
