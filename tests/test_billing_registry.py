@@ -148,3 +148,62 @@ def test_mixed_intervals_need_flexible_billing_mode(stack, res):
     assert flexible.billing_mode.type == "flexible"
     with pytest.raises(stripe.InvalidRequestError, match="same currency"):
         client.v1.subscription_items.create(params={"subscription": flexible.id, "price": euros.id})
+
+
+def test_credit_notes_end_to_end(stack, res, tmp_path):
+    """Credit notes issued, updated and voided on the local Stripe reach stripe_credit_notes through
+    the queue; reconciliation finds nothing to repair, then repairs a row changed behind its back
+    and a row deleted; the retriever fetches one by the registry's path."""
+    client = res.client()
+    monthly, _ = seat_prices(client)
+    customer = customer_with_card(client, "org-credit")
+    sub = client.v1.subscriptions.create(params={"customer": customer, "items": [{"price": monthly, "quantity": 2}],
+                                                 "metadata": TENANT})
+    paid = client.v1.invoices.retrieve(sub.latest_invoice)
+    assert paid.status == "paid" and paid.total == 1400
+    manual = client.v1.invoices.create(params={"customer": customer, "currency": "usd"})
+    client.v1.invoices.finalize_invoice(manual.id)
+
+    post = client.v1.credit_notes.create(params={"invoice": paid.id, "amount": 700, "reason": "duplicate",
+                                                 "metadata": {"ticket": "42"}})
+    client.v1.credit_notes.update(post.id, params={"memo": "one seat billed twice"})
+    voided = client.v1.credit_notes.create(params={"invoice": paid.id, "amount": 300})
+    voided = client.v1.credit_notes.void_credit_note(voided.id)
+    assert (post.type, post.status, voided.status) == ("post_payment", "issued", "void") and voided.voided_at
+    with pytest.raises(stripe.InvalidRequestError, match="exceeds"):
+        client.v1.credit_notes.create(params={"invoice": paid.id, "amount": 800})
+    listed = {c.id for c in client.v1.credit_notes.list(params={"invoice": paid.id}).auto_paging_iter()}
+    assert listed == {post.id, voided.id}
+
+    db_path = str(tmp_path / "billing.duckdb")
+    counters = drain(stack, res, db_path)
+    assert counters.get("quarantined", 0) == 0, counters
+    with database(db_path).connect() as conn:
+        rows = conn.execute("SELECT credit_note_id, customer_id, invoice_id, status, type, amount, currency, reason, "
+                            "memo, voided_at IS NOT NULL FROM stripe_credit_notes ORDER BY created, credit_note_id"
+                            ).fetchall()
+        events = dict(conn.execute("SELECT type, count(*) FROM stripe_events WHERE object_type = 'credit_note' "
+                                   "GROUP BY 1").fetchall())
+    assert sorted(rows) == sorted([
+        (post.id, customer, paid.id, "issued", "post_payment", 700, "usd", "duplicate", "one seat billed twice", False),
+        (voided.id, customer, paid.id, "void", "post_payment", 300, "usd", None, None, True)])
+    assert events == {"credit_note.created": 2, "credit_note.updated": 1, "credit_note.voided": 1}
+
+    with reconciler(res, db_path, "clean") as rec:
+        clean = rec.full_sweep()
+    assert clean.checked["credit_note"] == 2 and drift_rows(db_path, ["clean"]) == []
+
+    with database(db_path).connect() as conn:
+        conn.execute("UPDATE stripe_credit_notes SET status = 'issued' WHERE credit_note_id = ?", [voided.id])
+        conn.execute("DELETE FROM stripe_credit_notes WHERE credit_note_id = ?", [post.id])
+    with reconciler(res, db_path, "repair") as rec:
+        rec.full_sweep()
+    assert [(r[1], r[2], r[3], r[6]) for r in drift_rows(db_path, ["repair"])] == sorted([
+        ("credit_note", voided.id, "status", "updated"), ("credit_note", post.id, "*", "inserted")])
+    with reconciler(res, db_path, "again") as rec:
+        rec.incremental()
+    assert drift_rows(db_path, ["again"]) == []
+
+    fetched = StripeRetriever(res.client())("credit_note", post.id)
+    assert fetched["id"] == post.id and fetched["memo"] == "one seat billed twice"
+    assert StripeRetriever(res.client())("credit_note", "cn_missing") is None

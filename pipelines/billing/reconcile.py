@@ -123,7 +123,7 @@ class ReconcileReport:
     fallback_reason: str | None = None
 
     def as_metadata(self) -> dict[str, Any]:
-        md: dict[str, Any] = {"mode": self.mode, "stripe_calls": sum(self.calls.values()),
+        md: dict[str, Any] = {"mode": str(self.mode), "stripe_calls": sum(self.calls.values()),
                               "objects_checked": sum(self.checked.values()),
                               "differences": sum(self.differences.values()),
                               "unrepaired": len(self.unrepaired), "events_read": self.events_read}
