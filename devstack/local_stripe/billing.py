@@ -31,7 +31,8 @@ from devstack.local_stripe import shapes
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.clock import add_interval
 from devstack.local_stripe.events import previous_attributes
-from devstack.local_stripe.customers import attach, default_payment_method, ensure_customer_exists, resolve
+from devstack.local_stripe.customers import (attach, default_payment_method, deleted_stub, ensure_customer_exists,
+                                             resolve)
 from devstack.local_stripe.errors import invalid
 from devstack.local_stripe.shapes import compact
 from devstack.local_stripe.payments import confirm_payment_intent, create_payment_intent
@@ -290,6 +291,16 @@ def cancel_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any], *,
     }, event="deleted")
 
 
+def delete_customer(em: Emulator, customer: dict[str, Any]) -> dict[str, Any]:
+    for sub in list(em.store["subscription"].oldest_first(0)):
+        if sub["customer"] == customer["id"] and sub["status"] not in ENDED:
+            cancel_subscription(em, sub, {})
+    em.store["customer"].remove(customer["id"])
+    em.deleted[customer["id"]] = "customer"
+    em.emit("customer.deleted", customer)
+    return deleted_stub(customer["id"], "customer")
+
+
 def pause_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     """POST /v1/subscriptions/<id>/pause: no invoices until resumed."""
     if sub["status"] not in ("active", "past_due", "trialing", "unpaid"):
@@ -444,7 +455,7 @@ def _mark_paid(em: Emulator, invoice: dict[str, Any], at: int, pi_id: str | None
         "status_transitions": {**invoice["status_transitions"], "paid_at": at},
     }, event="paid")
     em.emit("invoice.payment_succeeded", invoice)
-    sub_id = _subscription_of(invoice)
+    sub_id = subscription_of(invoice)
     if sub_id:
         sub = em.get("subscription", sub_id)
         em.cycles[sub_id].update(failed_at=None, retries=0)
@@ -456,7 +467,7 @@ def _mark_paid(em: Emulator, invoice: dict[str, Any], at: int, pi_id: str | None
     return invoice
 
 
-def _subscription_of(invoice: dict[str, Any]) -> str | None:
+def subscription_of(invoice: dict[str, Any]) -> str | None:
     parent = invoice.get("parent") or {}
     return ((parent.get("subscription_details") or {}).get("subscription")) if parent else None
 
@@ -474,7 +485,7 @@ def pay_invoice(em: Emulator, invoice: dict[str, Any], *, payment_method: Any = 
     at = em.now_for(customer)
     if invoice["amount_remaining"] == 0:
         return _mark_paid(em, invoice, at)
-    sub_id = _subscription_of(invoice)
+    sub_id = subscription_of(invoice)
     sub = em.store["subscription"].get(sub_id) if sub_id else None
     pm_id = resolve(em, payment_method, "payment_method")["id"] if payment_method else \
         default_payment_method(em, invoice["customer"], sub)
@@ -508,7 +519,7 @@ def pay_invoice(em: Emulator, invoice: dict[str, Any], *, payment_method: Any = 
 
 def _payment_failed(em: Emulator, invoice: dict[str, Any], at: int, pi: dict[str, Any] | None,
                     raise_on_failure: bool, message: str) -> dict[str, Any]:
-    sub_id = _subscription_of(invoice)
+    sub_id = subscription_of(invoice)
     next_attempt = None
     if sub_id and invoice.get("billing_reason") != "subscription_create":
         cyc = em.cycles[sub_id]
