@@ -102,9 +102,9 @@ def _baseline(client, db, rec):
         batch.append(client.v1.subscriptions.retrieve(sid).to_dict())
         report.calls["subscription"] += 1
         if len(batch) == 1000:
-            rec._apply("subscription", batch, report)
+            rec.compare_and_repair("subscription", batch, report)
             batch = []
-    rec._apply("subscription", batch, report)
+    rec.compare_and_repair("subscription", batch, report)
     return report
 
 

@@ -46,7 +46,7 @@ ENDED = ("canceled", "incomplete_expired")
 
 # --- items ------------------------------------------------------------------------------------
 
-def _price(em: Emulator, ref: Any, param: str) -> dict[str, Any]:
+def recurring_price(em: Emulator, ref: Any, param: str) -> dict[str, Any]:
     price = em.get("price", ref, param)
     if price.get("type") != "recurring":
         raise invalid(f"The price specified ({price['id']}) is not recurring; subscriptions need recurring prices.", param)
@@ -113,7 +113,7 @@ def create_subscription(em: Emulator, p: dict[str, Any], *, source: str = "api")
     for i, it in enumerate(requested):
         if not isinstance(it, dict) or not it.get("price"):
             raise invalid(f"Missing required param: items[{i}][price].", f"items[{i}][price]", code="parameter_missing")
-        prices.append((_price(em, it["price"], f"items[{i}][price]"),
+        prices.append((recurring_price(em, it["price"], f"items[{i}][price]"),
                        as_int(it, "quantity", 1, minimum=0), as_metadata(it)))
     first = prices[0][0]
     mode = p.get("billing_mode")
@@ -233,7 +233,7 @@ def _updated_items(em: Emulator, sub: dict[str, Any], requested: list[Any]) -> l
                 continue
             it = dict(items[req["id"]])
             if req.get("price"):
-                it["price"] = _price(em, req["price"], f"items[{i}][price]")
+                it["price"] = recurring_price(em, req["price"], f"items[{i}][price]")
             if "quantity" in req:
                 it["quantity"] = as_int(req, "quantity", minimum=0)
             if "metadata" in req:
@@ -243,7 +243,7 @@ def _updated_items(em: Emulator, sub: dict[str, Any], requested: list[Any]) -> l
             if not req.get("price"):
                 raise invalid(f"Missing required param: items[{i}][price].", f"items[{i}][price]",
                               code="parameter_missing")
-            price = _price(em, req["price"], f"items[{i}][price]")
+            price = recurring_price(em, req["price"], f"items[{i}][price]")
             it = _item(em, sub["id"], price, as_int(req, "quantity", 1, minimum=0) or 0, as_metadata(req),
                        em.now_for(sub), _new_item_period(em, sub, price, period))
             items[it["id"]] = compact("subscription_item", it)

@@ -13,7 +13,6 @@ from either place so a payload in an older version can still be projected where 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -190,7 +190,7 @@ class Reconciler:
 
     # --- comparing and repairing a batch of objects ---------------------------------------
 
-    def _apply(self, object_type: str, objects: list[Mapping[str, Any]], report: ReconcileReport) -> None:
+    def compare_and_repair(self, object_type: str, objects: list[Mapping[str, Any]], report: ReconcileReport) -> None:
         """Compare these Stripe objects with their rows and repair the rows, in one transaction."""
         if not objects:
             return
@@ -264,9 +264,9 @@ class Reconciler:
                 buffer.extend(page)
                 seen.update(o["id"] for o in page)
                 if len(buffer) >= FLUSH_OBJECTS:
-                    self._apply(object_type, buffer, report)
+                    self.compare_and_repair(object_type, buffer, report)
                     buffer = []
-            self._apply(object_type, buffer, report)
+            self.compare_and_repair(object_type, buffer, report)
             with self.transaction() as conn:
                 # rows created after the sweep began may be objects the listing could not see yet
                 extra = [i for i in self.adapter.ids_created_before(conn, object_type, sweep_started)
@@ -330,7 +330,7 @@ class Reconciler:
 
     def _apply_all(self, by_type: Mapping[str, list], gone: Mapping[str, list[str]], report: ReconcileReport) -> None:
         for object_type in (t.name for t in RECONCILED):
-            self._apply(object_type, by_type.get(object_type, []), report)
+            self.compare_and_repair(object_type, by_type.get(object_type, []), report)
         for object_type, ids in gone.items():
             with self.transaction() as conn:
                 present = self.adapter.present_ids(conn, object_type, ids)
