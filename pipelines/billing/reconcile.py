@@ -2,9 +2,9 @@
 
 Two modes, both diff-and-repair, both recording each difference in `billing_drift`:
 
-* **full sweep**: list each reconciled type of the registry (object_types.RECONCILED: customers,
-  subscriptions with status=all, invoices, PaymentIntents, credit notes) at limit 100 (about
-  N/100 calls per type), compare page by page with the tables, then delete
+* **full sweep**: list each reconciled type of the registry (object_types.RECONCILED, with its
+  list parameters) at limit 100 (about N/100 calls per type), compare page by page with the
+  tables, then delete
   rows whose object Stripe no longer lists. Memory stays flat: only one page of objects and
   the set of ids seen are held.
 * **incremental** (the default): read the Events API from the cursor the previous run left,
