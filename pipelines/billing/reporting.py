@@ -12,7 +12,7 @@ from typing import Any
 
 import duckdb
 
-from pipelines.billing.vocab import PaymentKind, ReconcileMode, SubscriptionStatus, sql_in
+from pipelines.billing.vocab import OrganizationType, PaymentKind, ReconcileMode, SubscriptionStatus, sql_in
 
 # still charging / granting access, and in good standing (past_due keeps access while Stripe
 # retries the payment)
@@ -33,11 +33,11 @@ WITH items AS (
 SELECT o.id AS organization_id, o.name AS organization_name, o.type AS organization_type,
        r.subscription_id, r.customer_id, r.status, r.seats, r.current_period_end,
        coalesce(r.cancel_at_period_end, false) AS cancel_at_period_end,
-       CASE WHEN o.type = 'community' THEN true
+       CASE WHEN o.type = '{OrganizationType.COMMUNITY}' THEN true
             WHEN r.status IN {LIVE} THEN true
             WHEN r.subscription_id IS NULL AND o.created > ?::TIMESTAMPTZ THEN true
             ELSE false END AS good_standing,
-       CASE WHEN o.type = 'community' THEN 'community organisation'
+       CASE WHEN o.type = '{OrganizationType.COMMUNITY}' THEN 'community organisation'
             WHEN r.status IN {LIVE} THEN 'subscription ' || r.status
             WHEN r.subscription_id IS NULL AND o.created > ?::TIMESTAMPTZ THEN 'within the grace period'
             WHEN r.subscription_id IS NULL THEN 'no subscription'
@@ -141,12 +141,12 @@ WHERE s.status IN {LIVE} AND o.deleted_at IS NOT NULL
 UNION ALL
 SELECT 'subscription for a community organisation', o.id, o.name, s.subscription_id, s.status, now()
 FROM stripe_subscriptions s JOIN organizations o ON o.id = s.organization_id
-WHERE s.status IN {LIVE} AND o.deleted_at IS NULL AND o.type = 'community'
+WHERE s.status IN {LIVE} AND o.deleted_at IS NULL AND o.type = '{OrganizationType.COMMUNITY}'
 UNION ALL
 SELECT 'company organisation past its grace period without an active subscription', o.id, o.name,
        NULL, NULL, now()
 FROM organizations o
-WHERE o.type = 'company' AND o.deleted_at IS NULL AND o.created < ?::TIMESTAMPTZ
+WHERE o.type = '{OrganizationType.COMPANY}' AND o.deleted_at IS NULL AND o.created < ?::TIMESTAMPTZ
   AND NOT EXISTS (SELECT 1 FROM stripe_subscriptions s WHERE s.organization_id = o.id AND s.status IN {LIVE})
 """
 
