@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devstack.local_stripe import billing, catalog, checkout, credit_notes, customers, intents, payments
+from devstack.local_stripe import billing, catalog, checkout, credit_notes, customers, intents, invoices, payments
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.errors import StripeError, invalid, missing
 from devstack.local_stripe.listing import list_object, list_page, search_page, search_result
@@ -138,7 +138,7 @@ def _invoices(p: Params) -> Callable[[dict[str, Any]], bool] | None:
     base, sub = _eq(p, "customer", "status", "collection_method"), p.get("subscription")
     if not sub:
         return base
-    return lambda o: billing.subscription_of(o) == sub and (base is None or base(o))
+    return lambda o: invoices.subscription_of(o) == sub and (base is None or base(o))
 
 
 def _update_invoice(em: Emulator, inv: dict[str, Any], p: Params) -> dict[str, Any]:
@@ -191,7 +191,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("price", "/v1/prices", catalog.create_price, catalog.update_price, list_filter=_prices, search=True),
     Resource("subscription", "/v1/subscriptions", billing.create_subscription, billing.update_subscription,
              billing.cancel_subscription, list_filter=_subscriptions, search=True),
-    Resource("invoice", "/v1/invoices", billing.create_invoice, _update_invoice, list_filter=_invoices),
+    Resource("invoice", "/v1/invoices", invoices.create_invoice, _update_invoice, list_filter=_invoices),
     Resource("credit_note", "/v1/credit_notes", credit_notes.create_credit_note, credit_notes.update_credit_note,
              filters=("customer", "invoice")),
     Resource("payment_method", "/v1/payment_methods", customers.create_payment_method_from_params, _update_metadata,
@@ -279,15 +279,15 @@ def _item(em: Emulator, item_id: str) -> dict[str, Any]:
 
 
 @route("POST", "/v1/invoices/{id}/finalize")
-def _(em, a, p): return billing.finalize_invoice(em, em.get("invoice", a["id"]))
+def _(em, a, p): return invoices.finalize_invoice(em, em.get("invoice", a["id"]))
 @route("POST", "/v1/invoices/{id}/pay")
 def _(em, a, p):
-    return billing.pay_invoice(em, em.get("invoice", a["id"]), payment_method=p.get("payment_method"),
+    return invoices.pay_invoice(em, em.get("invoice", a["id"]), payment_method=p.get("payment_method"),
                                off_session=bool(as_bool(p, "off_session", True)), raise_on_failure=True)
 @route("POST", "/v1/invoices/{id}/void")
-def _(em, a, p): return billing.void_invoice(em, em.get("invoice", a["id"]))
+def _(em, a, p): return invoices.void_invoice(em, em.get("invoice", a["id"]))
 @route("POST", "/v1/invoices/{id}/mark_uncollectible")
-def _(em, a, p): return billing.mark_uncollectible(em, em.get("invoice", a["id"]))
+def _(em, a, p): return invoices.mark_uncollectible(em, em.get("invoice", a["id"]))
 @route("GET", "/v1/invoices/{id}/lines")
 def _(em, a, p):
     inv = em.get("invoice", a["id"])
