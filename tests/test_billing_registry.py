@@ -207,3 +207,39 @@ def test_credit_notes_end_to_end(stack, res, tmp_path):
     fetched = StripeRetriever(res.client())("credit_note", post.id)
     assert fetched["id"] == post.id and fetched["memo"] == "one seat billed twice"
     assert StripeRetriever(res.client())("credit_note", "cn_missing") is None
+
+
+def test_under_flexible_billing_each_item_renews_at_its_own_end(stack, res, tmp_path):
+    """A month on, the monthly item renews (its period moves, its invoice bills it alone) and the
+    yearly one keeps its period; the tables follow, and reconciliation still finds nothing."""
+    client = res.client()
+    monthly, yearly = seat_prices(client)
+    sub = client.v1.subscriptions.create(params={
+        "customer": customer_with_card(client, "org-renews"), "billing_mode": {"type": "flexible"},
+        "metadata": TENANT, "items": [{"price": monthly, "quantity": 3}, {"price": yearly, "quantity": 1}]})
+    before = {i.price.id: (i.current_period_start, i.current_period_end) for i in sub["items"].data}
+    db_path = str(tmp_path / "billing.duckdb")
+    drain(stack, res, db_path)
+    with reconciler(res, db_path, "before") as rec:
+        rec.full_sweep()
+
+    stack.stripe_control("advance", seconds=32 * DAY)
+    after_sub = client.v1.subscriptions.retrieve(sub.id)
+    after = {i.price.id: (i.current_period_start, i.current_period_end) for i in after_sub["items"].data}
+    assert after[yearly] == before[yearly]
+    assert after[monthly][0] == before[monthly][1] and after[monthly][1] > before[monthly][1] + 27 * DAY
+    renewal = client.v1.invoices.retrieve(after_sub.latest_invoice)
+    assert renewal.billing_reason == "subscription_cycle" and renewal.status == "paid"
+    assert [line.pricing.price_details.price for line in renewal.lines.data] == [monthly]
+    assert renewal.amount_paid == 3 * 700
+
+    counters = drain(stack, res, db_path)
+    assert counters.get("quarantined", 0) == 0, counters
+    with database(db_path).connect() as conn:
+        assert conn.execute("SELECT epoch(current_period_end)::BIGINT FROM stripe_subscriptions").fetchone()[0] == \
+            min(after[monthly][1], after[yearly][1])
+    with reconciler(res, db_path, "after-incremental") as rec:
+        rec.incremental()
+    with reconciler(res, db_path, "after-full") as rec:
+        rec.full_sweep()
+    assert drift_rows(db_path, ["after-incremental", "after-full"]) == []
