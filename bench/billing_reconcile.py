@@ -1,12 +1,15 @@
 """Billing reconciliation benchmark: `python -m bench.billing_reconcile [--n 100000] [--changed 0.01]`.
 
+`--changed` is a share of the subscriptions (0 to 1) or, above 1, a count of them; either way at
+least one and at most all N change.
+
 Data: N customers, each with an active subscription, a paid invoice and its PaymentIntent, in a
 local Stripe started for the run (its /_control/seed), so N objects of each swept type.
 
 Phases, each in a fresh process so each peak RSS is its own (the local Stripe is another process):
 1. full sweep into empty tables (every row inserted and recorded as drift);
 2. full sweep again, tables in step (the weekly sweep's usual case);
-3. 1% of the subscriptions change seats through the API, then an incremental run (Events API
+3. 1% of the subscriptions (`--changed`) change seats through the API, then an incremental run (Events API
    from the cursor, one retrieve per touched object);
 4. an incremental run with nothing changed (one list call);
 5. baseline, same run, Warehouse's way: retrieve every subscription by id and compare.
@@ -100,9 +103,9 @@ def _baseline(client, db, rec):
         batch.append(client.v1.subscriptions.retrieve(sid).to_dict())
         report.calls["subscription"] += 1
         if len(batch) == 1000:
-            rec._apply("subscription", batch, report)
+            rec.compare_and_repair("subscription", batch, report)
             batch = []
-    rec._apply("subscription", batch, report)
+    rec.compare_and_repair("subscription", batch, report)
     return report
 
 
@@ -147,7 +150,7 @@ def _change_seats(base: str, n_changes: int, seed: int = 7) -> int:
             break
         params["starting_after"] = page.data[-1]["id"]
     rng = random.Random(seed)
-    chosen = rng.sample(ids, n_changes)
+    chosen = rng.sample(ids, min(n_changes, len(ids)))
 
     def bump(sid: str) -> None:
         sub = client.v1.subscriptions.retrieve(sid)
@@ -159,10 +162,27 @@ def _change_seats(base: str, n_changes: int, seed: int = 7) -> int:
     return len(chosen)
 
 
+def _changed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: a share in (0, 1] or a count above 1")
+    return value
+
+
+def changes_for(n: int, changed: float) -> int:
+    """How many subscriptions change: `changed` of them when it is a share (up to 1), else that many;
+    at least one, at most all n."""
+    return min(n, max(1, int(n * changed if changed <= 1 else changed)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--changed", type=float, default=0.01)
+    parser.add_argument("--changed", type=_changed, default=0.01,
+                        help="a share of the subscriptions (0 to 1), or above 1 a count of them")
     parser.add_argument("--phase")
     parser.add_argument("--base")
     parser.add_argument("--db")
@@ -173,6 +193,8 @@ def main() -> None:
         return
 
     n = args.n
+    if n < 1:
+        parser.error("--n: at least one customer")
     proc, base = _start_stripe()
     try:
         t0 = time.perf_counter()
@@ -190,9 +212,9 @@ def main() -> None:
                 results[phase] = _phase_in_child(phase, base, db_path)
                 print(f"{phase}: {results[phase]['seconds']}s, calls {results[phase]['calls_by_type']}, "
                       f"RSS {results[phase]['peak_rss_mb']} MB", flush=True)
-            n_changes = max(1, int(n * args.changed))
+            n_changes = changes_for(n, args.changed)
             t0 = time.perf_counter()
-            _change_seats(base, n_changes)
+            n_changes = _change_seats(base, n_changes)
             change_seconds = round(time.perf_counter() - t0, 1)
             for phase in ("incremental", "incremental_nothing", "baseline"):
                 results[phase] = _phase_in_child(phase, base, db_path)

@@ -46,7 +46,7 @@ def bodies(n: int, seed: int = 11) -> Iterator[str]:
     made = 0
     org = 0
     while True:
-        for event in sorted(s._lifecycle(org, rng, renewals=3), key=lambda e: e["created"]):
+        for event in sorted(s.lifecycle(org, rng, renewals=3), key=lambda e: e["created"]):
             body = s.eventbridge_body(event)
             for _ in range(2 if rng.random() < 0.05 else 1):
                 if made >= n:

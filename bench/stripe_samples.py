@@ -103,12 +103,12 @@ def history(customers: int, seed: int = 7, renewals: int = 3) -> list[dict]:
     rng = random.Random(seed)
     out: list[dict] = []
     for n in range(customers):
-        out.extend(_lifecycle(n, rng, renewals))
+        out.extend(lifecycle(n, rng, renewals))
     out.sort(key=lambda e: e["created"])
     return out
 
 
-def _lifecycle(n: int, rng: random.Random, renewals: int) -> Iterator[dict]:
+def lifecycle(n: int, rng: random.Random, renewals: int) -> Iterator[dict]:
     t = T0 + n * 7 + rng.randrange(5)
     org = f"org-{n}"
     cid, sid = _id("cus", n), _id("sub", n)

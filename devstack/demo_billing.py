@@ -23,6 +23,7 @@ import stripe
 
 from pipelines.billing import customers, payments, products, subscriptions
 from pipelines.billing.tenant import tenant_from_env
+from pipelines.billing.vocab import SubscriptionStatus
 
 # id, name, type, age in days, deleted, card (None: no subscription), members, via checkout
 ORGS = [
@@ -73,7 +74,7 @@ def fill_stripe(client: stripe.StripeClient, api_base: str, environ=None) -> dic
         customer = customers.create_customer(client, organization_id=oid, name=name, tenant=tenant,
                                              description=f"organisation {name}", email=f"billing@{name}.example")
         live = [s for s in client.v1.subscriptions.list({"customer": customer["id"]}).data
-                if s["status"] not in subscriptions.ENDED]
+                if s["status"] not in SubscriptionStatus.ENDED]
         if live:   # filled before: nothing to add
             out[oid] = live[0]["id"]
             continue

@@ -232,7 +232,7 @@ def test_reconcile_records_unreadable_objects_and_keeps_the_batch(db):
     objects = [sub("sub_ok", "active"), sub("sub_weird", "sleeping"), {"id": "sub_bare", "object": "subscription"}]
     rec = Reconciler(None, tx, BillingTables(), run_id="bad-input")
     report = ReconcileReport("bad-input", "full")
-    rec._apply("subscription", objects, report)
+    rec.compare_and_repair("subscription", objects, report)
     reasons = {d.object_id: d.reason for d in report.unrepaired}
     assert set(reasons) == {"sub_weird", "sub_bare"}
     assert "sleeping" in reasons["sub_weird"] or "status" in reasons["sub_weird"]

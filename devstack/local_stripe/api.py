@@ -1,19 +1,24 @@
 """The /v1 routes: (method, path pattern) -> handler(em, path args, params) -> result.
 
 A handler returns a stored (sparse) object, a deleted stub, or a ("list" | "search", ...) page;
-the server renders it with every declared field and applies expand[]."""
+the server renders it with every declared field and applies expand[].
+
+The create / search / list / retrieve / update / delete routes of every object type come from one
+table (`RESOURCES`); the actions particular to a type (finalize, pay, confirm, void...) are
+written out below it."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from devstack.local_stripe import billing, catalog, checkout, customers, payments
+from devstack.local_stripe import billing, catalog, checkout, credit_notes, customers, intents, invoices, payments
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.errors import StripeError, invalid, missing
 from devstack.local_stripe.listing import list_object, list_page, search_page, search_result
-from devstack.local_stripe.wire import as_bool, as_str
+from devstack.local_stripe.wire import as_bool, as_int, as_metadata, as_str
 
 Handler = Callable[[Emulator, dict[str, str], dict[str, Any]], Any]
 ROUTES: list[tuple[str, re.Pattern[str], str, Handler]] = []
@@ -87,20 +92,147 @@ def _retrieve(em: Emulator, name: str, oid: str) -> dict[str, Any]:
     return em.get(name, oid)
 
 
-# --- customers ------------------------------------------------------------------------------
+# --- the object types' own routes -------------------------------------------------------------
 
-@route("POST", "/v1/customers")
-def _(em, a, p): return customers.create_customer(em, p)
-@route("GET", "/v1/customers/search")
-def _(em, a, p): return _search(em, "customer", "/v1/customers/search", p)
-@route("GET", "/v1/customers")
-def _(em, a, p): return _list(em, "customer", "/v1/customers", p, _eq(p, "email", "test_clock"))
-@route("GET", "/v1/customers/{id}")
-def _(em, a, p): return _retrieve(em, "customer", a["id"])
-@route("POST", "/v1/customers/{id}")
-def _(em, a, p): return customers.update_customer(em, em.get("customer", a["id"]), p)
-@route("DELETE", "/v1/customers/{id}")
-def _(em, a, p): return customers.delete_customer(em, em.get("customer", a["id"]))
+Params = dict[str, Any]
+Filter = Callable[[Params], Callable[[dict[str, Any]], bool] | None]
+
+SUB_STATUSES = ("active", "canceled", "incomplete", "incomplete_expired", "past_due", "paused", "trialing",
+                "unpaid", "ended", "all")
+
+
+def _products(p: Params) -> Callable[[dict[str, Any]], bool] | None:
+    base, ids = _eq(p, "active"), p.get("ids")
+    if not ids:
+        return base
+    wanted = set(ids if isinstance(ids, list) else [ids])
+    return lambda o: o["id"] in wanted and (base is None or base(o))
+
+
+def _prices(p: Params) -> Callable[[dict[str, Any]], bool] | None:
+    base, keys = _eq(p, "product", "active", "type", "currency"), p.get("lookup_keys")
+    if not keys:
+        return base
+    wanted = set(keys if isinstance(keys, list) else [keys])
+    return lambda o: o.get("lookup_key") in wanted and (base is None or base(o))
+
+
+def _subscriptions(p: Params) -> Callable[[dict[str, Any]], bool]:
+    status = as_str(p, "status", None, choices=SUB_STATUSES)
+    customer, price = p.get("customer"), p.get("price")
+
+    def pred(o: dict[str, Any]) -> bool:
+        if status is None and o["status"] in billing.ENDED:
+            return False
+        if status == "ended" and o["status"] not in billing.ENDED:
+            return False
+        if status not in (None, "all", "ended") and o["status"] != status:
+            return False
+        if customer and o["customer"] != customer:
+            return False
+        return not price or any(it["price"]["id"] == price for it in o["items"]["data"])
+    return pred
+
+
+def _invoices(p: Params) -> Callable[[dict[str, Any]], bool] | None:
+    base, sub = _eq(p, "customer", "status", "collection_method"), p.get("subscription")
+    if not sub:
+        return base
+    return lambda o: invoices.subscription_of(o) == sub and (base is None or base(o))
+
+
+def _update_invoice(em: Emulator, inv: dict[str, Any], p: Params) -> dict[str, Any]:
+    changes: dict[str, Any] = {"metadata": as_metadata(p, inv.get("metadata"))}
+    if "description" in p:
+        changes["description"] = as_str(p, "description") or None
+    if "auto_advance" in p:
+        changes["auto_advance"] = as_bool(p, "auto_advance")
+    return em.update(inv, changes)
+
+
+def _update_metadata(em: Emulator, obj: dict[str, Any], p: Params) -> dict[str, Any]:
+    return em.update(obj, {"metadata": as_metadata(p, obj.get("metadata"))})
+
+
+def _create_clock(em: Emulator, p: Params) -> dict[str, Any]:
+    frozen = as_int(p, "frozen_time", required=True)
+    assert frozen is not None
+    return em.create("test_helpers.test_clock", {
+        "frozen_time": frozen, "name": as_str(p, "name"), "status": "ready", "deletes_after": frozen + 30 * 86400,
+        "status_details": {"advancing": None}}, event=True)
+
+
+def _delete_clock(em: Emulator, clock: dict[str, Any], p: Params) -> dict[str, Any]:
+    em.store["test_helpers.test_clock"].remove(clock["id"])
+    return customers.deleted_stub(clock["id"], "test_helpers.test_clock")
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One object type's routes: POST path, GET path[/search], GET/POST/DELETE path/{id}."""
+    name: str
+    path: str
+    create: Callable[[Emulator, Params], Any] | None = None
+    update: Callable[[Emulator, dict[str, Any], Params], Any] | None = None
+    delete: Callable[[Emulator, dict[str, Any], Params], Any] | None = None
+    filters: tuple[str, ...] = ()        # list parameters that must equal the object's field
+    list_filter: Filter | None = None    # or a filter of its own
+    search: bool = False
+    stub_when_deleted: bool = False      # retrieving a deleted one answers its deleted stub
+
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource("customer", "/v1/customers", customers.create_customer, customers.update_customer,
+             lambda em, o, p: billing.delete_customer(em, o), filters=("email", "test_clock"), search=True,
+             stub_when_deleted=True),
+    Resource("product", "/v1/products", catalog.create_product, catalog.update_product,
+             lambda em, o, p: catalog.delete_product(em, o), list_filter=_products, search=True,
+             stub_when_deleted=True),
+    Resource("price", "/v1/prices", catalog.create_price, catalog.update_price, list_filter=_prices, search=True),
+    Resource("subscription", "/v1/subscriptions", billing.create_subscription, billing.update_subscription,
+             billing.cancel_subscription, list_filter=_subscriptions, search=True),
+    Resource("invoice", "/v1/invoices", invoices.create_invoice, _update_invoice, list_filter=_invoices),
+    Resource("credit_note", "/v1/credit_notes", credit_notes.create_credit_note, credit_notes.update_credit_note,
+             filters=("customer", "invoice")),
+    Resource("payment_method", "/v1/payment_methods", customers.create_payment_method_from_params, _update_metadata,
+             filters=("customer", "type")),
+    Resource("setup_intent", "/v1/setup_intents", intents.create_setup_intent, filters=("customer", "payment_method")),
+    Resource("payment_intent", "/v1/payment_intents", payments.create_payment_intent, filters=("customer",)),
+    Resource("charge", "/v1/charges", filters=("customer", "payment_intent")),
+    Resource("refund", "/v1/refunds", payments.create_refund, filters=("charge", "payment_intent")),
+    Resource("dispute", "/v1/disputes", filters=("charge", "payment_intent")),
+    Resource("checkout.session", "/v1/checkout/sessions", checkout.create_session,
+             filters=("customer", "subscription", "status", "payment_intent")),
+    Resource("test_helpers.test_clock", "/v1/test_helpers/test_clocks", _create_clock, delete=_delete_clock),
+)
+
+
+def _register(r: Resource) -> None:
+    def create(em, a, p): return r.create(em, p)
+    def search(em, a, p): return _search(em, r.name, f"{r.path}/search", p)
+    def listing(em, a, p): return _list(em, r.name, r.path, p, r.list_filter(p) if r.list_filter else _eq(p, *r.filters))
+    def retrieve(em, a, p): return _retrieve(em, r.name, a["id"]) if r.stub_when_deleted else em.get(r.name, a["id"])
+    def update(em, a, p): return r.update(em, em.get(r.name, a["id"]), p)
+    def delete(em, a, p): return r.delete(em, em.get(r.name, a["id"]), p)
+
+    if r.create:
+        route("POST", r.path)(create)
+    if r.search:
+        route("GET", f"{r.path}/search")(search)
+    route("GET", r.path)(listing)
+    route("GET", f"{r.path}/{{id}}")(retrieve)
+    if r.update:
+        route("POST", f"{r.path}/{{id}}")(update)
+    if r.delete:
+        route("DELETE", f"{r.path}/{{id}}")(delete)
+
+
+for _resource in RESOURCES:
+    _register(_resource)
+
+
+# --- actions particular to a type ---------------------------------------------------------------
+
 @route("GET", "/v1/customers/{id}/payment_methods")
 def _(em, a, p):
     em.get("customer", a["id"])
@@ -115,82 +247,12 @@ def _(em, a, p):
     return pm
 
 
-# --- products and prices --------------------------------------------------------------------
-
-@route("POST", "/v1/products")
-def _(em, a, p): return catalog.create_product(em, p)
-@route("GET", "/v1/products/search")
-def _(em, a, p): return _search(em, "product", "/v1/products/search", p)
-@route("GET", "/v1/products")
-def _(em, a, p):
-    ids = p.get("ids")
-    pred = _eq(p, "active")
-    if ids:
-        wanted = set(ids if isinstance(ids, list) else [ids])
-        base = pred
-        pred = lambda o: o["id"] in wanted and (base is None or base(o))  # noqa: E731
-    return _list(em, "product", "/v1/products", p, pred)
-@route("GET", "/v1/products/{id}")
-def _(em, a, p): return _retrieve(em, "product", a["id"])
-@route("POST", "/v1/products/{id}")
-def _(em, a, p): return catalog.update_product(em, em.get("product", a["id"]), p)
-@route("DELETE", "/v1/products/{id}")
-def _(em, a, p): return catalog.delete_product(em, em.get("product", a["id"]))
-@route("POST", "/v1/prices")
-def _(em, a, p): return catalog.create_price(em, p)
-@route("GET", "/v1/prices/search")
-def _(em, a, p): return _search(em, "price", "/v1/prices/search", p)
-@route("GET", "/v1/prices")
-def _(em, a, p):
-    base = _eq(p, "product", "active", "type", "currency")
-    keys = p.get("lookup_keys")
-    if keys:
-        wanted = set(keys if isinstance(keys, list) else [keys])
-        return _list(em, "price", "/v1/prices", p,
-                     lambda o: o.get("lookup_key") in wanted and (base is None or base(o)))
-    return _list(em, "price", "/v1/prices", p, base)
-@route("GET", "/v1/prices/{id}")
-def _(em, a, p): return em.get("price", a["id"])
-@route("POST", "/v1/prices/{id}")
-def _(em, a, p): return catalog.update_price(em, em.get("price", a["id"]), p)
-
-
-# --- subscriptions --------------------------------------------------------------------------
-
-SUB_STATUSES = ("active", "canceled", "incomplete", "incomplete_expired", "past_due", "paused", "trialing",
-                "unpaid", "ended", "all")
-
-
-@route("POST", "/v1/subscriptions")
-def _(em, a, p): return billing.create_subscription(em, p)
-@route("GET", "/v1/subscriptions/search")
-def _(em, a, p): return _search(em, "subscription", "/v1/subscriptions/search", p)
-@route("GET", "/v1/subscriptions")
-def _(em, a, p):
-    status = as_str(p, "status", None, choices=SUB_STATUSES)
-    customer, price = p.get("customer"), p.get("price")
-
-    def pred(o: dict[str, Any]) -> bool:
-        if status is None and o["status"] in ("canceled", "incomplete_expired"):
-            return False
-        if status == "ended" and o["status"] not in ("canceled", "incomplete_expired"):
-            return False
-        if status not in (None, "all", "ended") and o["status"] != status:
-            return False
-        if customer and o["customer"] != customer:
-            return False
-        return not price or any(it["price"]["id"] == price for it in o["items"]["data"])
-    return _list(em, "subscription", "/v1/subscriptions", p, pred)
-@route("GET", "/v1/subscriptions/{id}")
-def _(em, a, p): return em.get("subscription", a["id"])
-@route("POST", "/v1/subscriptions/{id}")
-def _(em, a, p): return billing.update_subscription(em, em.get("subscription", a["id"]), p)
-@route("DELETE", "/v1/subscriptions/{id}")
-def _(em, a, p): return billing.cancel_subscription(em, em.get("subscription", a["id"]), p)
 @route("POST", "/v1/subscriptions/{id}/pause")
 def _(em, a, p): return billing.pause_subscription(em, em.get("subscription", a["id"]), p)
 @route("POST", "/v1/subscriptions/{id}/resume")
 def _(em, a, p): return billing.resume_subscription(em, em.get("subscription", a["id"]), p)
+@route("POST", "/v1/subscription_items")
+def _(em, a, p): return billing.add_item(em, p)
 @route("GET", "/v1/subscription_items")
 def _(em, a, p):
     sub = em.get("subscription", as_str(p, "subscription", required=True), "subscription")
@@ -216,119 +278,46 @@ def _item(em: Emulator, item_id: str) -> dict[str, Any]:
     raise missing("subscription_item", item_id)
 
 
-# --- invoices -------------------------------------------------------------------------------
-
-@route("POST", "/v1/invoices")
-def _(em, a, p): return billing.create_invoice(em, p)
-@route("GET", "/v1/invoices")
-def _(em, a, p):
-    base = _eq(p, "customer", "status", "collection_method")
-    sub = p.get("subscription")
-    if sub:
-        return _list(em, "invoice", "/v1/invoices", p,
-                     lambda o: billing._subscription_of(o) == sub and (base is None or base(o)))
-    return _list(em, "invoice", "/v1/invoices", p, base)
-@route("GET", "/v1/invoices/{id}")
-def _(em, a, p): return em.get("invoice", a["id"])
-@route("POST", "/v1/invoices/{id}")
-def _(em, a, p):
-    from devstack.local_stripe.wire import as_metadata
-    inv = em.get("invoice", a["id"])
-    changes: dict[str, Any] = {"metadata": as_metadata(p, inv.get("metadata"))}
-    if "description" in p:
-        changes["description"] = as_str(p, "description") or None
-    if "auto_advance" in p:
-        changes["auto_advance"] = as_bool(p, "auto_advance")
-    return em.update(inv, changes)
 @route("POST", "/v1/invoices/{id}/finalize")
-def _(em, a, p): return billing.finalize_invoice(em, em.get("invoice", a["id"]))
+def _(em, a, p): return invoices.finalize_invoice(em, em.get("invoice", a["id"]))
 @route("POST", "/v1/invoices/{id}/pay")
 def _(em, a, p):
-    return billing.pay_invoice(em, em.get("invoice", a["id"]), payment_method=p.get("payment_method"),
+    return invoices.pay_invoice(em, em.get("invoice", a["id"]), payment_method=p.get("payment_method"),
                                off_session=bool(as_bool(p, "off_session", True)), raise_on_failure=True)
 @route("POST", "/v1/invoices/{id}/void")
-def _(em, a, p): return billing.void_invoice(em, em.get("invoice", a["id"]))
+def _(em, a, p): return invoices.void_invoice(em, em.get("invoice", a["id"]))
 @route("POST", "/v1/invoices/{id}/mark_uncollectible")
-def _(em, a, p): return billing.mark_uncollectible(em, em.get("invoice", a["id"]))
+def _(em, a, p): return invoices.mark_uncollectible(em, em.get("invoice", a["id"]))
 @route("GET", "/v1/invoices/{id}/lines")
 def _(em, a, p):
     inv = em.get("invoice", a["id"])
     return Page(inv["lines"]["data"], False, f"/v1/invoices/{a['id']}/lines")
+@route("POST", "/v1/credit_notes/{id}/void")
+def _(em, a, p): return credit_notes.void_credit_note(em, em.get("credit_note", a["id"]))
 
 
-# --- payment methods and SetupIntents -------------------------------------------------------
-
-@route("POST", "/v1/payment_methods")
-def _(em, a, p): return customers.create_payment_method_from_params(em, p)
-@route("GET", "/v1/payment_methods")
-def _(em, a, p): return _list(em, "payment_method", "/v1/payment_methods", p, _eq(p, "customer", "type"))
-@route("GET", "/v1/payment_methods/{id}")
-def _(em, a, p): return em.get("payment_method", a["id"])
-@route("POST", "/v1/payment_methods/{id}")
-def _(em, a, p):
-    from devstack.local_stripe.wire import as_metadata
-    pm = em.get("payment_method", a["id"])
-    return em.update(pm, {"metadata": as_metadata(p, pm.get("metadata"))})
 @route("POST", "/v1/payment_methods/{id}/attach")
 def _(em, a, p):
     return customers.attach(em, customers.resolve(em, a["id"], "id"),
                             as_str(p, "customer", required=True) or "")
 @route("POST", "/v1/payment_methods/{id}/detach")
 def _(em, a, p): return customers.detach(em, em.get("payment_method", a["id"]))
-@route("POST", "/v1/setup_intents")
-def _(em, a, p): return customers.create_setup_intent(em, p)
-@route("GET", "/v1/setup_intents")
-def _(em, a, p): return _list(em, "setup_intent", "/v1/setup_intents", p, _eq(p, "customer", "payment_method"))
-@route("GET", "/v1/setup_intents/{id}")
-def _(em, a, p): return em.get("setup_intent", a["id"])
 @route("POST", "/v1/setup_intents/{id}/confirm")
-def _(em, a, p): return customers.confirm_setup_intent(em, em.get("setup_intent", a["id"]), p)
+def _(em, a, p): return intents.confirm_setup_intent(em, em.get("setup_intent", a["id"]), p)
 @route("POST", "/v1/setup_intents/{id}/cancel")
-def _(em, a, p): return customers.cancel_setup_intent(em, em.get("setup_intent", a["id"]), p)
+def _(em, a, p): return intents.cancel_setup_intent(em, em.get("setup_intent", a["id"]), p)
 @route("POST", "/v1/billing_portal/sessions")
 def _(em, a, p): return customers.create_portal_session(em, p)
 
 
-# --- payments -------------------------------------------------------------------------------
-
-@route("POST", "/v1/payment_intents")
-def _(em, a, p): return payments.create_payment_intent(em, p)
-@route("GET", "/v1/payment_intents")
-def _(em, a, p): return _list(em, "payment_intent", "/v1/payment_intents", p, _eq(p, "customer"))
-@route("GET", "/v1/payment_intents/{id}")
-def _(em, a, p): return em.get("payment_intent", a["id"])
 @route("POST", "/v1/payment_intents/{id}/confirm")
 def _(em, a, p): return payments.confirm_payment_intent(em, em.get("payment_intent", a["id"]), p)
 @route("POST", "/v1/payment_intents/{id}/cancel")
 def _(em, a, p): return payments.cancel_payment_intent(em, em.get("payment_intent", a["id"]), p)
-@route("GET", "/v1/charges")
-def _(em, a, p): return _list(em, "charge", "/v1/charges", p, _eq(p, "customer", "payment_intent"))
-@route("GET", "/v1/charges/{id}")
-def _(em, a, p): return em.get("charge", a["id"])
-@route("POST", "/v1/refunds")
-def _(em, a, p): return payments.create_refund(em, p)
-@route("GET", "/v1/refunds")
-def _(em, a, p): return _list(em, "refund", "/v1/refunds", p, _eq(p, "charge", "payment_intent"))
-@route("GET", "/v1/refunds/{id}")
-def _(em, a, p): return em.get("refund", a["id"])
-@route("GET", "/v1/disputes")
-def _(em, a, p): return _list(em, "dispute", "/v1/disputes", p, _eq(p, "charge", "payment_intent"))
-@route("GET", "/v1/disputes/{id}")
-def _(em, a, p): return em.get("dispute", a["id"])
 @route("POST", "/v1/disputes/{id}/close")
 def _(em, a, p): return payments.close_dispute(em, em.get("dispute", a["id"]), "lost")
 
 
-# --- checkout -------------------------------------------------------------------------------
-
-@route("POST", "/v1/checkout/sessions")
-def _(em, a, p): return checkout.create_session(em, p)
-@route("GET", "/v1/checkout/sessions")
-def _(em, a, p):
-    return _list(em, "checkout.session", "/v1/checkout/sessions", p,
-                 _eq(p, "customer", "subscription", "status", "payment_intent"))
-@route("GET", "/v1/checkout/sessions/{id}")
-def _(em, a, p): return em.get("checkout.session", a["id"])
 @route("POST", "/v1/checkout/sessions/{id}/expire")
 def _(em, a, p): return checkout.expire_session(em, em.get("checkout.session", a["id"]))
 @route("GET", "/v1/checkout/sessions/{id}/line_items")
@@ -348,25 +337,8 @@ def _(em, a, p):
 def _(em, a, p):
     em.events.prune()
     return em.get("event", a["id"])
-@route("POST", "/v1/test_helpers/test_clocks")
-def _(em, a, p):
-    from devstack.local_stripe.wire import as_int
-    frozen = as_int(p, "frozen_time", required=True)
-    return em.create("test_helpers.test_clock", {
-        "frozen_time": frozen, "name": as_str(p, "name"), "status": "ready", "deletes_after": frozen + 30 * 86400,
-        "status_details": {"advancing": None}}, event=True)
-@route("GET", "/v1/test_helpers/test_clocks")
-def _(em, a, p): return _list(em, "test_helpers.test_clock", "/v1/test_helpers/test_clocks", p)
-@route("GET", "/v1/test_helpers/test_clocks/{id}")
-def _(em, a, p): return em.get("test_helpers.test_clock", a["id"])
-@route("DELETE", "/v1/test_helpers/test_clocks/{id}")
-def _(em, a, p):
-    clock = em.get("test_helpers.test_clock", a["id"])
-    em.store["test_helpers.test_clock"].remove(clock["id"])
-    return customers.deleted_stub(clock["id"], "test_helpers.test_clock")
 @route("POST", "/v1/test_helpers/test_clocks/{id}/advance")
 def _(em, a, p):
-    from devstack.local_stripe.wire import as_int
     clock = em.get("test_helpers.test_clock", a["id"])
     target = as_int(p, "frozen_time", required=True)
     assert target is not None

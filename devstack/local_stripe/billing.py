@@ -1,4 +1,4 @@
-"""Subscriptions, invoices, renewals and dunning.
+"""Subscriptions, renewals and dunning (invoices.py has the invoices).
 
 Status transitions (Stripe's eight):
   create with a trial                         -> trialing
@@ -14,6 +14,11 @@ Status transitions (Stripe's eight):
       unpaid -> unpaid (later renewals leave draft invoices), past_due -> stays past_due
   DELETE, cancel_at_period_end / cancel_at reached -> canceled
 No proration: quantity and item changes apply from the next renewal invoice.
+
+Billing mode (billing_mode[type]): under `classic` (the default) every item shares one period, so
+all prices must have the same currency and interval. Under `flexible` each item carries its own
+period: prices of different intervals may sit on one subscription (still one currency), each item
+renews at its own period end, and the subscription falls due at the earliest of them.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from devstack.local_stripe import shapes
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.clock import add_interval
 from devstack.local_stripe.events import previous_attributes
-from devstack.local_stripe.customers import attach, default_payment_method, ensure_customer_exists, resolve
+from devstack.local_stripe.customers import (attach, default_payment_method, deleted_stub, ensure_customer_exists,
+                                             resolve)
 from devstack.local_stripe.errors import invalid
 from devstack.local_stripe.shapes import compact
-from devstack.local_stripe.payments import confirm_payment_intent, create_payment_intent
+from devstack.local_stripe.invoices import (cycle_invoice, finalize_invoice, mark_uncollectible, pay_invoice,
+                                            set_status, void_invoice)
 from devstack.local_stripe.store import new_id
 from devstack.local_stripe.wire import as_bool, as_int, as_list, as_metadata, as_str
 
@@ -40,7 +47,7 @@ ENDED = ("canceled", "incomplete_expired")
 
 # --- items ------------------------------------------------------------------------------------
 
-def _price(em: Emulator, ref: Any, param: str) -> dict[str, Any]:
+def recurring_price(em: Emulator, ref: Any, param: str) -> dict[str, Any]:
     price = em.get("price", ref, param)
     if price.get("type") != "recurring":
         raise invalid(f"The price specified ({price['id']}) is not recurring; subscriptions need recurring prices.", param)
@@ -63,6 +70,30 @@ def _items_list(sub_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
             "url": f"/v1/subscription_items?subscription={sub_id}"}
 
 
+def _flexible(sub: dict[str, Any]) -> bool:
+    return ((sub.get("billing_mode") or {}).get("type")) == "flexible"
+
+
+def _check_mix(prices: list[dict[str, Any]], flexible: bool, param: str) -> None:
+    """One currency always; one interval unless each item carries its own period (flexible)."""
+    first = prices[0]
+    for price in prices[1:]:
+        if price["currency"] != first["currency"] or (
+                not flexible and price["recurring"]["interval"] != first["recurring"]["interval"]):
+            raise invalid("All prices on a subscription must have the same currency and interval"
+                          + ("." if not flexible else " unit (flexible billing mode allows mixed intervals only)."),
+                          param)
+
+
+def _interval(price: dict[str, Any]) -> tuple[str, int]:
+    return price["recurring"]["interval"], price["recurring"].get("interval_count") or 1
+
+
+def next_period_end(sub: dict[str, Any]) -> int:
+    """When the subscription next falls due: the earliest of its items' period ends."""
+    return min(it["current_period_end"] for it in sub["items"]["data"])
+
+
 def _with_period(items: list[dict[str, Any]], start: int, end: int) -> list[dict[str, Any]]:
     return [compact("subscription_item", {**it, "current_period_start": start, "current_period_end": end})
             for it in items]
@@ -83,12 +114,12 @@ def create_subscription(em: Emulator, p: dict[str, Any], *, source: str = "api")
     for i, it in enumerate(requested):
         if not isinstance(it, dict) or not it.get("price"):
             raise invalid(f"Missing required param: items[{i}][price].", f"items[{i}][price]", code="parameter_missing")
-        prices.append((_price(em, it["price"], f"items[{i}][price]"),
+        prices.append((recurring_price(em, it["price"], f"items[{i}][price]"),
                        as_int(it, "quantity", 1, minimum=0), as_metadata(it)))
     first = prices[0][0]
-    for price, _, _ in prices:
-        if price["currency"] != first["currency"] or price["recurring"]["interval"] != first["recurring"]["interval"]:
-            raise invalid("All prices on a subscription must have the same currency and interval.", "items")
+    mode = p.get("billing_mode")
+    mode = as_str(mode, "type", "classic", choices=("classic", "flexible")) if isinstance(mode, dict) else "classic"
+    _check_mix([price for price, _, _ in prices], mode == "flexible", "items")
     pm_id = None
     if p.get("default_payment_method"):
         pm = resolve(em, p["default_payment_method"], "default_payment_method")
@@ -108,8 +139,9 @@ def create_subscription(em: Emulator, p: dict[str, Any], *, source: str = "api")
     interval, count = first["recurring"]["interval"], first["recurring"]["interval_count"]
     period = (now, trial_end if trial_end and trial_end > now else add_interval(now, interval, count))
     sid = new_id("subscription")
-    items = [_item(em, sid, price, q, md, now, period) for price, q, md in prices]
     trialing = bool(trial_end and trial_end > now)
+    items = [_item(em, sid, price, q, md, now, period if trialing or mode == "classic"
+                   else (now, add_interval(now, *_interval(price)))) for price, q, md in prices]
     sub = em.create("subscription", {
         "customer": customer_id, "status": "trialing" if trialing else "incomplete",
         "items": _items_list(sid, items), "currency": first["currency"], "metadata": as_metadata(p),
@@ -122,6 +154,7 @@ def create_subscription(em: Emulator, p: dict[str, Any], *, source: str = "api")
         "trial_end": trial_end if trialing else None, "latest_invoice": None,
         "trial_settings": {
             "end_behavior": {"missing_payment_method": missing_pm}},
+        "billing_mode": {"type": mode, "updated_at": now if mode == "flexible" else None},
         "test_clock": customer.get("test_clock"),
         "payment_settings": {
             "save_default_payment_method": "off", "payment_method_types": None},
@@ -201,7 +234,7 @@ def _updated_items(em: Emulator, sub: dict[str, Any], requested: list[Any]) -> l
                 continue
             it = dict(items[req["id"]])
             if req.get("price"):
-                it["price"] = _price(em, req["price"], f"items[{i}][price]")
+                it["price"] = recurring_price(em, req["price"], f"items[{i}][price]")
             if "quantity" in req:
                 it["quantity"] = as_int(req, "quantity", minimum=0)
             if "metadata" in req:
@@ -211,13 +244,39 @@ def _updated_items(em: Emulator, sub: dict[str, Any], requested: list[Any]) -> l
             if not req.get("price"):
                 raise invalid(f"Missing required param: items[{i}][price].", f"items[{i}][price]",
                               code="parameter_missing")
-            it = _item(em, sub["id"], _price(em, req["price"], f"items[{i}][price]"), as_int(req, "quantity", 1,
-                       minimum=0) or 0, as_metadata(req), em.now_for(sub), period)
+            price = recurring_price(em, req["price"], f"items[{i}][price]")
+            it = _item(em, sub["id"], price, as_int(req, "quantity", 1, minimum=0) or 0, as_metadata(req),
+                       em.now_for(sub), _new_item_period(em, sub, price, period))
             items[it["id"]] = compact("subscription_item", it)
             order.append(it["id"])
     if not order:
         raise invalid("A subscription must keep at least one item.", "items")
+    _check_mix([items[k]["price"] for k in order], _flexible(sub), "items")
     return [items[k] for k in order]
+
+
+def _new_item_period(em: Emulator, sub: dict[str, Any], price: dict[str, Any],
+                     shared: tuple[int, int]) -> tuple[int, int]:
+    """An added item shares the subscription's period; under flexible billing mode, an item of an
+    interval no other item has starts its own period now."""
+    if not _flexible(sub):
+        return shared
+    for it in sub["items"]["data"]:
+        if _interval(it["price"]) == _interval(price):
+            return it["current_period_start"], it["current_period_end"]
+    now = em.now_for(sub)
+    return now, add_interval(now, *_interval(price))
+
+
+def add_item(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
+    """POST /v1/subscription_items: one more item on a subscription (customer.subscription.updated)."""
+    sub = em.get("subscription", as_str(p, "subscription", required=True), "subscription")
+    if not p.get("price"):
+        raise invalid("Missing required param: price.", "price", code="parameter_missing")
+    before = {it["id"] for it in sub["items"]["data"]}
+    fields = {k: p[k] for k in ("price", "quantity", "metadata") if k in p}
+    new = update_subscription(em, sub, {"items": [fields]})
+    return next(it for it in new["items"]["data"] if it["id"] not in before)
 
 
 def cancel_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any], *,
@@ -231,6 +290,16 @@ def cancel_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any], *,
         "cancellation_details": {
             "reason": reason, "comment": details.get("comment"), "feedback": details.get("feedback")},
     }, event="deleted")
+
+
+def delete_customer(em: Emulator, customer: dict[str, Any]) -> dict[str, Any]:
+    for sub in list(em.store["subscription"].oldest_first(0)):
+        if sub["customer"] == customer["id"] and sub["status"] not in ENDED:
+            cancel_subscription(em, sub, {})
+    em.store["customer"].remove(customer["id"])
+    em.deleted[customer["id"]] = "customer"
+    em.emit("customer.deleted", customer)
+    return deleted_stub(customer["id"], "customer")
 
 
 def pause_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
@@ -256,7 +325,7 @@ def resume_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) ->
         raise invalid("billing_cycle_anchor must be now or unchanged", "billing_cycle_anchor")
     now = em.now_for(sub)
     cyc = em.cycles[sub["id"]]
-    if anchor == "unchanged" and sub["items"]["data"][0]["current_period_end"] > now:
+    if anchor == "unchanged" and next_period_end(sub) > now:
         sub = em.update(sub, {"status": "active"})
         em.emit("customer.subscription.resumed", sub)
         return sub
@@ -269,228 +338,6 @@ def resume_subscription(em: Emulator, sub: dict[str, Any], p: dict[str, Any]) ->
     if invoice["status"] == "open":
         pay_invoice(em, invoice, off_session=True)
     return em.get("subscription", sub["id"])
-
-
-def _set_status(em: Emulator, sub_id: str, status: str) -> dict[str, Any]:
-    sub = em.get("subscription", sub_id)
-    if sub["status"] == status:
-        return sub
-    return em.update(sub, {"status": status})
-
-
-# --- invoices ---------------------------------------------------------------------------------
-
-def _invoice_fields(em: Emulator, customer: dict[str, Any], currency: str) -> dict[str, Any]:
-    return {
-        "customer": customer["id"], "customer_email": customer.get("email"), "customer_name": customer.get("name"),
-        "customer_phone": customer.get("phone"), "customer_tax_exempt": "none", "customer_tax_ids": [],
-        "currency": currency, "status": "draft", "account_country": "US", "account_name": "Local Stripe",
-        "attempt_count": 0, "attempted": False, "auto_advance": True, "metadata": {},
-        "collection_method": "charge_automatically", "livemode": False,
-        "issuer": {"type": "self"},
-        "status_transitions": {},
-        "payments": {"object": "list", "data": [], "has_more": False, "url": "/v1/invoice_payments"},
-        "lines": {"object": "list", "data": [], "has_more": False, "url": ""},
-        "automatic_tax": {"enabled": False},
-        "payment_settings": {},
-        "rendering": None, "starting_balance": 0, "ending_balance": None, "total_discount_amounts": [],
-        "total_taxes": [], "total_pretax_credit_amounts": [], "discounts": [], "default_tax_rates": [],
-        "amount_due": 0, "amount_paid": 0, "amount_remaining": 0, "amount_overpaid": 0,
-        "amount_paid_off_stripe": 0, "amount_shipping": 0, "subtotal": 0, "total": 0,
-        "subtotal_excluding_tax": 0, "total_excluding_tax": 0, "post_payment_credit_notes_amount": 0,
-        "pre_payment_credit_notes_amount": 0, "test_clock": customer.get("test_clock"),
-    }
-
-
-def cycle_invoice(em: Emulator, sub: dict[str, Any], reason: str, period: tuple[int, int], at: int,
-                  finalize: bool = True, trial: bool = False) -> dict[str, Any]:
-    customer = em.get("customer", sub["customer"], "customer")
-    iid = new_id("invoice")
-    lines = []
-    for it in sub["items"]["data"]:
-        amount = 0 if trial else it["price"]["unit_amount"] * it["quantity"]
-        label = it["price"].get("nickname") or it["price"]["product"]
-        lines.append(compact("line_item", {
-            "id": new_id("line_item"), "object": "line_item", "amount": amount, "currency": sub["currency"],
-            "description": f"Trial period for {label}" if trial else f"{it['quantity']} × {label}",
-            "invoice": iid, "quantity": it["quantity"], "subtotal": amount, "metadata": {}, "discountable": True,
-            "discount_amounts": [], "discounts": [], "taxes": [], "pretax_credit_amounts": [],
-            "period": {"start": period[0], "end": period[1]}, "subscription": sub["id"],
-            "parent": {"type": "subscription_item_details",
-                "subscription_item_details": {
-                    "subscription": sub["id"], "subscription_item": it["id"], "proration": False,
-                    "invoice_item": None, "proration_details": {"credited_items": None}}},
-            "pricing": {"type": "price_details", "price_details": {"price": it["price"]["id"],
-                        "product": it["price"]["product"]}, "unit_amount_decimal": str(it["price"]["unit_amount"])},
-        }))
-    total = sum(line["amount"] for line in lines)
-    fields = _invoice_fields(em, customer, sub["currency"])
-    fields.update({
-        "billing_reason": reason, "period_start": period[0], "period_end": period[1],
-        "lines": {"object": "list", "data": lines, "has_more": False, "total_count": len(lines),
-                  "url": f"/v1/invoices/{iid}/lines"},
-        "subtotal": total, "total": total, "subtotal_excluding_tax": total, "total_excluding_tax": total,
-        "amount_due": total, "amount_remaining": total,
-        "collection_method": sub.get("collection_method") or "charge_automatically",
-        "parent": {"type": "subscription_details", "subscription_details":
-                              {
-                                  "subscription": sub["id"], "metadata": dict(sub.get("metadata") or {})}},
-    })
-    invoice = em.create("invoice", fields, oid=iid, created=at)
-    em.update(sub, {"latest_invoice": iid}, event=None)
-    if not finalize:
-        return invoice
-    invoice = finalize_invoice(em, invoice, at)
-    if total == 0:
-        invoice = _mark_paid(em, invoice, at)
-    return invoice
-
-
-def create_invoice(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
-    customer = em.get("customer", as_str(p, "customer", required=True), "customer")
-    fields = _invoice_fields(em, customer, (as_str(p, "currency") or "usd").lower())
-    iid = new_id("invoice")
-    fields.update({"billing_reason": "manual", "metadata": as_metadata(p), "description": as_str(p, "description"),
-                   "auto_advance": as_bool(p, "auto_advance", False),
-                   "collection_method": as_str(p, "collection_method", "charge_automatically",
-                                               choices=("charge_automatically", "send_invoice")),
-                   "days_until_due": as_int(p, "days_until_due"), "period_start": em.now_for(customer),
-                   "period_end": em.now_for(customer)})
-    fields["lines"] = {**fields["lines"], "url": f"/v1/invoices/{iid}/lines"}
-    return em.create("invoice", fields, oid=iid, created=em.now_for(customer))
-
-
-def finalize_invoice(em: Emulator, invoice: dict[str, Any], at: int | None = None) -> dict[str, Any]:
-    if invoice["status"] != "draft":
-        raise invalid("This invoice is already finalized, you can't re-finalize a non-draft invoice.",
-                      code="invoice_not_editable")
-    customer = em.get("customer", invoice["customer"], "customer")
-    at = em.now_for(customer) if at is None else at
-    seq = customer.get("next_invoice_sequence") or 1
-    em.update(customer, {"next_invoice_sequence": seq + 1}, event=None)
-    return em.update(invoice, {
-        "status": "open", "number": f"{customer.get('invoice_prefix') or 'LOCAL'}-{seq:04d}", "effective_at": at,
-        "status_transitions": {**invoice["status_transitions"], "finalized_at": at},
-        "hosted_invoice_url": f"{em.config.public_base}/_invoice/{invoice['id']}",
-        "invoice_pdf": f"{em.config.public_base}/_invoice/{invoice['id']}/pdf",
-        "ending_balance": 0, "due_date": (at + 86400 * invoice["days_until_due"]) if invoice.get("days_until_due") else None,
-    }, event="finalized")
-
-
-def _mark_paid(em: Emulator, invoice: dict[str, Any], at: int, pi_id: str | None = None) -> dict[str, Any]:
-    invoice = em.update(invoice, {
-        "status": "paid", "amount_paid": invoice["amount_due"], "amount_remaining": 0,
-        "next_payment_attempt": None, "attempted": True, "auto_advance": False,
-        "status_transitions": {**invoice["status_transitions"], "paid_at": at},
-    }, event="paid")
-    em.emit("invoice.payment_succeeded", invoice)
-    sub_id = _subscription_of(invoice)
-    if sub_id:
-        sub = em.get("subscription", sub_id)
-        em.cycles[sub_id].update(failed_at=None, retries=0)
-        if sub["status"] in ("incomplete", "past_due", "unpaid") and invoice["id"] == sub.get("latest_invoice"):
-            _set_status(em, sub_id, "active")
-    customer = em.store["customer"].get(invoice["customer"])
-    if customer and customer.get("delinquent"):
-        em.update(customer, {"delinquent": False})
-    return invoice
-
-
-def _subscription_of(invoice: dict[str, Any]) -> str | None:
-    parent = invoice.get("parent") or {}
-    return ((parent.get("subscription_details") or {}).get("subscription")) if parent else None
-
-
-def pay_invoice(em: Emulator, invoice: dict[str, Any], *, payment_method: Any = None, off_session: bool = True,
-                raise_on_failure: bool = False) -> dict[str, Any]:
-    if invoice["status"] == "paid":
-        raise invalid("Invoice is already paid", "id", code="invoice_already_paid")
-    if invoice["status"] != "open":
-        if invoice["status"] == "draft":
-            invoice = finalize_invoice(em, invoice)
-        else:
-            raise invalid(f"You cannot pay an invoice with status {invoice['status']}.", "id")
-    customer = em.get("customer", invoice["customer"], "customer")
-    at = em.now_for(customer)
-    if invoice["amount_remaining"] == 0:
-        return _mark_paid(em, invoice, at)
-    sub_id = _subscription_of(invoice)
-    sub = em.store["subscription"].get(sub_id) if sub_id else None
-    pm_id = resolve(em, payment_method, "payment_method")["id"] if payment_method else \
-        default_payment_method(em, invoice["customer"], sub)
-    invoice = em.update(invoice, {"attempt_count": invoice["attempt_count"] + 1, "attempted": True}, event=None)
-    if not pm_id:
-        return _payment_failed(em, invoice, at, None, raise_on_failure,
-                               "This customer has no attached payment source or default payment method.")
-    pi = create_payment_intent(em, {"amount": invoice["amount_remaining"], "currency": invoice["currency"],
-                                    "payment_method": pm_id}, customer=invoice["customer"],
-                               description="Subscription creation" if invoice.get("billing_reason") ==
-                               "subscription_create" else "Subscription update" if sub_id else None)
-    pi = confirm_payment_intent(em, pi, {"off_session": "true" if off_session else "false"}, raise_on_failure=False)
-    payment = {"id": f"inpay_{pi['id'][3:]}", "object": "invoice_payment", "amount_paid":
-               pi["amount"] if pi["status"] == "succeeded" else None, "amount_requested": pi["amount"],
-               "created": at, "currency": pi["currency"], "invoice": invoice["id"], "is_default": True,
-               "livemode": False, "payment": {
-                   "type": "payment_intent", "payment_intent": pi["id"]},
-               "status": "paid" if pi["status"] == "succeeded" else "open",
-               "status_transitions": {"canceled_at": None, "paid_at": at if pi["status"] == "succeeded" else None}}
-    others = [{**x, "is_default": False} for x in invoice["payments"]["data"] if x["id"] != payment["id"]]
-    invoice = em.update(invoice, {"payments": {**invoice["payments"], "data": others + [payment],
-                                               "total_count": len(others) + 1}}, event=None)
-    if pi["status"] == "succeeded":
-        return _mark_paid(em, invoice, at, pi["id"])
-    if pi["status"] == "requires_action":
-        em.emit("invoice.payment_action_required", invoice)
-        return invoice
-    err = pi.get("last_payment_error") or {}
-    return _payment_failed(em, invoice, at, pi, raise_on_failure, err.get("message") or "Your card was declined.")
-
-
-def _payment_failed(em: Emulator, invoice: dict[str, Any], at: int, pi: dict[str, Any] | None,
-                    raise_on_failure: bool, message: str) -> dict[str, Any]:
-    sub_id = _subscription_of(invoice)
-    next_attempt = None
-    if sub_id and invoice.get("billing_reason") != "subscription_create":
-        cyc = em.cycles[sub_id]
-        if cyc["failed_at"] is None:
-            cyc["failed_at"] = at
-        if cyc["retries"] < len(em.config.retry_days):
-            next_attempt = cyc["failed_at"] + 86400 * em.config.retry_days[cyc["retries"]]
-    invoice = em.update(invoice, {"next_payment_attempt": next_attempt}, event=None)
-    em.emit("invoice.payment_failed", invoice)
-    customer = em.store["customer"].get(invoice["customer"])
-    if customer and not customer.get("delinquent"):
-        em.update(customer, {"delinquent": True})
-    if sub_id:
-        sub = em.get("subscription", sub_id)
-        if sub["status"] in ("active", "trialing") and invoice["id"] == sub.get("latest_invoice"):
-            _set_status(em, sub_id, "past_due")
-    if raise_on_failure:
-        from devstack.local_stripe.errors import card_error
-
-        err = (pi or {}).get("last_payment_error") or {}
-        raise card_error(message, err.get("code") or "card_declined", decline_code=err.get("decline_code"),
-                         extra={"payment_intent": em.render(pi) if pi else None})
-    return invoice
-
-
-def void_invoice(em: Emulator, invoice: dict[str, Any]) -> dict[str, Any]:
-    if invoice["status"] not in ("open", "uncollectible"):
-        raise invalid(f"You can only void open or uncollectible invoices; this one is {invoice['status']}.", "id")
-    at = em.now_for(em.store["customer"].get(invoice["customer"]))
-    return em.update(invoice, {"status": "void", "next_payment_attempt": None, "auto_advance": False,
-                               "status_transitions": {**invoice["status_transitions"], "voided_at": at}},
-                     event="voided")
-
-
-def mark_uncollectible(em: Emulator, invoice: dict[str, Any]) -> dict[str, Any]:
-    if invoice["status"] != "open":
-        raise invalid(f"You can only mark open invoices uncollectible; this one is {invoice['status']}.", "id")
-    at = em.now_for(em.store["customer"].get(invoice["customer"]))
-    return em.update(invoice, {"status": "uncollectible", "next_payment_attempt": None, "auto_advance": False,
-                               "status_transitions": {**invoice["status_transitions"],
-                                                      "marked_uncollectible_at": at}},
-                     event="marked_uncollectible")
 
 
 # --- the passage of time ----------------------------------------------------------------------
@@ -523,7 +370,7 @@ def _next_due(em: Emulator, sub: dict[str, Any]) -> tuple[int, str] | None:
     status = sub["status"]
     if cyc is None or status in ENDED:
         return None
-    period_end = sub["items"]["data"][0]["current_period_end"]
+    period_end = next_period_end(sub)
     candidates: list[tuple[int, str]] = []
     if status == "incomplete":
         candidates.append((sub["created"] + INCOMPLETE_EXPIRES_AFTER, "expire"))
@@ -590,15 +437,32 @@ def _final_action(em: Emulator, sub_id: str, at: int) -> None:
     if action == "cancel":
         cancel_subscription(em, sub, {}, reason="payment_failed", at=at)
     elif action == "unpaid":
-        _set_status(em, sub_id, "unpaid")
+        set_status(em, sub_id, "unpaid")
+
+
+def _renewed_items(sub: dict[str, Any], cyc: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(every item after the renewal, the items renewed): all of them on one period (classic), or
+    under flexible billing mode those whose own period ends first, each by its own interval."""
+    start = next_period_end(sub)
+    if not _flexible(sub):
+        end = add_interval(start, cyc["interval"], cyc["count"], cyc["anchor_day"])
+        items = _with_period(sub["items"]["data"], start, end)
+        return items, items
+    items, renewed = [], []
+    for it in sub["items"]["data"]:
+        if it["current_period_end"] == start:
+            it = _with_period([it], start, add_interval(start, *_interval(it["price"]), cyc["anchor_day"]))[0]
+            renewed.append(it)
+        items.append(it)
+    return items, renewed
 
 
 def _renew(em: Emulator, sub: dict[str, Any], at: int) -> None:
     cyc = em.cycles[sub["id"]]
-    start = sub["items"]["data"][0]["current_period_end"]
-    end = add_interval(start, cyc["interval"], cyc["count"], cyc["anchor_day"])
+    items, renewed = _renewed_items(sub, cyc)
+    start, end = renewed[0]["current_period_start"], renewed[0]["current_period_end"]
     was_trialing = sub["status"] == "trialing"
-    changes: dict[str, Any] = {"items": _items_list(sub["id"], _with_period(sub["items"]["data"], start, end))}
+    changes: dict[str, Any] = {"items": _items_list(sub["id"], items)}
     if was_trialing:
         pm = default_payment_method(em, sub["customer"], sub)
         behaviour = sub["trial_settings"]["end_behavior"]["missing_payment_method"]
@@ -614,7 +478,8 @@ def _renew(em: Emulator, sub: dict[str, Any], at: int) -> None:
     sub = em.update(sub, changes, event=None)
     pause = sub.get("pause_collection")
     unpaid = sub["status"] == "unpaid"
-    invoice = cycle_invoice(em, sub, "subscription_cycle", (start, end), at, finalize=not (pause or unpaid))
+    invoice = cycle_invoice(em, sub, "subscription_cycle", (start, end), at, finalize=not (pause or unpaid),
+                            items=[it["id"] for it in renewed])
     # As on Stripe, one customer.subscription.updated carries the new period and the new latest_invoice.
     renewed = em.get("subscription", sub["id"])
     em.emit("customer.subscription.updated", renewed,

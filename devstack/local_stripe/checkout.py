@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from devstack.local_stripe.app import Emulator
-from devstack.local_stripe.billing import _price, create_subscription
+from devstack.local_stripe.billing import create_subscription, recurring_price
 from devstack.local_stripe.customers import attach, create_customer, resolve
 from devstack.local_stripe.errors import card_error, invalid
 from devstack.local_stripe.payments import DECLINES
@@ -31,7 +31,7 @@ def create_session(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(it, dict) or not it.get("price"):
             raise invalid(f"Missing required param: line_items[{i}][price].", f"line_items[{i}][price]",
                           code="parameter_missing")
-        price = _price(em, it["price"], f"line_items[{i}][price]")
+        price = recurring_price(em, it["price"], f"line_items[{i}][price]")
         quantity = as_int(it, "quantity", 1, minimum=1) or 1
         currency = price["currency"]
         total += price["unit_amount"] * quantity

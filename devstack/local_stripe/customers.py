@@ -1,4 +1,5 @@
-"""Customers, payment methods (with Stripe's test tokens), SetupIntents, billing portal sessions."""
+"""Customers, payment methods (with Stripe's test tokens), billing portal sessions. Imports no other
+object module: payments, intents and billing build on it."""
 
 from __future__ import annotations
 
@@ -71,18 +72,6 @@ def create_customer(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
 
 def update_customer(em: Emulator, customer: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     return em.update(customer, _customer_fields(em, p, customer))
-
-
-def delete_customer(em: Emulator, customer: dict[str, Any]) -> dict[str, Any]:
-    from devstack.local_stripe.billing import cancel_subscription
-
-    for sub in list(em.store["subscription"].oldest_first(0)):
-        if sub["customer"] == customer["id"] and sub["status"] not in ("canceled", "incomplete_expired"):
-            cancel_subscription(em, sub, {})
-    em.store["customer"].remove(customer["id"])
-    em.deleted[customer["id"]] = "customer"
-    em.emit("customer.deleted", customer)
-    return deleted_stub(customer["id"], "customer")
 
 
 def deleted_stub(oid: str, name: str) -> dict[str, Any]:
@@ -167,54 +156,6 @@ def set_behaviour(em: Emulator, pm_id: str, behaviour: str) -> dict[str, Any]:
         raise invalid(f"behaviour must be one of {', '.join(allowed)}", "behaviour")
     em.pm_behaviour[pm_id] = behaviour
     return pm
-
-
-# --- SetupIntents ------------------------------------------------------------------------------
-
-def create_setup_intent(em: Emulator, p: dict[str, Any]) -> dict[str, Any]:
-    customer = p.get("customer")
-    if customer:
-        em.get("customer", customer, "customer")
-    pm = resolve(em, p["payment_method"], "payment_method") if p.get("payment_method") else None
-    seti = em.create("setup_intent", {
-        "customer": customer or None, "payment_method": pm["id"] if pm else None,
-        "status": "requires_confirmation" if pm else "requires_payment_method",
-        "usage": as_str(p, "usage", "off_session", choices=("off_session", "on_session")),
-        "payment_method_types": p.get("payment_method_types") or ["card"], "metadata": as_metadata(p),
-        "client_secret": None, "description": as_str(p, "description"),
-    })
-    seti = em.update(seti, {"client_secret": f"{seti['id']}_secret_{secrets.token_hex(8)}"}, event=None)
-    if str(p.get("confirm", "")).lower() == "true":
-        seti = confirm_setup_intent(em, seti, {})
-    return seti
-
-
-def confirm_setup_intent(em: Emulator, seti: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
-    if seti["status"] in ("succeeded", "canceled"):
-        raise invalid(f"You cannot confirm this SetupIntent because it has a status of {seti['status']}.",
-                      code="setup_intent_unexpected_state")
-    pm_id = seti.get("payment_method")
-    if p.get("payment_method"):
-        pm_id = resolve(em, p["payment_method"], "payment_method")["id"]
-    if not pm_id:
-        raise invalid("You cannot confirm this SetupIntent because it's missing a payment method.",
-                      "payment_method", code="setup_intent_unexpected_state")
-    if em.pm_behaviour.get(pm_id) == "authenticate" and seti["status"] != "requires_action":
-        return em.update(seti, {"payment_method": pm_id, "status": "requires_action",
-                                "next_action": {"type": "use_stripe_sdk", "use_stripe_sdk": {}}},
-                         event="requires_action")
-    if seti.get("customer"):
-        attach(em, em.get("payment_method", pm_id), seti["customer"])
-    return em.update(seti, {"payment_method": pm_id, "status": "succeeded", "next_action": None},
-                     event="succeeded")
-
-
-def cancel_setup_intent(em: Emulator, seti: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
-    if seti["status"] == "succeeded":
-        raise invalid("You cannot cancel this SetupIntent because it has a status of succeeded.",
-                      code="setup_intent_unexpected_state")
-    return em.update(seti, {"status": "canceled", "cancellation_reason": as_str(p, "cancellation_reason")},
-                     event="canceled")
 
 
 # --- billing portal ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.customers import resolve
 from devstack.local_stripe.errors import StripeError, card_error, invalid
+from devstack.local_stripe.intents import PAYMENT_CONFIRMABLE, confirming, require_action
 from devstack.local_stripe.wire import as_bool, as_int, as_metadata, as_str
 
 DECLINES = {
@@ -52,22 +53,11 @@ def confirm_payment_intent(em: Emulator, pi: dict[str, Any], p: dict[str, Any], 
                            ) -> dict[str, Any]:
     """Charges the payment method. A failure is recorded (failed charge, payment_failed event)
     and then raised as Stripe's 402 card_error unless raise_on_failure is False."""
-    if pi["status"] not in ("requires_payment_method", "requires_confirmation", "requires_action"):
-        raise invalid(f"You cannot confirm this PaymentIntent because it has a status of {pi['status']}.",
-                      code="payment_intent_unexpected_state")
-    pm_id = pi.get("payment_method")
-    if p.get("payment_method"):
-        pm_id = resolve(em, p["payment_method"], "payment_method")["id"]
-    if not pm_id:
-        raise invalid("You cannot confirm this PaymentIntent because it's missing a payment method.",
-                      "payment_method", code="payment_intent_unexpected_state")
+    pm_id, behaviour = confirming(em, pi, p, PAYMENT_CONFIRMABLE)
     off_session = as_bool(p, "off_session", False)
-    behaviour = em.pm_behaviour.get(pm_id, "succeed")
     if behaviour == "authenticate" and pi["status"] != "requires_action":
         if not off_session:
-            return em.update(pi, {"payment_method": pm_id, "status": "requires_action", "next_action": {
-                "type": "use_stripe_sdk", "use_stripe_sdk": {"type": "three_d_secure_redirect"}}},
-                event="requires_action")
+            return require_action(em, pi, pm_id, {"type": "three_d_secure_redirect"})
         error = _error(em, "authentication_required", "authentication_required",
                        "Your card was declined. This transaction requires authentication.", pm_id)
         pi = em.update(pi, {"payment_method": pm_id, "status": "requires_payment_method",

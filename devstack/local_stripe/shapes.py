@@ -34,6 +34,7 @@ RESOURCES: dict[str, type[StripeObject]] = {
     "payment_method": stripe.PaymentMethod,
     "setup_intent": stripe.SetupIntent,
     "invoice": stripe.Invoice,
+    "credit_note": stripe.CreditNote,
     "line_item": stripe.InvoiceLineItem,
     "invoice_payment": stripe.InvoicePayment,
     "item": stripe.LineItem,

@@ -29,7 +29,7 @@ PREFIXES: dict[str, str] = {
     "subscription_item": "si", "checkout.session": "cs_test", "billing_portal.session": "bps",
     "payment_method": "pm", "setup_intent": "seti", "invoice": "in", "line_item": "il",
     "payment_intent": "pi", "charge": "ch", "refund": "re", "dispute": "dp", "event": "evt",
-    "test_helpers.test_clock": "clock",
+    "test_helpers.test_clock": "clock", "credit_note": "cn",
 }
 TYPE_BY_PREFIX = {v: k for k, v in PREFIXES.items()}
 
@@ -69,6 +69,7 @@ INDEXES: dict[str, dict[str, Callable[[dict[str, Any]], Any]]] = {
     "setup_intent": {"customer": lambda o: o.get("customer")},
     "checkout.session": {"customer": lambda o: o.get("customer")},
     "refund": {"charge": lambda o: o.get("charge")},
+    "credit_note": {"customer": lambda o: o.get("customer"), "invoice": lambda o: o.get("invoice")},
     "event": {"type": lambda o: o.get("type")},
 }
 

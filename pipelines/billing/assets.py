@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from pipelines.billing import reporting
+from pipelines.billing.object_types import TABLES
 from pipelines.common.asset_metadata import preview, row_count
 from pipelines.common.ledgers import table_rows
 from pipelines.store.store import Store
@@ -23,16 +24,7 @@ from resources.duckdb import DuckDBResource
 BILLING = "billing"
 
 LEDGER = "stripe_events"
-PROJECTIONS = {
-    "stripe_customers": "Stripe customers, with the organisation each bills and its billing email.",
-    "stripe_subscriptions": "Subscriptions as Stripe has them (status a closed set), linked to their organisation.",
-    "stripe_subscription_items": "Each subscription's items: price, product, quantity (seats), period.",
-    "stripe_products": "Stripe products (name, active, metadata), one row per product.",
-    "stripe_prices": "Stripe prices: product, currency, unit amount, recurring interval, active.",
-    "stripe_invoices": "Stripe invoices: status, amounts due and paid, payment attempts, subscription and period.",
-    "stripe_payment_methods": "Payment methods and the customer each is attached to.",
-    "stripe_payments": "Money movements: one row per PaymentIntent, charge, refund and dispute.",
-}
+PROJECTIONS = {t.name: t.description for t in TABLES}
 INPUTS = {
     "organizations": "Platform input: organisations (company or community), filled by the platform.",
     "organization_members": "Platform input: members of each organisation (seat counts).",

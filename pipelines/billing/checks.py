@@ -8,6 +8,7 @@ from pydantic import Field
 
 from pipelines.billing import reporting
 from pipelines.billing.assets import billing_daily, billing_leaks, subscriptions_current
+from pipelines.billing.vocab import DriftAction, EventOutcome
 from pipelines.store.store import Store
 from resources.duckdb import DuckDBResource
 
@@ -25,7 +26,7 @@ def orphan_subscriptions(conn) -> int:
 
 def quarantine_share(conn, hours: int = 24) -> tuple[int, int]:
     return conn.execute(
-        "SELECT count(*) FILTER (WHERE outcome = 'quarantined'), count(*) FROM stripe_events "
+        f"SELECT count(*) FILTER (WHERE outcome = '{EventOutcome.QUARANTINED}'), count(*) FROM stripe_events "
         f"WHERE received_at > now() - INTERVAL {int(hours)} HOUR").fetchone()
 
 
@@ -89,7 +90,7 @@ def drift_repaired(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with Store(duckdb.connect).read() as conn:
         run_id, unrepaired = reporting.last_run_unrepaired(conn)
         rows = conn.execute("SELECT object_type, object_id, field, reason FROM billing_drift"
-                            " WHERE run_id = ? AND action = 'unrepaired' LIMIT 20", [run_id]).fetchall() if run_id else []
+                            f" WHERE run_id = ? AND action = '{DriftAction.UNREPAIRED}' LIMIT 20", [run_id]).fetchall() if run_id else []
     return dg.AssetCheckResult(passed=unrepaired == 0,
                                metadata={"run_id": str(run_id), "unrepaired": unrepaired, "examples": _listing(rows)})
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
+from pipelines.billing.vocab import InvoiceStatus, SubscriptionStatus
 from pipelines.email.dispatch import build_request
 from pipelines.email.request import BadRequest, EmailRequest
 
@@ -57,7 +58,7 @@ class Contact:
 
 
 class Directory(Protocol):
-    """Current state from the tables (pipelines.billing.notices_store implements it over DuckDB)."""
+    """Current state from the tables (notices.TablesDirectory implements it over DuckDB)."""
     def contact_for_customer(self, customer_id: str) -> Contact | None: ...
     def invoice_status(self, invoice_id: str) -> str | None: ...
     def subscription_status(self, subscription_id: str) -> str | None: ...
@@ -100,7 +101,7 @@ def _kind_and_context(event: Mapping[str, Any], directory: Directory) -> tuple[s
     obj = (event.get("data") or {}).get("object") or {}
     previous = (event.get("data") or {}).get("previous_attributes")
     if etype == "invoice.payment_failed":
-        if directory.invoice_status(obj["id"]) in ("paid", "void", "uncollectible"):
+        if directory.invoice_status(obj["id"]) in InvoiceStatus.SETTLED:
             return "invoice is no longer open"
         amount, currency = _money(obj.get("amount_due"), obj.get("currency"))
         ctx = {"amount": amount, "currency": currency, "invoice_url": obj.get("hosted_invoice_url") or ""}
@@ -117,7 +118,7 @@ def _kind_and_context(event: Mapping[str, Any], directory: Directory) -> tuple[s
             ctx["invoice_url"] = obj["hosted_invoice_url"]
         return PAYMENT_SUCCEEDED, _id(obj.get("customer")), ctx
     if etype == "customer.subscription.trial_will_end":
-        if directory.subscription_status(obj["id"]) not in (None, "trialing"):
+        if directory.subscription_status(obj["id"]) not in (None, SubscriptionStatus.TRIALING):
             return "subscription is no longer trialing"
         return TRIAL_WILL_END, _id(obj.get("customer")), {
             "plan_name": directory.plan_name(obj), "trial_end_date": _day(obj.get("trial_end"))}
@@ -126,10 +127,10 @@ def _kind_and_context(event: Mapping[str, Any], directory: Directory) -> tuple[s
         return CANCELED, _id(obj.get("customer")), {"plan_name": directory.plan_name(obj), "ends_at": _day(ended)}
     # previous_attributes None means the carrier did not keep it: the status alone decides, and
     # the kind's 1-day repeat window keeps repeated updates to one email a day.
-    became_past_due = obj.get("status") == "past_due" and (
-        previous is None or ("status" in previous and previous["status"] != "past_due"))
+    became_past_due = obj.get("status") == SubscriptionStatus.PAST_DUE and (
+        previous is None or ("status" in previous and previous["status"] != SubscriptionStatus.PAST_DUE))
     if etype == "customer.subscription.updated" and became_past_due:
-        if directory.subscription_status(obj["id"]) not in (None, "past_due"):
+        if directory.subscription_status(obj["id"]) not in (None, SubscriptionStatus.PAST_DUE):
             return "subscription is no longer past_due"
         invoice = directory.invoice(_id(obj.get("latest_invoice")) or "") or {}
         amount, currency = _money(invoice.get("amount_due"), invoice.get("currency") or obj.get("currency"))
@@ -197,7 +198,7 @@ class OrgWithoutSubscription:
 
 def subscription_required_notices(orgs: Iterable[OrgWithoutSubscription], today: date) -> list[EmailRequest]:
     """`organization-subscription-required` for each company organisation past its grace period
-    with no active subscription (the query in notices_store selects them). The request id is per
+    with no active subscription (the query in notices.py selects them). The request id is per
     organisation and day, so a re-run the same day dispatches nothing new; the kind's 30-day
     repeat window (catalogue) keeps the email itself to once a month."""
     out = []

@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from pipelines.billing import writes
+from pipelines.billing import writer
 from pipelines.billing.envelope import EnvelopeSettings, Refusal, StripeEvent, kept_body, open_message
-from pipelines.billing.projections import HANDLERS, OrgLink, Projection, ProjectionError, is_handled, project
+from pipelines.billing.object_types import BY_EVENT, BY_NAME, is_handled, project, project_event
+from pipelines.billing.projections import Projection, ProjectionError
 from pipelines.billing.retrieve import RetrieveError, Retriever
 from pipelines.billing.vocab import EventOutcome
 from pipelines.common.consumer import Prepared
@@ -47,20 +46,6 @@ if TYPE_CHECKING:
     import duckdb
 
 SOURCE = "stripe-events"
-
-# (table, key) in write order
-TABLE_KEYS: list[tuple[str, tuple[str, ...]]] = [
-    ("stripe_customers", ("customer_id",)),
-    ("stripe_products", ("product_id",)),
-    ("stripe_prices", ("price_id",)),
-    ("stripe_subscriptions", ("subscription_id",)),
-    ("stripe_subscription_items", ("item_id",)),
-    ("stripe_invoices", ("invoice_id",)),
-    ("stripe_payment_methods", ("payment_method_id",)),
-    ("stripe_payments", ("payment_id",)),
-]
-KEYS = dict(TABLE_KEYS)
-
 
 @dataclass(frozen=True)
 class IngestSettings:
@@ -152,10 +137,10 @@ class StripeIngest:
             inc.outcome, inc.note = EventOutcome.IGNORED_TENANT, other
         elif not is_handled(ev.type):
             inc.outcome = EventOutcome.UNKNOWN_TYPE
-        elif ev.object_type != HANDLERS[ev.type][0]:
-            raise ProjectionError(f"carries a {ev.object_type!r} object, expected {HANDLERS[ev.type][0]!r}")
+        elif ev.object_type != BY_EVENT[ev.type].name:
+            raise ProjectionError(f"carries a {ev.object_type!r} object, expected {BY_EVENT[ev.type].name!r}")
         elif ev.api_version == self.settings.api_version:
-            inc.projection = project(ev.type, ev.object)
+            inc.projection = project_event(ev.type, ev.object)
 
     # ---- commit: one transaction, opened by the caller ----
     def commit(self, conn: duckdb.DuckDBPyConnection, prepared: PreparedEvents) -> Counters:
@@ -165,7 +150,7 @@ class StripeIngest:
             return counts
         fresh = self._drop_known(conn, incoming)
         counts["duplicates"] += len(incoming) - len(fresh)
-        plan = _Plan()
+        plan = _Batch()
         decided: list[Incoming] = []
         pending: dict[str, list[Incoming]] = defaultdict(list)
         for inc in fresh:
@@ -195,13 +180,13 @@ class StripeIngest:
         return counts
 
     def _drop_known(self, conn: duckdb.DuckDBPyConnection, incoming: list[Incoming]) -> list[Incoming]:
-        batch_ids = pa.table({"event_id": pa.array([i.event.id for i in incoming], pa.string())})
+        batch_ids = writer.ids_table("event_id", (i.event.id for i in incoming))
         known = {r[0] for r in with_rows(
             conn, "SELECT e.event_id FROM stripe_events e JOIN rows b USING (event_id) "
-            "WHERE e.outcome <> 'quarantined'", batch_ids).fetchall()}
+            f"WHERE e.outcome <> '{EventOutcome.QUARANTINED}'", batch_ids).fetchall()}
         return [i for i in incoming if i.event.id not in known]
 
-    def _decide(self, object_id: str, group: list[Incoming], mark: tuple[int, str] | None, plan: _Plan,
+    def _decide(self, object_id: str, group: list[Incoming], mark: tuple[int, str] | None, plan: _Batch,
                 counts: Counters) -> None:
         newest = group[-1]
         ev = newest.event
@@ -246,7 +231,7 @@ class StripeIngest:
             newest.note = f"{ev.type} {ev.id}: {why}; Stripe has no {ev.object_type} {object_id}"
             return
         try:
-            projection = project(ev.type, current)
+            projection = project_event(ev.type, current)
         except ProjectionError as exc:
             newest.outcome, newest.note = EventOutcome.QUARANTINED, f"{ev.type} {ev.id} (re-retrieved): {exc}"
             return
@@ -255,178 +240,64 @@ class StripeIngest:
         plan.apply(newest, projection, max(key, mark) if mark else key, note=f"re-retrieved: {why}",
                    retrieved=True)
 
-    def _write(self, conn: duckdb.DuckDBPyConnection, plan: _Plan, counts: Counters) -> None:
-        for table, key in TABLE_KEYS:
-            writes.upsert(conn, table, key, plan.rows.get(table, []))
-        if plan.items_of:
-            _drop_removed_items(conn, plan.items_of, plan.rows.get("stripe_subscription_items", []))
-        for table, key in TABLE_KEYS:
-            writes.upsert(conn, table, key, plan.merge_rows.get(table, []), merge=True)
+    def _write(self, conn: duckdb.DuckDBPyConnection, plan: _Batch, counts: Counters) -> None:
+        writer.write_rows(conn, plan)
         self._activate_checkout_subscriptions(conn, plan, counts)
-        _link_organisations(conn, plan.links, plan.customers_touched())
-        _cascade_deleted_customers(conn, plan.deleted_customers)
-        _write_watermarks(conn, plan.marks)
+        writer.write_consequences(conn, plan)
 
-    def _activate_checkout_subscriptions(self, conn: duckdb.DuckDBPyConnection, plan: _Plan,
+    def _activate_checkout_subscriptions(self, conn: duckdb.DuckDBPyConnection, plan: _Batch,
                                          counts: Counters) -> None:
         """Checkout completed before its subscription's own events arrived: fetch the subscription."""
         if not plan.needs_subscription:
             return
-        wanted = pa.table({"subscription_id": pa.array(list(plan.needs_subscription), pa.string())})
         missing = [r[0] for r in with_rows(
             conn, "SELECT w.subscription_id FROM rows w ANTI JOIN stripe_subscriptions s USING (subscription_id)",
-            wanted).fetchall()]
+            writer.ids_table("subscription_id", plan.needs_subscription)).fetchall()]
         if not missing or self.retriever is None:
             return
-        extra = _Plan()
+        extra = writer.Plan()
+        subscription = BY_NAME["subscription"]
         for sid in missing:
             inc, mark = plan.needs_subscription[sid]
             try:
-                current = self.retriever("subscription", sid)
+                current = self.retriever(subscription.name, sid)
                 counts["stripe_calls"] += 1
                 if current is None:
                     continue
-                extra.apply(None, project("customer.subscription.updated", current), mark, retrieved=True,
-                            object_id=sid, object_type="subscription")
+                extra.add(project(subscription, current), mark, sid, subscription.name, retrieved=True)
                 counts["re_retrieved"] += 1
             except (RetrieveError, ProjectionError) as exc:
                 inc.note = f"its subscription {sid} could not be fetched: {exc}"
-        for table, key in TABLE_KEYS:
-            writes.upsert(conn, table, key, extra.rows.get(table, []))
-            writes.upsert(conn, table, key, extra.merge_rows.get(table, []), merge=True)
+        writer.write_rows(conn, extra)
         plan.marks.update(extra.marks)
 
 
 @dataclass
-class _Plan:
-    """What a batch will write, gathered from the projections that won."""
-    rows: dict[str, list[dict]] = field(default_factory=lambda: defaultdict(list))
-    merge_rows: dict[str, list[dict]] = field(default_factory=lambda: defaultdict(list))
-    items_of: list[str] = field(default_factory=list)
-    links: list[OrgLink] = field(default_factory=list)
-    deleted_customers: list[tuple[str, int, bool]] = field(default_factory=list)  # (id, at, from its event)
+class _Batch(writer.Plan):
+    """A batch's plan, with what only the ingestion needs: each event's outcome, the Checkout
+    sessions whose subscription may have to be fetched, and the events re-retrieved."""
     needs_subscription: dict[str, tuple[Incoming, tuple[int, str]]] = field(default_factory=dict)
-    marks: dict[str, tuple[str, int, str, bool]] = field(default_factory=dict)  # id -> (type, created, event, retrieved)
     re_retrieved: set[str] = field(default_factory=set)
 
-    def apply(self, inc: Incoming | None, p: Projection | None, mark: tuple[int, str], *, note: str | None = None,
-              retrieved: bool = False, object_id: str | None = None, object_type: str | None = None) -> None:
-        if inc is not None:
-            inc.outcome, inc.note = EventOutcome.APPLIED, note
-            object_id, object_type = inc.event.object_id, inc.event.object_type
+    def apply(self, inc: Incoming, p: Projection | None, mark: tuple[int, str], *, note: str | None = None,
+              retrieved: bool = False) -> None:
+        inc.outcome, inc.note = EventOutcome.APPLIED, note
         if p is None:
             return
-        for table, rows in p.rows.items():
-            self.rows[table].extend(rows)
-        for table, rows in p.merge_rows.items():
-            self.merge_rows[table].extend(rows)
-        self.items_of.extend(p.items_of)
-        self.links.extend(p.links)
-        if p.deleted_customer:  # the time of the customer.deleted event when that is what applied
-            final = inc is not None and inc.event.type == "customer.deleted"
-            self.deleted_customers.append((p.deleted_customer, inc.event.created if final else mark[0], final))
-        if p.needs_subscription and inc is not None:
+        final = inc.event.type == "customer.deleted"   # its time dates the deletion
+        self.add(p, mark, inc.event.object_id, inc.event.object_type, retrieved=retrieved,
+                 deleted_at=inc.event.created if final else None)
+        if p.needs_subscription:
             self.needs_subscription[p.needs_subscription] = (inc, mark)
-        self.marks[object_id] = (object_type, mark[0], mark[1], retrieved)
-
-    def customers_touched(self) -> set[str]:
-        touched = {r["customer_id"] for r in self.rows.get("stripe_subscriptions", []) if r.get("customer_id")}
-        touched.update(link.customer_id for link in self.links)
-        touched.update(r["customer_id"] for r in self.rows.get("stripe_customers", []))
-        return touched
 
 
 def _watermarks(conn: duckdb.DuckDBPyConnection, object_ids: list[str]) -> dict[str, tuple[int, str]]:
     if not object_ids:
         return {}
-    batch_objects = pa.table({"object_id": pa.array(object_ids, pa.string())})
+    batch_objects = writer.ids_table("object_id", object_ids)
     return {oid: (int(created), eid) for oid, created, eid in with_rows(
         conn, "SELECT w.object_id, epoch(w.event_created)::BIGINT, w.event_id FROM stripe_object_watermarks w "
         "JOIN rows b USING (object_id)", batch_objects).fetchall()}
-
-
-def _write_watermarks(conn: duckdb.DuckDBPyConnection, marks: dict[str, tuple[str, int, str, bool]]) -> None:
-    now = datetime.now(timezone.utc)
-    rows = [{"object_id": oid, "object_type": otype, "event_created": created, "event_id": eid,
-             "retrieved_at": now if retrieved else None}
-            for oid, (otype, created, eid, retrieved) in marks.items()]
-    if not rows:
-        return
-    marks_rows = pa.table({
-        "object_id": pa.array([r["object_id"] for r in rows], pa.string()),
-        "object_type": pa.array([r["object_type"] for r in rows], pa.string()),
-        "event_created": pa.array([r["event_created"] for r in rows], pa.timestamp("s", tz="UTC")),
-        "event_id": pa.array([r["event_id"] for r in rows], pa.string()),
-        "retrieved_at": pa.array([r["retrieved_at"] for r in rows], pa.timestamp("us", tz="UTC")),
-    })
-    with_rows(
-        conn, "INSERT INTO stripe_object_watermarks (object_id, object_type, event_created, event_id, retrieved_at, "
-        "updated_at) SELECT object_id, object_type, event_created, event_id, retrieved_at, now() FROM rows "
-        "ON CONFLICT (object_id) DO UPDATE SET event_created = excluded.event_created, "
-        "event_id = excluded.event_id, "
-        "retrieved_at = COALESCE(excluded.retrieved_at, stripe_object_watermarks.retrieved_at), "
-        "updated_at = now()", marks_rows)
-
-
-def _drop_removed_items(conn: duckdb.DuckDBPyConnection, subscription_ids: list[str], items: list[dict]) -> None:
-    subs = pa.table({"subscription_id": pa.array(sorted(set(subscription_ids)), pa.string())})
-    kept = pa.table({"item_id": pa.array([r["item_id"] for r in items], pa.string())})
-    conn.execute("DELETE FROM stripe_subscription_items WHERE subscription_id IN (SELECT subscription_id FROM subs) "
-                 "AND item_id NOT IN (SELECT item_id FROM kept)")
-
-
-def _link_organisations(conn: duckdb.DuckDBPyConnection, links: list[OrgLink], customers: set[str]) -> None:
-    if links:
-        link_rows = pa.table({
-            "customer_id": pa.array([x.customer_id for x in links], pa.string()),
-            "organization_id": pa.array([x.organization_id for x in links], pa.string()),
-            "subscription_id": pa.array([x.subscription_id for x in links], pa.string()),
-            "billing_email": pa.array([x.billing_email for x in links], pa.string()),
-        })
-        conn.execute(
-            "INSERT INTO stripe_customers (customer_id, organization_id, billing_email, deleted, updated_at) "
-            "SELECT customer_id, arg_max(organization_id, organization_id IS NOT NULL), "
-            "arg_max(billing_email, billing_email IS NOT NULL), false, now() FROM link_rows GROUP BY customer_id "
-            "ON CONFLICT (customer_id) DO UPDATE SET "
-            "organization_id = COALESCE(excluded.organization_id, stripe_customers.organization_id), "
-            "billing_email = COALESCE(stripe_customers.billing_email, excluded.billing_email), updated_at = now()")
-        conn.execute(
-            "UPDATE stripe_subscriptions s SET organization_id = l.organization_id, updated_at = now() "
-            "FROM (SELECT subscription_id, any_value(organization_id) AS organization_id FROM link_rows "
-            "      WHERE subscription_id IS NOT NULL AND organization_id IS NOT NULL GROUP BY subscription_id) l "
-            "WHERE s.subscription_id = l.subscription_id "
-            "AND s.organization_id IS DISTINCT FROM l.organization_id")
-    if customers:
-        touched = pa.table({"customer_id": pa.array(sorted(customers), pa.string())})
-        conn.execute(
-            "UPDATE stripe_subscriptions s SET organization_id = c.organization_id, updated_at = now() "
-            "FROM stripe_customers c WHERE s.customer_id = c.customer_id AND s.organization_id IS NULL "
-            "AND c.organization_id IS NOT NULL AND c.customer_id IN (SELECT customer_id FROM touched)")
-
-
-def _cascade_deleted_customers(conn: duckdb.DuckDBPyConnection, deleted: list[tuple[str, int, bool]]) -> None:
-    """deleted_at is the customer.deleted event's time; learnt first from a re-retrieve (which
-    gives no time), it is the triggering event's until the customer.deleted event arrives."""
-    if not deleted:
-        return
-    best: dict[str, tuple[bool, int]] = {}
-    for cid, at, final in deleted:
-        best[cid] = max(best.get(cid, (False, 0)), (final, at))
-    gone = pa.table({"customer_id": pa.array(list(best), pa.string()),
-                     "gone_at": pa.array([at for _, at in best.values()], pa.timestamp("s", tz="UTC")),
-                     "final": pa.array([final for final, _ in best.values()], pa.bool_())})
-    with_rows(
-        conn, "INSERT INTO stripe_customers (customer_id, deleted, deleted_at, updated_at) "
-        "SELECT customer_id, true, gone_at, now() FROM rows "
-        "ON CONFLICT (customer_id) DO UPDATE SET deleted = true, "
-        "deleted_at = COALESCE(stripe_customers.deleted_at, excluded.deleted_at), updated_at = now()", gone)
-    with_rows(
-        conn, "UPDATE stripe_customers c SET deleted_at = r.gone_at FROM rows r "
-        "WHERE r.final AND c.customer_id = r.customer_id", gone)
-    with_rows(
-        conn, "UPDATE stripe_subscriptions s SET status = 'canceled', canceled_at = COALESCE(s.canceled_at, r.gone_at), "
-        "ended_at = COALESCE(s.ended_at, r.gone_at), updated_at = now() FROM rows r "
-        "WHERE s.customer_id = r.customer_id AND s.status NOT IN ('canceled', 'incomplete_expired')", gone)
 
 
 def _write_ledger(conn: duckdb.DuckDBPyConnection, decided: list[Incoming], re_retrieved: set[str]) -> None:
@@ -438,4 +309,4 @@ def _write_ledger(conn: duckdb.DuckDBPyConnection, decided: list[Incoming], re_r
         "outcome": i.outcome.value, "error": i.note, "re_retrieved": i.event.id in re_retrieved,
         "delivery": i.event.delivery, "sqs_message_id": i.sqs_message_id,
     } for i in decided]
-    writes.upsert(conn, "stripe_events", ("event_id",), rows)
+    writer.upsert(conn, "stripe_events", ("event_id",), rows)

@@ -29,6 +29,7 @@ from pipelines.billing.reconcile import Reconciler
 from pipelines.billing.reconcile_tables import CONNECT_CONFIG, BillingTables
 from pipelines.billing.retrieve import StripeRetriever
 from pipelines.billing.seats import seat_targets, sync_seats
+from pipelines.billing.vocab import ReconcileMode, SubscriptionStatus
 from pipelines.common.factory import DrainConfig as QueueDrainConfig, queue_consumer_defs
 from pipelines.store.store import Store
 from resources.aws import SQSQueueResource
@@ -150,7 +151,7 @@ def cancel_subscription(context: dg.OpExecutionContext, config: CancelConfig, st
     client = stripe.client()
     with stripe_errors(f"subscription {config.subscription_id}"):
         sub = client.v1.subscriptions.retrieve(config.subscription_id)
-        if sub["status"] == "canceled":
+        if sub["status"] == SubscriptionStatus.CANCELED:
             raise dg.Failure(description=f"subscription {config.subscription_id} is already canceled")
         sub = subscriptions.cancel(client, config.subscription_id, at_period_end=config.at_period_end,
                                    scope=context.run_id).to_dict()
@@ -219,10 +220,10 @@ class ReconcileConfig(dg.Config):
 @dg.op(pool="duckdb", description="Compares Stripe with the billing tables, repairs them, records drift.")
 def reconcile_billing(context: dg.OpExecutionContext, config: ReconcileConfig, stripe: StripeResource,
                       duckdb: DuckDBResource) -> dg.Output[None]:
-    if config.mode not in ("incremental", "full"):
+    if config.mode not in (ReconcileMode.INCREMENTAL, ReconcileMode.FULL):
         raise dg.Failure(description=f"config mode: {config.mode!r} is not incremental or full")
     with reconciling(stripe, duckdb, context.run_id, log=context.log.info) as rec:
-        report = rec.full_sweep() if config.mode == "full" else rec.incremental()
+        report = rec.full_sweep() if config.mode == ReconcileMode.FULL else rec.incremental()
     if report.fallback_reason:
         context.log.warning(f"incremental reconciliation fell back to a full sweep: {report.fallback_reason}")
     for d in report.unrepaired[:50]:

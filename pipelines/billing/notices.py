@@ -19,7 +19,9 @@ import duckdb
 
 from pipelines.billing import dunning
 from pipelines.billing.dunning import Contact, OrgWithoutSubscription
+from pipelines.billing.vocab import OrganizationType, SubscriptionStatus, sql_in
 from pipelines.email.request import EmailRequest
+from pipelines.store.write import STR, arrow, insert, with_rows
 
 
 class _Queue(Protocol):
@@ -92,19 +94,19 @@ class NoticeReport:
 def _dispatch(connect: Connect, queue: _Queue, requests: list[EmailRequest], event_ids: Mapping[str, str],
               org_ids: Mapping[str, str], report: NoticeReport) -> None:
     with connect() as conn:
-        ids = [r.request_id for r in requests]
-        done = {r[0] for r in conn.execute("SELECT request_id FROM billing_notices WHERE request_id IN "
-                                           "(SELECT unnest(?::VARCHAR[]))", [ids]).fetchall()} if ids else set()
+        ids = arrow(request_id=(STR, [r.request_id for r in requests]))
+        done = {r[0] for r in with_rows(conn, "SELECT request_id FROM billing_notices WHERE request_id IN "
+                                              "(SELECT request_id FROM rows)", ids).fetchall()} if requests else set()
     todo = [r for r in requests if r.request_id not in done]
     report.already_sent += len(requests) - len(todo)
     if not todo:
         return
     queue.send([r.to_json() for r in todo])
     with connect() as conn:
-        conn.executemany("INSERT INTO billing_notices (request_id, kind, event_id, organization_id) VALUES (?, ?, ?, ?)"
-                         " ON CONFLICT (request_id) DO NOTHING",
-                         [(r.request_id, r.kind, event_ids.get(r.request_id), org_ids.get(r.request_id))
-                          for r in todo])
+        insert(conn, "billing_notices", arrow(
+            request_id=(STR, [r.request_id for r in todo]), kind=(STR, [r.kind for r in todo]),
+            event_id=(STR, [event_ids.get(r.request_id) for r in todo]),
+            organization_id=(STR, [org_ids.get(r.request_id) for r in todo])), on_conflict="(request_id) DO NOTHING")
     report.dispatched += [r.request_id for r in todo]
 
 
@@ -133,16 +135,16 @@ def send_event_notices(connect: Connect, events: Iterable[Any], queue: _Queue) -
     return report
 
 
-_WITHOUT_SUBSCRIPTION_SQL = """
+_WITHOUT_SUBSCRIPTION_SQL = f"""
     SELECT o.id, o.name, o.billing_email,
            coalesce((SELECT m.user_id FROM organization_members m
                      WHERE m.organization_id = o.id AND lower(coalesce(m.role, '')) = 'owner'
                      ORDER BY m.joined_at NULLS LAST, m.user_id LIMIT 1), o.name)
     FROM organizations o
-    WHERE o.type = 'company' AND o.deleted_at IS NULL AND o.created < ?
+    WHERE o.type = '{OrganizationType.COMPANY}' AND o.deleted_at IS NULL AND o.created < ?
       AND o.billing_email IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM stripe_subscriptions s
-                      WHERE s.organization_id = o.id AND s.status IN ('active', 'trialing'))
+                      WHERE s.organization_id = o.id AND s.status IN {sql_in(SubscriptionStatus.SUBSCRIBED)})
     ORDER BY o.id
 """
 

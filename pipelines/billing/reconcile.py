@@ -2,8 +2,9 @@
 
 Two modes, both diff-and-repair, both recording each difference in `billing_drift`:
 
-* **full sweep**: list customers, subscriptions (status=all), invoices and PaymentIntents at
-  limit 100 (about N/100 calls per type), compare page by page with the tables, then delete
+* **full sweep**: list each reconciled type of the registry (object_types.RECONCILED, with its
+  list parameters) at limit 100 (about N/100 calls per type), compare page by page with the
+  tables, then delete
   rows whose object Stripe no longer lists. Memory stays flat: only one page of objects and
   the set of ids seen are held.
 * **incremental** (the default): read the Events API from the cursor the previous run left,
@@ -11,8 +12,9 @@ Two modes, both diff-and-repair, both recording each difference in `billing_drif
   changed this is one list call. It falls back to a full sweep when there is no cursor, or
   the cursor is older than Stripe's 30-day event retention (events may be gone).
 
-What a row "is" for each object type (the compared columns, how to read, write and delete it)
-lives in the `TableAdapter` (reconcile_tables.py), so this module is about Stripe calls and
+Which types are reconciled, their API paths and which objects an event touches come from the
+registry (object_types.py); what a row "is" (the compared columns, how to read, write and delete
+it) from the `TableAdapter` (reconcile_tables.py), so this module is about Stripe calls and
 bookkeeping only. Calls go through the caller's client, so its rate limiter and retries apply.
 """
 
@@ -30,20 +32,15 @@ from typing import Any, Protocol
 import duckdb
 import stripe
 
+from pipelines.billing.object_types import BY_NAME, RECONCILED, touched
+from pipelines.billing.vocab import DriftAction, ReconcileMode
 from pipelines.store.write import STR, TS, arrow, insert
 
 EVENT_RETENTION_SECONDS = 30 * 24 * 3600
 PAGE = 100
 FLUSH_OBJECTS = 1000   # objects compared per DuckDB transaction in a full sweep
 
-# Object types the sweep covers, in the order they are swept (customers first: rows of later
-# types refer to them), and the Stripe list parameters for each.
-SWEEP_TYPES: tuple[str, ...] = ("customer", "subscription", "invoice", "payment_intent")
-LIST_PARAMS: dict[str, dict[str, Any]] = {"subscription": {"status": "all"}}
-
-
-PATHS = {"customer": "/v1/customers", "subscription": "/v1/subscriptions", "invoice": "/v1/invoices",
-         "payment_intent": "/v1/payment_intents", "event": "/v1/events"}
+EVENTS_PATH = "/v1/events"
 
 
 def get_json(client: stripe.StripeClient, path: str, **params: Any) -> dict[str, Any]:
@@ -53,36 +50,11 @@ def get_json(client: stripe.StripeClient, path: str, **params: Any) -> dict[str,
     return client.raw_request("get", path, **params).data
 
 
-def touched_objects(event: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(object type, id) of the reconciled objects an event says changed."""
-    obj = (event.get("data") or {}).get("object") or {}
-    kind, oid = obj.get("object"), obj.get("id")
-
-    def ref(value: Any) -> str | None:
-        return value if isinstance(value, str) else (value or {}).get("id")
-
-    out: list[tuple[str, str]] = []
-    if kind in SWEEP_TYPES and oid:
-        out.append((kind, oid))
-    if kind == "checkout.session":
-        for t, k in (("subscription", "subscription"), ("customer", "customer")):
-            if ref(obj.get(k)):
-                out.append((t, ref(obj.get(k))))
-    elif kind in ("charge", "refund", "dispute") and ref(obj.get("payment_intent")):
-        out.append(("payment_intent", ref(obj.get("payment_intent"))))
-    if kind == "invoice":
-        details = (obj.get("parent") or {}).get("subscription_details") or {}
-        sub = ref(details.get("subscription")) or ref(obj.get("subscription"))
-        if sub:
-            out.append(("subscription", sub))
-    return out
-
-
 def slim(event: Mapping[str, Any]) -> dict[str, Any]:
     """What an incremental run keeps of an event: its id, time and the references it touches
     (a page of events carries full objects; a day of them need not sit in memory)."""
     return {"id": event["id"], "created": event["created"],
-            "touched": touched_objects(event)}
+            "touched": touched(((event.get("data") or {}).get("object")) or {})}
 
 
 class TableAdapter(Protocol):
@@ -130,12 +102,12 @@ def diff_object(object_type: str, object_id: str, table_row: Mapping[str, Any] |
                 expected: Mapping[str, Any]) -> list[Drift]:
     """Differences between a row (None: missing) and what Stripe says it should be."""
     if table_row is None:
-        return [Drift(object_type, object_id, "*", None, "present", "inserted")]
+        return [Drift(object_type, object_id, "*", None, "present", DriftAction.INSERTED)]
     out = []
     for name, want in expected.items():
         have = canonical(table_row.get(name))
         if have != canonical(want):
-            out.append(Drift(object_type, object_id, name, have, canonical(want), "updated"))
+            out.append(Drift(object_type, object_id, name, have, canonical(want), DriftAction.UPDATED))
     return out
 
 
@@ -151,7 +123,7 @@ class ReconcileReport:
     fallback_reason: str | None = None
 
     def as_metadata(self) -> dict[str, Any]:
-        md: dict[str, Any] = {"mode": self.mode, "stripe_calls": sum(self.calls.values()),
+        md: dict[str, Any] = {"mode": str(self.mode), "stripe_calls": sum(self.calls.values()),
                               "objects_checked": sum(self.checked.values()),
                               "differences": sum(self.differences.values()),
                               "unrepaired": len(self.unrepaired), "events_read": self.events_read}
@@ -192,7 +164,7 @@ class Reconciler:
             detected_at=(TS, [now] * len(drifts))))
         for d in drifts:
             report.differences[d.object_type] += 1
-            if d.action == "unrepaired":
+            if d.action == DriftAction.UNREPAIRED:
                 report.unrepaired.append(d)
 
     def last_cursor(self) -> tuple[int | None, list[str]]:
@@ -218,7 +190,7 @@ class Reconciler:
 
     # --- comparing and repairing a batch of objects ---------------------------------------
 
-    def _apply(self, object_type: str, objects: list[Mapping[str, Any]], report: ReconcileReport) -> None:
+    def compare_and_repair(self, object_type: str, objects: list[Mapping[str, Any]], report: ReconcileReport) -> None:
         """Compare these Stripe objects with their rows and repair the rows, in one transaction."""
         if not objects:
             return
@@ -228,7 +200,7 @@ class Reconciler:
             try:
                 expected[obj["id"]] = self.adapter.expected(object_type, obj)
             except (KeyError, TypeError, ValueError) as exc:  # a field missing or of an unexpected kind
-                bad.append(Drift(object_type, str(obj.get("id")), "*", None, None, "unrepaired",
+                bad.append(Drift(object_type, str(obj.get("id")), "*", None, None, DriftAction.UNREPAIRED,
                                  f"cannot read the Stripe object: {exc!r}"[:300]))
         report.checked[object_type] += len(objects)
         with self.transaction() as conn:
@@ -246,7 +218,7 @@ class Reconciler:
             if dirty:
                 refused = self.adapter.upsert(conn, object_type, dirty)
                 if refused:
-                    drifts = [replace(d, action="unrepaired", reason=refused[d.object_id][:300])
+                    drifts = [replace(d, action=DriftAction.UNREPAIRED, reason=refused[d.object_id][:300])
                               if d.object_id in refused else d for d in drifts]
             self._record(conn, drifts, report)
 
@@ -256,15 +228,15 @@ class Reconciler:
             return
         with self.transaction() as conn:
             self.adapter.delete(conn, object_type, ids)
-            self._record(conn, [Drift(object_type, i, "*", "present", None, "deleted") for i in ids], report)
+            self._record(conn, [Drift(object_type, i, "*", "present", None, DriftAction.DELETED) for i in ids], report)
 
     # --- full sweep -----------------------------------------------------------------------
 
     def _pages(self, object_type: str, report: ReconcileReport,
                params: dict[str, Any] | None = None) -> Iterator[list]:
-        params = dict(params) if params else {"limit": PAGE, **LIST_PARAMS.get(object_type, {})}
+        params = dict(params) if params else {"limit": PAGE, **BY_NAME[object_type].list_params}
         while True:
-            page = get_json(self.client, PATHS[object_type], **params)
+            page = get_json(self.client, BY_NAME[object_type].path, **params)
             report.calls[object_type] += 1
             data = page["data"]
             if data:
@@ -274,9 +246,9 @@ class Reconciler:
             params["starting_after"] = data[-1]["id"]
 
     def full_sweep(self, report: ReconcileReport | None = None) -> ReconcileReport:
-        report = report or ReconcileReport(self.run_id, "full")
-        report.mode = "full"
-        self._start("full", datetime.now(UTC))
+        report = report or ReconcileReport(self.run_id, ReconcileMode.FULL)
+        report.mode = ReconcileMode.FULL
+        self._start(ReconcileMode.FULL, datetime.now(UTC))
         # The next incremental run starts from Stripe's newest event as of now, in Stripe's own
         # clock (test clocks and the local Stripe can run ahead of ours): events after it are its
         # business, everything before it this sweep sees in the objects themselves.
@@ -285,16 +257,16 @@ class Reconciler:
             cursor = int(self.clock()) - 1
         self.adapter.set_mark(cursor, self.run_id)
         sweep_started = cursor + 1
-        for object_type in SWEEP_TYPES:
+        for object_type in (t.name for t in RECONCILED):
             seen: set[str] = set()
             buffer: list = []
             for page in self._pages(object_type, report):
                 buffer.extend(page)
                 seen.update(o["id"] for o in page)
                 if len(buffer) >= FLUSH_OBJECTS:
-                    self._apply(object_type, buffer, report)
+                    self.compare_and_repair(object_type, buffer, report)
                     buffer = []
-            self._apply(object_type, buffer, report)
+            self.compare_and_repair(object_type, buffer, report)
             with self.transaction() as conn:
                 # rows created after the sweep began may be objects the listing could not see yet
                 extra = [i for i in self.adapter.ids_created_before(conn, object_type, sweep_started)
@@ -314,7 +286,7 @@ class Reconciler:
         newest: int | None = None
         ids: list[str] = []
         while True:
-            page = get_json(self.client, PATHS["event"], **params)
+            page = get_json(self.client, EVENTS_PATH, **params)
             report.calls["event"] += 1
             data = [(e["created"], e["id"]) for e in page["data"]]
             if not data:
@@ -329,7 +301,7 @@ class Reconciler:
         params: dict[str, Any] = {"limit": PAGE, "created": {"gte": cursor}}
         events: list = []
         while True:
-            page = get_json(self.client, PATHS["event"], **params)
+            page = get_json(self.client, EVENTS_PATH, **params)
             report.calls["event"] += 1
             data = page["data"]
             events.extend(slim(e) for e in data)
@@ -344,7 +316,7 @@ class Reconciler:
         for object_type, oid in dict.fromkeys(touched):
             report.calls[object_type] += 1
             try:
-                obj = get_json(self.client, f"{PATHS[object_type]}/{oid}")
+                obj = get_json(self.client, f"{BY_NAME[object_type].path}/{oid}")
             except stripe.InvalidRequestError as exc:
                 if exc.http_status == 404:
                     gone.setdefault(object_type, []).append(oid)
@@ -357,8 +329,8 @@ class Reconciler:
         self._apply_all(by_type, gone, report)
 
     def _apply_all(self, by_type: Mapping[str, list], gone: Mapping[str, list[str]], report: ReconcileReport) -> None:
-        for object_type in SWEEP_TYPES:
-            self._apply(object_type, by_type.get(object_type, []), report)
+        for object_type in (t.name for t in RECONCILED):
+            self.compare_and_repair(object_type, by_type.get(object_type, []), report)
         for object_type, ids in gone.items():
             with self.transaction() as conn:
                 present = self.adapter.present_ids(conn, object_type, ids)
@@ -366,8 +338,8 @@ class Reconciler:
 
     def resync(self, ids_by_type: Mapping[str, Iterable[str]]) -> ReconcileReport:
         """Re-read these objects from Stripe and repair their rows (after an operator action)."""
-        report = ReconcileReport(self.run_id, "resync")
-        self._start("resync", datetime.now(UTC))
+        report = ReconcileReport(self.run_id, ReconcileMode.RESYNC)
+        self._start(ReconcileMode.RESYNC, datetime.now(UTC))
         self.adapter.set_mark(int(self.clock()), self.run_id)
         self._refetch([(t, i) for t, ids in ids_by_type.items() for i in ids], report)
         self._finish(report, None, [])
@@ -376,10 +348,10 @@ class Reconciler:
     def resync_customer(self, customer_id: str) -> ReconcileReport:
         """A customer and everything it owns: one retrieve plus one list per owned type (paginated).
         An unknown id raises Stripe's 404 (InvalidRequestError) before anything is written."""
-        report = ReconcileReport(self.run_id, "resync")
-        customer = get_json(self.client, f"{PATHS['customer']}/{customer_id}")
+        report = ReconcileReport(self.run_id, ReconcileMode.RESYNC)
+        customer = get_json(self.client, f"{BY_NAME['customer'].path}/{customer_id}")
         report.calls["customer"] += 1
-        self._start("resync", datetime.now(UTC))
+        self._start(ReconcileMode.RESYNC, datetime.now(UTC))
         self.adapter.set_mark(int(self.clock()), self.run_id)
         by_type: dict[str, list] = {}
         gone: dict[str, list[str]] = {}
@@ -387,8 +359,9 @@ class Reconciler:
             gone["customer"] = [customer_id]
         else:
             by_type["customer"] = [customer]
-            for object_type in SWEEP_TYPES[1:]:
-                params: dict[str, Any] = {"limit": PAGE, "customer": customer_id, **LIST_PARAMS.get(object_type, {})}
+            for kind in (k for k in RECONCILED if k.name != "customer"):
+                object_type = kind.name
+                params: dict[str, Any] = {"limit": PAGE, "customer": customer_id, **kind.list_params}
                 for page in self._pages(object_type, report, params):
                     by_type.setdefault(object_type, []).extend(page)
         self._apply_all(by_type, gone, report)
@@ -396,7 +369,7 @@ class Reconciler:
         return report
 
     def incremental(self) -> ReconcileReport:
-        report = ReconcileReport(self.run_id, "incremental")
+        report = ReconcileReport(self.run_id, ReconcileMode.INCREMENTAL)
         cursor, cursor_ids = self.last_cursor()
         now = self.clock()
         if cursor is None:
@@ -405,7 +378,7 @@ class Reconciler:
         if now - cursor > EVENT_RETENTION_SECONDS:
             report.fallback_reason = "cursor older than Stripe's 30-day event retention"
             return self.full_sweep(report)
-        self._start("incremental", datetime.now(UTC))
+        self._start(ReconcileMode.INCREMENTAL, datetime.now(UTC))
         events = self._events_since(cursor, report)
         newest = max((e["created"] for e in events), default=cursor)
         if newest - cursor > EVENT_RETENTION_SECONDS:

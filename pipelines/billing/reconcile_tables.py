@@ -1,7 +1,9 @@
-"""The billing tables as reconciliation sees them: compared columns per object type, and repair.
+"""The billing tables as reconciliation sees them, from the registry (object_types.py).
 
-Repair writes the same rows the event ingestion writes (billing-core's projections), so a
-reconciled row is indistinguishable from an ingested one.
+What a row should hold is what the ingestion's projector makes of the object as Stripe has it
+now, restricted to the type's compared columns; repair writes that same projection through the
+billing writer. A reconciled row is therefore indistinguishable from an ingested one, and the two
+cannot disagree on what a column means.
 """
 
 from __future__ import annotations
@@ -13,31 +15,10 @@ from typing import Any
 
 import duckdb
 
-from pipelines.billing.envelope import EnvelopeSettings
-from pipelines.billing.ingest import IngestSettings, StripeIngest, _Plan
-from pipelines.billing.projections import ProjectionError, project
-from pipelines.common.counters import Counters
-
-
-def _ref(value: Any) -> str | None:
-    return value if isinstance(value, str) or value is None else value.get("id")
-
-
-def _ts(value: int | None) -> datetime | None:
-    return datetime.fromtimestamp(int(value), UTC) if value else None
-
-
-def _subscription_of_invoice(inv: Mapping[str, Any]) -> str | None:
-    parent = inv.get("parent") or {}
-    details = parent.get("subscription_details") or {}
-    return _ref(details.get("subscription")) or _ref(inv.get("subscription"))
-
-
-def _period_end(sub: Mapping[str, Any]) -> int | None:
-    items = ((sub.get("items") or {}).get("data")) or []
-    ends = [i.get("current_period_end") for i in items if i.get("current_period_end")]
-    return max(ends) if ends else sub.get("current_period_end")
-
+from pipelines.billing import writer
+from pipelines.billing.object_types import BY_NAME, STICKY, ObjectType, own_row, project
+from pipelines.billing.projections import ProjectionError
+from pipelines.store.write import with_rows
 
 # DuckDB settings for reconciliation's connection: one thread (its statements are small) and a
 # bounded buffer pool. Without the bound, rewriting rows of tables that hold every object's raw
@@ -45,48 +26,23 @@ def _period_end(sub: Mapping[str, Any]) -> int | None:
 # (the blocks are in the file) and the run stays under 500 MB.
 CONNECT_CONFIG = {"threads": 1, "memory_limit": "192MB"}
 
-# The event whose projection a repaired object goes through (same rows as the ingestion writes).
-EVENT_TYPE = {"customer": "customer.updated", "subscription": "customer.subscription.updated",
-              "invoice": "invoice.updated", "payment_intent": "payment_intent.succeeded"}
-_WRITER = StripeIngest(IngestSettings(EnvelopeSettings(frozenset(), None)))
 
-# A column the object does not speak to (an organisation the ingestion took from Checkout or the
-# customer, where the subscription's metadata names none) is not compared.
-SKIP = object()
+def _ts(value: int | None) -> datetime | None:
+    return datetime.fromtimestamp(int(value), UTC) if value else None
 
-# table, key column, and the compared columns with how to read each from the Stripe object
-SPECS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "customer": ("stripe_customers", "customer_id", {
-        "billing_email": lambda o: o.get("email"),
-        "name": lambda o: o.get("name"),
-        "deleted": lambda o: bool(o.get("deleted")),
-        "organization_id": lambda o: (o.get("metadata") or {}).get("organization_id", SKIP),
-    }),
-    "subscription": ("stripe_subscriptions", "subscription_id", {
-        "customer_id": lambda o: _ref(o["customer"]),
-        "status": lambda o: o["status"],
-        "cancel_at_period_end": lambda o: bool(o.get("cancel_at_period_end")),
-        "current_period_end": lambda o: _ts(_period_end(o)),
-        "quantity": lambda o: sum(int(i.get("quantity") or 0) for i in ((o.get("items") or {}).get("data") or [])),
-        "organization_id": lambda o: (o.get("metadata") or {}).get("organization_id", SKIP),
-    }),
-    "invoice": ("stripe_invoices", "invoice_id", {
-        "customer_id": lambda o: _ref(o["customer"]),
-        "subscription_id": _subscription_of_invoice,
-        "status": lambda o: o["status"],
-        "amount_due": lambda o: o["amount_due"],
-        "amount_paid": lambda o: o["amount_paid"],
-        "currency": lambda o: o["currency"],
-    }),
-    "payment_intent": ("stripe_payments", "payment_id", {
-        "amount": lambda o: o["amount"],
-        "currency": lambda o: o["currency"],
-        "status": lambda o: o["status"],
-    }),
-}
-_KIND_FILTER = {"payment_intent": "kind = 'payment_intent'"}
-# rows that still count as present: a deleted customer stays, flagged (customer.deleted keeps it)
-_LIVE_FILTER = {**_KIND_FILTER, "customer": "NOT deleted"}
+
+def _and(where: str | None) -> str:
+    return f" AND {where}" if where else ""
+
+
+def expected_row(kind: ObjectType, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The compared columns as ingestion would write them for this object. A sticky column the
+    object does not speak to (no organisation in its metadata; ingestion keeps the one from
+    Checkout or the customer) is left out."""
+    row = own_row(kind, project(kind, dict(obj)), obj["id"])
+    if row is None:
+        raise ProjectionError(f"{kind.name} {obj['id']} projects no {kind.table} row")
+    return {c: row.get(c) for c in kind.compared if not (c in STICKY and row.get(c) is None)}
 
 
 class BillingTables:
@@ -97,33 +53,31 @@ class BillingTables:
         self.mark = mark or (int(time.time()), "reconcile")
 
     def expected(self, object_type: str, obj: Mapping[str, Any]) -> dict[str, Any]:
-        out = {col: read(obj) for col, read in SPECS[object_type][2].items()}
-        return {k: v for k, v in out.items() if v is not SKIP}
+        return expected_row(BY_NAME[object_type], obj)
 
     def rows(self, conn: duckdb.DuckDBPyConnection, object_type: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         if not ids:
             return {}
-        table, key, cols = SPECS[object_type]
-        where = f" AND {_KIND_FILTER[object_type]}" if object_type in _KIND_FILTER else ""
-        cur = conn.execute(f"SELECT {key}, {', '.join(cols)} FROM {table}"
-                           f" WHERE {key} IN (SELECT unnest(?::VARCHAR[])){where}", [ids])
-        names = list(cols)
-        return {r[0]: dict(zip(names, r[1:])) for r in cur.fetchall()}
+        kind = BY_NAME[object_type]
+        cur = with_rows(conn, f"SELECT t.{kind.key}, {', '.join(f't.{c}' for c in kind.compared)} "
+                              f"FROM {kind.table} t WHERE t.{kind.key} IN (SELECT id FROM rows)"
+                              f"{_and(kind.rows_where)}", writer.ids_table("id", ids))
+        return {r[0]: dict(zip(kind.compared, r[1:])) for r in cur.fetchall()}
 
     def present_ids(self, conn: duckdb.DuckDBPyConnection, object_type: str, ids: list[str]) -> set[str]:
         """Which of these ids still have a live row (a customer flagged deleted does not)."""
         if not ids:
             return set()
-        table, key, _ = SPECS[object_type]
-        where = f" AND {_LIVE_FILTER[object_type]}" if object_type in _LIVE_FILTER else ""
-        return {r[0] for r in conn.execute(f"SELECT {key} FROM {table} WHERE {key} IN"
-                                           f" (SELECT unnest(?::VARCHAR[])){where}", [ids]).fetchall()}
+        kind = BY_NAME[object_type]
+        return {r[0] for r in with_rows(conn, f"SELECT {kind.key} FROM {kind.table} WHERE {kind.key} IN "
+                                              f"(SELECT id FROM rows){_and(kind.live_where())}",
+                                        writer.ids_table("id", ids)).fetchall()}
 
     def ids_created_before(self, conn: duckdb.DuckDBPyConnection, object_type: str, before: int) -> Iterable[str]:
-        table, key, _ = SPECS[object_type]
-        where = f" AND {_LIVE_FILTER[object_type]}" if object_type in _LIVE_FILTER else ""
+        kind = BY_NAME[object_type]
         # a row without `created` (written from a link before its object was seen) counts as old
-        sql = f"SELECT {key} FROM {table} WHERE (created IS NULL OR created < ?){where}"
+        sql = (f"SELECT {kind.key} FROM {kind.table} WHERE (created IS NULL OR created < ?)"
+               f"{_and(kind.live_where())}")
         return [r[0] for r in conn.execute(sql, [_ts(before)]).fetchall()]
 
     def set_mark(self, created: int, run_id: str) -> None:
@@ -131,32 +85,33 @@ class BillingTables:
 
     def upsert(self, conn: duckdb.DuckDBPyConnection, object_type: str,
                objects: list[Mapping[str, Any]]) -> dict[str, str]:
-        """Write the objects exactly as the ingestion would for an event carrying them (projections
-        and the ingestion's write path), and move their watermarks to `self.mark`, so an older
-        event arriving late is re-retrieved rather than applied over the repair."""
-        plan = _Plan()
+        """Write the objects exactly as the ingestion would (same projector, same writer), and
+        move their watermarks to `self.mark`, so an older event arriving late is re-retrieved
+        rather than applied over the repair."""
+        kind = BY_NAME[object_type]
+        plan = writer.Plan()
         refused: dict[str, str] = {}
         for obj in objects:
             try:
-                projection = project(EVENT_TYPE[object_type], dict(obj))
+                projection = project(kind, dict(obj))
             except ProjectionError as exc:   # a field missing or of an unexpected type: named, not fatal
                 refused[obj["id"]] = str(exc)
                 continue
-            plan.apply(None, projection, self.mark, retrieved=True, object_id=obj["id"], object_type=object_type)
-        # The ingestion's own write step (private: billing-core to expose it as a function).
-        _WRITER._write(conn, plan, Counters())
+            plan.add(projection, self.mark, obj["id"], object_type, retrieved=True)
+        writer.write(conn, plan)
         return refused
 
     def delete(self, conn: duckdb.DuckDBPyConnection, object_type: str, ids: list[str]) -> None:
-        """Rows of objects Stripe no longer has: customers are flagged deleted (as customer.deleted
-        does), other rows removed (subscriptions with their items)."""
-        if object_type == "customer":
-            conn.execute("UPDATE stripe_customers SET deleted = true, deleted_at = coalesce(deleted_at, now()),"
-                         " updated_at = now() WHERE customer_id IN (SELECT unnest(?::VARCHAR[]))", [ids])
+        """Rows of objects Stripe no longer has: flagged deleted where the type keeps them (customers,
+        as customer.deleted does), otherwise removed with their children (a subscription's items)."""
+        kind = BY_NAME[object_type]
+        gone = writer.ids_table("id", ids)
+        if kind.soft_delete:
+            with_rows(conn, f"UPDATE {kind.table} SET deleted = true, deleted_at = coalesce(deleted_at, now()), "
+                            f"updated_at = now() WHERE {kind.key} IN (SELECT id FROM rows)", gone)
             return
-        table, key, _ = SPECS[object_type]
-        where = f" AND {_KIND_FILTER[object_type]}" if object_type in _KIND_FILTER else ""
-        conn.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT unnest(?::VARCHAR[])){where}", [ids])
-        if object_type == "subscription":
-            conn.execute("DELETE FROM stripe_subscription_items WHERE subscription_id IN"
-                         " (SELECT unnest(?::VARCHAR[]))", [ids])
+        with_rows(conn, f"DELETE FROM {kind.table} WHERE {kind.key} IN (SELECT id FROM rows){_and(kind.rows_where)}",
+                  gone)
+        if kind.children:
+            table, column = kind.children
+            with_rows(conn, f"DELETE FROM {table} WHERE {column} IN (SELECT id FROM rows)", gone)

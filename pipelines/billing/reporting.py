@@ -14,8 +14,11 @@ from typing import Any
 
 import duckdb
 
-LIVE = ("active", "trialing", "past_due")   # a subscription still charging / granting access
-GOOD = ("active", "trialing", "past_due")   # past_due keeps access while Stripe retries the payment
+from pipelines.billing.vocab import OrganizationType, PaymentKind, ReconcileMode, SubscriptionStatus, sql_in
+
+# still charging / granting access, and in good standing (past_due keeps access while Stripe
+# retries the payment)
+LIVE = sql_in(SubscriptionStatus.LIVE)
 GRACE_DAYS = 30
 
 _CURRENT = f"""
@@ -32,12 +35,12 @@ WITH items AS (
 SELECT o.id AS organization_id, o.name AS organization_name, o.type AS organization_type,
        r.subscription_id, r.customer_id, r.status, r.seats, r.current_period_end,
        coalesce(r.cancel_at_period_end, false) AS cancel_at_period_end,
-       CASE WHEN o.type = 'community' THEN true
-            WHEN r.status IN {GOOD} THEN true
+       CASE WHEN o.type = '{OrganizationType.COMMUNITY}' THEN true
+            WHEN r.status IN {LIVE} THEN true
             WHEN r.subscription_id IS NULL AND o.created > ?::TIMESTAMPTZ THEN true
             ELSE false END AS good_standing,
-       CASE WHEN o.type = 'community' THEN 'community organisation'
-            WHEN r.status IN {GOOD} THEN 'subscription ' || r.status
+       CASE WHEN o.type = '{OrganizationType.COMMUNITY}' THEN 'community organisation'
+            WHEN r.status IN {LIVE} THEN 'subscription ' || r.status
             WHEN r.subscription_id IS NULL AND o.created > ?::TIMESTAMPTZ THEN 'within the grace period'
             WHEN r.subscription_id IS NULL THEN 'no subscription'
             ELSE 'subscription ' || r.status END AS standing_reason
@@ -68,7 +71,7 @@ WITH subs AS (
     SELECT CAST(s.created AS DATE) AS day,
            EXISTS (SELECT 1 FROM stripe_subscriptions p
                    WHERE p.organization_id = s.organization_id AND p.created < s.created
-                     AND p.status IN ('canceled', 'incomplete_expired')) AS is_return
+                     AND p.status IN {sql_in(SubscriptionStatus.ENDED)}) AS is_return
     FROM stripe_subscriptions s
 ), started AS (
     SELECT day, count(*) FILTER (WHERE NOT is_return) AS new_subscriptions,
@@ -76,14 +79,14 @@ WITH subs AS (
     FROM subs GROUP BY day
 ), churned AS (
     SELECT CAST(coalesce(ended_at, canceled_at) AS DATE) AS day, count(*) AS churned_subscriptions
-    FROM stripe_subscriptions WHERE status = 'canceled' GROUP BY 1
+    FROM stripe_subscriptions WHERE status = '{SubscriptionStatus.CANCELED}' GROUP BY 1
 ), money AS (
     SELECT CAST(created AS DATE) AS day,
-           count(*) FILTER (WHERE kind = 'payment_intent' AND status = 'succeeded') AS payments_succeeded,
-           count(*) FILTER (WHERE kind = 'payment_intent' AND {FAILED_PI}) AS payments_failed,
-           count(*) FILTER (WHERE kind = 'refund') AS refunds,
-           coalesce(sum(amount) FILTER (WHERE kind = 'refund'), 0) AS refunded_amount,
-           count(*) FILTER (WHERE kind = 'dispute') AS disputes
+           count(*) FILTER (WHERE kind = '{PaymentKind.PAYMENT_INTENT}' AND status = 'succeeded') AS payments_succeeded,
+           count(*) FILTER (WHERE kind = '{PaymentKind.PAYMENT_INTENT}' AND {FAILED_PI}) AS payments_failed,
+           count(*) FILTER (WHERE kind = '{PaymentKind.REFUND}') AS refunds,
+           coalesce(sum(amount) FILTER (WHERE kind = '{PaymentKind.REFUND}'), 0) AS refunded_amount,
+           count(*) FILTER (WHERE kind = '{PaymentKind.DISPUTE}') AS disputes
     FROM stripe_payments GROUP BY 1
 ), days AS (
     SELECT day FROM started UNION SELECT day FROM churned UNION SELECT day FROM money
@@ -102,7 +105,7 @@ WHERE d.day IS NOT NULL ORDER BY d.day
 """
 
 # Monthly recurring revenue of the live subscriptions, per currency, in minor units.
-_MRR = """
+_MRR = f"""
 SELECT p.currency,
        sum(i.quantity * p.unit_amount *
            CASE p.recurring_interval WHEN 'year' THEN 1.0 / 12 WHEN 'week' THEN 52.0 / 12
@@ -111,7 +114,7 @@ SELECT p.currency,
 FROM stripe_subscriptions s
 JOIN stripe_subscription_items i USING (subscription_id)
 JOIN stripe_prices p ON p.price_id = i.price_id
-WHERE s.status IN ('active', 'past_due') GROUP BY p.currency ORDER BY p.currency
+WHERE s.status IN {sql_in(SubscriptionStatus.CHARGED)} GROUP BY p.currency ORDER BY p.currency
 """
 
 
@@ -142,13 +145,13 @@ WHERE s.status IN {LIVE} AND o.deleted_at IS NOT NULL
 UNION ALL
 SELECT 'subscription for a community organisation', o.id, o.name, s.subscription_id, s.status, now()
 FROM stripe_subscriptions s JOIN organizations o ON o.id = s.organization_id
-WHERE s.status IN {LIVE} AND o.deleted_at IS NULL AND o.type = 'community'
+WHERE s.status IN {LIVE} AND o.deleted_at IS NULL AND o.type = '{OrganizationType.COMMUNITY}'
 UNION ALL
 SELECT 'company organisation past its grace period without an active subscription', o.id, o.name,
        NULL, NULL, now()
 FROM organizations o
-WHERE o.type = 'company' AND o.deleted_at IS NULL AND o.created < ?::TIMESTAMPTZ
-  AND NOT EXISTS (SELECT 1 FROM stripe_subscriptions s WHERE s.organization_id = o.id AND s.status IN {GOOD})
+WHERE o.type = '{OrganizationType.COMPANY}' AND o.deleted_at IS NULL AND o.created < ?::TIMESTAMPTZ
+  AND NOT EXISTS (SELECT 1 FROM stripe_subscriptions s WHERE s.organization_id = o.id AND s.status IN {LIVE})
 """
 
 
@@ -176,11 +179,11 @@ def active_here_canceled_in_stripe(conn: duckdb.DuckDBPyConnection) -> list[tupl
     """Subscriptions the last reconciliation saw canceled in Stripe that the tables still hold live."""
     return conn.execute(f"""
         WITH last AS (SELECT run_id FROM billing_reconcile_runs WHERE finished_at IS NOT NULL
-                      AND mode IN ('full', 'incremental') ORDER BY finished_at DESC LIMIT 1)
+                      AND mode IN {sql_in((ReconcileMode.FULL, ReconcileMode.INCREMENTAL))} ORDER BY finished_at DESC LIMIT 1)
         SELECT DISTINCT d.object_id, s.status FROM billing_drift d
         JOIN last USING (run_id)
         JOIN stripe_subscriptions s ON s.subscription_id = d.object_id
-        WHERE d.object_type = 'subscription' AND d.field = 'status' AND d.stripe_value = 'canceled'
+        WHERE d.object_type = 'subscription' AND d.field = 'status' AND d.stripe_value = '{SubscriptionStatus.CANCELED}'
           AND s.status IN {LIVE} ORDER BY 1""").fetchall()
 
 

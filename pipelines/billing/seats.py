@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import stripe
 
 from pipelines.billing.subscriptions import set_item_quantity
+from pipelines.billing.vocab import SubscriptionStatus
 
-SYNCED_STATUSES = frozenset({"active", "trialing", "past_due"})
+SYNCED_STATUSES = SubscriptionStatus.LIVE
 
 
 @dataclass(frozen=True)

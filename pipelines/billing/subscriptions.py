@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import stripe
 
 from pipelines.billing import keys
+from pipelines.billing.vocab import SubscriptionStatus
 from pipelines.billing.tenant import Tenant, tenant_from_env
 
 
-ENDED = ("canceled", "incomplete_expired")
 
 
 class SubscriptionError(ValueError):
@@ -61,7 +61,7 @@ def create_subscription(client: stripe.StripeClient, *, customer_id: str, price_
               "metadata": (tenant or tenant_from_env()).metadata(organization_id)}
     return keys.create_once(
         client.v1.subscriptions.create, params, "subscription.create", organization_id, scope=scope,
-        still_good=lambda s: client.v1.subscriptions.retrieve(s["id"])["status"] not in ENDED)
+        still_good=lambda s: client.v1.subscriptions.retrieve(s["id"])["status"] not in SubscriptionStatus.ENDED)
 
 
 def create_portal_session(client: stripe.StripeClient, *, customer_id: str, return_url: str,
@@ -106,7 +106,7 @@ def change_quantity(client: stripe.StripeClient, subscription_id: str, quantity:
                     scope: str | None = None) -> QuantityChange:
     """Change the seat count of a one-item subscription (retrieves it first to know the current count)."""
     sub = keys.plain(client.v1.subscriptions.retrieve(subscription_id))
-    if sub["status"] in ("canceled", "incomplete_expired"):
+    if sub["status"] in SubscriptionStatus.ENDED:
         raise SubscriptionError(f"subscription {subscription_id} is {sub['status']}; its quantity cannot change")
     item = only_item(sub)
     return set_item_quantity(client, subscription_id=subscription_id, item_id=item["id"],
@@ -128,7 +128,7 @@ def resume(client: stripe.StripeClient, subscription_id: str, *, scope: str | No
     """Undo a cancel-at-period-end before the period ends."""
     current = client.v1.subscriptions.retrieve(subscription_id)
     sub = keys.plain(current)
-    if sub["status"] == "canceled":
+    if sub["status"] == SubscriptionStatus.CANCELED:
         raise SubscriptionError(f"subscription {subscription_id} is already canceled; start a new one instead")
     if not sub.get("cancel_at_period_end"):
         return current

@@ -76,7 +76,7 @@ INGESTION_TABLES: list[str] = [
         canceled_at             TIMESTAMPTZ,
         ended_at                TIMESTAMPTZ,
         current_period_start    TIMESTAMPTZ,   -- earliest of the items' (per item since 2025-03-31)
-        current_period_end      TIMESTAMPTZ,
+        current_period_end      TIMESTAMPTZ,   -- earliest of the items': the next renewal
         trial_start             TIMESTAMPTZ,
         trial_end               TIMESTAMPTZ,
         start_date              TIMESTAMPTZ,
@@ -205,6 +205,28 @@ INGESTION_TABLES: list[str] = [
         updated_at         TIMESTAMPTZ NOT NULL
     )
     """,
+    # Credit notes: adjustments of a finalized invoice (a credit, a refund, or both).
+    """
+    CREATE TABLE IF NOT EXISTS stripe_credit_notes (
+        credit_note_id  VARCHAR PRIMARY KEY,
+        customer_id     VARCHAR,
+        invoice_id      VARCHAR,
+        number          VARCHAR,
+        status          VARCHAR,               -- issued or void
+        type            VARCHAR,               -- pre_payment, post_payment or mixed
+        amount          BIGINT,                -- total credited, tax included
+        currency        VARCHAR,
+        reason          VARCHAR,               -- duplicate, fraudulent, order_change, product_unsatisfactory
+        memo            VARCHAR,
+        effective_at    TIMESTAMPTZ,
+        voided_at       TIMESTAMPTZ,
+        livemode        BOOLEAN,
+        created         TIMESTAMPTZ,
+        metadata        JSON,
+        raw             JSON,
+        updated_at      TIMESTAMPTZ NOT NULL
+    )
+    """,
     # Platform input: the organisations billing serves, and their members (seats).
     f"""
     CREATE TABLE IF NOT EXISTS organizations (
@@ -235,7 +257,7 @@ OPERATIONS_TABLES: list[str] = [
     f"""
     CREATE TABLE IF NOT EXISTS billing_drift (
         run_id       VARCHAR NOT NULL,
-        object_type  VARCHAR NOT NULL,          -- customer, subscription, invoice, payment_intent
+        object_type  VARCHAR NOT NULL,          -- customer, subscription, invoice, payment_intent, credit_note
         object_id    VARCHAR NOT NULL,
         field        VARCHAR NOT NULL,          -- a column, or '*' for a whole row missing / extra
         table_value  VARCHAR,

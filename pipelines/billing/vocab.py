@@ -3,7 +3,8 @@ the code that writes them, so a value outside the set is refused before it reach
 
 from __future__ import annotations
 
-from enum import StrEnum
+from collections.abc import Iterable
+from enum import StrEnum, nonmember
 
 
 class SubscriptionStatus(StrEnum):
@@ -15,6 +16,27 @@ class SubscriptionStatus(StrEnum):
     CANCELED = "canceled"
     UNPAID = "unpaid"
     PAUSED = "paused"
+
+    # still charging or granting access (past_due keeps access while Stripe retries the payment):
+    # the organisation is in good standing, its seats are kept in sync
+    LIVE = nonmember(frozenset({ACTIVE, TRIALING, PAST_DUE}))
+    # the organisation has a subscription (no "subscription required" notice)
+    SUBSCRIBED = nonmember(frozenset({ACTIVE, TRIALING}))
+    # counted in MRR: being charged
+    CHARGED = nonmember(frozenset({ACTIVE, PAST_DUE}))
+    # final: nothing changes a subscription in these any more
+    ENDED = nonmember(frozenset({CANCELED, INCOMPLETE_EXPIRED}))
+
+
+class InvoiceStatus(StrEnum):
+    DRAFT = "draft"
+    OPEN = "open"
+    PAID = "paid"
+    UNCOLLECTIBLE = "uncollectible"
+    VOID = "void"
+
+    # nothing more will be collected
+    SETTLED = nonmember(frozenset({PAID, VOID, UNCOLLECTIBLE}))
 
 
 class EventOutcome(StrEnum):
@@ -39,6 +61,11 @@ class PaymentKind(StrEnum):
 
 def values(enum: type[StrEnum]) -> frozenset[str]:
     return frozenset(m.value for m in enum)
+
+
+def sql_in(statuses: Iterable[str]) -> str:
+    """A status set as an SQL list: ('a', 'b')."""
+    return "(" + ", ".join(f"'{s}'" for s in sorted(statuses)) + ")"
 
 
 class DriftAction(StrEnum):
