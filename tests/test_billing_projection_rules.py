@@ -16,7 +16,7 @@ from pipelines.billing.envelope import EnvelopeSettings
 from pipelines.billing.ingest import IngestSettings
 from pipelines.common.consumer import process_batch
 from pipelines.common.queue_message import QueueMessage
-from pipelines.store.schema import ensure_schema
+from pipelines.schema import ensure_schema
 from pipelines.store.store import Store
 
 ENVELOPE = EnvelopeSettings.from_strings(s.SOURCE, None, 300)

@@ -16,7 +16,7 @@ from pipelines.billing.reconcile_tables import BillingTables
 from pipelines.billing.retrieve import StripeRetriever
 from pipelines.common.consumer import run_consumer
 from pipelines.common.drain import DrainOptions
-from pipelines.store.schema import database
+from pipelines.schema import database
 from pipelines.store.store import Store
 from resources.aws import SQSQueueResource
 from resources.stripe_client import StripeResource
