@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from resources.aws import SNSResource, SQSQueueResource
+from pipelines.queues import QUEUE_SPECS
 from pipelines.store.schema import ALL_DDL
+from resources.aws import SNSResource, SQSQueueResource
 from resources.duckdb import DuckDBResource
 from resources.email_sender import EmailSenderResource
 from resources.email_settings import EmailSettingsResource
@@ -26,10 +27,9 @@ REGION = dg.EnvVar("AWS_REGION")
 def build_resources() -> dict[str, object]:
     return {
         "duckdb": DuckDBResource(path=dg.EnvVar("DUCKDB_PATH"), ddl=ALL_DDL),
-        "email_requests_queue": SQSQueueResource(region_name=REGION, queue_name=dg.EnvVar("EMAIL_REQUESTS_QUEUE")),
-        "ses_notifications_queue": SQSQueueResource(region_name=REGION,
-                                                    queue_name=dg.EnvVar("SES_NOTIFICATIONS_QUEUE")),
-        "stripe_events_queue": SQSQueueResource(region_name=REGION, queue_name=dg.EnvVar("STRIPE_EVENTS_QUEUE")),
+        # Each drained queue's resource, named after its source (email_requests_queue, ...).
+        **{spec.resource_key: SQSQueueResource(region_name=REGION, queue_name=dg.EnvVar(spec.env_var))
+           for spec in QUEUE_SPECS},
         "sns": SNSResource(region_name=REGION),
         "email_sender": EmailSenderResource(
             transport=dg.EnvVar("EMAIL_TRANSPORT"),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipelines.common.consumer import Prepared, process_batch, replay_quarantine, run_consumer
+from pipelines.common.consumer import Prepared, QueueConsumer, process_batch, replay_quarantine, run_consumer
 from pipelines.common.counters import Counters
 from pipelines.common.drain import DrainOptions
 from pipelines.common.quarantine import Quarantined
@@ -27,7 +27,7 @@ class PreparedRows(Prepared):
     rows: list[tuple[str, str]] = field(default_factory=list)
 
 
-class RowConsumer:
+class RowConsumer(QueueConsumer):
     """Stores each body in kit_rows. Bodies starting with "refuse" are refused (the first line of
     defence); a body containing "explode" makes prepare raise; the kit_rows CHECK constraint
     rejects a body starting with "bad", so committing one raises inside DuckDB."""

@@ -6,9 +6,9 @@ import math
 import dagster as dg
 from pydantic import Field
 
-from pipelines.common.factory import DrainConfig, queue_consumer_defs
+from pipelines.common.factory import DrainConfig, QueueSpec
 from pipelines.email.assets import EMAIL_MESSAGES, email_sends_daily
-from pipelines.email.batch import SOURCE, EmailRequestConsumer
+from pipelines.email.consumer import SOURCE, EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.sending import RetryPolicy, Sender
 
@@ -36,8 +36,8 @@ def threads_for(rate: float | None, configured: int) -> int:
     return max(8, min(64, math.ceil(rate * ASSUMED_CALL_SECONDS)))
 
 
-def make_consumer(context) -> EmailRequestConsumer:
-    config = SendEmailBatchConfig(**(context.op_config or {}))
+def make_consumer(context, config: SendEmailBatchConfig | None) -> EmailRequestConsumer:
+    config = config or SendEmailBatchConfig()
     resources = context.resources
     transport = resources.email_sender.get_transport()
     rate = config.max_send_rate or None
@@ -57,10 +57,10 @@ def make_consumer(context) -> EmailRequestConsumer:
     return consumer
 
 
-email_queue_defs = queue_consumer_defs(
-    source=SOURCE, queue_resource_key="email_requests_queue", make_consumer=make_consumer,
+EMAIL_REQUESTS = QueueSpec(
+    source=SOURCE, make_consumer=make_consumer,
     op_name="send_email_batch", job_name="send_email_batch_job", sensor_name="email_requests_sensor",
-    config_class=SendEmailBatchConfig, resource_keys={"email_sender", "templates", "email_settings"},
+    config_class=SendEmailBatchConfig, resource_keys=frozenset({"email_sender", "templates", "email_settings"}),
     job_description="Drains email-requests: parse, quarantine bad requests, render, apply skip rules, "
                     "claim outbox rows, send, record; then delete the messages. Run metadata: received, "
                     "quarantined, sent, skipped_<reason>, failed. Quarantined requests keep their (redacted) "
@@ -69,7 +69,7 @@ email_queue_defs = queue_consumer_defs(
                        "instance's runs, never a message. Requests one run when requests wait and no run of "
                        "the job is in flight. If requests pile up while it skips, look at the in-flight run.",
     job_tags={},
-    ledgers=[EMAIL_MESSAGES],
+    ledgers=(EMAIL_MESSAGES,),
 )
 
 email_sends_daily_job = dg.define_asset_job(
