@@ -190,6 +190,7 @@ class RedactionRules:
 
     # ---- text ---------------------------------------------------------------------------------
     def _text_pass(self, text: str, found: list[str]) -> str:
+        _find_shapes(text, found)   # before the pairs: `Authorization: Basic x` loses "Basic" to them
         out: list[str] = []
         pos = 0
         for m in self._pair_re.finditer(text):
@@ -208,7 +209,6 @@ class RedactionRules:
             pos = end
         out.append(text[pos:])
         text = "".join(out)
-        _find_shapes(text, found)
         if _PERCENT.search(text):
             decoded = text
             for _ in range(3):
