@@ -168,7 +168,8 @@ def consumers(tmp_path_factory):
         "stripe-events": (StripeEventConsumer(IngestSettings(
             EnvelopeSettings.from_strings(s.SOURCE, "whsec_property", 300), "pypi", "pypi.org")), stripe_messages),
     }
-    yield root, made
+    dbs = {source: database(str(root / f"{source}.duckdb")) for source in made}
+    yield root, made, dbs
     made["email-requests"][0].close()
 
 
@@ -199,11 +200,11 @@ def everything_stored(path: Path) -> str:
 @pytest.mark.parametrize("source", ["email-requests", "ses-notifications", "stripe-events"])
 @given(planted_bodies())
 def test_a_planted_secret_leaves_no_trace(consumers, source, example):
-    root, made = consumers
+    root, made, dbs = consumers
     consumer, messages_for = made[source]
     value, body, where = example
     db_path = root / f"{source}.duckdb"
-    with captured_logs() as records, Store(database(str(db_path)).connect, hold_seconds=0) as store:
+    with captured_logs() as records, Store(dbs[source].connect, hold_seconds=0) as store:
         report = run_consumer(ListQueue(messages_for(body, value)), consumer, store,
                               DrainOptions(batch_size=10, max_seconds=30, receivers=1, deleters=0))
     assert report.counters["quarantined"] >= 1, (where, body)
