@@ -219,10 +219,14 @@ class RedactionRules:
         return text
 
     def _text_pass_found(self, decoded: str, found: list[str]) -> None:
+        """The values the text pass would mask in `decoded`, added to `found`."""
+        pos = 0
         for m in self._pair_re.finditer(decoded):
+            if m.end() < pos:   # inside a value already taken whole: linear, however nested
+                continue
             line_start = m.start() == 0 or decoded[m.start() - 1] in "\r\n"
-            _, value = _value_extent(decoded, m.end(), header=line_start and m.group("sep") == ":")
-            if value and not value.startswith(REDACTED):
+            pos, value = _value_extent(decoded, m.end(), header=line_start and m.group("sep") == ":")
+            if value and not value.startswith(REDACTED) and value not in _NOT_SECRETS:
                 _leaf_tokens(value, found)
         _find_shapes(decoded, found)
 
@@ -339,13 +343,43 @@ def _forms(value: str) -> set[str]:
             quote(quote(value, safe=""), safe="")}
 
 
+_MAX_ELSEWHERE = 4096   # a longer value (a whole bracketed body) is looked for by its tokens only
+
+
 def _mask_values(text: str, found: list[str]) -> str:
-    values = {f for v in found if len(v) >= _MIN_SECRET_LEN and v not in _NOT_SECRETS and v != REDACTED
-              and "\ue000" not in v for f in _forms(v) if len(f) >= _MIN_SECRET_LEN}
-    if not values:
+    values = {f for v in found if _MIN_SECRET_LEN <= len(v) <= _MAX_ELSEWHERE and v not in _NOT_SECRETS
+              and v != REDACTED and "\ue000" not in v for f in _forms(v) if len(f) >= _MIN_SECRET_LEN}
+    longest_first = sorted(values, key=len, reverse=True)   # a value is masked whole before any inside it
+    if len(values) <= 64:
+        for value in longest_first:
+            if value in text:
+                text = text.replace(value, REDACTED)
         return text
-    pattern = re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)))
-    return pattern.sub(REDACTED, text)
+    # Many values (a body full of secrets): one scan. Candidates are looked up by their first 4, 8
+    # or 16 characters (the longest their length allows), so values sharing a prefix (sk_live_...)
+    # do not pile up in one bucket.
+    buckets: dict[int, dict[str, list[str]]] = {16: {}, 8: {}, 4: {}}
+    for value in longest_first:
+        width = next(w for w in buckets if len(value) >= w)
+        buckets[width].setdefault(value[:width], []).append(value)
+    out: list[str] = []
+    i = last = 0
+    end = len(text) - _MIN_SECRET_LEN
+    while i <= end:
+        hit = None
+        for width, bucket in buckets.items():
+            for value in bucket.get(text[i:i + width], ()):
+                if text.startswith(value, i) and (hit is None or len(value) > len(hit)):
+                    hit = value
+                    break
+        if hit is None:
+            i += 1
+            continue
+        out.append(text[last:i])
+        out.append(REDACTED)
+        i = last = i + len(hit)
+    out.append(text[last:])
+    return "".join(out)
 
 
 DEFAULT_RULES = RedactionRules()
