@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from pipelines.common.redaction import DEFAULT_RULES, REDACTED, RedactionRules, storable
+from pipelines.common.redaction import DEFAULT_RULES, REDACTED, RedactionRules
 from pipelines.store.write import STR, arrow, insert, with_rows
 
 if TYPE_CHECKING:
