@@ -135,7 +135,7 @@ def sends_main(db_path: str, log_path: str, hold: float, rate: float, window: in
     from pipelines.common.consumer import run_consumer
     from pipelines.common.drain import DrainOptions
     from pipelines.common.stop import stop_on_signals
-    from pipelines.email.batch import EmailRequestConsumer
+    from pipelines.email.consumer import EmailRequestConsumer
     from pipelines.email_delivery.ingest import relink_orphans
     from pipelines.email.builder import Builder
     from pipelines.email.jobs import SendEmailBatchConfig

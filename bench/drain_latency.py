@@ -87,7 +87,7 @@ def consumer_main(a) -> None:
             bodies = lambda: json.loads(Path(a.bodies).read_text())[:a.n]  # noqa: E731
         else:
             from bench.email_dispatch import NullTransport, request_stream, seed_suppressed
-            from pipelines.email.batch import EmailRequestConsumer
+            from pipelines.email.consumer import EmailRequestConsumer
             from pipelines.email_delivery.ingest import relink_orphans
             from pipelines.email.builder import Builder
             from pipelines.email.sending import RetryPolicy, Sender

@@ -135,7 +135,7 @@ def phase_pipeline(args: dict) -> dict:
     from bench.memory_queue import MemoryQueue
     from pipelines.common.consumer import run_consumer
     from pipelines.common.drain import DrainOptions
-    from pipelines.email.batch import EmailRequestConsumer
+    from pipelines.email.consumer import EmailRequestConsumer
     from pipelines.email_delivery.ingest import relink_orphans
     from pipelines.email.builder import Builder
     from pipelines.email.sending import RetryPolicy, Sender

@@ -40,6 +40,7 @@ from pathlib import Path
 from bench.report import print_table, write_results
 from bench.sqs_feed import feeding, moto_queue
 from devstack.progress import Step
+from pipelines.common.consumer import QueueConsumer
 
 
 RESULTS = Path(__file__).parent / "results" / "ses_ingest.json"
@@ -168,7 +169,7 @@ def setup_db(path: str, messages, old: int = 0) -> None:
 
 def make_ingestor(cert_dir: str):
     from pipelines.common.sns.cert_store import CertStore
-    from pipelines.email_delivery.ingest import Ingestor
+    from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
     from pipelines.common.sns.verify import SnsVerifier
 
     return Ingestor(SnsVerifier([TOPIC], CertStore(cert_dir), max_age_seconds=3600))
@@ -182,15 +183,14 @@ def db_counts(path: str) -> dict:
                 "quarantined": c.execute("SELECT count(*) FROM quarantine").fetchone()[0]}
 
 
-class Timed:
+class Timed(QueueConsumer):
     """The consumer under test, with the time spent waiting for its prepared batches counted."""
 
     def __init__(self, inner, after_commit=None):
-        self.inner, self.source = inner, inner.source
+        self.inner, self.source, self.redaction = inner, inner.source, inner.redaction
         self.prepare_seconds = 0.0
         self._after = after_commit
-        if hasattr(inner, "on_receive"):
-            self.on_receive = inner.on_receive
+        self.on_receive = inner.on_receive
 
     def prepare(self, messages):
         started = time.perf_counter()

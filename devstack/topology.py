@@ -1,7 +1,7 @@
 """The AWS topology the code location expects, created idempotently.
 
-Queues email-requests, ses-notifications, stripe-events, each with a <name>-dlq through a
-RedrivePolicy (maxReceiveCount 5); SNS topic ses-notifications subscribed to its queue with
+Every queue the code location drains (pipelines/queues.py: email-requests, ses-notifications,
+stripe-events), each with a <name>-dlq through a RedrivePolicy (maxReceiveCount 5); SNS topic ses-notifications subscribed to its queue with
 raw delivery off; SES identities (domain mailroom.test, address noreply@mailroom.test)
 whose Bounce/Complaint/Delivery notifications go to the topic; SESv2 configuration set
 `mailroom`. Works against moto or a real account (boto3 clients passed in).
@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
-QUEUES = ("email-requests", "ses-notifications", "stripe-events")
 NOTIFICATIONS_QUEUE = "ses-notifications"
 TOPIC_NAME = "ses-notifications"
 SES_DOMAIN = "mailroom.test"
@@ -28,6 +27,20 @@ class Topology:
     queue_urls: dict[str, str]  # every queue, DLQs included, by name
     topic_arn: str
     subscription_arn: str
+
+
+def queue_names() -> tuple[str, ...]:
+    """The drained queues, from their specs (imported here: they load Dagster and every domain,
+    which the devstack's own processes do not need)."""
+    from pipelines.queues import QUEUE_SPECS
+
+    return tuple(spec.source for spec in QUEUE_SPECS)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "QUEUES":
+        return queue_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def dlq_name(queue: str) -> str:
@@ -52,7 +65,7 @@ def ensure_topology(client: Callable[[str], Any]) -> Topology:
     """
     sqs, sns, ses, sesv2 = client("sqs"), client("sns"), client("ses"), client("sesv2")
     urls: dict[str, str] = {}
-    for name in QUEUES:
+    for name in queue_names():
         dlq_url = urls[dlq_name(name)] = _queue_url(sqs, dlq_name(name))
         url = urls[name] = _queue_url(sqs, name)
         redrive = json.dumps({"deadLetterTargetArn": _queue_arn(sqs, dlq_url),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from pipelines.queues import QUEUE_SPECS
 from pipelines.schema import MailroomDuckDB
 from resources.aws import SNSResource, SQSQueueResource
 from resources.email_sender import EmailSenderResource
@@ -26,10 +27,9 @@ def build_resources() -> dict[str, object]:
     return {
         # The schema is the resource class's code (pipelines/schema.py), not its config.
         "duckdb": MailroomDuckDB(path=dg.EnvVar("DUCKDB_PATH")),
-        "email_requests_queue": SQSQueueResource(region_name=REGION, queue_name=dg.EnvVar("EMAIL_REQUESTS_QUEUE")),
-        "ses_notifications_queue": SQSQueueResource(region_name=REGION,
-                                                    queue_name=dg.EnvVar("SES_NOTIFICATIONS_QUEUE")),
-        "stripe_events_queue": SQSQueueResource(region_name=REGION, queue_name=dg.EnvVar("STRIPE_EVENTS_QUEUE")),
+        # Each drained queue's resource, named after its source (email_requests_queue, ...).
+        **{spec.resource_key: SQSQueueResource(region_name=REGION, queue_name=dg.EnvVar(spec.env_var))
+           for spec in QUEUE_SPECS},
         "sns": SNSResource(region_name=REGION),
         "email_sender": EmailSenderResource(
             transport=dg.EnvVar("EMAIL_TRANSPORT"),

@@ -14,7 +14,6 @@ from pipelines.billing import customers, payments, products, subscriptions
 from pipelines.billing.consumer import StripeEventConsumer
 from pipelines.billing.envelope import EnvelopeSettings
 from pipelines.billing.ingest import IngestSettings
-from pipelines.billing.notices import WithNotices
 from pipelines.billing.retrieve import StripeRetriever
 from pipelines.common.consumer import run_consumer
 from pipelines.common.drain import DrainOptions
@@ -32,8 +31,8 @@ def _ingest(env, res) -> dict:
     """One drain of stripe-events through the ingestion with notices (what the drain job runs)."""
     settings = IngestSettings(EnvelopeSettings.from_strings(env["STRIPE_EVENTBRIDGE_SOURCES"],
                                                             env["STRIPE_WEBHOOK_SECRET"]))
-    consumer = WithNotices(StripeEventConsumer(settings, StripeRetriever(res.client())),
-                           SQSQueueResource(queue_name="email-requests", region_name="us-east-1"))
+    consumer = StripeEventConsumer(settings, StripeRetriever(res.client()),
+                                   notices=SQSQueueResource(queue_name="email-requests", region_name="us-east-1"))
     with Store(database(env["DUCKDB_PATH"]).connect) as store:
         report = run_consumer(SQSQueueResource(queue_name="stripe-events", region_name="us-east-1"), consumer, store,
                               DrainOptions(max_seconds=30, wait_seconds=1, batch_size=100))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipelines.common.consumer import Prepared, process_batch, replay_quarantine, run_consumer
+from pipelines.common.consumer import Prepared, QueueConsumer, process_batch, replay_quarantine, run_consumer
 from pipelines.common.counters import Counters
 from pipelines.common.drain import DrainOptions
 from pipelines.common.quarantine import Quarantined
@@ -27,7 +27,7 @@ class PreparedRows(Prepared):
     rows: list[tuple[str, str]] = field(default_factory=list)
 
 
-class RowConsumer:
+class RowConsumer(QueueConsumer):
     """Stores each body in kit_rows. Bodies starting with "refuse" are refused (the first line of
     defence); a body containing "explode" makes prepare raise; the kit_rows CHECK constraint
     rejects a body starting with "bad", so committing one raises inside DuckDB."""
@@ -125,6 +125,40 @@ def test_a_body_duckdb_cannot_store_is_quarantined_escaped(store):
     assert counters["internal_errors"] == 1
     with store.transaction() as conn:
         assert conn.execute("SELECT raw_body FROM quarantine").fetchone()[0] == "lone \\ud800 surrogate"
+
+
+class LateRefusals(RowConsumer):
+    """Refuses in commit (after reading the table) bodies starting with "late": one way to refuse."""
+
+    def commit(self, conn, prepared: PreparedRows) -> Counters:
+        for sqs_id, body in [r for r in prepared.rows if r[1].startswith("late")]:
+            prepared.refuse(self.source, sqs_id, body, "refused late: test")
+        prepared.rows = [r for r in prepared.rows if not r[1].startswith("late")]
+        return super().commit(conn, prepared)
+
+
+def test_refusals_early_and_late_are_written_by_the_kit_redacted_and_counted_once(store):
+    bodies = ["a", f'refuse {{"token": "{SECRET}"}}', f"late password={SECRET}", f"b sk_live_{SECRET}"]
+    counters = process_batch(store, LateRefusals(), msgs(*bodies))
+    assert quarantined(store) == {"m1": "refused: test", "m2": "refused late: test"}
+    assert counters["quarantined"] == 2 and stored(store) == ["a", f"b sk_live_{SECRET}"]
+    with store.transaction() as conn:
+        kept = [r[0] for r in conn.execute("SELECT raw_body FROM quarantine ORDER BY quarantine_id").fetchall()]
+    assert kept == ['refuse {"token": "[redacted]"}', "late password=[redacted]"]
+
+
+def test_a_late_refusal_on_replay_is_the_rows_result(store):
+    process_batch(store, RowConsumer(), msgs("refuse late one"))
+
+    class Fixed(LateRefusals):
+        def prepare(self, messages):
+            return super().prepare([QueueMessage(m.sqs_message_id, "", m.body.removeprefix("refuse "),
+                                                 received_at=m.received_at) for m in messages])
+
+    counters = replay_quarantine(store, Fixed())
+    assert counters["still_failing"] == 1
+    with store.transaction() as conn:
+        assert conn.execute("SELECT replay_result FROM quarantine").fetchone()[0] == "refused late: test"
 
 
 def test_the_run_fails_only_when_even_the_quarantine_write_fails(store):

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from pipelines.common.queue_message import QueueMessage
-from pipelines.email.batch import EmailRequestConsumer
+from pipelines.email.consumer import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.outbox import Outcome, Planned, claim, mark
 from pipelines.email.sending import RetryPolicy, Sender

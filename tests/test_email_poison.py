@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from pipelines.common.queue_message import QueueMessage
-from pipelines.email.batch import EmailRequestConsumer
+from pipelines.email.consumer import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.redaction import REDACTED, redact_raw_body
 from pipelines.email.request import BadRequest, parse_request

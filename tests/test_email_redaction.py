@@ -7,7 +7,7 @@ import dagster as dg
 import duckdb
 
 from pipelines.common.queue_message import QueueMessage
-from pipelines.email.batch import EmailRequestConsumer
+from pipelines.email.consumer import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.redaction import REDACTED, Redactor, keep_remote_ip, redact_raw_body
 from pipelines.email.sending import RetryPolicy, Sender

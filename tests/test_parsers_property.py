@@ -29,11 +29,11 @@ from pipelines.common.queue_message import QueueMessage
 from pipelines.common.quarantine import Quarantined, quarantine
 from pipelines.common.sns.cert_store import CertStore
 from pipelines.common.sns.verify import SnsVerifier, VerificationError
-from pipelines.email.batch import EmailRequestConsumer
+from pipelines.email.consumer import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.catalogue import catalogue
 from pipelines.email.sending import Sender
-from pipelines.email_delivery.ingest import Ingestor
+from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
 from pipelines.email_delivery.ses_parse import ParseError
 from pipelines.schema import ALL_DDL
 from pipelines.store.transaction import transaction

@@ -18,7 +18,7 @@ from devstack.sns_signer import notification_envelope
 from devstack.topology import SES_SENDER
 from pipelines.common.counters import Counters
 from pipelines.common.queue_message import QueueMessage
-from pipelines.email.batch import EmailRequestConsumer
+from pipelines.email.consumer import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.sending import RetryPolicy, Sender
 from pipelines.email_delivery.ingest import relink_orphans

@@ -14,7 +14,7 @@ from devstack.sns_signer import confirmation_envelope, notification_envelope
 from devstack.topology import SES_SENDER
 from pipelines.common.queue_message import QueueMessage
 from pipelines.common.sns.cert_store import CertStore
-from pipelines.email_delivery.ingest import Ingestor
+from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
 from pipelines.common.sns.verify import SnsVerifier
 from tests.fakes import process
 from resources.aws import SNSResource, SQSQueueResource

@@ -11,7 +11,7 @@ import pytest
 from devstack.sns_signer import confirmation_envelope
 from pipelines.common.queue_message import QueueMessage
 from pipelines.common.sns.cert_store import CertStore
-from pipelines.email_delivery.ingest import Ingestor
+from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
 from pipelines.common.sns.verify import SnsVerifier
 from pipelines.schema import database
 from tests.fakes import process

@@ -18,7 +18,7 @@ from pipelines.email_delivery.address_changes import publish_address_changes
 from pipelines.email_delivery.assets import email_delivery_daily, email_status, ses_reputation
 from pipelines.common.sns.cert_store import CertStore
 from pipelines.email_delivery.cleanup import cleanup
-from pipelines.email_delivery.ingest import Ingestor
+from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
 from pipelines.email_delivery.parallel import PreparePool
 from pipelines.email_delivery.reporting import grade
 from pipelines.common.sns.verify import SnsVerifier

@@ -11,10 +11,11 @@ import pytest
 from pipelines.common.queue_message import QueueMessage
 from pipelines.common.sns.cert_store import CertStore
 from pipelines.common.sns.verify import SnsVerifier
-from pipelines.email.batch import EmailRequestConsumer
+from pipelines.email.consumer import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.sending import RetryPolicy, Sender
-from pipelines.email_delivery.ingest import Ingestor, relink_orphans
+from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
+from pipelines.email_delivery.ingest import relink_orphans
 from pipelines.schema import database
 from tests.fakes import BatchDriver, RecordingTransport, process, sample_kinds, write_sample_templates
 from tests.ses_helpers import FIXTURES, T0, TOPIC, fixture_json, iso, ses_message, signed, write_identity

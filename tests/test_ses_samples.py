@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.common.queue_message import QueueMessage
 from pipelines.common.sns.cert_store import CertStore
-from pipelines.email_delivery.ingest import Ingestor
+from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
 from pipelines.common.sns.verify import SnsVerifier
 from tests.ses_helpers import FIXTURES, PINNED_CERTS, fixture_text
 

@@ -14,7 +14,7 @@ import pytest
 from pipelines.common.consumer import process_batch
 from pipelines.common.queue_message import QueueMessage
 from pipelines.common.stop import Stopped
-from pipelines.email.batch import EmailRequestConsumer
+from pipelines.email.consumer import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.sending import RetryPolicy, Sender
 from pipelines.schema import database

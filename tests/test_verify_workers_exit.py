@@ -19,7 +19,7 @@ RUN = textwrap.dedent("""
     from pipelines.common.queue_message import QueueMessage
     from pipelines.common.sns.cert_store import CertStore
     from pipelines.common.sns.verify import SnsVerifier
-    from pipelines.email_delivery.ingest import Ingestor
+    from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
     from pipelines.email_delivery.parallel import PreparePool
     from tests.ses_helpers import TOPIC, ses_message, signed, write_identity
     from pathlib import Path

@@ -5,11 +5,12 @@ import dagster as dg
 
 from pipelines.billing.assets import BILLING_ASSETS, REPORT_ASSETS
 from pipelines.billing.checks import BILLING_CHECKS
-from pipelines.billing.jobs import JOBS, stripe_queue_defs
+from pipelines.billing.jobs import JOBS, STRIPE_EVENTS
 from pipelines.billing.schedules import SCHEDULES
+from pipelines.common.factory import queue_consumer_defs
 
 defs = dg.Definitions.merge(
-    stripe_queue_defs,
+    queue_consumer_defs(STRIPE_EVENTS),
     dg.Definitions(assets=[*BILLING_ASSETS, *REPORT_ASSETS], asset_checks=BILLING_CHECKS, jobs=JOBS,
                    schedules=SCHEDULES),
 )

@@ -23,11 +23,16 @@ from typing import Any
 import orjson
 import stripe
 
+from pipelines.common.redaction import RedactionRules
+
 MAX_BODY_BYTES = 256 * 1024  # SQS's and EventBridge's own limit
 SIGNATURE_ATTRIBUTE = "Stripe-Signature"
 # A signed webhook is quarantined with its signature, so a replay (after a secret is fixed, or
 # a handler) verifies it again: {"sqs_message_attributes": {"Stripe-Signature": ...}, "body": ...}.
 KEPT_ATTRIBUTES = "sqs_message_attributes"
+# Quarantine keeps that signature as it is (it is no credential: worth nothing for another body);
+# a body in which the kit masks a secret no longer verifies, and its replay says so.
+KEPT_REDACTION = RedactionRules(verbatim=frozenset({(KEPT_ATTRIBUTES, SIGNATURE_ATTRIBUTE)}))
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,8 @@ class Refusal:
 
 
 def kept_body(body: str, attributes: Mapping[str, str] | None) -> str:
-    """What quarantine keeps of a message: the body, wrapped with its signature when it has one."""
+    """What quarantine is handed of a message: the body, wrapped with its signature when it has
+    one. The kit redacts it (KEPT_REDACTION) before it is written."""
     signature = (attributes or {}).get(SIGNATURE_ATTRIBUTE)
     if not isinstance(signature, str):
         return body

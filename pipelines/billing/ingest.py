@@ -30,14 +30,13 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from pipelines.billing import writer
-from pipelines.billing.envelope import EnvelopeSettings, Refusal, StripeEvent, kept_body, open_message
+from pipelines.billing.envelope import KEPT_REDACTION, EnvelopeSettings, Refusal, StripeEvent, kept_body, open_message
 from pipelines.billing.object_types import BY_EVENT, BY_NAME, is_handled, project, project_event
 from pipelines.billing.projections import Projection, ProjectionError
 from pipelines.billing.retrieve import RetrieveError, Retriever
 from pipelines.billing.vocab import EventOutcome
 from pipelines.common.consumer import Prepared
 from pipelines.common.counters import Counters
-from pipelines.common.quarantine import Quarantined, quarantine
 from pipelines.common.queue_message import QueueMessage
 from pipelines.store.write import with_rows
 from resources.stripe_client import STRIPE_API_VERSION
@@ -127,8 +126,7 @@ class StripeIngest:
         return out
 
     def _refuse(self, out: PreparedEvents, m: QueueMessage, reason: str) -> None:
-        out.quarantined.append(Quarantined(self.source, m.sqs_message_id, kept_body(m.body, m.attributes), reason))
-        out.outcomes[m.sqs_message_id] = reason
+        out.refuse(self.source, m.sqs_message_id, kept_body(m.body, m.attributes), reason)
 
     def _classify(self, inc: Incoming) -> None:
         ev = inc.event
@@ -164,14 +162,9 @@ class StripeIngest:
                          marks.get(object_id), plan, counts)
             decided.extend(group)
         self._write(conn, plan, counts)
-        late_quarantine = [Quarantined(self.source, i.sqs_message_id, i.raw_body, i.note or "quarantined")
-                           for i in decided if i.outcome is EventOutcome.QUARANTINED
-                           and prepared.outcomes.get(i.sqs_message_id) is None]
-        for q in late_quarantine:
-            prepared.outcomes[q.sqs_message_id] = q.reason
-        if late_quarantine:
-            quarantine(conn, late_quarantine)
-            counts["quarantined"] += len(late_quarantine)
+        for i in decided:   # refused late: the kit writes (and counts) them with prepare's
+            if i.outcome is EventOutcome.QUARANTINED and prepared.outcomes.get(i.sqs_message_id) is None:
+                prepared.refuse(self.source, i.sqs_message_id, i.raw_body, i.note or "quarantined")
         _write_ledger(conn, decided, plan.re_retrieved)
         for inc in decided:  # quarantine rows are counted where they are written
             if inc.outcome is not EventOutcome.QUARANTINED:
@@ -300,13 +293,20 @@ def _watermarks(conn: duckdb.DuckDBPyConnection, object_ids: list[str]) -> dict[
         "JOIN rows b USING (object_id)", batch_objects).fetchall()}
 
 
+def _error(inc: Incoming) -> str | None:
+    """stripe_events.error: the note without any value its body's redaction masks, or secret-shaped."""
+    if inc.note is None:
+        return None
+    return KEPT_REDACTION.text(inc.note, KEPT_REDACTION.body(inc.raw_body).found, pairs=False)
+
+
 def _write_ledger(conn: duckdb.DuckDBPyConnection, decided: list[Incoming], re_retrieved: set[str]) -> None:
     now = datetime.now(timezone.utc)
     rows = [{
         "event_id": i.event.id, "type": i.event.type, "created": i.event.created,
         "api_version": i.event.api_version, "livemode": i.event.livemode, "object_type": i.event.object_type,
         "object_id": i.event.object_id, "received_at": i.received_at, "processed_at": now,
-        "outcome": i.outcome.value, "error": i.note, "re_retrieved": i.event.id in re_retrieved,
+        "outcome": i.outcome.value, "error": _error(i), "re_retrieved": i.event.id in re_retrieved,
         "delivery": i.event.delivery, "sqs_message_id": i.sqs_message_id,
     } for i in decided]
     writer.upsert(conn, "stripe_events", ("event_id",), rows)

@@ -1,6 +1,6 @@
 """Billing's jobs.
 
-- ingest_stripe_events_job and replay_stripe_quarantine_job (from the consumer kit's factory),
+- ingest_stripe_events_job and replay_stripe_quarantine_job (STRIPE_EVENTS, the queue's QueueSpec),
   with stripe_events_sensor, their doorbell. The consumer is built from the `stripe` resource:
   the envelope and tenant settings, and the client that re-retrieves objects at the pinned version.
 - Operator jobs (typed config; the run log is the audit trail): refund, cancel, resync. Config is
@@ -24,13 +24,13 @@ from pipelines.billing.assets import DRAIN_TABLES, REPORT_ASSETS, table_rows_met
 from pipelines.billing.consumer import StripeEventConsumer
 from pipelines.billing.envelope import EnvelopeSettings
 from pipelines.billing.ingest import SOURCE, IngestSettings
-from pipelines.billing.notices import WithNotices, send_subscription_required
+from pipelines.billing.notices import send_subscription_required
 from pipelines.billing.reconcile import Reconciler
 from pipelines.billing.reconcile_tables import CONNECT_CONFIG, BillingTables
 from pipelines.billing.retrieve import StripeRetriever
 from pipelines.billing.seats import seat_targets, sync_seats
 from pipelines.billing.vocab import ReconcileMode, SubscriptionStatus
-from pipelines.common.factory import DrainConfig as QueueDrainConfig, queue_consumer_defs
+from pipelines.common.factory import DrainConfig as QueueDrainConfig, QueueSpec
 from pipelines.store.store import Store
 from resources.aws import SQSQueueResource
 from resources.duckdb import DuckDBResource
@@ -50,19 +50,19 @@ def ingest_settings(stripe: StripeResource) -> IngestSettings:
         billing_service=stripe.billing_service or None, domain=stripe.domain or None)
 
 
-def make_consumer(context) -> WithNotices:
+def make_consumer(context, config: DrainConfig | None) -> StripeEventConsumer:
+    """After each commit, the batch's dunning notices go to email-requests (the consumer's after_commit)."""
     stripe: StripeResource = context.resources.stripe
-    # WithNotices: after each commit, the batch's dunning notices go to email-requests (notices.py)
-    return WithNotices(StripeEventConsumer(ingest_settings(stripe), StripeRetriever(stripe.client())),
-                       context.resources.email_requests_queue)
+    return StripeEventConsumer(ingest_settings(stripe), StripeRetriever(stripe.client()),
+                               notices=context.resources.email_requests_queue)
 
 
-stripe_queue_defs = queue_consumer_defs(
-    source=SOURCE, queue_resource_key="stripe_events_queue", make_consumer=make_consumer,
+STRIPE_EVENTS = QueueSpec(
+    source=SOURCE, make_consumer=make_consumer,
     op_name="drain_stripe_events", job_name="ingest_stripe_events_job", sensor_name="stripe_events_sensor",
     replay_op_name="replay_stripe_quarantine", replay_job_name="replay_stripe_quarantine_job",
-    config_class=DrainConfig, resource_keys={"stripe", "email_requests_queue"}, connect_config={"threads": 1},
-    ledgers=DRAIN_TABLES, after_run=table_rows_metadata,
+    config_class=DrainConfig, resource_keys=frozenset({"stripe", "email_requests_queue"}),
+    connect_config={"threads": 1}, ledgers=tuple(DRAIN_TABLES), after_run=table_rows_metadata,
     op_description="Drains stripe-events: open and verify each envelope, apply the events in Stripe's "
                    "order (re-retrieving stale or foreign-version objects), commit, then delete.",
     job_description="Drains the stripe-events queue into stripe_events and the stripe_* tables.",

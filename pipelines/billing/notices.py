@@ -1,7 +1,7 @@
 """Dispatching billing notices: the DuckDB side of dunning.py.
 
-`send_event_notices` is what the Stripe ingest consumer's `after_commit` calls with the batch's
-events; `send_subscription_required` is the daily schedule's. Both dispatch first and record the
+`send_event_notices` is what the stripe-events consumer's `after_commit` (consumer.py) calls with
+the batch's events; `send_subscription_required` is the daily schedule's. Both dispatch first and record the
 request ids in `billing_notices` after, so a crash in between re-dispatches the same request id,
 which the email pipeline sends once. `connect` is a DuckDB resource's `connect` or
 a `Store.transaction`.
@@ -24,7 +24,9 @@ from pipelines.email.request import EmailRequest
 from pipelines.store.write import STR, arrow, insert, with_rows
 
 
-class _Queue(Protocol):
+class NoticeQueue(Protocol):
+    """Where notices go: the email-requests queue."""
+
     def send(self, bodies: Iterable[str]) -> int: ...
 
 
@@ -91,7 +93,7 @@ class NoticeReport:
                 "notices_skipped": len(self.skipped)}
 
 
-def _dispatch(connect: Connect, queue: _Queue, requests: list[EmailRequest], event_ids: Mapping[str, str],
+def _dispatch(connect: Connect, queue: NoticeQueue, requests: list[EmailRequest], event_ids: Mapping[str, str],
               org_ids: Mapping[str, str], report: NoticeReport) -> None:
     with connect() as conn:
         ids = arrow(request_id=(STR, [r.request_id for r in requests]))
@@ -119,7 +121,7 @@ def as_event(event: Any) -> Mapping[str, Any]:
             "data": {"object": event.object, "previous_attributes": getattr(event, "previous_attributes", None)}}
 
 
-def send_event_notices(connect: Connect, events: Iterable[Any], queue: _Queue) -> NoticeReport:
+def send_event_notices(connect: Connect, events: Iterable[Any], queue: NoticeQueue) -> NoticeReport:
     """Dispatch the notices these Stripe events call for, each once (see dunning.py).
 
     The Stripe ingest consumer calls this from `after_commit` with every event of the batch
@@ -155,7 +157,7 @@ def orgs_without_subscription(conn: duckdb.DuckDBPyConnection, now: datetime,
     return [OrgWithoutSubscription(r[0], r[1], r[2], r[3]) for r in rows]
 
 
-def send_subscription_required(connect: Connect, queue: _Queue, now: datetime,
+def send_subscription_required(connect: Connect, queue: NoticeQueue, now: datetime,
                                grace_days: int = dunning.GRACE_DAYS) -> NoticeReport:
     report = NoticeReport()
     with connect() as conn:
@@ -164,45 +166,3 @@ def send_subscription_required(connect: Connect, queue: _Queue, now: datetime,
     org_ids = {r.request_id: r.request_id.split(":")[1] for r in requests}
     _dispatch(connect, queue, requests, {}, org_ids, report)
     return report
-
-
-# Outcomes after which an event says nothing about our customers (another tenant's, or unreadable).
-_NOT_OURS = {"ignored-tenant", "quarantined", "unknown-type"}
-
-
-class WithNotices:
-    """The Stripe ingest consumer plus dunning: after each committed batch (and before its SQS
-    delete), dispatch the notices its events call for. Everything else is the wrapped consumer's.
-
-        consumer = WithNotices(StripeEventConsumer(settings, retriever), email_requests_queue)
-
-    Every event of the batch is passed, duplicates included: `billing_notices` remembers what was
-    dispatched, so when a run dies between the commit and the dispatch, the redelivered batch
-    (duplicates for the ledger) still sends what is owed, once."""
-
-    def __init__(self, consumer: Any, queue: _Queue):
-        self.consumer = consumer
-        self.queue = queue
-        self.source = consumer.source
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.consumer, name)
-
-    def prepare(self, messages):
-        return self.consumer.prepare(messages)
-
-    def commit(self, conn, prepared):
-        return self.consumer.commit(conn, prepared)
-
-    def after_commit(self, store, prepared):
-        from pipelines.common.counters import Counters
-
-        counters = Counters()
-        inner = getattr(self.consumer, "after_commit", None)
-        if inner is not None:
-            counters.update(inner(store, prepared))
-        events = [inc.event for inc in getattr(prepared, "events", [])
-                  if str(getattr(inc.outcome, "value", inc.outcome)) not in _NOT_OURS]
-        report = send_event_notices(store.transaction, events, self.queue)
-        counters.update({k: v for k, v in report.as_metadata().items() if v})
-        return counters

@@ -1,10 +1,13 @@
 """The consumer kit: what a queue consumer implements, and the one loop that runs it.
 
-A consumer prepares a batch without touching the database (parse, verify, validate; a message
-it cannot accept becomes a quarantine row with a reason) and commits a prepared batch inside
-one transaction the kit opens. The kit writes the quarantine rows in that same transaction,
-commits, runs the consumer's optional after_commit (side effects such as sending email, which
-open their own transactions), and only then lets the drain delete the batch from SQS.
+A consumer subclasses QueueConsumer. It prepares a batch without touching the database (parse,
+verify, validate; a message it cannot accept is refused: `prepared.refuse(...)`, a quarantine
+row with a reason) and commits a prepared batch inside one transaction the kit opens; a message
+that commit finds it cannot accept is refused the same way (late quarantine). The kit writes the
+quarantine rows, redacted (pipelines/common/redaction.py), in that same transaction, commits, runs
+the consumer's after_commit (side effects such as sending email, which open their own
+transactions), and only then lets the drain delete the batch from SQS. Every other hook does
+nothing unless the consumer overrides it.
 
 `run_consumer` is what the Dagster op and the benchmarks both call. docs/architecture.md
 explains the rules it keeps.
@@ -20,17 +23,18 @@ the exception's message, which could quote a secret from the body.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
 
 from pipelines.common.counters import Counters
 from pipelines.common.drain import DrainOptions, drain
-from pipelines.common.quarantine import Quarantined, mark_replayed, pending, quarantine, storable
+from pipelines.common.quarantine import Quarantined, mark_replayed, pending, quarantine, replay_result
 from pipelines.common.queue_message import Queue, QueueMessage
+from pipelines.common.redaction import DEFAULT_RULES, RedactionRules
 from pipelines.common.stop import Stopped, StopRequest
 
 if TYPE_CHECKING:
@@ -48,25 +52,57 @@ class Prepared:
     # sqs_message_id -> None (accepted) or its quarantine reason
     outcomes: dict[str, str | None] = field(default_factory=dict)
 
+    def accept(self, sqs_message_id: str) -> None:
+        self.outcomes[sqs_message_id] = None
 
-class Consumer(Protocol):
-    source: str   # "email-requests" | "ses-notifications" | "stripe-events"
+    def refuse(self, source: str, sqs_message_id: str, body: str, reason: str) -> None:
+        """Quarantine this message (in prepare, or late, in commit): the kit writes the row, redacted,
+        in the batch's transaction; a replay records `reason` as the row's result."""
+        self.quarantined.append(Quarantined(source, sqs_message_id, body, reason))
+        self.outcomes[sqs_message_id] = reason
 
+
+class QueueConsumer(ABC):
+    """What the kit runs. `prepare` and `commit` are the consumer's; every other hook does nothing
+    unless the consumer overrides it. A consumer holding processes or threads releases them in
+    `close` (the op uses it as a context manager)."""
+
+    source: str = ""   # the queue's name and its quarantine rows' source, e.g. "stripe-events"
+    # Adds to the kit's redaction (never removes from it): the consumer's own secret field names,
+    # and the JSON paths replay needs verbatim to verify a message (message signatures).
+    redaction: RedactionRules = DEFAULT_RULES
+
+    @abstractmethod
     def prepare(self, messages: list[QueueMessage]) -> Prepared:
-        """Pure: parse, verify, validate. Refuses (quarantine row + reason); never raises."""
-        ...
+        """Pure: parse, verify, validate. Refuses (prepared.refuse); never raises."""
 
+    @abstractmethod
     def commit(self, conn: duckdb.DuckDBPyConnection, prepared: Prepared) -> Counters:
         """Write the prepared batch, inside the transaction the kit opened."""
-        ...
 
-    # Optional hooks, used when a consumer defines them:
-    #   after_commit(store, prepared) -> Counters   side effects after the commit, before the delete
-    #   on_receive(messages) -> None               sees messages as they arrive (start preparing early)
-    #   quarantine_body(body) -> str               what of a body may be kept (redaction)
-    #   request_stop() -> None                     a stop was requested (pipelines/common/stop.py): stop
-    #                                              side effects not yet handed out; after_commit then
-    #                                              records what was done and raises Stopped
+    def after_commit(self, store: Store, prepared: Prepared) -> Counters:
+        """Side effects after the commit, before the SQS delete (sending email, dispatching notices)."""
+        return Counters()
+
+    def on_receive(self, messages: list[QueueMessage]) -> None:
+        """Sees messages as they arrive (to start preparing early)."""
+
+    def request_stop(self) -> None:
+        """A stop was requested (pipelines/common/stop.py): stop side effects not yet handed out;
+        after_commit then records what was done and raises Stopped."""
+
+    def run_metadata(self) -> dict[str, object]:
+        """Facts about the run, added to the op's output and metadata."""
+        return {}
+
+    def close(self) -> None:
+        """Release processes, threads or connections the consumer holds."""
+
+    def __enter__(self) -> QueueConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def internal_error(exc: BaseException) -> str:
@@ -79,30 +115,14 @@ def _log_internal(log: Any, what: str, exc: BaseException) -> None:
               f"{type(exc).__name__} (message withheld)")
 
 
-def _kept_body(consumer: Consumer, body: str) -> str:
-    redact = getattr(consumer, "quarantine_body", None)
-    if redact is None:
-        return storable(body)
-    try:
-        return storable(redact(body))
-    except Exception:  # noqa: BLE001 - a body that cannot be redacted is not kept at all
-        digest = hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
-        return f"(body withheld: it could not be redacted; sha256 {digest})"
-
-
-def _commit(store: Store, consumer: Consumer, prepared: Prepared) -> Counters:
+def _commit(store: Store, consumer: QueueConsumer, prepared: Prepared) -> Counters:
     with store.transaction() as conn:
         counters = consumer.commit(conn, prepared)
-        counters["quarantined"] += quarantine(conn, prepared.quarantined)
+        counters["quarantined"] += quarantine(conn, prepared.quarantined, consumer.redaction)
     return counters
 
 
-def _after_commit(store: Store, consumer: Consumer, prepared: Prepared) -> Counters:
-    hook = getattr(consumer, "after_commit", None)
-    return hook(store, prepared) if hook is not None else Counters()
-
-
-def process_batch(store: Store, consumer: Consumer, messages: list[QueueMessage], log: Any = None) -> Counters:
+def process_batch(store: Store, consumer: QueueConsumer, messages: list[QueueMessage], log: Any = None) -> Counters:
     """Prepare, commit (with the batch's quarantine rows) and run after_commit for one batch."""
     log = log or _log
     counters = Counters(messages=len(messages), quarantined=0)
@@ -119,7 +139,7 @@ def process_batch(store: Store, consumer: Consumer, messages: list[QueueMessage]
         counters.update(_one_by_one(store, consumer, messages, log))
         return counters
     try:
-        counters.update(_after_commit(store, consumer, prepared))
+        counters.update(consumer.after_commit(store, prepared))
     except Stopped as stopped:
         counters.update(stopped.counters)
         stopped.counters = counters
@@ -127,7 +147,7 @@ def process_batch(store: Store, consumer: Consumer, messages: list[QueueMessage]
     return counters
 
 
-def _one_by_one(store: Store, consumer: Consumer, messages: list[QueueMessage], log: Any) -> Counters:
+def _one_by_one(store: Store, consumer: QueueConsumer, messages: list[QueueMessage], log: Any) -> Counters:
     counters = Counters(one_by_one=len(messages))
     for msg in messages:
         try:
@@ -142,12 +162,12 @@ def _one_by_one(store: Store, consumer: Consumer, messages: list[QueueMessage], 
                 _log_internal(log, f"{consumer.source}: committing message {msg.sqs_message_id}", exc)
                 reason = internal_error(exc)
             else:
-                counters.update(_after_commit(store, consumer, prepared))
+                counters.update(consumer.after_commit(store, prepared))
                 continue
         # If even this fails, the run fails and the message stays on the queue.
         with store.transaction() as conn:
-            quarantine(conn, [Quarantined(consumer.source, msg.sqs_message_id, _kept_body(consumer, msg.body),
-                                          reason)])
+            quarantine(conn, [Quarantined(consumer.source, msg.sqs_message_id, msg.body, reason)],
+                       consumer.redaction)
         counters["quarantined"] += 1
         counters["internal_errors"] += 1
     return counters
@@ -171,15 +191,14 @@ class RunReport:
         return {**self.counters.as_metadata(), "sqs_calls": self.sqs_calls, "seconds": round(self.seconds, 3)}
 
 
-def run_consumer(queue: Queue, consumer: Consumer, store: Store, options: DrainOptions = DrainOptions(),
+def run_consumer(queue: Queue, consumer: QueueConsumer, store: Store, options: DrainOptions = DrainOptions(),
                  log: Any = None, stop: StopRequest | None = None) -> RunReport:
     """Drain `queue` through `consumer` into `store`: the one entry the op and the benchmarks call.
     `stop`: once requested, the drain ends cleanly (pipelines/common/stop.py)."""
     started = time.monotonic()
     total = Counters()
-    request_stop = getattr(consumer, "request_stop", None)
-    if stop is not None and request_stop is not None:
-        stop.on_request(request_stop)
+    if stop is not None:
+        stop.on_request(consumer.request_stop)
 
     def handle(batch: list[QueueMessage]) -> None:
         try:
@@ -188,14 +207,14 @@ def run_consumer(queue: Queue, consumer: Consumer, store: Store, options: DrainO
             total.update(stopped.counters)
             raise
 
-    total.update(drain(queue, handle, options, on_receive=getattr(consumer, "on_receive", None), stop=stop))
+    total.update(drain(queue, handle, options, on_receive=consumer.on_receive, stop=stop))
     return RunReport(total, time.monotonic() - started)
 
 
 REPLAY_CHUNK = 500
 
 
-def replay_quarantine(store: Store, consumer: Consumer, limit: int = 10_000, log: Any = None) -> Counters:
+def replay_quarantine(store: Store, consumer: QueueConsumer, limit: int = 10_000, log: Any = None) -> Counters:
     """Run quarantined rows of the consumer's source through it again, after a fix. Each row
     records 'ok' or its new reason, in the same transaction as what it wrote. The messages carry
     received_at = when they were quarantined, so age checks count to then."""
@@ -211,14 +230,16 @@ def replay_quarantine(store: Store, consumer: Consumer, limit: int = 10_000, log
     return counters
 
 
-def _replay(store: Store, consumer: Consumer, rows: list[tuple], log: Any) -> Counters:
+def _replay(store: Store, consumer: QueueConsumer, rows: list[tuple], log: Any) -> Counters:
     messages = [QueueMessage(sqs_id, "", raw, received_at=at) for _, sqs_id, raw, at in rows]
     try:
         prepared = consumer.prepare(messages)
-        results = [(qid, prepared.outcomes.get(sqs_id) or "ok") for qid, sqs_id, _, _ in rows]
         with store.transaction() as conn:
             counters = consumer.commit(conn, prepared)
-            mark_replayed(conn, results)
+            # after commit: a late refusal sets its message's outcome there
+            results = [(qid, replay_result(raw, prepared.outcomes.get(sqs_id) or "ok"))
+                       for qid, sqs_id, raw, _ in rows]
+            mark_replayed(conn, results, consumer.redaction)
     except Exception as exc:  # noqa: BLE001 - second line of defence, as for the queue
         _log_internal(log, f"{consumer.source}: replaying {len(rows)} quarantined row(s)", exc)
         if len(rows) > 1:
@@ -227,8 +248,8 @@ def _replay(store: Store, consumer: Consumer, rows: list[tuple], log: Any) -> Co
                 counters.update(_replay(store, consumer, [row], log))
             return counters
         with store.transaction() as conn:
-            mark_replayed(conn, [(rows[0][0], internal_error(exc))])
+            mark_replayed(conn, [(rows[0][0], replay_result(rows[0][2], internal_error(exc)))])
         return Counters(still_failing=1, internal_errors=1)
-    counters.update(_after_commit(store, consumer, prepared))
+    counters.update(consumer.after_commit(store, prepared))
     counters["still_failing"] += sum(1 for _, r in results if r != "ok")
     return counters

@@ -1,17 +1,21 @@
-"""queue_consumer_defs: a queue's drain op + job, doorbell sensor and replay job, from its consumer.
+"""queue_consumer_defs(spec): a queue's drain op + job, doorbell sensor and replay job, from its QueueSpec.
 
-The op opens a Store on the `duckdb` resource, builds the consumer with `make_consumer(context)`,
-runs it with run_consumer and returns the run's counters as its output and metadata. A consumer that holds
-processes or threads (a verify pool, a sending pool) is also a context manager; the op enters it
-and closes it when the run ends. A consumer may add facts about the run (`run_metadata()`).
+The op opens a Store on the `duckdb` resource, builds the consumer with
+`spec.make_consumer(context, config)` (config: the op's typed run config; None for a replay),
+runs it with run_consumer and returns the run's counters as its output and metadata. The op
+uses the consumer as a context manager, so what it holds (a verify pool, a sending pool) is
+closed when the run ends, and adds the consumer's `run_metadata()`.
+
+From the spec's `source` follow the queue's resource key (`<source>_queue`, dashes as
+underscores), its environment variable (`<SOURCE>_QUEUE`) and its pool (`drain-<source>`).
 
 Ledgers: the tables a queue's drain writes are declared by its domain as asset specs, and their
-keys handed in as `ledgers`; every drain or replay run that took messages reports a
+keys named in the spec's `ledgers`; every drain or replay run that took messages reports a
 materialization of each (plus the shared `quarantine` table) with its row count and the run's
 counters, so lineage runs from each queue's tables to the rollups that depend on them.
 
-Pools: each queue's drain and replay ops share a pool of their own (`drain-<source>`, limit 1 in
-dagster.yaml): one drain per queue at a time, different queues side by side. They hold the DuckDB
+Pools: each queue's drain and replay ops share a pool of their own (`drain-<source>`, limit 1 by
+dagster.yaml's default_limit, so a new queue needs no entry there): one drain per queue at a time, different queues side by side. They hold the DuckDB
 file only while they commit (pipelines/store/store.py); DuckDB's process lock and the resource's
 lock retry make their commits take turns (docs/operations.md, "Ad-hoc queries").
 
@@ -23,22 +27,22 @@ No `from __future__ import annotations` here: Dagster reads the ops' config anno
 definition time, and it names a class given to the factory.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import dagster as dg
 from pydantic import Field
 
 from pipelines.common.cancel_logging import quiet_cancel
-from pipelines.common.consumer import Consumer, replay_quarantine, run_consumer
+from pipelines.common.consumer import QueueConsumer, replay_quarantine, run_consumer
 from pipelines.common.doorbell import queue_doorbell_sensor
 from pipelines.common.drain import DrainOptions
 from pipelines.common.ledgers import QUARANTINE, report_ledgers
 from pipelines.common.stop import stop_on_signals
 from pipelines.store.store import Store
 
-MakeConsumer = Callable[[Any], Consumer]     # (op context) -> Consumer
 AfterRun = Callable[[Any], dict[str, Any]]   # (op context) -> extra metadata
 
 
@@ -71,15 +75,49 @@ class ReplayConfig(dg.Config):
     limit: int = 10_000
 
 
-def _entered(stack: ExitStack, consumer: Consumer) -> Consumer:
-    if hasattr(consumer, "__enter__") and hasattr(consumer, "__exit__"):
-        stack.enter_context(consumer)  # type: ignore[arg-type]
-    return consumer
+# (op context, the drain op's run config, or None for a replay) -> the consumer
+MakeConsumer = Callable[[Any, Optional[DrainConfig]], QueueConsumer]
 
 
-def _store(context: Any, connect_config: dict | None, hold_seconds: float) -> Store:
+@dataclass(frozen=True)
+class QueueSpec:
+    """Everything the kit needs to know of a queue to make its Dagster definitions."""
+    source: str                      # the SQS queue's local name and the quarantine source, e.g. "stripe-events"
+    make_consumer: MakeConsumer
+    op_name: str
+    job_name: str
+    sensor_name: str
+    job_description: str
+    sensor_description: str | None = None
+    op_description: str | None = None
+    config_class: type[DrainConfig] = DrainConfig
+    resource_keys: frozenset[str] = frozenset()   # besides duckdb and the queue's own
+    connect_config: Mapping[str, Any] | None = None   # DuckDB settings of the run's connection
+    ledgers: tuple[str, ...] = ()    # asset keys of the tables the drain writes; quarantine is added
+    after_run: AfterRun | None = None
+    replay_op_name: str | None = None    # with replay_job_name: a replay job for the quarantine
+    replay_job_name: str | None = None
+    replay_description: str | None = None
+    job_tags: Mapping[str, str] | None = None   # default {"queue": source}
+
+    @property
+    def resource_key(self) -> str:
+        return f"{self.source.replace('-', '_')}_queue"
+
+    @property
+    def env_var(self) -> str:
+        """The environment variable holding the queue's name in this deployment."""
+        return f"{self.source.upper().replace('-', '_')}_QUEUE"
+
+    @property
+    def pool(self) -> str:
+        return pool_for(self.source)
+
+
+def _store(context: Any, connect_config: Mapping[str, Any] | None, hold_seconds: float) -> Store:
     duckdb = context.resources.duckdb
-    return Store(lambda: duckdb.connect(config=connect_config), hold_seconds)
+    config = dict(connect_config) if connect_config is not None else None
+    return Store(lambda: duckdb.connect(config=config), hold_seconds)
 
 
 def pool_for(source: str) -> str:
@@ -97,71 +135,54 @@ def _end_as_canceled(context: Any, source: str, reason: str | None, meta: dict) 
     raise dg.DagsterExecutionInterruptedError(f"{source} drain stopped cleanly: {reason}")
 
 
-def queue_consumer_defs(
-    *, source: str, queue_resource_key: str, make_consumer: MakeConsumer,
-    op_name: str, job_name: str, sensor_name: str,
-    config_class: type[DrainConfig] = DrainConfig,
-    resource_keys: frozenset[str] | set[str] = frozenset(),
-    connect_config: dict | None = None,
-    after_run: AfterRun | None = None,
-    replay_op_name: str | None = None, replay_job_name: str | None = None,
-    make_replay_consumer: MakeConsumer | None = None,
-    op_description: str | None = None, job_description: str | None = None,
-    replay_description: str | None = None, job_tags: dict[str, str] | None = None,
-    sensor_description: str | None = None,
-    ledgers: Sequence[str] = (), pool: str | None = None,
-) -> dg.Definitions:
-    """`connect_config`: DuckDB settings for the run's connection (e.g. {"threads": 1}).
-    `ledgers`: asset keys of the tables the consumer writes (declared by the domain as asset specs);
-    `quarantine` is added. `pool`: the ops' concurrency pool (default `drain-<source>`)."""
-    keys = {"duckdb", *resource_keys}
-    ledger_keys = [*dict.fromkeys([*ledgers, QUARANTINE])]
-    pool = pool or pool_for(source)
+def queue_consumer_defs(spec: QueueSpec) -> dg.Definitions:
+    keys = {"duckdb", *spec.resource_keys}
+    ledger_keys = [*dict.fromkeys([*spec.ledgers, QUARANTINE])]
+    source, queue_key, config_class = spec.source, spec.resource_key, spec.config_class
 
-    @dg.op(name=op_name, pool=pool, required_resource_keys=keys | {queue_resource_key},
-           tags={"queue": source}, description=op_description)
+    @dg.op(name=spec.op_name, pool=spec.pool, required_resource_keys=keys | {queue_key},
+           tags={"queue": source}, description=spec.op_description)
     def drain_op(context: dg.OpExecutionContext, config: config_class) -> dg.Output[dict]:  # type: ignore[valid-type]
         with ExitStack() as stack:
             stop = stack.enter_context(stop_on_signals())
-            consumer = _entered(stack, make_consumer(context))
-            store = stack.enter_context(_store(context, connect_config, config.connection_hold_seconds))
-            report = run_consumer(getattr(context.resources, queue_resource_key), consumer, store,
+            consumer = stack.enter_context(spec.make_consumer(context, config))
+            store = stack.enter_context(_store(context, spec.connect_config, config.connection_hold_seconds))
+            report = run_consumer(getattr(context.resources, queue_key), consumer, store,
                                   config.drain_options(), log=context.log, stop=stop)
-            run_metadata = getattr(consumer, "run_metadata", None)
-            meta = {**report.as_metadata(), **(run_metadata() if run_metadata else {})}
+            meta = {**report.as_metadata(), **consumer.run_metadata()}
             if report.counters["received"]:
                 report_ledgers(context, ledger_keys, report.counters)
             if report.stopped:
                 _end_as_canceled(context, source, stop.reason, meta)
-        meta.update(after_run(context) if after_run else {})
+        meta.update(spec.after_run(context) if spec.after_run else {})
         context.log.info(f"{source}: {meta}")
         return dg.Output(meta, metadata=meta)
 
-    @dg.job(name=job_name, description=job_description, tags=job_tags if job_tags is not None else {"queue": source})
+    tags = dict(spec.job_tags) if spec.job_tags is not None else {"queue": source}
+
+    @dg.job(name=spec.job_name, description=spec.job_description, tags=tags)
     def drain_job():
         drain_op()
 
-    sensor = queue_doorbell_sensor(name=sensor_name, job=drain_job, queue_resource_key=queue_resource_key,
-                                   description=sensor_description)
+    sensor = queue_doorbell_sensor(name=spec.sensor_name, job=drain_job, queue_resource_key=queue_key,
+                                   description=spec.sensor_description)
     jobs = [drain_job]
 
-    if replay_job_name:
-        replay_consumer = make_replay_consumer or make_consumer
-
-        @dg.op(name=replay_op_name or f"replay_{op_name}", pool=pool, required_resource_keys=keys,
-               description=replay_description)
+    if spec.replay_job_name:
+        @dg.op(name=spec.replay_op_name or f"replay_{spec.op_name}", pool=spec.pool, required_resource_keys=keys,
+               description=spec.replay_description)
         def replay_op(context: dg.OpExecutionContext, config: ReplayConfig) -> dg.Output[dict]:
             with ExitStack() as stack:
-                consumer = _entered(stack, replay_consumer(context))
-                store = stack.enter_context(_store(context, connect_config, 0.0))
+                consumer = stack.enter_context(spec.make_consumer(context, None))
+                store = stack.enter_context(_store(context, spec.connect_config, 0.0))
                 counters = replay_quarantine(store, consumer, config.limit, log=context.log)
                 if counters["messages"]:
                     report_ledgers(context, ledger_keys, counters)
-            meta = {**counters.as_metadata(), **(after_run(context) if after_run else {})}
+            meta = {**counters.as_metadata(), **(spec.after_run(context) if spec.after_run else {})}
             context.log.info(f"{source} replay: {meta}")
             return dg.Output(meta, metadata=meta)
 
-        @dg.job(name=replay_job_name, description=replay_description)
+        @dg.job(name=spec.replay_job_name, description=spec.replay_description)
         def replay_job():
             replay_op()
 

@@ -2,13 +2,14 @@
 kit's factory makes the op, the job and the email_requests_sensor doorbell); email_sends_daily_job."""
 
 import math
+from functools import partial
 
 import dagster as dg
 from pydantic import Field
 
-from pipelines.common.factory import DrainConfig, queue_consumer_defs
+from pipelines.common.factory import DrainConfig, QueueSpec
 from pipelines.email.assets import email_sends_daily
-from pipelines.email.batch import SOURCE, EmailRequestConsumer
+from pipelines.email.consumer import SOURCE, EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.ledger import EMAIL_MESSAGES, MessageIdsRecorded
 from pipelines.email.sending import RetryPolicy, Sender
@@ -37,8 +38,9 @@ def threads_for(rate: float | None, configured: int) -> int:
     return max(8, min(64, math.ceil(rate * ASSUMED_CALL_SECONDS)))
 
 
-def make_consumer(context, on_recorded: MessageIdsRecorded | None = None) -> EmailRequestConsumer:
-    config = SendEmailBatchConfig(**(context.op_config or {}))
+def make_consumer(context, config: SendEmailBatchConfig | None,
+                  on_recorded: MessageIdsRecorded | None = None) -> EmailRequestConsumer:
+    config = config or SendEmailBatchConfig()
     resources = context.resources
     transport = resources.email_sender.get_transport()
     rate = config.max_send_rate or None
@@ -58,13 +60,13 @@ def make_consumer(context, on_recorded: MessageIdsRecorded | None = None) -> Ema
     return consumer
 
 
-def email_queue_defs(on_recorded: MessageIdsRecorded | None) -> dg.Definitions:
-    """`on_recorded`: told of each window's message ids, in the transaction that records them."""
-    return queue_consumer_defs(
-        source=SOURCE, queue_resource_key="email_requests_queue",
-        make_consumer=lambda context: make_consumer(context, on_recorded),
+def email_requests_spec(on_recorded: MessageIdsRecorded | None) -> QueueSpec:
+    """The email-requests queue. `on_recorded` is told of each window's message ids, in the
+    transaction that records them (the code location passes delivery's re-linking)."""
+    return QueueSpec(
+        source=SOURCE, make_consumer=partial(make_consumer, on_recorded=on_recorded),
         op_name="send_email_batch", job_name="send_email_batch_job", sensor_name="email_requests_sensor",
-        config_class=SendEmailBatchConfig, resource_keys={"email_sender", "templates", "email_settings"},
+        config_class=SendEmailBatchConfig, resource_keys=frozenset({"email_sender", "templates", "email_settings"}),
         job_description="Drains email-requests: parse, quarantine bad requests, render, apply skip rules, "
                         "claim outbox rows, send, record; then delete the messages. Run metadata: received, "
                         "quarantined, sent, skipped_<reason>, failed. Quarantined requests keep their (redacted) "
@@ -73,7 +75,7 @@ def email_queue_defs(on_recorded: MessageIdsRecorded | None) -> dg.Definitions:
                            "instance's runs, never a message. Requests one run when requests wait and no run of "
                            "the job is in flight. If requests pile up while it skips, look at the in-flight run.",
         job_tags={},
-        ledgers=[EMAIL_MESSAGES],
+        ledgers=(EMAIL_MESSAGES,),
     )
 
 

@@ -5,11 +5,12 @@ import dagster as dg
 
 from pipelines.email_delivery.assets import (email_addresses, email_delivery_daily, email_events, email_status,
                                              ses_reputation)
-from pipelines.email_delivery.jobs import ses_cleanup_job, ses_queue_defs
+from pipelines.common.factory import queue_consumer_defs
+from pipelines.email_delivery.jobs import SES_NOTIFICATIONS, ses_cleanup_job
 from pipelines.email_delivery.schedules import ses_cleanup_schedule
 
 defs = dg.Definitions.merge(
-    ses_queue_defs,
+    queue_consumer_defs(SES_NOTIFICATIONS),
     dg.Definitions(assets=[email_events, email_addresses, email_status, email_delivery_daily, ses_reputation],
                    jobs=[ses_cleanup_job],
                    schedules=[ses_cleanup_schedule]),

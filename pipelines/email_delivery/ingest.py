@@ -1,30 +1,21 @@
-"""Batch ingestion of SES notifications: the ses-notifications consumer (pipelines/common/consumer.py).
-
-`prepare` turns queue messages (verified and parsed by examine.py) into normalised events (one
-Arrow table, event_batch), verified SNS control messages (subscription confirmations) and
-quarantine rows; it needs no database. `commit` applies a prepared batch inside the kit's
-transaction: drops event_ids already stored (a redelivery changes nothing), runs the status
-machine per message in event-time order, folds address health, and writes every table with
-one set-wise statement each.
+"""Applying SES notification events (the ses-notifications consumer's commit, consumer.py): drop
+event_ids already stored (a redelivery changes nothing), run the status machine per message in
+event-time order, fold address health, and write every table with one set-wise statement each.
+Also re-linking orphan events once their send is recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from pipelines.common.consumer import Prepared
 from pipelines.common.counters import Counters
-from pipelines.common.quarantine import Quarantined
-from pipelines.common.queue_message import QueueMessage
 from pipelines.email_delivery import event_batch
 from pipelines.email_delivery.address_health import AddressState, StatusChange, apply_effects
-from pipelines.email_delivery.examine import ControlMessage, Examined, Examiner
-from pipelines.common.sns.verify import SnsVerifier
+from pipelines.email_delivery.examine import ControlMessage
 from pipelines.email_delivery.ses_parse import signal_of
 from pipelines.email.ledger import MessageStatus as S
 from pipelines.email_delivery.status_machine import UNEXPECTED, step
@@ -32,93 +23,6 @@ from pipelines.store.write import BOOL, INT, STR, TS, arrow, insert, with_rows
 
 if TYPE_CHECKING:
     import duckdb
-
-SOURCE = "ses-notifications"
-DEDUPE_SKEW_SECONDS = 900  # clock skew allowed between SNS and us (the verifier allows 300 s), with room
-Confirm = Callable[[str, str], str]  # (topic_arn, token) -> subscription ARN
-
-
-@dataclass
-class PreparedNotifications(Prepared):
-    events: pa.Table = field(default_factory=lambda: event_batch.EMPTY)
-    controls: list[ControlMessage] = field(default_factory=list)
-    # A replay (messages carrying received_at) looks for duplicates in the whole ledger.
-    replay: bool = False
-
-
-COUNTERS = ("events_new", "events_duplicate", "orphans", "status_changes", "unexpected_transitions",
-            "address_changes", "controls")
-
-
-class Ingestor:
-    def __init__(self, verifier: SnsVerifier, *, accept_raw: bool = False, confirm: Confirm | None = None,
-                 source: str = SOURCE):
-        self.examiner = Examiner(verifier, accept_raw=accept_raw)
-        self.confirm = confirm
-        self.source = source
-        # A copy of an SNS message passes verification only within max_age of its Timestamp, and the
-        # first copy was stored after that Timestamp (less clock skew), so only events received since
-        # then can be its duplicates. Raw delivery carries no Timestamp: the whole ledger is checked.
-        self.dedupe_window = (None if accept_raw or not verifier.max_age_seconds
-                              else timedelta(seconds=verifier.max_age_seconds + DEDUPE_SKEW_SECONDS))
-
-    @property
-    def verifier(self) -> SnsVerifier:
-        return self.examiner.verifier
-
-    @property
-    def accept_raw(self) -> bool:
-        return self.examiner.accept_raw
-
-    # ---- parse + verify (no database, no network but the certificate fetch) ----
-    def prepare(self, messages: Iterable[QueueMessage]) -> PreparedNotifications:
-        messages = list(messages)
-        examined, events = self.examine_all(messages)
-        return self.assemble(messages, examined, events)
-
-    def examine_all(self, messages: Iterable[QueueMessage]) -> tuple[list[Examined], pa.Table]:
-        """Verify and parse messages; their events as one table in message order."""
-        examined, events = self.examiner.examine_all(messages)
-        return examined, event_batch.to_table(events)
-
-    def assemble(self, messages: list[QueueMessage], examined: list[Examined],
-                 events: pa.Table) -> PreparedNotifications:
-        """Merge per-message results in order; confirm allow-listed subscriptions (the one side effect).
-        `events` are the batch's events: only messages that were not refused have any."""
-        out = PreparedNotifications(events=events, replay=any(m.received_at is not None for m in messages))
-        for msg, ex in zip(messages, examined):
-            reason = ex.reason
-            controls = ex.controls
-            if reason is None and controls and controls[0].action == "confirm":
-                controls, reason = self._confirm(controls[0])
-            if reason is not None:
-                out.quarantined.append(Quarantined(self.source, msg.sqs_message_id, msg.body, reason))
-                out.outcomes[msg.sqs_message_id] = reason
-                continue
-            out.controls.extend(controls)
-            out.outcomes[msg.sqs_message_id] = None
-        return out
-
-    def _confirm(self, pending: ControlMessage) -> tuple[list[ControlMessage], str | None]:
-        if self.confirm is None:
-            return [], "SubscriptionConfirmation for an allow-listed topic, but no SNS client is configured to confirm it"
-        try:
-            arn = self.confirm(pending.topic_arn, pending.token or "")
-        except Exception as exc:  # replayable from quarantine; the token stays valid for 3 days
-            return [], f"SubscriptionConfirmation could not be confirmed: {type(exc).__name__}"
-        return [replace(pending, action="confirmed", subscription_arn=arn, token=None)], None
-
-    # ---- apply + write (inside the kit's transaction) ----
-    def commit(self, conn: duckdb.DuckDBPyConnection, prepared: PreparedNotifications) -> Counters:
-        result = Counters(dict.fromkeys(COUNTERS, 0))
-        since = (None if prepared.replay or self.dedupe_window is None
-                 else datetime.now(timezone.utc) - self.dedupe_window)
-        apply_events(conn, prepared.events, result, dedupe_since=since)
-        if prepared.controls:
-            _insert_controls(conn, prepared.controls)
-            result["controls"] = len(prepared.controls)
-        return result
-
 
 # Arrow's JSON type: DuckDB takes the column as JSON without re-validating what orjson wrote.
 DETAIL = pa.json_(pa.string())
@@ -128,7 +32,7 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Coun
     """Apply a batch of events (event_batch.SCHEMA) inside the caller's transaction.
 
     `dedupe_since`: earliest received_at a stored copy of any of these events can have (see
-    Ingestor.dedupe_window); None checks the whole ledger.
+    SesNotificationConsumer.dedupe_window); None checks the whole ledger.
     """
     if not events.num_rows:
         return
@@ -343,7 +247,7 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection,
     return changes
 
 
-def _insert_controls(conn: duckdb.DuckDBPyConnection, controls: list[ControlMessage]) -> None:
+def insert_controls(conn: duckdb.DuckDBPyConnection, controls: list[ControlMessage]) -> None:
     insert(conn, "sns_control_messages", arrow(
         sns_message_id=(STR, [c.sns_message_id for c in controls]),
         sns_type=(STR, [c.sns_type for c in controls]),

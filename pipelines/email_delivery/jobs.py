@@ -5,14 +5,14 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from pipelines.common.factory import DrainConfig as QueueDrainConfig, queue_consumer_defs
+from pipelines.common.factory import DrainConfig as QueueDrainConfig, QueueSpec
 from pipelines.common.sns.cert_store import shared_cert_store
 from pipelines.common.sns.verify import SnsVerifier
 from pipelines.email.ledger import EMAIL_MESSAGES
 from pipelines.email_delivery.address_changes import publish_address_changes
 from pipelines.email_delivery.assets import EMAIL_ADDRESSES, EMAIL_EVENTS
 from pipelines.email_delivery.cleanup import cleanup
-from pipelines.email_delivery.ingest import SOURCE, Ingestor
+from pipelines.email_delivery.consumer import SOURCE, SesNotificationConsumer
 from pipelines.email_delivery.parallel import PooledIngestor, auto_workers
 from pipelines.store.store import Store
 from resources.duckdb import DuckDBResource
@@ -30,18 +30,15 @@ class DrainConfig(QueueDrainConfig):
     verify_workers: int = -1
 
 
-def ingestor_for(context) -> Ingestor:
+def make_consumer(context, config: DrainConfig | None) -> SesNotificationConsumer | PooledIngestor:
+    """Verifying in worker processes as `verify_workers` says; a replay (no drain config) inline."""
     settings = context.resources.sns_verifier
     verifier = SnsVerifier(settings.topics, shared_cert_store(settings.cert_dir),
                            max_age_seconds=settings.max_age_seconds)
-    return Ingestor(verifier, accept_raw=settings.raw_accepted, confirm=context.resources.sns.confirm_subscription)
-
-
-def make_consumer(context) -> Ingestor | PooledIngestor:
-    workers = int(context.op_config.get("verify_workers", -1) if context.op_config else -1)
-    workers = auto_workers() if workers < 0 else workers
-    ingestor = ingestor_for(context)
-    return PooledIngestor(ingestor, workers) if workers > 0 else ingestor
+    consumer = SesNotificationConsumer(verifier, accept_raw=settings.raw_accepted,
+                                       confirm=context.resources.sns.confirm_subscription)
+    workers = 0 if config is None else auto_workers() if config.verify_workers < 0 else config.verify_workers
+    return PooledIngestor(consumer, workers) if workers > 0 else consumer
 
 
 def publish_changes(context) -> dict[str, int]:
@@ -53,18 +50,17 @@ def publish_changes(context) -> dict[str, int]:
         return {"address_changes_published": publish_address_changes(conn, queue.send)}
 
 
-ses_queue_defs = queue_consumer_defs(
-    source=SOURCE, queue_resource_key="ses_notifications_queue", make_consumer=make_consumer,
-    make_replay_consumer=ingestor_for,
+SES_NOTIFICATIONS = QueueSpec(
+    source=SOURCE, make_consumer=make_consumer,
     op_name="drain_ses_notifications", job_name="ingest_ses_notifications_job",
     sensor_name="ses_notifications_sensor",
     replay_op_name="replay_ses_quarantine", replay_job_name="replay_ses_quarantine_job",
-    config_class=DrainConfig, resource_keys={"sns", "sns_verifier", "address_changes_queue"},
+    config_class=DrainConfig, resource_keys=frozenset({"sns", "sns_verifier", "address_changes_queue"}),
     # One DuckDB thread: a batch's statements are small, so more threads mostly add scheduling
     # overhead (~20% of the write time measured), and the verify workers want the other cores.
     connect_config={"threads": 1},
     after_run=publish_changes,
-    ledgers=[EMAIL_EVENTS, EMAIL_MESSAGES, EMAIL_ADDRESSES],
+    ledgers=(EMAIL_EVENTS, EMAIL_MESSAGES, EMAIL_ADDRESSES),
     op_description="Drains ses-notifications: verify, parse, apply; commit, then delete.",
     job_description="Drains the ses-notifications queue into email_events, email_messages, email_addresses: "
                     "verifies each SNS signature, applies bounces, complaints and deliveries, records "

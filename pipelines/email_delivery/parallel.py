@@ -18,11 +18,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
+from pipelines.common.consumer import QueueConsumer
 from pipelines.common.counters import Counters
 from pipelines.common.queue_message import QueueMessage
 from pipelines.email_delivery import event_batch, verify_worker
 from pipelines.email_delivery.examine import Examined
-from pipelines.email_delivery.ingest import Ingestor, PreparedNotifications
+from pipelines.email_delivery.consumer import PreparedNotifications, SesNotificationConsumer
 
 if TYPE_CHECKING:
     import duckdb
@@ -53,7 +54,7 @@ class _Chunk:
 class PreparePool:
     """`submit` messages as they arrive; `prepare` a batch of them (in any order) when it is flushed."""
 
-    def __init__(self, ingestor: Ingestor, workers: int, chunk: int = 500):
+    def __init__(self, ingestor: SesNotificationConsumer, workers: int, chunk: int = 500):
         self.ingestor = ingestor
         self.chunk = chunk
         v = ingestor.verifier
@@ -133,16 +134,17 @@ class PreparePool:
         self.close()
 
 
-class PooledIngestor:
+class PooledIngestor(QueueConsumer):
     """The ses-notifications consumer, verifying in `workers` processes. Should the pool break (a
     worker killed), it verifies inline for the rest of the run rather than refuse good messages.
     Should a chunk fail in a worker (one message raised), the batch is examined here instead, so
     the good messages that shared the chunk are not refused with it; a message that raises here
     too is the kit's to quarantine."""
 
-    def __init__(self, ingestor: Ingestor, workers: int, chunk: int = 500):
+    def __init__(self, ingestor: SesNotificationConsumer, workers: int, chunk: int = 500):
         self.ingestor = ingestor
         self.source = ingestor.source
+        self.redaction = ingestor.redaction
         self.pool: PreparePool | None = PreparePool(ingestor, workers, chunk)
 
     def on_receive(self, messages: list[QueueMessage]) -> None:

@@ -1,7 +1,7 @@
 """The email-requests consumer (pipelines/common/consumer.py): parse, plan, claim, send, record.
 
-`prepare` parses and plans each request (bad ones become quarantine rows, their bodies
-redacted). `commit`, inside the kit's transaction, claims outbox rows (the skip rules that need
+`prepare` parses and plans each request (bad ones are refused: the kit keeps them in quarantine,
+redacted, with the catalogue's sensitive variables among the secret field names). `commit`, inside the kit's transaction, claims outbox rows (the skip rules that need
 the ledger) together with the batch's quarantine rows. `after_commit` sends what was claimed and
 records each window's outcomes in its own transaction; only then are the SQS messages deleted.
 Redelivered requests change nothing: rows already sent, skipped or failed are not claimed again.
@@ -16,15 +16,15 @@ from datetime import timedelta
 import duckdb
 import jinja2
 
-from pipelines.common.consumer import Prepared
+from pipelines.common.consumer import Prepared, QueueConsumer
 from pipelines.common.counters import Counters
-from pipelines.common.quarantine import Quarantined
 from pipelines.common.queue_message import QueueMessage
+from pipelines.common.redaction import RedactionRules
 from pipelines.common.stop import Stopped
 from pipelines.email.builder import Builder
-from pipelines.email.catalogue import KindSpec, catalogue
+from pipelines.email.catalogue import KindSpec, all_sensitive_names, catalogue
 from pipelines.email.outbox import Claimed, Outcome, Planned, claim, mark, release, stored_digests
-from pipelines.email.redaction import Redactor, keep_remote_ip, redact_raw_body, redactor_for
+from pipelines.email.redaction import Redactor, keep_remote_ip, redactor_for
 from pipelines.email.request import BadRequest, EmailRequest, Recipient, parse_request
 from pipelines.email.ledger import MessageIdsRecorded, MessageStatus as S
 from pipelines.email.sending import UNSENT, Sender
@@ -62,7 +62,7 @@ class PreparedRequests(Prepared):
     to_send: list[tuple[_Item, Claimed]] = field(default_factory=list)   # set by commit
 
 
-class EmailRequestConsumer:
+class EmailRequestConsumer(QueueConsumer):
     source = SOURCE
 
     def __init__(self, builder: Builder, sender: Sender, *, default_sender: str, transport_name: str,
@@ -75,6 +75,7 @@ class EmailRequestConsumer:
         self.default_sender = default_sender
         self.transport_name = transport_name
         self.kinds = kinds if kinds is not None else catalogue()
+        self.redaction = RedactionRules(secret_names=all_sensitive_names(self.kinds))
         self.inflight_window = max(1, inflight_window)
         self.keep_send_seconds = keep_send_seconds
         self.on_recorded = on_recorded   # told of each window's message ids, in its transaction
@@ -85,17 +86,8 @@ class EmailRequestConsumer:
     def run_metadata(self) -> dict[str, object]:
         return dict(self.metadata)
 
-    def quarantine_body(self, body: str) -> str:
-        return redact_raw_body(body, self.kinds)
-
     def close(self) -> None:
         self.sender.close()
-
-    def __enter__(self) -> EmailRequestConsumer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- parse --------------------------------------------------------------------------------
     def _parse(self, msg: QueueMessage) -> EmailRequest:
@@ -135,15 +127,13 @@ class EmailRequestConsumer:
             try:
                 items = self._plan(self._parse(msg))
             except BadRequest as exc:
-                out.quarantined.append(Quarantined(SOURCE, msg.sqs_message_id, self.quarantine_body(msg.body),
-                                                   exc.reason))
-                out.outcomes[msg.sqs_message_id] = exc.reason
+                out.refuse(SOURCE, msg.sqs_message_id, msg.body, exc.reason)
             else:
                 for it in items:
                     it.sqs_message_id = msg.sqs_message_id
                 out.items.extend(items)
                 out.bodies[msg.sqs_message_id] = msg.body
-                out.outcomes[msg.sqs_message_id] = None
+                out.accept(msg.sqs_message_id)
         return out
 
     def commit(self, conn: duckdb.DuckDBPyConnection, prepared: PreparedRequests) -> Counters:
@@ -176,9 +166,7 @@ class EmailRequestConsumer:
             digests = known.setdefault(request.request_id, set())
             if digests and request.digest not in digests:
                 refused.add(sqs_id)
-                prepared.quarantined.append(Quarantined(SOURCE, sqs_id, self.quarantine_body(prepared.bodies[sqs_id]),
-                                                        REUSED))
-                prepared.outcomes[sqs_id] = REUSED
+                prepared.refuse(SOURCE, sqs_id, prepared.bodies[sqs_id], REUSED)
             else:
                 digests.add(request.digest)
         if refused:
@@ -213,6 +201,10 @@ class EmailRequestConsumer:
             raise Stopped(counters)
         return counters
 
+    def _error(self, it: _Item, error: str) -> str:
+        """What email_messages.error keeps: the request's sensitive values and every secret masked."""
+        return self.redaction.text(it.redact(error))[:1000]
+
     def _release(self, store: Store, claimed: list[tuple[_Item, Claimed]]) -> int:
         """Delete this batch's fresh claims that never reached the transport. A row already pending
         before this run (claimed by a run that died) stays pending: it may have been sent then."""
@@ -231,7 +223,7 @@ class EmailRequestConsumer:
                 built = self.builder.build(it.request, it.recipient, sender, subject=it.subject)
             except Exception as exc:  # noqa: BLE001 - a template bug fails this message, not the run
                 early.append(Outcome(it.planned.request_id, it.planned.to_address, S.FAILED, None,
-                                     it.redact(f"render: {type(exc).__name__}: {exc}")[:1000], 0))
+                                     self._error(it, f"render: {type(exc).__name__}: {exc}"), 0))
                 continue
             outgoing.append((it, OutgoingEmail(sender=built.sender, recipient=built.recipient, raw=built.raw,
                                                kind=it.request.kind, message_id=built.message_id)))
@@ -256,7 +248,7 @@ class EmailRequestConsumer:
                 continue
             counters["sent" if result.status == S.SENT else "failed"] += 1
             outcomes.append(Outcome(it.planned.request_id, it.planned.to_address, result.status, result.message_id,
-                                    it.redact(result.error)[:1000] if result.error else None, result.attempts,
+                                    self._error(it, result.error) if result.error else None, result.attempts,
                                     result.accepted_at))
         created = [c.created_at for _, c in window if c.created_at is not None]
         since = min(created) if len(created) == len(window) else None
