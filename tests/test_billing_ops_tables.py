@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from pipelines.billing import reporting
+from pipelines.store.store import Store
 from pipelines.billing.load_organizations import load, main as loader_main
 from pipelines.billing.notices import TablesDirectory, orgs_without_subscription, send_subscription_required
 from pipelines.billing.seats import seat_targets
@@ -53,7 +54,7 @@ def test_loader_upserts_reports_bad_rows_and_replaces_members(db, tmp_path):
     ])
     members = _members_csv(tmp_path, ["org-a,alice,Owner", "org-a,bob,Member", "org-b,carol,Owner",
                                       "org-zzz,dave,Member"])
-    with db.connect() as conn:
+    with Store(db.connect).transaction() as conn:
         report = load(conn, orgs, members)
         assert (report.organizations, report.members) == (2, 3)
         assert report.rejected == [f"{orgs} line 4: missing id",

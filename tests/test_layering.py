@@ -133,7 +133,7 @@ def test_the_code_location_hands_dispatch_the_relink_hook():
 
 # One way to write and one way to read: Store.transaction() / Store.read(). Billing's remaining
 # direct connections are listed for its own refactor and not held here yet.
-STORE_USERS = ("pipelines/email", "pipelines/email_delivery", "pipelines/common")
+STORE_USERS = ("pipelines/email", "pipelines/email_delivery", "pipelines/common", "pipelines/billing")
 STORE_USER_FILES = ("pipelines/query.py", "pipelines/schema.py")
 
 
@@ -181,11 +181,9 @@ def _environment_reads(path: Path) -> list[int]:
 
 
 def test_environment_variables_are_read_only_through_settings():
-    """pipelines/settings.py is the one reader (`settings.value`); billing's last two reads
-    (load_organizations' DUCKDB_PATH default, assets' DAGSTER_HOME) move with its own refactor."""
-    pending = {"pipelines/billing/load_organizations.py", "pipelines/billing/assets.py"}
+    """pipelines/settings.py is the one reader (`settings.value`)."""
     found = {str(p.relative_to(ROOT)): lines for p in modules_under("pipelines")
-             if p.name != "settings.py" and str(p.relative_to(ROOT)) not in pending and (lines := _environment_reads(p))}
+             if p.name != "settings.py" and (lines := _environment_reads(p))}
     assert found == {}
     assert _environment_reads(ROOT / "pipelines/email/dispatch.py") == []
     assert _environment_reads(ROOT / "pipelines/billing/tenant.py") == []

@@ -8,12 +8,12 @@ count and the run's figures, after every run that took messages (the consumer ki
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from datetime import UTC, datetime
 
 import dagster as dg
 
+from pipelines import settings
 from pipelines.billing import reporting
 from pipelines.billing.object_types import TABLES
 from pipelines.common.asset_metadata import preview, row_count
@@ -44,7 +44,7 @@ def report_inputs(rows: dict[str, int], source: str, dagster_home: str | None = 
     """Tell Dagster the platform's input tables changed (a materialization of each, with its row
     count), so lineage shows when they were loaded and the reports refresh. Needs the instance the
     code location uses (`dagster_home`, else DAGSTER_HOME); without one nothing is reported: False."""
-    home = dagster_home or os.environ.get("DAGSTER_HOME")
+    home = dagster_home or settings.value("DAGSTER_HOME")
     if not home:
         return False
     with dg.DagsterInstance.from_config(home) as instance:

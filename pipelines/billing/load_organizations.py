@@ -12,14 +12,14 @@ file replaces the one in the table (members who left are removed).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
-from pipelines.store.transaction import transaction
+from pipelines import settings
+from pipelines.store.store import Store
 
 ORG_TYPES = ("company", "community")
 
@@ -61,47 +61,47 @@ def _stage(conn: duckdb.DuckDBPyConnection, name: str, path: str, required: tupl
 
 def load(conn: duckdb.DuckDBPyConnection, organizations: str | None, members: str | None = None,
          *, replace_members: bool = False) -> LoadReport:
+    """Runs inside the caller's transaction (`Store.transaction()`): all of it lands or none."""
     report = LoadReport()
-    with transaction(conn):
-        if organizations:
-            cols = _stage(conn, "_orgs", organizations, ("id", "name", "type"))
-            bad = conn.execute(
-                "SELECT _line, CASE WHEN id IS NULL OR trim(id) = '' THEN 'missing id'"
-                " WHEN name IS NULL OR trim(name) = '' THEN 'missing name'"
-                f" ELSE 'type must be {' or '.join(ORG_TYPES)}, got ' || coalesce(type, 'nothing') END"
-                f" FROM _orgs WHERE id IS NULL OR trim(id) = '' OR name IS NULL OR trim(name) = ''"
-                f" OR lower(type) NOT IN {ORG_TYPES} OR type IS NULL ORDER BY _line").fetchall()
-            report.rejected += [f"{organizations} line {line}: {why}" for line, why in bad]
-            target = [c for c in _columns(conn, "organizations") if c in cols]
-            select = ", ".join("lower(type)" if c == "type" else c for c in target)
-            updates = ", ".join(f"{c} = excluded.{c}" for c in target if c != "id")
-            report.organizations = conn.execute(
-                f"INSERT INTO organizations ({', '.join(target)}) SELECT {select} FROM _orgs"
-                f" WHERE id IS NOT NULL AND trim(id) <> '' AND name IS NOT NULL AND trim(name) <> ''"
-                f" AND lower(type) IN {ORG_TYPES} ON CONFLICT (id) DO UPDATE SET {updates}").fetchone()[0]
-        if members:
-            cols = _stage(conn, "_members", members, ("organization_id", "user_id"))
-            bad = conn.execute(
-                "SELECT _line, CASE WHEN organization_id IS NULL OR user_id IS NULL THEN 'missing organization_id or user_id'"
-                " ELSE 'unknown organization ' || organization_id END FROM _members m"
-                " WHERE organization_id IS NULL OR user_id IS NULL"
-                " OR NOT EXISTS (SELECT 1 FROM organizations o WHERE o.id = m.organization_id) ORDER BY _line").fetchall()
-            report.rejected += [f"{members} line {line}: {why}" for line, why in bad]
-            good = ("organization_id IS NOT NULL AND user_id IS NOT NULL"
-                    " AND EXISTS (SELECT 1 FROM organizations o WHERE o.id = _members.organization_id)")
-            if replace_members:
-                report.members_removed = conn.execute(
-                    "DELETE FROM organization_members t WHERE t.organization_id IN"
-                    f" (SELECT DISTINCT organization_id FROM _members WHERE {good})"
-                    f" AND NOT EXISTS (SELECT 1 FROM _members WHERE {good}"
-                    " AND _members.organization_id = t.organization_id AND _members.user_id = t.user_id)"
-                ).fetchone()[0]
-            target = [c for c in _columns(conn, "organization_members") if c in cols]
-            updates = ", ".join(f"{c} = excluded.{c}" for c in target if c not in ("organization_id", "user_id"))
-            conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-            report.members = conn.execute(
-                f"INSERT INTO organization_members ({', '.join(target)}) SELECT {', '.join(target)} FROM _members"
-                f" WHERE {good} ON CONFLICT (organization_id, user_id) {conflict}").fetchone()[0]
+    if organizations:
+        cols = _stage(conn, "_orgs", organizations, ("id", "name", "type"))
+        bad = conn.execute(
+            "SELECT _line, CASE WHEN id IS NULL OR trim(id) = '' THEN 'missing id'"
+            " WHEN name IS NULL OR trim(name) = '' THEN 'missing name'"
+            f" ELSE 'type must be {' or '.join(ORG_TYPES)}, got ' || coalesce(type, 'nothing') END"
+            f" FROM _orgs WHERE id IS NULL OR trim(id) = '' OR name IS NULL OR trim(name) = ''"
+            f" OR lower(type) NOT IN {ORG_TYPES} OR type IS NULL ORDER BY _line").fetchall()
+        report.rejected += [f"{organizations} line {line}: {why}" for line, why in bad]
+        target = [c for c in _columns(conn, "organizations") if c in cols]
+        select = ", ".join("lower(type)" if c == "type" else c for c in target)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in target if c != "id")
+        report.organizations = conn.execute(
+            f"INSERT INTO organizations ({', '.join(target)}) SELECT {select} FROM _orgs"
+            f" WHERE id IS NOT NULL AND trim(id) <> '' AND name IS NOT NULL AND trim(name) <> ''"
+            f" AND lower(type) IN {ORG_TYPES} ON CONFLICT (id) DO UPDATE SET {updates}").fetchone()[0]
+    if members:
+        cols = _stage(conn, "_members", members, ("organization_id", "user_id"))
+        bad = conn.execute(
+            "SELECT _line, CASE WHEN organization_id IS NULL OR user_id IS NULL THEN 'missing organization_id or user_id'"
+            " ELSE 'unknown organization ' || organization_id END FROM _members m"
+            " WHERE organization_id IS NULL OR user_id IS NULL"
+            " OR NOT EXISTS (SELECT 1 FROM organizations o WHERE o.id = m.organization_id) ORDER BY _line").fetchall()
+        report.rejected += [f"{members} line {line}: {why}" for line, why in bad]
+        good = ("organization_id IS NOT NULL AND user_id IS NOT NULL"
+                " AND EXISTS (SELECT 1 FROM organizations o WHERE o.id = _members.organization_id)")
+        if replace_members:
+            report.members_removed = conn.execute(
+                "DELETE FROM organization_members t WHERE t.organization_id IN"
+                f" (SELECT DISTINCT organization_id FROM _members WHERE {good})"
+                f" AND NOT EXISTS (SELECT 1 FROM _members WHERE {good}"
+                " AND _members.organization_id = t.organization_id AND _members.user_id = t.user_id)"
+            ).fetchone()[0]
+        target = [c for c in _columns(conn, "organization_members") if c in cols]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in target if c not in ("organization_id", "user_id"))
+        conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        report.members = conn.execute(
+            f"INSERT INTO organization_members ({', '.join(target)}) SELECT {', '.join(target)} FROM _members"
+            f" WHERE {good} ON CONFLICT (organization_id, user_id) {conflict}").fetchone()[0]
     return report
 
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--members", help="CSV or Parquet: organization_id, user_id, [role, joined_at]")
     parser.add_argument("--replace-members", action="store_true",
                         help="the file is each listed organisation's full member list")
-    parser.add_argument("--db", default=os.environ.get("DUCKDB_PATH"), help="DuckDB file (default $DUCKDB_PATH)")
+    parser.add_argument("--db", default=settings.value("DUCKDB_PATH"), help="DuckDB file (default $DUCKDB_PATH)")
     args = parser.parse_args(argv)
     if not args.organizations and not args.members:
         parser.error("give an organizations file, --members, or both")
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.common.ledgers import table_rows
     from pipelines.schema import database
 
-    with database(args.db).connect() as conn:
+    with Store(database(args.db).connect).transaction() as conn:
         report = load(conn, args.organizations, args.members, replace_members=args.replace_members)
         rows = table_rows(conn, [t for t, given in (("organizations", args.organizations),
                                                     ("organization_members", args.members)) if given])
