@@ -104,7 +104,8 @@ def burst_size(sent: int) -> int:
 
 
 def bounce_storm(sqs: Any, queue_url: str, sent: int, seed: int | None = None) -> str:
-    rng = random.Random(seed)
+    # its own stream: request ids must differ from every other incident's (a reused id is quarantined)
+    rng = random.Random(None if seed is None else f"{seed}:bounce-storm")
     n = storm_size(sent)
     bodies = [json.dumps(demo_request(rng, outcome="bounce", kind="verify-email", verified=False)) for _ in range(n)]
     _send_requests(sqs, queue_url, bodies)
@@ -112,7 +113,7 @@ def bounce_storm(sqs: Any, queue_url: str, sent: int, seed: int | None = None) -
 
 
 def complaint_burst(sqs: Any, queue_url: str, sent: int, seed: int | None = None) -> str:
-    rng = random.Random(seed)
+    rng = random.Random(None if seed is None else f"{seed}:complaint-burst")
     n = burst_size(sent)
     bodies = [json.dumps(demo_request(rng, outcome="complaint", kind="password-reset")) for _ in range(n)]
     _send_requests(sqs, queue_url, bodies)
@@ -143,9 +144,12 @@ UNKNOWN_STATUS = "suspended"
 
 
 def drift_targets(stripe_base: str) -> tuple[dict, dict]:
-    """Two live subscriptions of the demo's paying organisations (newest first)."""
+    """Two live subscriptions of the default demo's paying organisations (by organisation id)."""
+    from devstack.demo_billing import ORGS
+
+    paying = {o[0] for o in ORGS if o[5] is not None}
     subs = [s for s in _control(stripe_base, "state/subscription")["data"]
-            if s["status"] in ("active", "trialing", "past_due") and s["metadata"].get("organization_id")]
+            if s["status"] in ("active", "trialing", "past_due") and s["metadata"].get("organization_id") in paying]
     if len(subs) < 2:
         raise RuntimeError(f"the drift incident needs two live subscriptions in the local Stripe; found {len(subs)} "
                            "(is the demo billing set loaded? DEVSTACK_DEMO_INTERVAL=0 skips it)")
