@@ -120,6 +120,7 @@ class Mailbox:
 
     def __init__(self, folders: dict[str, Path]) -> None:
         self.readers = {transport: SinkReader(path) for transport, path in folders.items()}
+        self._summaries: dict[str, dict[str, Any]] = {}   # a stored message never changes: parse it once
 
     def _entries(self) -> list[tuple[float, str, dict]]:
         out = []
@@ -144,10 +145,13 @@ class Mailbox:
         query = query.lower().strip()
         found = []
         for _, transport, meta in self._entries():
-            mail = self._load(transport, meta)
-            if mail is None:  # cleared meanwhile
-                continue
-            summary = mail.summary()
+            key = f"{transport}-{meta['name']}"
+            summary = self._summaries.get(key)
+            if summary is None:
+                mail = self._load(transport, meta)
+                if mail is None:  # cleared meanwhile
+                    continue
+                summary = self._summaries[key] = mail.summary()
             fields = [*summary["recipients"], *(str(summary[k]) for k in ("subject", "kind", "to", "from"))]
             if query and not any(query in f.lower() for f in fields):
                 continue
