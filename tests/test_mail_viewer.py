@@ -113,3 +113,31 @@ def test_the_silent_edit_changes_stripe_without_an_event(local_stack):
     assert edited["name"] == "Changed quietly"
     assert client.v1.customers.retrieve(customer["id"])["name"] == "Changed quietly"
     assert len(local_stack.stripe_control("state/event", method="GET")["data"]) == events
+
+
+def test_the_viewer_port_is_claimed_when_set_and_falls_back_when_not(tmp_path, monkeypatch):
+    import socket
+
+    from devstack import stack
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(stack.PortInUseError, match=f"port {port} .*DEVSTACK_MAIL_PORT"):
+            stack.up(stack.config_from_env({"DEVSTACK_MOTO_PORT": "0", "DEVSTACK_SMTP_PORT": "0",
+                                            "DEVSTACK_STRIPE_PORT": "0", "DEVSTACK_MAIL_PORT": str(port)},
+                                           state_dir=tmp_path / "st"))
+        monkeypatch.setattr(stack, "MAIL_VIEWER_PORT", port)   # the default taken: another free port
+        assert stack._mail_port(None) not in (port, 0)
+    assert stack.StackState.load(tmp_path / "st") is None
+    with pytest.raises(stack.StackError, match="DEVSTACK_MAIL_PORT must be a port number"):
+        stack.config_from_env({"DEVSTACK_MAIL_PORT": "mail"})
+
+
+def test_status_names_the_viewer(local_stack):
+    from devstack.stack import status
+
+    shown = status(local_stack.state.state_dir)
+    assert shown["mail_viewer"]["url"] == local_stack.state.mail_url
+    assert _get(local_stack.state.mail_url + "/")[0] == 200
