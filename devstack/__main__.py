@@ -1,4 +1,4 @@
-"""python -m devstack up|down|status|env|check|dev
+"""python -m devstack up|down|status|env|check|dev|incident
 
   up      start moto + SMTP sink + mailbox simulator + local Stripe (harmless when already up)
   down    stop them
@@ -6,12 +6,15 @@
   env     `export` lines for the running stack (eval "$(python -m devstack env)")
   check   validate the current environment's variables; fails naming the variable
   dev     up, then `dagster dev` on 127.0.0.1:3000 with demo traffic; Ctrl-C stops everything
+  incident bounce-storm|complaint-burst|leak|stripe-drift|poison|all
+          while `make dev` runs: trip the checks on purpose (devstack/incidents.py)
 
 Settings (environment): DEVSTACK_STATE_DIR (default <repo>/.devstack), DEVSTACK_MOTO_PORT
 (4566), DEVSTACK_SMTP_PORT (2525), DEVSTACK_STRIPE_PORT (12111, the local Stripe), DEVSTACK_DAGSTER_PORT (3000) - 0 picks a free port;
 DEVSTACK_DUCKDB_PATH (<state>/mailroom.duckdb), DEVSTACK_SNS_SIGNATURE_VERSION (2),
 DEVSTACK_DEMO_INTERVAL (seconds between demo batches, 5; 0 turns demo traffic off),
-DEVSTACK_DAGSTER_HOME (default <repo>/.dagster).
+DEVSTACK_DAGSTER_HOME (default <repo>/.dagster), DEVSTACK_MAIL_PORT (the mail viewer, 8025; unset and
+8025 taken: another free port).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             word = "already running" if already else f"started in {state.startup_seconds:.2f}s"
             print(f"local stack {word}: moto {state.endpoint}, SMTP sink 127.0.0.1:{state.smtp_port}, "
                   f"local Stripe {state.stripe_base}, state {state.state_dir}")
+            print(f"mail viewer (every email sent, SES and SMTP): {state.mail_url}")
             print('environment: eval "$(python -m devstack env)"')
             return 0
         if command == "down":
@@ -66,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             from devstack.dev import run_dev
 
             return run_dev()
+        if command == "incident":
+            from devstack.incidents import main as incident
+
+            return incident(argv[1:])
     except StackError as exc:
         print(f"devstack: {exc}", file=sys.stderr)
         return 2

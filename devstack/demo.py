@@ -1,8 +1,10 @@
 """Demo traffic for `make dev`: a few email requests every few seconds on email-requests.
 
 Recipients are mailbox-simulator addresses with a +label (AWS's simulator accepts labels),
-so each request reaches a fresh address and the mix of outcomes (delivered, bounce,
-complaint, out-of-office) shows up in runs, assets and address health.
+so each request reaches a fresh address. The mix is a healthy platform's: deliveries, with the
+odd out-of-office reply and soft bounce (neither counts against SES's bounce rate), and no hard
+bounce or complaint, so every check is green. `python -m devstack incident` adds the
+unhealthy traffic on purpose (devstack/incidents.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 log = logging.getLogger("devstack.demo")
 
 SIM = "simulator.amazonses.com"
-OUTCOMES = ("success", "success", "success", "bounce", "complaint", "ooto", "soft-bounce")
+# Weights of the simulator outcomes the demo sends to (mailbox_simulator.outcome).
+OUTCOMES = ("success",) * 8 + ("ooto", "soft-bounce")
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
 
 
@@ -31,16 +34,21 @@ def _context(kind: str, username: str, address: str, rng: random.Random) -> dict
     }[kind]
 
 
-def demo_request(rng: random.Random) -> dict[str, Any]:
-    """One email request in the dispatcher's format (pipelines/email/email_request.schema.json)."""
-    kind = rng.choice(("password-reset", "verify-email", "new-email-added", "two-factor-added"))
+KINDS = ("password-reset", "verify-email", "new-email-added", "two-factor-added")
+
+
+def demo_request(rng: random.Random, outcome: str | None = None, kind: str | None = None,
+                 verified: bool = True) -> dict[str, Any]:
+    """One email request in the dispatcher's format (pipelines/email/email_request.schema.json),
+    to a simulator address with the given outcome (default: drawn from OUTCOMES)."""
+    kind = kind or rng.choice(KINDS)
     username = rng.choice(USERS)
     label = uuid.UUID(int=rng.getrandbits(128)).hex[:8]
-    address = f"{rng.choice(OUTCOMES)}+{username}-{label}@{SIM}"
+    address = f"{outcome or rng.choice(OUTCOMES)}+{username}-{label}@{SIM}"
     return {
         "request_id": str(uuid.UUID(int=rng.getrandbits(128))),
         "kind": kind,
-        "recipients": [{"email": address, "verified": True, "user_id": f"u-{username}",
+        "recipients": [{"email": address, "verified": verified, "user_id": f"u-{username}",
                         "name": username.capitalize(), "username": username, "acting_user": True}],
         "context": _context(kind, username, address, rng),
         "remote_ip": "203.0.113.7",

@@ -2,10 +2,12 @@
 customers and subscriptions in the local Stripe, so the billing jobs and assets have something
 to show.  `python -m devstack.demo_billing` (reads DUCKDB_PATH and STRIPE_API_BASE).
 
-The mix: paying companies (one through Checkout, others subscribed directly), a company whose
-card is declined at renewal (dunning, once the local Stripe's clock is advanced), a company
-past its grace period without a subscription (subscription-required notice, a billing leak),
-community organisations, and a deleted organisation still subscribed (a billing leak).
+The mix is a healthy platform's: paying companies (one through Checkout, others subscribed
+directly), a company whose card is declined at renewal (dunning, once the local Stripe's clock is
+advanced), a young company still within its grace period, and community organisations. No billing
+leak: every check on the billing reports is green. LEAKING_ORGS are the unhealthy ones the `leak`
+incident adds (devstack/incidents.py): a company past its grace period without a subscription and
+a deleted organisation still subscribed.
 Running it again changes nothing: organisations are upserted and every Stripe write is keyed.
 """
 
@@ -30,10 +32,13 @@ ORGS = [
     ("org-acme", "acme", "company", 120, False, "pm_card_visa", 5, True),
     ("org-globex", "globex", "company", 90, False, "pm_card_visa", 12, False),
     ("org-initech", "initech", "company", 60, False, "pm_card_chargeDeclined", 3, False),
-    ("org-umbrella", "umbrella", "company", 45, False, None, 4, False),
     ("org-hooli", "hooli", "company", 5, False, None, 2, False),
     ("org-pyladies", "pyladies", "community", 200, False, None, 30, False),
     ("org-astropy", "astropy", "community", 300, False, None, 18, False),
+]
+# Billing leaks, added by `python -m devstack incident leak`, never by the default demo.
+LEAKING_ORGS = [
+    ("org-umbrella", "umbrella", "company", 45, False, None, 4, False),
     ("org-defunct", "defunct", "company", 150, True, "pm_card_visa", 1, False),
 ]
 
@@ -45,8 +50,8 @@ def _control(base: str, path: str, body: dict) -> dict:
         return json.loads(resp.read())
 
 
-def fill_organizations(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
-    for oid, name, kind, age, deleted, _card, members, _checkout in ORGS:
+def fill_organizations(conn: duckdb.DuckDBPyConnection, now: datetime, orgs: list[tuple] = ORGS) -> None:
+    for oid, name, kind, age, deleted, _card, members, _checkout in orgs:
         created = now - timedelta(days=age)
         conn.execute("INSERT INTO organizations (id, name, type, created, deleted_at, billing_email)"
                      " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
@@ -60,7 +65,7 @@ def fill_organizations(conn: duckdb.DuckDBPyConnection, now: datetime) -> None:
                          [oid, f"{name}{i}", role, created + timedelta(days=i)])
 
 
-def fill_stripe(client: stripe.StripeClient, api_base: str, environ=None) -> dict[str, str]:
+def fill_stripe(client: stripe.StripeClient, api_base: str, environ=None, orgs: list[tuple] = ORGS) -> dict[str, str]:
     """Customers and subscriptions in the local Stripe; returns organisation -> subscription id."""
     tenant = tenant_from_env(environ)
     product = products.create_or_update_product(client, name="Organization seats",
@@ -68,7 +73,7 @@ def fill_stripe(client: stripe.StripeClient, api_base: str, environ=None) -> dic
                                                 unit_label="seat")
     price = products.create_or_update_price(client, product_id=product["id"], unit_amount=700, currency="usd").price
     out = {}
-    for oid, name, _kind, _age, _deleted, card, members, checkout in ORGS:
+    for oid, name, _kind, _age, _deleted, card, members, checkout in orgs:
         if card is None:
             continue
         customer = customers.create_customer(client, organization_id=oid, name=name, tenant=tenant,
@@ -102,7 +107,8 @@ def fill_stripe(client: stripe.StripeClient, api_base: str, environ=None) -> dic
     return out
 
 
-def fill(environ: dict[str, str], before_report: Callable[[], object] | None = None) -> dict[str, str]:
+def fill(environ: dict[str, str], before_report: Callable[[], object] | None = None,
+         orgs: list[tuple] = ORGS, reporter: str = "devstack.demo_billing") -> dict[str, str]:
     """Organisations into DuckDB, their Stripe customers and subscriptions (the local Stripe
     delivers the events to the stripe-events queue), then the input tables reported to Dagster when
     DAGSTER_HOME is set. `before_report` is waited on first: `make dev` fills while `dagster dev`
@@ -114,15 +120,15 @@ def fill(environ: dict[str, str], before_report: Callable[[], object] | None = N
     from resources.stripe_client import StripeResource
 
     with Store(database(environ["DUCKDB_PATH"]).connect).transaction() as conn:
-        fill_organizations(conn, datetime.now(UTC))
+        fill_organizations(conn, datetime.now(UTC), orgs)
         rows = table_rows(conn, INPUTS)
     resource = StripeResource(api_key=environ.get("STRIPE_API_KEY", "sk_test_local"),
                               webhook_secret=environ.get("STRIPE_WEBHOOK_SECRET", "whsec_local"),
                               api_base=environ["STRIPE_API_BASE"])
-    subscriptions = fill_stripe(resource.client(), environ["STRIPE_API_BASE"], environ)
+    subscriptions = fill_stripe(resource.client(), environ["STRIPE_API_BASE"], environ, orgs)
     if before_report:
         before_report()
-    report_inputs(rows, "devstack.demo_billing", environ.get("DAGSTER_HOME"))
+    report_inputs(rows, reporter, environ.get("DAGSTER_HOME"))
     return subscriptions
 
 

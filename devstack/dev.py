@@ -205,6 +205,8 @@ def run_dev() -> int:
         print(f"dagster dev log: {log_path}  (runs, sensors: in the UI)", flush=True)
         if demo:
             print(f"demo traffic: a few email requests every {interval:g}s on email-requests", flush=True)
+        print(f"mail viewer at {state.mail_url}  (every email sent; incidents: python -m devstack incident)",
+              flush=True)
         print(f"UI at http://127.0.0.1:{dagster_port}  (Ctrl-C stops everything)", flush=True)
         while proc.poll() is None:
             if billing.get("line"):

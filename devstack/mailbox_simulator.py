@@ -61,6 +61,7 @@ class SentMessage:
     recipients: list[str]  # bare addresses, envelope order, no duplicates
     raw: str  # full MIME text ("" when unknown)
     subject: str = ""
+    body: str = ""  # a simple (not raw) send's body
 
 
 def outcome(recipient: str) -> tuple[str, ...]:
@@ -113,7 +114,8 @@ def sent_messages(data: dict) -> list[SentMessage]:
     for m in ses.get("Message", []):
         dest = m.get("destinations") or {}
         addrs = dest.get("ToAddresses", []) + dest.get("CcAddresses", []) + dest.get("BccAddresses", [])
-        out.append(SentMessage(m["id"], m.get("source") or "", _unique_bare(addrs), "", m.get("subject") or ""))
+        out.append(SentMessage(m["id"], m.get("source") or "", _unique_bare(addrs), "", m.get("subject") or "",
+                               str(m.get("body") or "")))
     return out
 
 
@@ -223,7 +225,7 @@ class MailboxSimulator:
 
     def __init__(self, endpoint: str, client: Callable[[str], Any], queue_url: str, topic_arn: str,
                  identity: SigningIdentity, answered_file: Path, signature_version: str = "2",
-                 interval: float = 0.5) -> None:
+                 interval: float = 0.5, on_sent: Callable[[SentMessage], object] | None = None) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.ses = client("ses")
         self.sqs = client("sqs")
@@ -232,6 +234,7 @@ class MailboxSimulator:
         self.identity = identity
         self.version = signature_version
         self.interval = interval
+        self.on_sent = on_sent  # sees each new message once, before it is answered (the mail viewer's copy)
         self.answered_file = Path(answered_file)
         self.answered: set[str] = set()
         self.offsets: dict[str, int] = {}  # instances of each SES model already looked at
@@ -259,6 +262,11 @@ class MailboxSimulator:
         for sent in sent_messages(data):
             if sent.message_id in self.answered:
                 continue
+            if self.on_sent:
+                try:
+                    self.on_sent(sent)
+                except Exception as exc:  # noqa: BLE001 - a lost copy must not stop the answers
+                    log.warning("keeping a copy of SES message %s failed: %s", sent.message_id, exc)
             envelopes = [json.dumps(notification_envelope(self.identity, self.topic_arn, json.dumps(n),
                                                           version=self.version))
                          for n in notifications_for(sent)]

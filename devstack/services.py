@@ -1,4 +1,4 @@
-"""The stack's second process: SMTP sink and mailbox simulator (`python -m devstack.services`).
+"""The stack's second process: SMTP sink, mailbox simulator and mail viewer (`python -m devstack.services`).
 
 Reads ports and the topic from <state>/state.json (written by devstack.stack.up). Stops on
 SIGTERM/SIGINT; with --watch-pid it also stops the whole stack (moto included) when that
@@ -15,7 +15,8 @@ import threading
 import time
 
 from devstack.mailbox_simulator import MailboxSimulator
-from devstack.smtp_sink import SmtpSink
+from devstack.mail_viewer import MailViewer, keep_ses_copy
+from devstack.smtp_sink import MailDir, SmtpSink
 from devstack.sns_signer import load_or_create_signing_identity
 from devstack.stack import PROCESS_MARKERS, _stop_pid, client_factory
 from devstack.state import StackState
@@ -50,6 +51,12 @@ def main() -> None:
     sink = SmtpSink(state.sink_dir, state.smtp_port)
     sink.start()
     logging.info("SMTP sink on 127.0.0.1:%d", state.smtp_port)
+    viewer = None
+    if state.mail_port:
+        viewer = MailViewer({"ses": state.ses_mail_dir, "smtp": state.sink_dir}, state.mail_port)
+        viewer.start()
+        logging.info("mail viewer on %s", viewer.url)
+    ses_copy = keep_ses_copy(MailDir(state.ses_mail_dir))
     simulator = None
     orphaned = False
     while not stop.wait(1.0 if simulator else 0.05):
@@ -66,11 +73,13 @@ def main() -> None:
                     queue_url=current.queue_urls[NOTIFICATIONS_QUEUE], topic_arn=current.topic_arn,
                     identity=load_or_create_signing_identity(current.cert_dir),
                     answered_file=current.path / "simulator-answered.txt",
-                    signature_version=current.signature_version,
+                    signature_version=current.signature_version, on_sent=ses_copy,
                 )
                 simulator.start()
                 logging.info("mailbox simulator polling %s", current.endpoint)
     sink.stop()
+    if viewer:
+        viewer.stop()
     if simulator:
         simulator.stop()
     if orphaned:

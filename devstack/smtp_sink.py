@@ -1,4 +1,5 @@
-"""SMTP sink: an aiosmtpd server that keeps every message as a .eml file, plus a reader.
+"""SMTP sink: an aiosmtpd server that keeps every message as a .eml file, plus a reader (and
+MailDir, the same layout written from Python: the copy of moto's SES mail).
 
 Each accepted message becomes <dir>/<seq>-<id>.eml (the raw bytes as received); then one
 line {name, mail_from, rcpt_tos, received_at} is appended to <dir>/envelopes.jsonl. Readers
@@ -198,12 +199,36 @@ class SunkMessage:
     rcpt_tos: list[str]
     raw: bytes
     received_at: float
+    extra: dict | None = None  # what MailDir.add was given besides the envelope (e.g. the SES id)
 
     def message(self):
         from email import policy
         from email.parser import BytesParser
 
         return BytesParser(policy=policy.default).parsebytes(self.raw)
+
+
+class MailDir:
+    """Writes messages in the sink's layout (<seq>-<id>.eml, then a line in envelopes.jsonl), for
+    mail that did not come through the SMTP socket: the mailbox simulator keeps here a copy of
+    what moto's SES accepted, so the mail viewer and SinkReader read both the same way."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._seq = itertools.count(1)
+        self._prefix = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self._lock = threading.Lock()
+
+    def add(self, raw: bytes, mail_from: str, rcpt_tos: list[str], **extra: str) -> str:
+        with self._lock:
+            name = f"{self._prefix}-{next(self._seq):08d}"
+            (self.directory / f"{name}.eml").write_bytes(raw)
+            meta = {"name": name, "mail_from": mail_from, "rcpt_tos": list(rcpt_tos), "received_at": time.time(),
+                    **extra}
+            with open(self.directory / INDEX, "a") as index:
+                index.write(json.dumps(meta) + "\n")
+        return name
 
 
 class SinkReader:
@@ -220,6 +245,17 @@ class SinkReader:
             return []
         return [json.loads(line) for line in text.split("\n")[:-1] if line]  # a last partial line waits
 
+    def envelopes(self) -> list[dict]:
+        """The index: {name, mail_from, rcpt_tos, received_at, ...} per stored message, oldest first."""
+        return self._index()
+
+    def read(self, name: str) -> bytes | None:
+        """The raw bytes of one stored message (None when cleared meanwhile)."""
+        try:
+            return (self.directory / f"{name}.eml").read_bytes()
+        except FileNotFoundError:
+            return None
+
     def messages(self) -> list[SunkMessage]:
         """Every stored message, oldest first."""
         out: list[SunkMessage] = []
@@ -228,7 +264,9 @@ class SinkReader:
                 raw = (self.directory / f"{meta['name']}.eml").read_bytes()
             except FileNotFoundError:  # cleared meanwhile
                 continue
-            out.append(SunkMessage(meta["name"], meta["mail_from"], meta["rcpt_tos"], raw, meta["received_at"]))
+            extra = {k: v for k, v in meta.items() if k not in ("name", "mail_from", "rcpt_tos", "received_at")}
+            out.append(SunkMessage(meta["name"], meta["mail_from"], meta["rcpt_tos"], raw, meta["received_at"],
+                                   extra or None))
         return out
 
     def to(self, address: str) -> list[SunkMessage]:

@@ -1,7 +1,7 @@
 """Starting, finding and stopping the local stack.
 
 Three processes, all on 127.0.0.1: moto server (SQS, SNS, SES), the services process
-(SMTP sink + mailbox simulator, `python -m devstack.services`) and the local Stripe
+(SMTP sink + mailbox simulator + mail viewer, `python -m devstack.services`) and the local Stripe
 (`python -m devstack.local_stripe`, delivering its events to the stripe-events queue). Their ports and pids are
 in <state>/state.json; `up` on a running stack reports it instead of starting another.
 """
@@ -35,6 +35,7 @@ STRIPE_SOURCE_ID = "acct_local"  # EventBridge source aws.partner/stripe.com/<th
 
 REGION = "us-east-1"
 DEFAULT_PORTS = {"DEVSTACK_MOTO_PORT": 4566, "DEVSTACK_SMTP_PORT": 2525, "DEVSTACK_STRIPE_PORT": 12111}
+MAIL_VIEWER_PORT = 8025
 PROCESS_MARKERS = {"moto_pid": "moto", "services_pid": "devstack.services",
                    "stripe_pid": "devstack.local_stripe"}  # moto: devstack.moto_server
 
@@ -56,6 +57,10 @@ class StackConfig:
     stripe_port: int = 12111
     signature_version: str = "2"
     watch_pid: int | None = None  # stop the stack when this process dies
+    # The mail viewer's port. None: MAIL_VIEWER_PORT when free, else any free port (a convenience,
+    # so stacks started side by side never fail on it); a number (DEVSTACK_MAIL_PORT) is claimed
+    # like the other ports.
+    mail_port: int | None = None
 
 
 def config_from_env(environ: dict[str, str] | None = None, **overrides: Any) -> StackConfig:
@@ -70,8 +75,12 @@ def config_from_env(environ: dict[str, str] | None = None, **overrides: Any) -> 
     version = environ.get("DEVSTACK_SNS_SIGNATURE_VERSION", "2")
     if version not in ("1", "2"):
         raise StackError(f"DEVSTACK_SNS_SIGNATURE_VERSION must be 1 or 2; got {version!r}")
+    raw_mail = environ.get("DEVSTACK_MAIL_PORT")
+    if raw_mail is not None and (not raw_mail.isdigit() or int(raw_mail) > 65535):
+        raise StackError(f"DEVSTACK_MAIL_PORT must be a port number 0-65535 (0 picks a free port); got {raw_mail!r}")
     cfg = dict(
         state_dir=state_dir,
+        mail_port=int(raw_mail) if raw_mail is not None else None,
         moto_port=ports["DEVSTACK_MOTO_PORT"],
         smtp_port=ports["DEVSTACK_SMTP_PORT"],
         stripe_port=ports["DEVSTACK_STRIPE_PORT"],
@@ -178,7 +187,8 @@ def is_running(state: StackState | None) -> bool:
     return bool(state and _ours(state.moto_pid, PROCESS_MARKERS["moto_pid"])
                 and _ours(state.services_pid, PROCESS_MARKERS["services_pid"])
                 and _ours(state.stripe_pid, PROCESS_MARKERS["stripe_pid"])
-                and _accepts(state.moto_port) and _accepts(state.smtp_port) and _accepts(state.stripe_port))
+                and _accepts(state.moto_port) and _accepts(state.smtp_port) and _accepts(state.stripe_port)
+                and (not state.mail_port or _accepts(state.mail_port)))
 
 
 def _spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -231,9 +241,12 @@ def up(config: StackConfig) -> tuple[StackState, bool]:
     stripe_port = claim_port(config.stripe_port, "DEVSTACK_STRIPE_PORT")
     while stripe_port in (moto_port, smtp_port):
         stripe_port = claim_port(0, "DEVSTACK_STRIPE_PORT")
+    mail_port = _mail_port(config.mail_port)
+    while mail_port in (moto_port, smtp_port, stripe_port):
+        mail_port = claim_port(0, "DEVSTACK_MAIL_PORT")
     config.state_dir.mkdir(parents=True, exist_ok=True)
     state = StackState(state_dir=str(config.state_dir), moto_port=moto_port, smtp_port=smtp_port,
-                       stripe_port=stripe_port,
+                       stripe_port=stripe_port, mail_port=mail_port,
                        duckdb_path=str(config.duckdb_path), signature_version=config.signature_version,
                        started_at=time.time())
     moto_log = config.state_dir / "moto.log"
@@ -269,6 +282,7 @@ def up(config: StackConfig) -> tuple[StackState, bool]:
         state.queue_urls = topology.queue_urls
         state.save()
         _wait_until(lambda: _accepts(smtp_port), services, f"SMTP sink on port {smtp_port}", services_log)
+        _wait_until(lambda: _accepts(mail_port), services, f"mail viewer on port {mail_port}", services_log)
         _wait_until(lambda: _stripe_ready(stripe_port), stripe_proc, f"local Stripe on port {stripe_port}", stripe_log)
         stripe_control(state, "delivery", mode="eventbridge", queue_url=state.queue_urls[STRIPE_QUEUE],
                        sqs_endpoint=state.endpoint, region=REGION)
@@ -279,6 +293,15 @@ def up(config: StackConfig) -> tuple[StackState, bool]:
     state.startup_seconds = round(time.monotonic() - started, 3)
     state.save()
     return state, False
+
+
+def _mail_port(wanted: int | None) -> int:
+    if wanted is not None:
+        return claim_port(wanted, "DEVSTACK_MAIL_PORT")
+    try:
+        return claim_port(MAIL_VIEWER_PORT, "DEVSTACK_MAIL_PORT")
+    except PortInUseError:
+        return free_port()
 
 
 def _stripe_ready(port: int) -> bool:
@@ -330,6 +353,8 @@ def status(state_dir: Path | str) -> dict:
         "smtp_sink": {"host": "127.0.0.1", "port": state.smtp_port, "pid": state.services_pid,
                       "alive": _ours(state.services_pid, PROCESS_MARKERS["services_pid"]),
                       "directory": str(state.sink_dir)},
+        "mail_viewer": {"url": state.mail_url, "pid": state.services_pid, "directories":
+                        [str(state.sink_dir), str(state.ses_mail_dir)]},
         "local_stripe": {"base": state.stripe_base, "pid": state.stripe_pid,
                          "alive": _ours(state.stripe_pid, PROCESS_MARKERS["stripe_pid"])},
         "topic_arn": state.topic_arn,

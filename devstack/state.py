@@ -29,6 +29,7 @@ class StackState:
     services_pid: int | None = None
     stripe_port: int = 0
     stripe_pid: int | None = None
+    mail_port: int = 0  # the mail viewer (devstack/mail_viewer.py), in the services process
     started_at: float = 0.0
     startup_seconds: float = 0.0
     queue_urls: dict[str, str] = field(default_factory=dict)
@@ -52,6 +53,15 @@ class StackState:
     @property
     def sink_dir(self) -> Path:
         return self.path / "smtp-sink"
+
+    @property
+    def ses_mail_dir(self) -> Path:
+        """A copy of every message moto's SES accepted, in the SMTP sink's layout (mailbox_simulator.py)."""
+        return self.path / "ses-mail"
+
+    @property
+    def mail_url(self) -> str:
+        return f"http://127.0.0.1:{self.mail_port}"
 
     def save(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

@@ -193,7 +193,7 @@ def _check_evaluations(ui, asset: str) -> dict[str, bool]:
         records = instance.event_log_storage.get_event_records(
             dg.EventRecordsFilter(dg.DagsterEventType.ASSET_CHECK_EVALUATION), limit=100)
     evaluations: dict[str, bool] = {}
-    for record in sorted(records, key=lambda r: r.storage_id):
+    for record in sorted(records, key=lambda r: (r.event_log_entry.timestamp, r.storage_id)):
         evaluation = record.event_log_entry.dagster_event.event_specific_data
         if evaluation.asset_key == dg.AssetKey(asset):
             evaluations[evaluation.check_name] = evaluation.passed
@@ -296,3 +296,140 @@ def test_every_materialized_asset_carries_rows_a_preview_and_figures(ui):
         figures = [k for k, v in metadata.items() if k != "rows"
                    and isinstance(v, (dg.IntMetadataValue, dg.FloatMetadataValue))]
         assert figures, f"{asset}: no numeric figures besides rows"
+
+
+# --- the default demo, the mail viewer, incidents -----------------------------------------------
+
+def _latest_check_outcomes(ui) -> dict[str, bool]:
+    """Each check's latest evaluation, passed or not, from its execution history (what the UI reads)."""
+    outcomes: dict[str, bool] = {}
+    with dg.DagsterInstance.from_config(str(ui.dagster_home)) as instance:
+        for key in ui.defs.resolve_asset_graph().asset_check_keys:
+            for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=10):
+                evaluation = record.event and record.event.dagster_event.event_specific_data
+                if hasattr(evaluation, "passed"):   # newest first; skip one only planned
+                    outcomes[key.name] = evaluation.passed
+                    break
+    return outcomes
+
+
+def _checks_by_asset(defs: dg.Definitions) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for key in defs.resolve_asset_graph().asset_check_keys:
+        out.setdefault(key.asset_key.to_user_string(), set()).add(key.name)
+    return out
+
+
+def _assert_checks_shown(ui, outcomes: dict[str, bool], shot: str) -> None:
+    """Each asset's Checks tab shows each of its checks with the outcome the instance recorded."""
+    from playwright.sync_api import expect
+
+    for asset, names in sorted(_checks_by_asset(ui.defs).items()):
+        ui.open(f"/assets/{asset}?view=checks")
+        for name in names:
+            expect(ui.page.get_by_text(name, exact=True).first).to_be_attached()
+        expect(ui.page.get_by_text("Latest execution").first).to_be_visible()
+        for name in names:   # the list beside the detail pane: name, then latest outcome (rendered late)
+            outcome = "Succeeded" if outcomes[name] else "Failed"
+            expect(ui.page.locator("body")).to_contain_text(re.compile(rf"{re.escape(name)}\s*{outcome}"))
+        ui.shot(f"{shot}-{asset}")
+
+
+def test_every_check_is_green_on_the_default_demo(ui):
+    outcomes = _latest_check_outcomes(ui)
+    every = {k.name for k in ui.defs.resolve_asset_graph().asset_check_keys}
+    assert set(outcomes) == every, f"never evaluated: {sorted(every - set(outcomes))}"
+    assert all(outcomes.values()), f"red on the default demo: {sorted(n for n, p in outcomes.items() if not p)}"
+    _assert_checks_shown(ui, outcomes, "demo-checks")
+
+
+def test_the_mail_viewer_shows_an_email_sent_through_dispatch(ui, local_stack):
+    import uuid
+    from urllib.parse import quote
+
+    from playwright.sync_api import expect
+
+    from pipelines.email.builder import message_id_for
+    from pipelines.email.dispatch import dispatch
+    from pipelines.query import open_read_only
+
+    address = f"grace+{uuid.uuid4().hex[:8]}@example.org"
+    request_id = dispatch("password-reset", [{"email": address, "name": "Grace", "username": "grace",
+                                              "verified": True}],
+                          {"n_hours": 6, "token": "viewer-test-token", "username": "grace"})
+    with dg.DagsterInstance.from_config(str(ui.dagster_home)) as instance:
+        result = ui.defs.resolve_job_def("send_email_batch_job").execute_in_process(
+            instance=instance, run_config={"ops": {"send_email_batch": {"config": {"wait_seconds": 1,
+                                                                                    "max_seconds": 20}}}})
+    assert result.success and result.output_for_node("send_email_batch")["sent"] >= 1
+    conn, _ = open_read_only(os.environ["DUCKDB_PATH"], wait_seconds=30)
+    try:
+        subject, message_id = conn.execute("SELECT subject, message_id FROM email_messages WHERE request_id = ?",
+                                           [request_id]).fetchone()
+    finally:
+        conn.close()
+
+    page = ui.page
+    page.goto(f"{local_stack.state.mail_url}/?q={quote(address)}")
+    link = page.get_by_role("link", name=subject)
+    deadline = time.monotonic() + 20   # the mailbox simulator copies SES mail within ~1 s of the send
+    while link.count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        page.reload()
+    expect(link).to_have_count(1)
+    expect(page.get_by_role("row").filter(has=link)).to_contain_text(address)
+    ui.shot("mail-viewer-list")
+    link.click()
+    expect(page.get_by_role("heading", name=subject)).to_be_visible()
+    summary = page.locator("table.summary")
+    expect(summary.get_by_role("row").filter(has_text="Recipient")).to_contain_text(address)
+    # The header the builder set, and the id SES gave the send (what the ledger records for SES).
+    header_id = message_id_for(request_id, address, "mailroom.test")
+    expect(summary.get_by_role("row").filter(has_text="Message-ID")).to_contain_text(f"<{header_id}>")
+    expect(summary.get_by_role("row").filter(has_text="Sent via")).to_contain_text(message_id)
+    expect(summary.get_by_role("row").filter(has_text="List-Unsubscribe")).to_be_visible()
+    expect(page.locator("#text-part")).to_contain_text("Someone asked to reset the password")
+    expect(page.locator("#text-part")).to_contain_text("viewer-test-token")
+    frame = page.frame_locator("iframe[title='HTML part']")
+    expect(frame.get_by_text("Someone asked to reset the password").first).to_be_visible()
+    ui.shot("mail-viewer-message")
+
+
+def test_the_incidents_turn_the_documented_checks_red(ui, local_stack):
+    """Last in this file: it leaves the instance unhealthy on purpose."""
+    from devstack import incidents
+    from pipelines.query import open_read_only
+    from tests.ui_instance import History, drain_stripe, ingest_ses, materialize
+
+    history = History()
+    with dg.DagsterInstance.from_config(str(ui.dagster_home)) as instance:
+        def launch(job: str, run_config: dict) -> tuple[str, bool]:
+            result = ui.defs.resolve_job_def(job).execute_in_process(instance=instance, run_config=run_config,
+                                                                     raise_on_error=False)
+            return result.run_id, result.success
+
+        lines = incidents.run(incidents.ORDER, local_stack.state, dict(os.environ), launch, seed=21)
+        print("\n".join(lines))
+        # What the sensors do under `make dev`: drain what the incidents queued, refresh, check.
+        sent = ui.defs.resolve_job_def("send_email_batch_job").execute_in_process(
+            instance=instance, run_config={"ops": {"send_email_batch": {"config": {"wait_seconds": 1,
+                                                                                    "max_seconds": 60}}}}
+        ).output_for_node("send_email_batch")
+        assert sent["quarantined"] == 1 and sent["sent"] >= 25, sent
+        ingest_ses(ui.defs, instance, history, sent["sent"])
+        drain_stripe(ui.defs, instance, history, local_stack)
+        materialize(ui.defs, instance)
+
+    outcomes = _latest_check_outcomes(ui)
+    documented = {check for incident in incidents.INCIDENTS.values() for check in incident.checks}
+    red = {name for name, passed in outcomes.items() if not passed}
+    assert red == documented, f"red: {sorted(red)}; the incidents document {sorted(documented)}"
+    conn, _ = open_read_only(os.environ["DUCKDB_PATH"], wait_seconds=30)
+    try:
+        drift = dict(conn.execute("SELECT action, count(*) FROM billing_drift GROUP BY 1").fetchall())
+        leaks = conn.execute("SELECT organization_id FROM billing_leaks ORDER BY 1").fetchall()
+    finally:
+        conn.close()
+    assert drift.get("updated", 0) >= 1 and drift.get("unrepaired", 0) >= 1, drift   # one repaired, one not
+    assert leaks == [("org-defunct",), ("org-umbrella",)]
+    _assert_checks_shown(ui, outcomes, "incident-checks")

@@ -3,8 +3,11 @@
 `populate(env, stack)` runs the code location's own jobs in process against the local stack:
 demo email requests (plus one that is not JSON, so the drain quarantines something) through
 send_email_batch_job, the mailbox simulator's signed notifications through
-ingest_ses_notifications_job, then every asset of the Definitions is materialized (its checks
-run with it). `Webserver` is `dagster-webserver -w workspace.yaml` on a free port against that
+ingest_ses_notifications_job, the demo billing set (devstack/demo_billing.py: organisations, their
+customers and subscriptions in the local Stripe) through ingest_stripe_events_job, then every
+asset of the Definitions is materialized (its checks run with it). That is `make dev`'s default
+demo, a healthy platform: every check passes. `drain_all` and `materialize_all` run the same
+drains and assets again after an incident (devstack/incidents.py). `Webserver` is `dagster-webserver -w workspace.yaml` on a free port against that
 instance's DAGSTER_HOME.
 """
 
@@ -64,26 +67,62 @@ def populate(stack: Any, instance: dg.DagsterInstance, requests: int = 12, seed:
                 {"ops": {"send_email_batch": {"config": {"wait_seconds": 1, "max_seconds": 30}}}})
     assert sent.get("quarantined") == 1, sent
 
-    # The mailbox simulator answers each send with one or two notifications within ~1 s.
-    ingest = {"ops": {"drain_ses_notifications": {"config": {"wait_seconds": 1, "max_seconds": 5,
-                                                             "verify_workers": 0}}}}
-    applied = 0
-    deadline = time.monotonic() + 60
-    while applied < sent["sent"] and time.monotonic() < deadline:
-        applied += _run(defs, instance, "ingest_ses_notifications_job", "drain_ses_notifications", history,
-                        ingest).get("events_new", 0)
-    assert applied >= sent["sent"], f"only {applied} notifications applied for {sent['sent']} sends"
+    ingest_ses(defs, instance, history, sent["sent"])
+
+    # The demo billing set, as `make dev` loads it; the local Stripe delivers its events to stripe-events.
+    from devstack.demo_billing import fill
+
+    stack.stripe_control("reset")
+    stack.stripe_control("faults")
+    fill(dict(os.environ))
+    drain_stripe(defs, instance, history, stack)
 
     # Every asset the drain runs did not already materialize (ledgers a drain op declares are).
     graph = defs.resolve_asset_graph()
     keys = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
             and instance.get_latest_materialization_event(k) is None]
-    global_job = defs.resolve_implicit_global_asset_job_def()
-    result = global_job.execute_in_process(instance=instance, asset_selection=keys)
-    assert result.success, "materializing the assets failed"
+    history.runs.setdefault("__ASSET_JOB", []).append(materialize(defs, instance, keys))
     history.materialized = [k.to_user_string() for k in keys]
-    history.runs.setdefault("__ASSET_JOB", []).append(result.run_id)
     return history
+
+
+def ingest_ses(defs: dg.Definitions, instance: dg.DagsterInstance, history: History, sends: int) -> int:
+    """Drains ses-notifications until a notification per send is applied (the mailbox simulator
+    answers each send with one or two within ~1 s)."""
+    ingest = {"ops": {"drain_ses_notifications": {"config": {"wait_seconds": 1, "max_seconds": 5,
+                                                             "verify_workers": 0}}}}
+    applied = 0
+    deadline = time.monotonic() + 60
+    while applied < sends and time.monotonic() < deadline:
+        applied += _run(defs, instance, "ingest_ses_notifications_job", "drain_ses_notifications", history,
+                        ingest).get("events_new", 0)
+    assert applied >= sends, f"only {applied} notifications applied for {sends} sends"
+    return applied
+
+
+def drain_stripe(defs: dg.Definitions, instance: dg.DagsterInstance, history: History, stack: Any) -> int:
+    """Waits for the local Stripe's deliveries, then drains stripe-events until it is empty."""
+    stack.stripe_control("flush", timeout=30)
+    config = {"ops": {"drain_stripe_events": {"config": {"wait_seconds": 1, "max_seconds": 10}}}}
+    received = 0
+    while True:
+        got = _run(defs, instance, "ingest_stripe_events_job", "drain_stripe_events", history, config)["received"]
+        received += got
+        if not got:
+            return received
+
+
+def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[dg.AssetKey] | None = None) -> str:
+    """Materializes the assets (every materializable one by default) and runs every check, the
+    ledgers' checks included (as the automation sensor does under `make dev`)."""
+    graph = defs.resolve_asset_graph()
+    keys = keys if keys is not None else [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable]
+    job = defs.resolve_implicit_global_asset_job_def()
+    checks = set(job.asset_layer.asset_graph.asset_check_keys)
+    result = job.get_subset(asset_selection=set(keys), asset_check_selection=checks).execute_in_process(
+        instance=instance)
+    assert result.success, "materializing the assets failed"
+    return result.run_id
 
 
 def free_port() -> int:

@@ -13,6 +13,8 @@ POST /_control/flush {timeout?, include_delayed?} wait until queued deliveries a
 GET|POST /_control/settings {dunning_final_action: cancel|unpaid|past_due, retry_days: [3, 8, 15]}
 POST /_control/reset                             forget every object and event
 GET  /_control/state/<type>                      every stored object of a type, rendered
+POST /_control/objects/<id> {field: value, ...}  set top-level fields of a stored object silently: no
+                                                 event, no delivery (a change whose event never came)
 POST /_control/seed {customers, subscriptions_per_customer?, price?, events?}  bulk data for benchmarks
 GET  /_control/health
 """
@@ -28,6 +30,7 @@ from devstack.local_stripe import billing, catalog, checkout, customers, payment
 from devstack.local_stripe.app import DUNNING_FINAL_ACTIONS, Emulator
 from devstack.local_stripe.errors import StripeError, invalid
 from devstack.local_stripe.faults import Faults
+from devstack.local_stripe.store import type_of_id
 
 
 def dispatch(em: Emulator, method: str, path: str, query: str, raw: bytes) -> tuple[int, Any]:
@@ -93,6 +96,15 @@ def _route(em: Emulator, method: str, route: str, body: dict[str, Any]) -> Any:
         if name not in em.store.tables:
             raise invalid(f"unknown type {name!r}; one of {', '.join(sorted(em.store.tables))}", "type")
         return {"object": name, "data": [em.render(o) for o in em.store[name].oldest_first(0)]}
+    m = re.fullmatch(r"objects/([^/]+)", route)
+    if m and method == "POST":
+        name = type_of_id(m.group(1))
+        if name is None:
+            raise invalid(f"no object type has the id prefix of {m.group(1)!r}", "id")
+        obj = em.get(name, m.group(1))
+        obj.update(body)
+        em.store[name].put(obj)
+        return em.render(obj)
     m = re.fullmatch(r"checkout_sessions/([^/]+)/complete", route)
     if m and method == "POST":
         return em.render(checkout.complete_session(em, em.get("checkout.session", m.group(1)), body))

@@ -42,7 +42,8 @@ def stripe_subscriptions_have_customers(duckdb: DuckDBResource) -> dg.AssetCheck
 
 @billing_check(asset="stripe_events", description=f"At most {QUARANTINE_SHARE:.0%} of the last day's Stripe "
                 "events were quarantined. If it fails: read the reasons in quarantine (source stripe-events), fix the "
-                "cause (allow-list, webhook secret, handler) and run replay_stripe_quarantine_job.")
+                "cause (allow-list, webhook secret, handler) and run replay_stripe_quarantine_job. "
+                "Drill: `python -m devstack incident poison` under make dev.")
 def stripe_events_quarantine_share(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with Store(duckdb.connect).read() as conn:
         quarantined, total = quarantine_share(conn)
@@ -85,7 +86,10 @@ def none_live_here_canceled_in_stripe(duckdb: DuckDBResource) -> dg.AssetCheckRe
                                                          "If it fails: read the unrepaired rows of "
                                                          "billing_drift (their reason says why), fix "
                                                          "the cause, and run reconcile_billing_job "
-                                                         "again.")
+                                                         "again (mode=full). Repaired differences are "
+                                                         "in billing_drift too, and do not fail it. "
+                                                         "Drill: `python -m devstack incident "
+                                                         "stripe-drift` under make dev.")
 def drift_repaired(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with Store(duckdb.connect).read() as conn:
         run_id, unrepaired = reporting.last_run_unrepaired(conn)
@@ -118,7 +122,8 @@ def payment_failure_rate_under_threshold(config: FailureRateConfig, duckdb: Duck
                                                  "company past its grace period without a "
                                                  "subscription. If it fails: cancel or refund the "
                                                  "listed subscriptions with the operator jobs, or "
-                                                 "chase the listed companies.")
+                                                 "chase the listed companies. Drill: `python -m "
+                                                 "devstack incident leak` under make dev.")
 def no_billing_leaks(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with Store(duckdb.connect).read() as conn:
         rows = conn.execute("SELECT leak, organization_id, subscription_id FROM billing_leaks ORDER BY 1, 2").fetchall()

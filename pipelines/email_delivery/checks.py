@@ -14,13 +14,14 @@ REPUTATION_CHECKS = [
                                   f"{BOUNCE_FAIL:.0%} (where SES reviews the account). If it fails: find the "
                                   "kinds and senders that bounce (email_delivery_daily), stop the source of bad "
                                   "addresses (unverified signups, old lists); bounced addresses are already "
-                                  "suppressed. docs/operations.md: 'A reputation check fails'."),
+                                  "suppressed. docs/operations.md: 'A reputation check fails'. Drill: "
+                                  "`python -m devstack incident bounce-storm` under make dev."),
     dg.AssetCheckSpec("complaint_rate_below_ses_thresholds", asset="ses_reputation",
                       description=f"Complaint rate over the window: warn at {COMPLAINT_WARN:.1%}, error at "
                                   f"{COMPLAINT_FAIL:.1%} (where SES may pause sending). If it fails: find the "
                                   "kind people mark as spam (email_delivery_daily), stop or change that mail; "
                                   "complainers are already suppressed. docs/operations.md: 'A reputation check "
-                                  "fails'."),
+                                  "fails'. Drill: `python -m devstack incident complaint-burst` under make dev."),
 ]
 
 
