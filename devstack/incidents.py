@@ -69,21 +69,23 @@ WINDOW_DAYS = 7   # ses_reputation's window (pipelines/email_delivery/reporting.
 
 # --- email -------------------------------------------------------------------------------------
 
-def sent_in_window(duckdb_path: str) -> int:
-    """Emails sent over the reputation window, as far as the tables know (0 before any)."""
-    from pipelines.query import QueryError, open_read_only
+def _count(duckdb_path: str, sql: str) -> int:
+    """One count from the tables (0 before the file or the table exists)."""
+    from pipelines.query import QueryError, read_only
 
     try:
-        conn, _ = open_read_only(duckdb_path, wait_seconds=30)
+        with read_only(duckdb_path, wait_seconds=30) as (conn, _):
+            return conn.execute(sql).fetchone()[0]
     except QueryError:
         return 0
-    try:
-        return conn.execute("SELECT count(*) FROM email_messages WHERE status = 'sent' AND sent_at >= "
-                            f"now() - INTERVAL {WINDOW_DAYS} DAY").fetchone()[0]
-    except Exception:  # noqa: BLE001 - no table yet: nothing sent
+    except Exception:  # noqa: BLE001 - no table yet: nothing counted
         return 0
-    finally:
-        conn.close()
+
+
+def sent_in_window(duckdb_path: str) -> int:
+    """Emails sent over the reputation window, as far as the tables know (0 before any)."""
+    return _count(duckdb_path, "SELECT count(*) FROM email_messages WHERE status = 'sent' AND sent_at >= "
+                               f"now() - INTERVAL {WINDOW_DAYS} DAY")
 
 
 def _send_requests(sqs: Any, queue_url: str, bodies: list[str]) -> int:
@@ -192,19 +194,7 @@ def poison_events(source_id: str, count: int, api_version: str) -> list[str]:
 
 
 def stripe_events_in_day(duckdb_path: str) -> int:
-    from pipelines.query import QueryError, open_read_only
-
-    try:
-        conn, _ = open_read_only(duckdb_path, wait_seconds=30)
-    except QueryError:
-        return 0
-    try:
-        return conn.execute("SELECT count(*) FROM stripe_events WHERE received_at > now() - INTERVAL 24 HOUR"
-                            ).fetchone()[0]
-    except Exception:  # noqa: BLE001 - no table yet
-        return 0
-    finally:
-        conn.close()
+    return _count(duckdb_path, "SELECT count(*) FROM stripe_events WHERE received_at > now() - INTERVAL 24 HOUR")
 
 
 def poison(sqs: Any, stripe_queue_url: str, email_queue_url: str, source_id: str, events: int) -> str:

@@ -351,7 +351,7 @@ def test_the_mail_viewer_shows_an_email_sent_through_dispatch(ui, local_stack):
 
     from pipelines.email.builder import message_id_for
     from pipelines.email.dispatch import dispatch
-    from pipelines.query import open_read_only
+    from pipelines.query import read_only
 
     address = f"grace+{uuid.uuid4().hex[:8]}@example.org"
     request_id = dispatch("password-reset", [{"email": address, "name": "Grace", "username": "grace",
@@ -362,12 +362,9 @@ def test_the_mail_viewer_shows_an_email_sent_through_dispatch(ui, local_stack):
             instance=instance, run_config={"ops": {"send_email_batch": {"config": {"wait_seconds": 1,
                                                                                     "max_seconds": 20}}}})
     assert result.success and result.output_for_node("send_email_batch")["sent"] >= 1
-    conn, _ = open_read_only(os.environ["DUCKDB_PATH"], wait_seconds=30)
-    try:
+    with read_only(os.environ["DUCKDB_PATH"], wait_seconds=30) as (conn, _):
         subject, message_id = conn.execute("SELECT subject, message_id FROM email_messages WHERE request_id = ?",
                                            [request_id]).fetchone()
-    finally:
-        conn.close()
 
     page = ui.page
     page.goto(f"{local_stack.state.mail_url}/?q={quote(address)}")
@@ -398,7 +395,7 @@ def test_the_mail_viewer_shows_an_email_sent_through_dispatch(ui, local_stack):
 def test_the_incidents_turn_the_documented_checks_red(ui, local_stack):
     """Last in this file: it leaves the instance unhealthy on purpose."""
     from devstack import incidents
-    from pipelines.query import open_read_only
+    from pipelines.query import read_only
     from tests.ui_instance import History, drain_stripe, ingest_ses, materialize
 
     history = History()
@@ -424,12 +421,9 @@ def test_the_incidents_turn_the_documented_checks_red(ui, local_stack):
     documented = {check for incident in incidents.INCIDENTS.values() for check in incident.checks}
     red = {name for name, passed in outcomes.items() if not passed}
     assert red == documented, f"red: {sorted(red)}; the incidents document {sorted(documented)}"
-    conn, _ = open_read_only(os.environ["DUCKDB_PATH"], wait_seconds=30)
-    try:
+    with read_only(os.environ["DUCKDB_PATH"], wait_seconds=30) as (conn, _):
         drift = dict(conn.execute("SELECT action, count(*) FROM billing_drift GROUP BY 1").fetchall())
         leaks = conn.execute("SELECT organization_id FROM billing_leaks ORDER BY 1").fetchall()
-    finally:
-        conn.close()
     assert drift.get("updated", 0) >= 1 and drift.get("unrepaired", 0) >= 1, drift   # one repaired, one not
     assert leaks == [("org-defunct",), ("org-umbrella",)]
     _assert_checks_shown(ui, outcomes, "incident-checks")
