@@ -29,8 +29,9 @@ from dagster_celery.cli import get_config_dir
 
 from pipelines import executors
 from pipelines.executors import mailroom_executor
+from tests.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 PROFILE = REPO / ".dagster" / "production"
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 AMQP_HOST, AMQP_PORT = "127.0.0.1", 5672
@@ -92,10 +93,11 @@ def job_by_name(name: str) -> dg.JobDefinition:
 
 
 def recon(name: str):
-    # dagster drops sys.path[0] (pytest puts tests/ there) before importing a job's module in
-    # another process; an explicit working directory keeps this module importable.
+    # dagster drops sys.path[0] (pytest puts the repository root there) before importing a job's
+    # module (tests.test_production_profile) in another process; an explicit working directory
+    # keeps it importable.
     return dg.build_reconstructable_job(
-        __name__, job_by_name.__name__, (name,), reconstructor_working_directory=str(REPO / "tests"))
+        __name__, job_by_name.__name__, (name,), reconstructor_working_directory=str(REPO))
 
 
 @contextmanager

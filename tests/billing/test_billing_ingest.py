@@ -17,6 +17,7 @@ from pipelines.common.consumer import process_batch, replay_quarantine
 from pipelines.common.queue_message import QueueMessage
 from pipelines.store.schema import ensure_schema
 from pipelines.store.store import Store
+from tests.paths import FIXTURES
 
 SECRET = "whsec_test_secret"
 ENVELOPE = EnvelopeSettings.from_strings(f"{s.SOURCE}, aws.partner/stripe.com/ed_other", SECRET, 300)
@@ -84,7 +85,7 @@ def test_eventbridge_from_an_allowed_source_is_opened():
 
 
 def test_real_eventbridge_sample_is_opened():
-    doc = json.loads((Path(__file__).parent / "fixtures/stripe/eventbridge_stripe_charge.succeeded.real.json")
+    doc = json.loads((FIXTURES / "stripe/eventbridge_stripe_charge.succeeded.real.json")
                      .read_text())
     opened = open_message(json.dumps(doc), {}, EnvelopeSettings.from_strings(doc["source"], None))
     assert isinstance(opened, StripeEvent) and opened.object_type == "charge"
@@ -146,8 +147,8 @@ def test_tampered_body_wrong_secret_and_expired_timestamp_are_refused():
 
 
 def test_real_signed_webhook_sample_verifies_without_age_limit():
-    sample = json.loads((Path(__file__).parent /
-                         "fixtures/stripe/stripe-webhook-signed_invoiceitem.created.async-stripe.json").read_text())
+    sample = json.loads((FIXTURES /
+                         "stripe/stripe-webhook-signed_invoiceitem.created.async-stripe.json").read_text())
     settings = EnvelopeSettings(frozenset(), sample["secret"], tolerance_seconds=0)
     opened = open_message(sample["body"], {"Stripe-Signature": sample["header"]}, settings)
     assert isinstance(opened, StripeEvent) and opened.type == "invoiceitem.created"
@@ -405,7 +406,7 @@ FIXTURE_EVENT_TYPES = {"checkout.session": "checkout.session.completed", "subscr
 def _real_samples() -> list[tuple[str, str, dict[str, str], dict, IngestSettings]]:
     """(name, body, attributes, event, settings) for every file in tests/fixtures/stripe."""
     out = []
-    for path in sorted((Path(__file__).parent / "fixtures/stripe").glob("*.json")):
+    for path in sorted((FIXTURES / "stripe").glob("*.json")):
         doc = json.loads(path.read_text())
         if "detail" in doc:
             out.append((path.name, json.dumps(doc), {}, doc["detail"],

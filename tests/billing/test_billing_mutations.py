@@ -22,10 +22,11 @@ from pipelines.common.consumer import process_batch
 from pipelines.common.queue_message import QueueMessage
 from pipelines.store.schema import ensure_schema
 from pipelines.store.store import Store
+from tests.paths import FIXTURES as SHARED_FIXTURES
 
 SECRET = "whsec_mutations"
 SETTINGS = IngestSettings(EnvelopeSettings.from_strings(s.SOURCE, SECRET), "pypi", "pypi.org")
-FIXTURES = Path(__file__).parent / "fixtures/stripe"
+FIXTURES = SHARED_FIXTURES / "stripe"
 
 BASES: list[dict] = [e for e in s.history(2, renewals=1)[:40]] + [
     json.loads(p.read_text()) for p in sorted(FIXTURES.glob("stripe-event_*basil*.json"))]

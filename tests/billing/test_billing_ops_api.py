@@ -11,7 +11,7 @@ import stripe
 
 from pipelines.billing import customers, payments, products, subscriptions
 from pipelines.billing.tenant import Tenant
-from tests.billing_ops_helpers import calls, clear_faults, inject, stripe_resource
+from tests.billing.billing_ops_helpers import calls, clear_faults, inject, stripe_resource
 
 pytestmark = pytest.mark.integration
 

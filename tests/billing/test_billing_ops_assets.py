@@ -15,7 +15,7 @@ from pipelines.billing.checks import REPORT_CHECKS
 from pipelines.billing.definitions import defs as billing_defs
 from pipelines.billing.jobs import organization_subscription_notice_job, reconcile_billing_job
 from resources.aws import SQSQueueResource
-from tests.billing_ops_helpers import billing_database, clear_faults, stripe_resource
+from tests.billing.billing_ops_helpers import billing_database, clear_faults, stripe_resource
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from devstack.demo_billing import ORGS, fill_organizations, fill_stripe
-from tests.billing_ops_helpers import billing_database, clear_faults, stripe_resource
+from tests.billing.billing_ops_helpers import billing_database, clear_faults, stripe_resource
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from pipelines.common.drain import DrainOptions
 from pipelines.store.schema import database
 from pipelines.store.store import Store
 from resources.aws import SQSQueueResource
-from tests.billing_ops_helpers import clear_faults, stripe_resource
+from tests.billing.billing_ops_helpers import clear_faults, stripe_resource
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.billing import customers, payments, products, subscriptions
 from pipelines.billing.jobs import cancel_subscription_job, refund_payment_job, resync_customer_job, seat_sync_job
-from tests.billing_ops_helpers import billing_database, calls, clear_faults, stripe_resource
+from tests.billing.billing_ops_helpers import billing_database, calls, clear_faults, stripe_resource
 
 pytestmark = pytest.mark.integration
 

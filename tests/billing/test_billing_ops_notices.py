@@ -13,8 +13,9 @@ from pathlib import Path
 from pipelines.billing import dunning
 from pipelines.billing.keys import action_key
 from pipelines.email.catalogue import catalogue
+from tests.paths import FIXTURES as SHARED_FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "billing"
+FIXTURES = SHARED_FIXTURES / "billing"
 
 
 def _event(name: str) -> dict:

@@ -13,7 +13,7 @@ from pipelines.billing import customers, payments, products, reporting, subscrip
 from pipelines.billing.reconcile import Reconciler
 from pipelines.billing.reconcile_tables import BillingTables
 from pipelines.store.store import Store
-from tests.billing_ops_helpers import billing_database, calls, clear_faults, inject, stripe_resource
+from tests.billing.billing_ops_helpers import billing_database, calls, clear_faults, inject, stripe_resource
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.billing import customers, payments, products, subscriptions
 from pipelines.billing.seats import seat_targets, sync_seats
-from tests.billing_ops_helpers import billing_database, calls, clear_faults, stripe_resource
+from tests.billing.billing_ops_helpers import billing_database, calls, clear_faults, stripe_resource
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from pipelines.billing import reporting
 from pipelines.billing.load_organizations import load, main as loader_main
 from pipelines.billing.notices import TablesDirectory, orgs_without_subscription, send_subscription_required
 from pipelines.billing.seats import seat_targets
-from tests.billing_ops_helpers import CollectingQueue, billing_database
+from tests.billing.billing_ops_helpers import CollectingQueue, billing_database
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

@@ -17,8 +17,9 @@ import duckdb
 import yaml
 
 from pipelines.email.dispatch import dispatch
+from tests.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 REQUESTS = 40
 
 

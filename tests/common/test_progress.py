@@ -11,7 +11,7 @@ from devstack.progress import Counter, Step
 from pipelines.common import consumer as kit
 from pipelines.common.consumer import process_batch, replay_quarantine
 from pipelines.common.queue_message import QueueMessage
-from tests.test_consumer_kit import RowConsumer, store  # noqa: F401 - the store fixture
+from tests.common.test_consumer_kit import RowConsumer, store  # noqa: F401 - the store fixture
 
 
 class Tty(io.StringIO):

@@ -26,8 +26,9 @@ from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.delivery import sign
 from devstack.local_stripe.server import StripeServer
 from devstack.local_stripe.shapes import SdkNamespace
+from tests.paths import FIXTURES as SHARED_FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "stripe"
+FIXTURES = SHARED_FIXTURES / "stripe"
 API_VERSION = stripe._api_version._ApiVersion.CURRENT
 
 # the object types the project uses, and the SDK class that declares each

@@ -14,8 +14,9 @@ import pytest
 from jinja2 import meta
 
 from resources.templates import DEFAULT_TEMPLATES_DIR, build_environment
+from tests.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 CATALOGUE = ROOT / "pipelines" / "email" / "catalogue.tsv"
 EMAIL_DIR = Path(DEFAULT_TEMPLATES_DIR) / "email"
 BASE_TEXT = "email/_base/body.txt"

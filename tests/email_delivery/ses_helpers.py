@@ -8,8 +8,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from devstack.sns_signer import generate_signing_identity, notification_envelope, sns_timestamp
+from tests.paths import FIXTURES as SHARED_FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ses"
+FIXTURES = SHARED_FIXTURES / "ses"
 PINNED_CERTS = FIXTURES / "certs"
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-notifications"
 

@@ -15,7 +15,7 @@ from pipelines.email_delivery.ingest import Ingestor
 from pipelines.common.sns.verify import SnsVerifier
 from pipelines.store.schema import database
 from tests.fakes import process
-from tests.ses_helpers import T0, TOPIC, ses_message, signed, write_identity
+from tests.email_delivery.ses_helpers import T0, TOPIC, ses_message, signed, write_identity
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from pipelines.common.sns.verify import SnsVerifier
 from resources.aws import SQSQueueResource
 from pipelines.store.schema import database
 from tests.fakes import process
-from tests.ses_helpers import TOPIC, ses_message, signed, write_identity
+from tests.email_delivery.ses_helpers import TOPIC, ses_message, signed, write_identity
+from tests.paths import REPO_ROOT
 
 NOW = datetime.now(timezone.utc)
 
@@ -162,7 +163,7 @@ def test_verify_worker_imports_no_heavy_library():
             "assert rows[0][3] == 'neither an SNS envelope nor an SES payload', rows\n"
             "print(sorted(m for m in ('pyarrow', 'duckdb', 'pandas', 'dagster') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=REPO_ROOT)
     assert out.stdout.strip() == "[]"
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipelines.email_delivery.ses_parse import ParseError, parse_ses
-from tests.ses_helpers import FIXTURES, fixture_text
+from tests.email_delivery.ses_helpers import FIXTURES, fixture_text
 
 # sample -> [(event_type, signal, recipient, bounce_type, bounce_subtype)]
 EXPECTED = {

@@ -17,7 +17,7 @@ from pipelines.email.sending import RetryPolicy, Sender
 from pipelines.email_delivery.ingest import Ingestor
 from pipelines.store.schema import database
 from tests.fakes import BatchDriver, RecordingTransport, process, sample_kinds, write_sample_templates
-from tests.ses_helpers import FIXTURES, T0, TOPIC, fixture_json, iso, ses_message, signed, write_identity
+from tests.email_delivery.ses_helpers import FIXTURES, T0, TOPIC, fixture_json, iso, ses_message, signed, write_identity
 
 
 def _payload(name: str) -> dict:

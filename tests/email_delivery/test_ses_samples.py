@@ -11,7 +11,7 @@ from pipelines.common.queue_message import QueueMessage
 from pipelines.common.sns.cert_store import CertStore
 from pipelines.email_delivery.ingest import Ingestor
 from pipelines.common.sns.verify import SnsVerifier
-from tests.ses_helpers import FIXTURES, PINNED_CERTS, fixture_text
+from tests.email_delivery.ses_helpers import FIXTURES, PINNED_CERTS, fixture_text
 
 NOT_SES = "SNS Message is not"
 NO_CERT = "not in the local certificate store"

@@ -10,7 +10,7 @@ import pytest
 from devstack.sns_signer import confirmation_envelope, notification_envelope, sign_envelope, sns_timestamp
 from pipelines.common.sns.cert_store import CertificateError, CertStore, check_cert_url
 from pipelines.common.sns.verify import SnsVerifier, VerificationError
-from tests.ses_helpers import FIXTURES, PINNED_CERTS, TOPIC, fixture_json, write_identity
+from tests.email_delivery.ses_helpers import FIXTURES, PINNED_CERTS, TOPIC, fixture_json, write_identity
 
 REAL = sorted(p.name for p in FIXTURES.glob("sns_*.verified.json"))
 EXAMPLES = sorted(p.name for p in FIXTURES.glob("sns_*.awsdocs.json"))

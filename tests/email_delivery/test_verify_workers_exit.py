@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.paths import REPO_ROOT
 
 RUN = textwrap.dedent("""
     import json, multiprocessing.resource_tracker as rt, sys, time
@@ -21,7 +22,7 @@ RUN = textwrap.dedent("""
     from pipelines.common.sns.verify import SnsVerifier
     from pipelines.email_delivery.ingest import Ingestor
     from pipelines.email_delivery.parallel import PreparePool
-    from tests.ses_helpers import TOPIC, ses_message, signed, write_identity
+    from tests.email_delivery.ses_helpers import TOPIC, ses_message, signed, write_identity
     from pathlib import Path
 
     out = Path(sys.argv[1])
@@ -51,7 +52,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_kill_9_of_a_run_leaves_no_verify_worker_or_resource_tracker(tmp_path):
     out = tmp_path / "pids.json"
-    root = Path(__file__).resolve().parent.parent
+    root = REPO_ROOT
     run = subprocess.Popen([sys.executable, "-c", RUN, str(out)], cwd=root,
                            env={**os.environ, "PYTHONPATH": str(root)})
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.ui_instance import REPO_ROOT, Webserver, populate
+from tests.ui.ui_instance import REPO_ROOT, Webserver, populate
 
 pytestmark = pytest.mark.integration
 

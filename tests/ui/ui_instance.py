@@ -26,8 +26,8 @@ from typing import Any
 import dagster as dg
 
 from devstack.demo import demo_request
+from tests.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 POISON = "this is not an email request"
 
 
