@@ -28,9 +28,12 @@ browser:
 dev: install
 	@$(BIN)/python -m devstack dev
 
-# The suite starts its own local stack on free ports and tears it down.
+# The suite runs on TEST_WORKERS pytest-xdist workers; each starts its own local stack on free ports
+# and tears it down. A module whose tests share one expensive fixture (the browser, the production
+# profile's servers) stays on one worker (--dist loadgroup and its xdist_group mark).
+TEST_WORKERS ?= 4
 test: install browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 validate: install
 	DAGSTER_HOME=$(CURDIR)/.dagster $(BIN)/dagster definitions validate -w workspace.yaml

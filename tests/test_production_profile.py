@@ -40,6 +40,9 @@ BROKER_URL = f"pyamqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}//"
 STEP_SECONDS = 1.0
 RUN_DEADLINE_SECONDS = 120
 
+# One database and one Celery worker for the module: its tests stay on one xdist worker.
+pytestmark = pytest.mark.xdist_group("production-profile")
+
 
 def require_server(name: str, host: str, port: int) -> None:
     try:

@@ -5,6 +5,8 @@ import pytest
 
 from pipelines.common.doorbell import doorbell_decision, queue_doorbell_sensor
 
+pytestmark = pytest.mark.xdist_group("doorbell")   # one Dagster instance for the module
+
 
 @dg.op
 def noop():

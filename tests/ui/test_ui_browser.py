@@ -21,7 +21,7 @@ import pytest
 
 from tests.ui.ui_instance import REPO_ROOT, Webserver, populate
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ui")]   # one browser, one populated instance
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts" / "ui"
