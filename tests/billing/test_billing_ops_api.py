@@ -11,19 +11,11 @@ import stripe
 
 from pipelines.billing import customers, payments, products, subscriptions
 from pipelines.billing.tenant import Tenant
-from tests.billing.billing_ops_helpers import calls, clear_faults, inject, stripe_resource
+from tests.billing.billing_ops_helpers import calls, clear_faults, inject
 
 pytestmark = pytest.mark.integration
 
 TENANT = Tenant(billing_service="pypi", domain="test.example")
-
-
-@pytest.fixture
-def res(local_stack):
-    local_stack.stripe_control("reset")
-    clear_faults(local_stack)
-    yield stripe_resource(local_stack)
-    clear_faults(local_stack)
 
 
 def _state(local_stack, name: str) -> list[dict]:

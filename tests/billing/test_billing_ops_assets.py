@@ -15,7 +15,6 @@ from pipelines.billing.checks import REPORT_CHECKS
 from pipelines.billing.definitions import defs as billing_defs
 from pipelines.billing.jobs import organization_subscription_notice_job, reconcile_billing_job
 from resources.aws import SQSQueueResource
-from tests.billing.billing_ops_helpers import billing_database, clear_faults, stripe_resource
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +27,8 @@ def _materialize(res, db, **kw) -> dg.ExecuteInProcessResult:
     return dg.materialize([*REPORT_ASSETS, *REPORT_CHECKS], resources={"stripe": res, "duckdb": db}, **kw)
 
 
-def test_reconcile_then_assets_and_checks(local_stack, stack_env, tmp_path):
-    local_stack.stripe_control("reset")
-    clear_faults(local_stack)
-    res = stripe_resource(local_stack)
+def test_reconcile_then_assets_and_checks(local_stack, stack_env, res, db):
     client = res.client()
-    db = billing_database(tmp_path / "assets.duckdb")
     product = products.create_or_update_product(client, name="Organization seats")
     price = products.create_or_update_price(client, product_id=product["id"], unit_amount=700, currency="usd").price
     subs = {}

@@ -8,16 +8,12 @@ from datetime import UTC, datetime
 import pytest
 
 from devstack.demo_billing import ORGS, fill_organizations, fill_stripe
-from tests.billing.billing_ops_helpers import billing_database, clear_faults, stripe_resource
 
 pytestmark = pytest.mark.integration
 
 
-def test_demo_fill_is_repeatable(local_stack, tmp_path):
-    local_stack.stripe_control("reset")
-    clear_faults(local_stack)
-    client = stripe_resource(local_stack).client()
-    db = billing_database(tmp_path / "demo.duckdb")
+def test_demo_fill_is_repeatable(local_stack, res, db):
+    client = res.client()
     for _ in range(2):
         with db.connect() as conn:
             fill_organizations(conn, datetime.now(UTC))

@@ -21,7 +21,6 @@ from pipelines.common.drain import DrainOptions
 from pipelines.store.schema import database
 from pipelines.store.store import Store
 from resources.aws import SQSQueueResource
-from tests.billing.billing_ops_helpers import clear_faults, stripe_resource
 
 pytestmark = pytest.mark.integration
 
@@ -66,10 +65,7 @@ def _mail(local_stack, kind_subject: str) -> list:
     return [m for m in local_stack.smtp.to(BILLING_EMAIL) if kind_subject in str(m.message()["Subject"])]
 
 
-def test_payment_failed_once_then_payment_succeeded(local_stack, stack_env):
-    local_stack.stripe_control("reset")
-    clear_faults(local_stack)
-    res = stripe_resource(local_stack)
+def test_payment_failed_once_then_payment_succeeded(local_stack, stack_env, res):
     client = res.client()
     instance = dg.DagsterInstance.ephemeral()
     with database(stack_env["DUCKDB_PATH"]).connect() as conn:

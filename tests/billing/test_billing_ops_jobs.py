@@ -8,18 +8,9 @@ import pytest
 
 from pipelines.billing import customers, payments, products, subscriptions
 from pipelines.billing.jobs import cancel_subscription_job, refund_payment_job, resync_customer_job, seat_sync_job
-from tests.billing.billing_ops_helpers import billing_database, calls, clear_faults, stripe_resource
+from tests.billing.billing_ops_helpers import calls
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def world(local_stack, tmp_path):
-    local_stack.stripe_control("reset")
-    clear_faults(local_stack)
-    res = stripe_resource(local_stack)
-    db = billing_database(tmp_path / "jobs.duckdb")
-    return res, db
 
 
 def _run(job, res, db, config: dict) -> dg.ExecuteInProcessResult:

@@ -13,20 +13,9 @@ from pipelines.billing import customers, payments, products, reporting, subscrip
 from pipelines.billing.reconcile import Reconciler
 from pipelines.billing.reconcile_tables import BillingTables
 from pipelines.store.store import Store
-from tests.billing.billing_ops_helpers import billing_database, calls, clear_faults, inject, stripe_resource
+from tests.billing.billing_ops_helpers import calls, clear_faults, inject
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def world(local_stack, tmp_path):
-    local_stack.stripe_control("reset")
-    clear_faults(local_stack)
-    res = stripe_resource(local_stack)
-    db = billing_database(tmp_path / "reconcile.duckdb")
-    with db.connect():
-        pass
-    return res, db
 
 
 @contextmanager

@@ -9,16 +9,9 @@ import pytest
 
 from pipelines.billing import customers, payments, products, subscriptions
 from pipelines.billing.seats import seat_targets, sync_seats
-from tests.billing.billing_ops_helpers import billing_database, calls, clear_faults, stripe_resource
+from tests.billing.billing_ops_helpers import calls
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def res(local_stack):
-    local_stack.stripe_control("reset")
-    clear_faults(local_stack)
-    return stripe_resource(local_stack)
 
 
 def _subscribe(client, price: str, org: str, quantity: int) -> dict:
@@ -45,7 +38,7 @@ def _record(conn, org: str, members: int, sub: dict | None, status: str | None =
                  " VALUES (?, ?, ?, now())", [item_id or item["id"], sub["id"], item["quantity"]])
 
 
-def test_quantities_follow_members_and_failures_are_isolated(local_stack, res, tmp_path):
+def test_quantities_follow_members_and_failures_are_isolated(local_stack, res, db):
     client = res.client()
     product = products.create_or_update_product(client, name="Organization seats")
     price = products.create_or_update_price(client, product_id=product["id"], unit_amount=700, currency="usd").price["id"]
@@ -55,7 +48,6 @@ def test_quantities_follow_members_and_failures_are_isolated(local_stack, res, t
     broken = _subscribe(client, price, "org-broken", 1)     # the table's item id is stale: Stripe refuses
     gone = _subscribe(client, price, "org-gone", 2)
     subscriptions.cancel(client, gone["id"])                 # canceled: skipped
-    db = billing_database(tmp_path / "seats.duckdb")
     with db.connect() as conn:
         _record(conn, "org-grow", 5, grow)
         _record(conn, "org-shrink", 4, shrink)

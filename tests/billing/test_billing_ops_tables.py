@@ -13,14 +13,9 @@ from pipelines.billing import reporting
 from pipelines.billing.load_organizations import load, main as loader_main
 from pipelines.billing.notices import TablesDirectory, orgs_without_subscription, send_subscription_required
 from pipelines.billing.seats import seat_targets
-from tests.billing.billing_ops_helpers import CollectingQueue, billing_database
+from tests.billing.billing_ops_helpers import CollectingQueue
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def db(tmp_path):
-    return billing_database(tmp_path / "billing.duckdb")
 
 
 def _orgs_csv(tmp_path, rows: list[str]) -> str:
