@@ -13,19 +13,8 @@ from pipelines.common.queue_message import QueueMessage
 from pipelines.common.sns.cert_store import CertStore
 from pipelines.email_delivery.ingest import Ingestor
 from pipelines.common.sns.verify import SnsVerifier
-from pipelines.store.schema import database
 from tests.fakes import process
-from tests.email_delivery.ses_helpers import T0, TOPIC, ses_message, signed, write_identity
-
-
-@pytest.fixture
-def identity(tmp_path):
-    return write_identity(tmp_path / "certs")
-
-
-@pytest.fixture
-def db(tmp_path):
-    return database(str(tmp_path / "mailroom.duckdb"))
+from tests.email_delivery.ses_helpers import T0, TOPIC, ses_message, signed
 
 
 @pytest.fixture

@@ -23,22 +23,11 @@ from pipelines.email_delivery.parallel import PreparePool
 from pipelines.email_delivery.reporting import grade
 from pipelines.common.sns.verify import SnsVerifier
 from resources.aws import SQSQueueResource
-from pipelines.store.schema import database
 from tests.fakes import process
-from tests.email_delivery.ses_helpers import TOPIC, ses_message, signed, write_identity
+from tests.email_delivery.ses_helpers import TOPIC, ses_message, signed
 from tests.paths import REPO_ROOT
 
 NOW = datetime.now(timezone.utc)
-
-
-@pytest.fixture
-def identity(tmp_path):
-    return write_identity(tmp_path / "certs")
-
-
-@pytest.fixture
-def db(tmp_path):
-    return database(str(tmp_path / "mailroom.duckdb"))
 
 
 def verifier(tmp_path, topics=(TOPIC,)):

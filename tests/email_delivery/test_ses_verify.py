@@ -49,11 +49,6 @@ def test_awsdocs_example_signatures_are_refused_even_with_a_certificate_present(
 
 
 @pytest.fixture
-def identity(tmp_path):
-    return write_identity(tmp_path / "certs")
-
-
-@pytest.fixture
 def verifier(tmp_path, identity):
     return SnsVerifier([TOPIC], CertStore(tmp_path / "certs"), max_age_seconds=3600)
 
