@@ -23,8 +23,9 @@ def fixture_json(name: str):
     return json.loads(fixture_text(name))
 
 
-def write_identity(cert_dir: Path):
-    identity = generate_signing_identity()
+def write_identity(cert_dir: Path, identity=None):
+    """A signing identity (a fresh one unless given) with its certificate in cert_dir."""
+    identity = identity or generate_signing_identity()
     cert_dir.mkdir(parents=True, exist_ok=True)
     (cert_dir / identity.cert_name).write_bytes(identity.cert_pem)
     return identity

@@ -15,9 +15,8 @@ from pipelines.email.batch import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.sending import RetryPolicy, Sender
 from pipelines.email_delivery.ingest import Ingestor
-from pipelines.store.schema import database
 from tests.fakes import BatchDriver, RecordingTransport, process, sample_kinds, write_sample_templates
-from tests.email_delivery.ses_helpers import FIXTURES, T0, TOPIC, fixture_json, iso, ses_message, signed, write_identity
+from tests.email_delivery.ses_helpers import FIXTURES, T0, TOPIC, fixture_json, iso, ses_message, signed
 
 
 def _payload(name: str) -> dict:
@@ -35,10 +34,8 @@ MULTI = [p.name for p in sorted(FIXTURES.glob("ses-*.json")) if len(_named(_payl
 
 
 @pytest.fixture
-def env(tmp_path):
-    identity = write_identity(tmp_path / "certs")
+def env(tmp_path, identity, db):
     ingestor = Ingestor(SnsVerifier([TOPIC], CertStore(tmp_path / "certs")))
-    db = database(str(tmp_path / "mailroom.duckdb"))
     count = iter(range(1_000_000))
 
     def ingest(*messages: str):
