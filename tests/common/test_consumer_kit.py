@@ -18,6 +18,7 @@ from pipelines.common.queue_message import QueueMessage
 from pipelines.store.schema import database
 from pipelines.store.store import Store
 from pipelines.store.write import STR, arrow, insert
+from tests.waiting import wait_until
 
 SECRET = "tok_live_SECRET_do_not_log"
 
@@ -306,6 +307,11 @@ def _left(queue) -> int:
     return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
 
 
+def _visible(queue) -> int:
+    a = queue.client.get_queue_attributes(QueueUrl=queue.url, AttributeNames=["All"])["Attributes"]
+    return int(a["ApproximateNumberOfMessages"])
+
+
 class SlowPrepare(RowConsumer):
     """Takes `seconds` to prepare each batch: a batch that runs long."""
 
@@ -392,7 +398,8 @@ def test_a_crash_loses_nothing_and_the_redelivery_changes_nothing(bench_sqs, sto
         run_consumer(queue, CrashesOnThirdBatch(), store, DrainOptions(batch_size=50, max_messages=300))
     first = len(stored(store))     # two batches (fewer if one went early, by age)
     assert 0 < first < 300 and _left(queue) == 300 - first
-    time.sleep(1.2)     # what the crashed run had received comes back
+    # what the crashed run had received comes back when its 1-s visibility timeout ends
+    wait_until(lambda: _visible(queue) == 300 - first, what="the crashed run's messages visible again")
     report = run_consumer(queue, RowConsumer(), store, DrainOptions(batch_size=50, max_messages=300,
                                                                    wait_seconds=0))
     assert report.counters["received"] == 300 - first

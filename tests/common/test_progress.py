@@ -55,7 +55,10 @@ def test_counter_shows_on_a_terminal_only():
 def test_replay_logs_progress_per_chunk(store, monkeypatch, caplog):  # noqa: F811
     monkeypatch.setattr(kit, "REPLAY_CHUNK", 2)
     bodies = [f"refuse {i}" for i in range(5)]
-    process_batch(store, RowConsumer(), [QueueMessage(f"m{i}", f"rh{i}", b) for i, b in enumerate(bodies)])
+    # One batch each: the replay takes rows oldest first, so "refuse 4" (still failing) comes last.
+    # Quarantined in one batch, the rows would share one quarantined_at and come in any order.
+    for i, body in enumerate(bodies):
+        process_batch(store, RowConsumer(), [QueueMessage(f"m{i}", f"rh{i}", body)])
 
     class Fixed(RowConsumer):
         def prepare(self, messages):
