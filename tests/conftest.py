@@ -114,7 +114,7 @@ class LocalStack:
         import stripe
 
         return stripe.StripeClient(self.env["STRIPE_API_KEY"], base_addresses={"api": self.stripe_base},
-                                   stripe_version=stripe._api_version._ApiVersion.CURRENT, **options)
+                                   stripe_version=stripe.api_version, **options)
 
     def purge(self, *names: str) -> None:
         sqs = self.client("sqs")

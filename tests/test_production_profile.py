@@ -326,12 +326,11 @@ def test_unreachable_server_skips_locally_and_fails_on_ci(monkeypatch, ci, outco
 
 
 def test_instance_is_postgres_with_queued_runs_and_duckdb_pool_of_one(instance):
-    from dagster._core.run_coordinator import QueuedRunCoordinator
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
     assert isinstance(instance.run_storage, PostgresRunStorage)
     assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
-    assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+    assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
     assert instance.run_monitoring_enabled
     assert not instance.telemetry_enabled
     pools = instance.get_concurrency_config().pool_config

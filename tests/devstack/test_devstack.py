@@ -637,19 +637,31 @@ def test_data_json_filters_by_service_and_offset(stack_env, local_stack):
     assert message_id in [m["id"] for m in full["ses"]["RawMessage"]]
 
 
+def _answers(endpoint: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+            return True
+    except urllib.error.HTTPError:
+        return True     # any HTTP answer: the server is up
+    except OSError:
+        return False
+
+
 @pytest.mark.integration
 def test_simulator_also_works_against_plain_moto(tmp_path):
     from devstack.mailbox_simulator import MailboxSimulator
-    from devstack.stack import _moto_ready, client_factory, free_port
+    from devstack.stack import client_factory, free_port
+    from tests.waiting import wait_until
 
     port = free_port()
     moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while not _moto_ready(port) and time.monotonic() < deadline:
-            time.sleep(0.1)
         endpoint = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(endpoint), timeout=30, what=f"plain moto answering on port {port}")
         clients = client_factory(endpoint)
         topology = ensure_topology(clients)
         identity = generate_signing_identity()

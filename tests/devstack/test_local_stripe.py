@@ -22,7 +22,7 @@ from devstack.state import REPO_ROOT
 
 pytestmark = pytest.mark.integration  # every test here talks to a local Stripe server
 
-API_VERSION = stripe._api_version._ApiVersion.CURRENT
+API_VERSION = stripe.api_version   # the SDK's own version
 DAY = 86400
 
 

@@ -18,9 +18,7 @@ from typing import Any
 
 import pytest
 import stripe
-from stripe._list_object import ListObject
-from stripe._search_result_object import SearchResultObject
-from stripe._stripe_object import StripeObject
+from stripe import ListObject, SearchResultObject, StripeObject
 
 from devstack.local_stripe.app import Emulator
 from devstack.local_stripe.delivery import sign
@@ -29,7 +27,7 @@ from devstack.local_stripe.shapes import SdkNamespace
 from tests.paths import FIXTURES as SHARED_FIXTURES
 
 FIXTURES = SHARED_FIXTURES / "stripe"
-API_VERSION = stripe._api_version._ApiVersion.CURRENT
+API_VERSION = stripe.api_version   # the SDK's own version
 
 # the object types the project uses, and the SDK class that declares each
 TYPES: dict[str, type[StripeObject]] = {
