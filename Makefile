@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# Debian's chromium for the browser test (tests/test_ui_browser.py drives it with Playwright;
+# Debian's chromium for the browser test (tests/ui/test_ui_browser.py drives it with Playwright;
 # nothing is downloaded at run time). Idempotent: a machine that has it skips this. Only `make test`
 # needs it; where apt cannot install it, the browser test skips saying so (in CI, CI=true, it fails).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
