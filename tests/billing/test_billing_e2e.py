@@ -12,6 +12,7 @@ import duckdb
 import pytest
 
 from resources.aws import SQSQueueResource
+from tests.sensor_runs import tick_and_run
 
 pytestmark = pytest.mark.integration
 
@@ -20,18 +21,7 @@ TENANT = {"billing_service": "pypi", "domain": "localhost"}
 
 
 def doorbell_then_job(instance):
-    from pipelines.definitions import defs
-
-    sensor = defs.get_sensor_def("stripe_events_sensor")
-    with dg.build_sensor_context(instance=instance,
-                                 resources={"stripe_events_queue": defs.resources["stripe_events_queue"]}) as ctx:
-        data = sensor.evaluate_tick(ctx)
-    if not data.run_requests:
-        return None
-    result = defs.resolve_job_def("ingest_stripe_events_job").execute_in_process(
-        instance=instance, run_config=RUN_CONFIG, tags=data.run_requests[0].tags)
-    assert result.success
-    return result
+    return tick_and_run(instance, "stripe_events_sensor", "stripe_events_queue", "ingest_stripe_events_job", RUN_CONFIG)
 
 
 def tables(db_path: str) -> dict[str, list]:

@@ -17,6 +17,7 @@ from pipelines.common.sns.cert_store import CertStore
 from pipelines.email_delivery.ingest import Ingestor
 from pipelines.common.sns.verify import SnsVerifier
 from tests.fakes import process
+from tests.sensor_runs import tick_and_run
 from resources.aws import SNSResource, SQSQueueResource
 from pipelines.store.schema import database
 
@@ -52,19 +53,8 @@ def send_like_dispatch(local_stack, db_path: str) -> dict[str, str]:
 
 
 def doorbell_then_job(instance):
-    from pipelines.definitions import defs
-
-    sensor = defs.get_sensor_def("ses_notifications_sensor")
-    with dg.build_sensor_context(instance=instance,
-                                 resources={"ses_notifications_queue": defs.resources["ses_notifications_queue"]}) as ctx:
-        data = sensor.evaluate_tick(ctx)
-    if not data.run_requests:
-        return None
-    rr = data.run_requests[0]
-    result = defs.resolve_job_def("ingest_ses_notifications_job").execute_in_process(
-        instance=instance, run_config=RUN_CONFIG, tags=rr.tags)
-    assert result.success
-    return result
+    return tick_and_run(instance, "ses_notifications_sensor", "ses_notifications_queue", "ingest_ses_notifications_job",
+                        RUN_CONFIG)
 
 
 def snapshot(db_path: str, ids: dict[str, str]):
