@@ -29,11 +29,11 @@ dev: install
 	@$(BIN)/python -m devstack dev
 
 # The suite runs on TEST_WORKERS pytest-xdist workers; each starts its own local stack on free ports
-# and tears it down. A module whose tests share one expensive fixture (the browser, the production
-# profile's servers) stays on one worker (--dist loadgroup and its xdist_group mark).
+# and tears it down. Each test file runs on one worker (--dist loadfile), so a module-scoped fixture
+# (the browser on a populated instance, the production profile's servers) is set up once.
 TEST_WORKERS ?= 4
 test: install browser
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 validate: install
 	DAGSTER_HOME=$(CURDIR)/.dagster $(BIN)/dagster definitions validate -w workspace.yaml
