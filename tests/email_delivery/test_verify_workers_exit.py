@@ -16,7 +16,7 @@ import pytest
 from tests.paths import REPO_ROOT
 
 RUN = textwrap.dedent("""
-    import json, multiprocessing.resource_tracker as rt, sys, time
+    import json, sys, time
     from pipelines.common.queue_message import QueueMessage
     from pipelines.common.sns.cert_store import CertStore
     from pipelines.common.sns.verify import SnsVerifier
@@ -34,7 +34,7 @@ RUN = textwrap.dedent("""
     pool.submit(batch)
     prepared = pool.prepare(batch)          # an ingest in flight: verified in the workers
     assert prepared.events.num_rows == 20, prepared.outcomes
-    out.write_text(json.dumps({"workers": pool.worker_pids(), "tracker": rt._resource_tracker._pid}))
+    out.write_text(json.dumps({"workers": pool.worker_pids()}))
     pool.submit([QueueMessage(f"n{i}", "rh", "{}") for i in range(3)])   # and more on its way
     time.sleep(600)
 """)
@@ -49,6 +49,19 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def resource_trackers(parent: int) -> list[int]:
+    """The multiprocessing resource trackers among parent's children (found by their command line)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == parent and b"resource_tracker" in (stat.parent / "cmdline").read_bytes():
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_kill_9_of_a_run_leaves_no_verify_worker_or_resource_tracker(tmp_path):
     out = tmp_path / "pids.json"
@@ -60,9 +73,9 @@ def test_kill_9_of_a_run_leaves_no_verify_worker_or_resource_tracker(tmp_path):
         while not out.exists() and time.monotonic() < deadline:
             assert run.poll() is None, "the run ended before its pool was up"
             time.sleep(0.1)
-        pids = json.loads(out.read_text())
-        children = pids["workers"] + ([pids["tracker"]] if pids["tracker"] else [])
-        assert len(pids["workers"]) == 2 and pids["tracker"], pids
+        pids = {**json.loads(out.read_text()), "trackers": resource_trackers(run.pid)}
+        children = pids["workers"] + pids["trackers"]
+        assert len(pids["workers"]) == 2 and len(pids["trackers"]) == 1, pids
         assert all(alive(p) for p in children)
 
         run.send_signal(signal.SIGKILL)
