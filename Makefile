@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# Debian's chromium for the browser test (tests/test_ui_browser.py drives it with Playwright;
+# Debian's chromium for the browser test (tests/ui/test_ui_browser.py drives it with Playwright;
 # nothing is downloaded at run time). Idempotent: a machine that has it skips this. Only `make test`
 # needs it; where apt cannot install it, the browser test skips saying so (in CI, CI=true, it fails).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -28,9 +28,12 @@ browser:
 dev: install
 	@$(BIN)/python -m devstack dev
 
-# The suite starts its own local stack on free ports and tears it down.
+# The suite runs on TEST_WORKERS pytest-xdist workers; each starts its own local stack on free ports
+# and tears it down. Each test file runs on one worker (--dist loadfile), so a module-scoped fixture
+# (the browser on a populated instance, the production profile's servers) is set up once.
+TEST_WORKERS ?= 4
 test: install browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 validate: install
 	DAGSTER_HOME=$(CURDIR)/.dagster $(BIN)/dagster definitions validate -w workspace.yaml

@@ -11,7 +11,7 @@ ReceiveMessage, DeleteMessage(Batch), ChangeMessageVisibility(Batch), PurgeQueue
 
 Two actions of its own (X-Amz-Target: MailroomBench.<Action>): Configure {"latency_ms": N,
 "reset_stats": true} and Stats (calls per action, messages received more than once).
-tests/test_bench_sqs.py checks its behaviour against moto. Benchmarks only; not the product.
+tests/bench/test_bench_sqs.py checks its behaviour against moto. Benchmarks only; not the product.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import stripe
 from pydantic import Field, PrivateAttr
 from stripe._api_version import _ApiVersion
 
-# The version the pinned SDK's typed resources describe; tests/test_billing_stripe_client.py fails
+# The version the pinned SDK's typed resources describe; tests/billing/test_billing_stripe_client.py fails
 # when the SDK is bumped without looking at what changed between the versions.
 STRIPE_API_VERSION = "2026-10-28.endive"
 

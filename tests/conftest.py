@@ -114,7 +114,7 @@ class LocalStack:
         import stripe
 
         return stripe.StripeClient(self.env["STRIPE_API_KEY"], base_addresses={"api": self.stripe_base},
-                                   stripe_version=stripe._api_version._ApiVersion.CURRENT, **options)
+                                   stripe_version=stripe.api_version, **options)
 
     def purge(self, *names: str) -> None:
         sqs = self.client("sqs")
@@ -181,10 +181,12 @@ def stack_env(local_stack: LocalStack, tmp_path: Path, monkeypatch: pytest.Monke
     return env
 
 
-# Tests that start servers (the local stack, PostgreSQL/RabbitMQ, `devstack dev`) are `integration`:
-# `pytest -m "not integration"` is the fast inner loop; `make test` and CI run everything.
-# Any test using one of these fixtures is marked here; tests that start servers on their own
-# carry the marker explicitly.
+# Markers are applied here, so a new test file gets them without remembering:
+#   integration  starts servers (the local stack, PostgreSQL/RabbitMQ, `devstack dev`): any test using
+#                local_stack or stack_env, the production profile's server fixtures; tests that start
+#                servers on their own carry the marker explicitly.
+#   property     a Hypothesis property test (@given), run at the profile registered below.
+# The inner loop is `pytest -m "not integration and not property"`; `make test` and CI run everything.
 SERVER_FIXTURES = frozenset({"pg", "celery_worker", "instance"})   # test_production_profile.py
 
 
@@ -194,6 +196,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if fixtures & {"local_stack", "stack_env"} or (
                 item.path.name == "test_production_profile.py" and fixtures & SERVER_FIXTURES):
             item.add_marker(pytest.mark.integration)
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.property)
+    if hasattr(config, "workerinput"):   # a pytest-xdist worker (`make test` runs several)
+        items.sort(key=_xdist_order)
+
+
+def _xdist_order(item: pytest.Item) -> int:
+    """Long work first, so that no worker starts a long tail at the end: the modules built around
+    one expensive fixture (marked xdist_group), then the tests that talk to servers, then the quick
+    ones, which fill the gaps. `make test` hands out whole files (--dist loadfile: xdist's
+    loadgroup does not group under pytest 9.2), in the order their first test has here. The sort
+    is stable: a module's tests keep their order."""
+    if item.get_closest_marker("xdist_group"):
+        return 0
+    return 1 if item.get_closest_marker("integration") else 2
 
 
 # Hypothesis profiles for the parsers' property tests (tests/strategies.py): "ci" runs in every

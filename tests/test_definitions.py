@@ -5,8 +5,9 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.settings import SETTINGS
+from tests.paths import REPO_ROOT
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (REPO_ROOT / "README.md").read_text()
 
 JOBS = {"send_email_batch_job", "email_sends_daily_job", "ingest_ses_notifications_job",
         "replay_ses_quarantine_job", "ses_cleanup_job", "ingest_stripe_events_job", "replay_stripe_quarantine_job"}
@@ -98,7 +99,7 @@ def test_drains_take_their_queues_pool_and_other_writers_the_duckdb_pool():
             assert node.pool == pool, (job, node.name)
     for key in ROLLUPS:
         assert defs.resolve_assets_def(key).op.pool == "duckdb", key
-    root = Path(__file__).resolve().parent.parent / ".dagster"
+    root = REPO_ROOT / ".dagster"
     for config in (root / "dagster.yaml", root / "production" / "dagster.yaml"):
         assert yaml.safe_load(config.read_text())["concurrency"]["pools"]["default_limit"] == 1, config
 

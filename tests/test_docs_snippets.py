@@ -7,8 +7,9 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from tests.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 DOC = ROOT / "docs" / "email-dispatch.md"
 
 

@@ -15,8 +15,9 @@ import boto3
 import pytest
 
 from devstack import topology
+from tests.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 POLICY = REPO / "docs" / "iam-policy.json"
 TEMPLATE = REPO / "docs" / "cloudformation.yaml"
 PROFILE = REPO / ".dagster" / "production"

@@ -38,7 +38,7 @@ from pipelines.email_delivery.ses_parse import ParseError
 from pipelines.schema import ALL_DDL
 from pipelines.store.transaction import transaction
 from tests.fakes import RecordingTransport
-from tests.ses_helpers import FIXTURES, PINNED_CERTS, TOPIC, fixture_json
+from tests.email_delivery.ses_helpers import FIXTURES, PINNED_CERTS, TOPIC, fixture_json
 from tests.strategies import as_body, garbage_bodies, huge_or_deep_bodies, mutations_of
 
 

@@ -11,6 +11,7 @@ import dagster as dg
 import duckdb
 
 from pipelines.email.dispatch import dispatch
+from tests.sensor_runs import tick_and_run
 
 SIM = "simulator.amazonses.com"
 # recipient -> (final status, email_addresses row: verified, unverify_reason, transient_bounces)
@@ -23,20 +24,6 @@ EXPECTED = {
 }
 # Delivery, Bounce, Delivery+Complaint, Delivery+Bounce, Bounce
 EVENTS = 7
-
-
-def tick_and_run(instance, sensor_name, queue_key, job_name, run_config=None):
-    from pipelines.definitions import defs
-
-    sensor = defs.resolve_sensor_def(sensor_name)
-    with dg.build_sensor_context(instance=instance, resources={queue_key: defs.resources[queue_key]}) as ctx:
-        tick = sensor.evaluate_tick(ctx)
-    if not tick.run_requests:
-        return None
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, run_config=run_config or {}, tags=tick.run_requests[0].tags)
-    assert result.success
-    return result
 
 
 def state(db_path):

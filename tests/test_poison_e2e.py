@@ -26,7 +26,7 @@ from pipelines.schema import database
 from pipelines.store.store import Store
 from resources.aws import SQSQueueResource
 from resources.ses import SESSenderResource
-from tests.ses_helpers import ses_message
+from tests.email_delivery.ses_helpers import ses_message
 
 pytestmark = pytest.mark.integration
 

@@ -29,8 +29,9 @@ from dagster_celery.cli import get_config_dir
 
 from pipelines import executors
 from pipelines.executors import mailroom_executor
+from tests.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 PROFILE = REPO / ".dagster" / "production"
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 AMQP_HOST, AMQP_PORT = "127.0.0.1", 5672
@@ -38,6 +39,9 @@ DB_PREFIX = "mailroom_test_"
 BROKER_URL = f"pyamqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}//"
 STEP_SECONDS = 1.0
 RUN_DEADLINE_SECONDS = 120
+
+# One database and one Celery worker for the module: its tests stay on one xdist worker.
+pytestmark = pytest.mark.xdist_group("production-profile")
 
 
 def require_server(name: str, host: str, port: int) -> None:
@@ -92,10 +96,11 @@ def job_by_name(name: str) -> dg.JobDefinition:
 
 
 def recon(name: str):
-    # dagster drops sys.path[0] (pytest puts tests/ there) before importing a job's module in
-    # another process; an explicit working directory keeps this module importable.
+    # dagster drops sys.path[0] (pytest puts the repository root there) before importing a job's
+    # module (tests.test_production_profile) in another process; an explicit working directory
+    # keeps it importable.
     return dg.build_reconstructable_job(
-        __name__, job_by_name.__name__, (name,), reconstructor_working_directory=str(REPO / "tests"))
+        __name__, job_by_name.__name__, (name,), reconstructor_working_directory=str(REPO))
 
 
 @contextmanager
@@ -321,12 +326,11 @@ def test_unreachable_server_skips_locally_and_fails_on_ci(monkeypatch, ci, outco
 
 
 def test_instance_is_postgres_with_queued_runs_and_duckdb_pool_of_one(instance):
-    from dagster._core.run_coordinator import QueuedRunCoordinator
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
     assert isinstance(instance.run_storage, PostgresRunStorage)
     assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
-    assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+    assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
     assert instance.run_monitoring_enabled
     assert not instance.telemetry_enabled
     pools = instance.get_concurrency_config().pool_config

@@ -38,7 +38,7 @@ from pipelines.email_delivery.consumer import SesNotificationConsumer
 from pipelines.schema import database
 from pipelines.store.store import Store
 from tests.fakes import RecordingTransport, sample_kinds, write_sample_templates
-from tests.ses_helpers import TOPIC, write_identity
+from tests.email_delivery.ses_helpers import TOPIC, write_identity
 
 SECRET_KEYS = ["token", "password", "api_key", "client_secret", "Authorization", "X-Signature", "session_id",
                "AccessKey", "reset_token", "PASSWD", "auth", "cookie"]

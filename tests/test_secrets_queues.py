@@ -22,7 +22,7 @@ from devstack.sns_signer import notification_envelope
 from pipelines.common.quarantine import REDACTED_COPY
 from pipelines.schema import database
 from resources.aws import SQSQueueResource
-from tests.ses_helpers import ses_message
+from tests.email_delivery.ses_helpers import ses_message
 
 pytestmark = pytest.mark.integration
 
