@@ -242,8 +242,10 @@ class _Drain:
         try:
             live = len(receivers)
             while live:
+                began = time.perf_counter()   # receive_ms: waiting for and taking received messages
                 item = self._next()
                 if item is None:          # nothing arrived in time: a batch may be due by age
+                    self.stats["receive_ms"] += (time.perf_counter() - began) * 1000
                     if self._out_of_time():
                         self._stop()
                 elif item is _DONE:
@@ -253,6 +255,7 @@ class _Drain:
                 else:
                     self.stats["receive_calls"] += 1
                     self._take(item)
+                    self.stats["receive_ms"] += (time.perf_counter() - began) * 1000
                     if len(self.batch) >= opts.batch_size:
                         self._flush()
                 if self._stop_requested():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -89,6 +90,8 @@ class PreparePool:
             self._futures[m.sqs_message_id] = future
 
     def prepare(self, batch: Sequence[QueueMessage]) -> PreparedNotifications:
+        began = time.perf_counter()
+        waited = 0.0   # blocked on the workers: the verify phase as the drain thread sees it
         missing = [m for m in batch if m.sqs_message_id not in self._futures]
         if missing:
             self.submit(missing)
@@ -99,7 +102,10 @@ class PreparePool:
             future = self._futures.pop(m.sqs_message_id)
             chunk = self._chunks.get(id(future))
             if chunk is None:
-                chunk = self._chunks[id(future)] = _Chunk(future.result())
+                t = time.perf_counter()
+                result = future.result()
+                waited += time.perf_counter() - t
+                chunk = self._chunks[id(future)] = _Chunk(result)
             ex, offset = chunk.examined.pop(m.sqs_message_id)
             if not chunk.examined:
                 del self._chunks[id(future)]
@@ -111,7 +117,10 @@ class PreparePool:
                 else:
                     slices.append([chunk.events, offset, ex.n_events])
         events = event_batch.concat(table.slice(start, length) for table, start, length in slices)
-        return self.ingestor.assemble(list(batch), examined, events)
+        prepared = self.ingestor.assemble(list(batch), examined, events)
+        prepared.phases["verify_ms"] += waited * 1000
+        prepared.phases["assemble_ms"] += (time.perf_counter() - began - waited) * 1000
+        return prepared
 
     def forget(self, batch: Sequence[QueueMessage]) -> None:
         """Drop what the pool holds for these messages (after a chunk failed in a worker)."""
