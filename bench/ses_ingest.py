@@ -186,18 +186,25 @@ def db_counts(path: str) -> dict:
 # Where the drain thread's time goes (the run's counters, pipelines/email_delivery/phases.py):
 # receive (waiting for and taking messages), verify (waiting for the verify workers, or verifying
 # inline), assemble, apply (status machine, Arrow tables), write (DuckDB statements), commit
-# (COMMIT); "other" is the rest of the wall time (deletes, closing the store, the kit).
+# (COMMIT); close is the final checkpoint (closing the store), "other" the rest of the wall time
+# (the kit's own work, deletes, starting and joining its threads).
 PHASES = ("receive", "verify", "assemble", "apply", "write", "commit")
 
 
-def phase_seconds(counters: dict, seconds: float) -> dict[str, float]:
+def phase_seconds(counters: dict, seconds: float, close: float) -> dict[str, float]:
     out = {p: round(counters.get(f"{p}_ms", 0) / 1000, 3) for p in PHASES}
+    out["close"] = round(close, 3)
     out["other"] = round(seconds - sum(out.values()), 3)
     return out
 
 
 def phases_text(run: dict) -> str:
     return " + ".join(f"{p} {v:.2f}" for p, v in run["phase_seconds_median"].items())
+
+
+def cpu_text(run: dict) -> str:
+    cpu = run["cpu_us_per_notification_median"]
+    return f"{cpu['drain_process']:.0f} µs drain process + {cpu['verify_workers']:.0f} µs verify workers"
 
 
 def consumer_for(cert_dir: str, workers: int):
@@ -222,18 +229,34 @@ def run_in_process(bodies: list[str], db_path: str, cert_dir: str, workers: int,
         if workers:
             stack.enter_context(consumer)
         options = DrainOptions(max_messages=len(bodies), max_seconds=float("inf"), batch_size=batch)
+        worker_pids = consumer.worker_pids() if workers else []
+        workers_cpu_started = sum(cpu_seconds_of(pid) for pid in worker_pids)
         started, cpu_started = time.perf_counter(), time.process_time()
         with Store(lambda: db.connect(config={"threads": 1}), hold_seconds=10.0) as store:
             report = run_consumer(MemoryQueue(bodies), consumer, store, options)
+            closing = time.perf_counter()
         # the final checkpoint (closing the store) is part of the measured time
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    # CPU time of this process (all its threads; not the workers'): the rate one uncontended core
-    # would reach, since the machine is shared while this runs.
+        ended = time.perf_counter()
+        seconds, cpu = ended - started, time.process_time() - cpu_started
+        workers_cpu = sum(cpu_seconds_of(pid) for pid in worker_pids) - workers_cpu_started
+    # CPU time of this process (all its threads) and of its verify workers: on a shared machine,
+    # steadier than the rate, and the sum is what 2 uncontended cores would have to give.
     return {"notifications": len(bodies), "workers": workers, "batch": batch, "seconds": round(seconds, 3),
             "per_s": round(len(bodies) / seconds), "cpu_seconds": round(cpu, 3),
             "cpu_us_per_notification": round(cpu / len(bodies) * 1e6, 1),
+            "workers_cpu_us_per_notification": round(workers_cpu / len(bodies) * 1e6, 1),
             "per_cpu_s": round(len(bodies) / cpu) if not workers else None,
-            "phase_seconds": phase_seconds(report.counters, seconds), **report.counters.as_metadata()}
+            "phase_seconds": phase_seconds(report.counters, seconds, ended - closing),
+            **report.counters.as_metadata()}
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU seconds of a live process, from /proc (0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_verify_only(bodies: list[str], cert_dir: str, workers: int, batch: int) -> dict:
@@ -448,10 +471,14 @@ def main() -> None:
         results[label] = sorted(runs, key=lambda x: x["per_s"])[len(runs) // 2]
         results[label]["runs_per_s"] = [x["per_s"] for x in runs]
         results[label]["phase_seconds_median"] = {p: statistics.median(x["phase_seconds"][p] for x in runs)
-                                                  for p in (*PHASES, "other")}
+                                                  for p in runs[0]["phase_seconds"]}
+        results[label]["cpu_us_per_notification_median"] = {
+            "drain_process": statistics.median(x["cpu_us_per_notification"] for x in runs),
+            "verify_workers": statistics.median(x["workers_cpu_us_per_notification"] for x in runs)}
         print(f"{label} ({workers} verify workers): {results[label]['per_s']:,}/s "
               f"(runs: {', '.join(f'{x:,}' for x in results[label]['runs_per_s'])})\n"
-              f"  drain thread, seconds per phase (median of {repeat}): {phases_text(results[label])}", flush=True)
+              f"  drain thread, seconds per phase (median of {repeat}): {phases_text(results[label])}\n"
+              f"  CPU per notification (median): {cpu_text(results[label])}", flush=True)
     if args.old_messages:
         db1 = str(work / "in-process-old.duckdb")
         setup_db(db1, messages, old=args.old_messages)
@@ -516,6 +543,7 @@ def main() -> None:
     rows = [(f"in process, {op_workers} verify workers (op default, median of {args.repeat})", f"{results['in_process']['per_s']:,} /s",
              f">= {TARGETS['in_process_per_s_min']:,} /s"),
             ("  drain thread, s per phase (median)", phases_text(results["in_process"]), ""),
+            ("  CPU per notification (median)", cpu_text(results["in_process"]), ""),
             (f"in process, {other} verify workers", f"{results[f'in_process_{other}_workers']['per_s']:,} /s", ""),
             *([(f"in process, after {args.old_messages:,} older email_messages rows",
                  f"{results['in_process_old_messages']['per_s']:,} /s", "")] if args.old_messages else []),
