@@ -15,7 +15,10 @@ messages that exist in email_messages (plus ~1% orphans).
    queue while a separate consumer process drains it with run_consumer, exactly as the drain op
    does; reports notifications/s, SQS calls per notification and the consumer's peak RSS.
 
-Every measured run goes through pipelines.common.consumer.run_consumer, the op's own entry.
+Every measured run goes through pipelines.common.consumer.run_consumer, the op's own entry, with
+the op's own consumer object. Each in-process run reports where the drain thread's time went
+(phase timings from the run's own counters: receive, verify, assemble, apply, write, commit,
+plus the final checkpoint) and the CPU per notification of the drain process and its workers.
 
 Results: bench/results/ses_ingest.json and a printed table.
 """

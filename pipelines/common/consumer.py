@@ -62,7 +62,9 @@ class Consumer(Protocol):
 
     # Optional hooks, used when a consumer defines them:
     #   after_commit(store, prepared) -> Counters   side effects after the commit, before the delete
-    #   on_receive(messages) -> None               sees messages as they arrive (start preparing early)
+    #   on_receive(messages) -> None               sees messages as they arrive (start preparing early),
+    #                                              from a receiver thread, one call at a time, while an
+    #                                              earlier batch may be in prepare/commit
     #   quarantine_body(body) -> str               what of a body may be kept (redaction)
     #   request_stop() -> None                     a stop was requested (pipelines/common/stop.py): stop
     #                                              side effects not yet handed out; after_commit then
