@@ -72,7 +72,7 @@ def one_round(timeout: float) -> dict:
         home = Path(tmp) / "dagster"
         home.mkdir()
         env = {**os.environ, "DEVSTACK_STATE_DIR": str(Path(tmp) / "stack"), "DEVSTACK_DAGSTER_HOME": str(home),
-               "DEVSTACK_MOTO_PORT": "0", "DEVSTACK_SMTP_PORT": "0", "DEVSTACK_STRIPE_PORT": "0",
+               "DEVSTACK_MOTO_PORT": "0", "DEVSTACK_SMTP_PORT": "0", "DEVSTACK_STRIPE_PORT": "0", "DEVSTACK_MAIL_PORT": "0",
                "DEVSTACK_DAGSTER_PORT": "0"}
         load_before = os.getloadavg()[0]
         started = time.time()

@@ -15,7 +15,10 @@ messages that exist in email_messages (plus ~1% orphans).
    queue while a separate consumer process drains it with run_consumer, exactly as the drain op
    does; reports notifications/s, SQS calls per notification and the consumer's peak RSS.
 
-Every measured run goes through pipelines.common.consumer.run_consumer, the op's own entry.
+Every measured run goes through pipelines.common.consumer.run_consumer, the op's own entry, with
+the op's own consumer object. Each in-process run reports where the drain thread's time went
+(phase timings from the run's own counters: receive, verify, assemble, apply, write, commit,
+plus the final checkpoint) and the CPU per notification of the drain process and its workers.
 
 Results: bench/results/ses_ingest.json and a printed table.
 """
@@ -27,9 +30,11 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import ExitStack
@@ -40,7 +45,6 @@ from pathlib import Path
 from bench.report import print_table, write_results
 from bench.sqs_feed import feeding, moto_queue
 from devstack.progress import Step
-from pipelines.common.consumer import QueueConsumer
 
 
 RESULTS = Path(__file__).parent / "results" / "ses_ingest.json"
@@ -169,10 +173,10 @@ def setup_db(path: str, messages, old: int = 0) -> None:
 
 def make_ingestor(cert_dir: str):
     from pipelines.common.sns.cert_store import CertStore
-    from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
+    from pipelines.email_delivery.consumer import SesNotificationConsumer
     from pipelines.common.sns.verify import SnsVerifier
 
-    return Ingestor(SnsVerifier([TOPIC], CertStore(cert_dir), max_age_seconds=3600))
+    return SesNotificationConsumer(SnsVerifier([TOPIC], CertStore(cert_dir), max_age_seconds=3600))
 
 
 def db_counts(path: str) -> dict:
@@ -183,34 +187,35 @@ def db_counts(path: str) -> dict:
                 "quarantined": c.execute("SELECT count(*) FROM quarantine").fetchone()[0]}
 
 
-class Timed(QueueConsumer):
-    """The consumer under test, with the time spent waiting for its prepared batches counted."""
+# Where the drain thread's time goes (the run's counters, pipelines/email_delivery/phases.py):
+# receive (waiting for and taking messages), verify (waiting for the verify workers, or verifying
+# inline), assemble, apply (status machine, Arrow tables), write (DuckDB statements), commit
+# (COMMIT); close is the final checkpoint (closing the store), "other" the rest of the wall time
+# (the kit's own work, deletes, starting and joining its threads).
+PHASES = ("receive", "verify", "assemble", "apply", "write", "commit")
 
-    def __init__(self, inner, after_commit=None):
-        self.inner, self.source, self.redaction = inner, inner.source, inner.redaction
-        self.prepare_seconds = 0.0
-        self._after = after_commit
-        self.on_receive = inner.on_receive
 
-    def prepare(self, messages):
-        started = time.perf_counter()
-        try:
-            return self.inner.prepare(messages)
-        finally:
-            self.prepare_seconds += time.perf_counter() - started
+def phase_seconds(counters: dict, seconds: float, close: float) -> dict[str, float]:
+    out = {p: round(counters.get(f"{p}_ms", 0) / 1000, 3) for p in PHASES}
+    out["close"] = round(close, 3)
+    out["other"] = round(seconds - sum(out.values()), 3)
+    return out
 
-    def commit(self, conn, prepared):
-        counters = self.inner.commit(conn, prepared)
-        if self._after is not None:
-            self._after()
-        return counters
+
+def phases_text(run: dict) -> str:
+    return " + ".join(f"{p} {v:.2f}" for p, v in run["phase_seconds_median"].items())
+
+
+def cpu_text(run: dict) -> str:
+    cpu = run["cpu_us_per_notification_median"]
+    return f"{cpu['drain_process']:.0f} µs drain process + {cpu['verify_workers']:.0f} µs verify workers"
 
 
 def consumer_for(cert_dir: str, workers: int):
-    from pipelines.email_delivery.parallel import PooledIngestor
+    from pipelines.email_delivery.parallel import PooledSesNotificationConsumer
 
     ingestor = make_ingestor(cert_dir)
-    return PooledIngestor(ingestor, workers) if workers else ingestor
+    return PooledSesNotificationConsumer(ingestor, workers) if workers else ingestor
 
 
 def run_in_process(bodies: list[str], db_path: str, cert_dir: str, workers: int, batch: int) -> dict:
@@ -224,24 +229,38 @@ def run_in_process(bodies: list[str], db_path: str, cert_dir: str, workers: int,
 
     db = database(db_path)
     with ExitStack() as stack:
-        inner = consumer_for(cert_dir, workers)
+        consumer = consumer_for(cert_dir, workers)
         if workers:
-            stack.enter_context(inner)
-        consumer = Timed(inner)
+            stack.enter_context(consumer)
         options = DrainOptions(max_messages=len(bodies), max_seconds=float("inf"), batch_size=batch)
+        worker_pids = consumer.worker_pids() if workers else []
+        workers_cpu_started = sum(cpu_seconds_of(pid) for pid in worker_pids)
         started, cpu_started = time.perf_counter(), time.process_time()
         with Store(lambda: db.connect(config={"threads": 1}), hold_seconds=10.0) as store:
             report = run_consumer(MemoryQueue(bodies), consumer, store, options)
+            closing = time.perf_counter()
         # the final checkpoint (closing the store) is part of the measured time
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    # CPU time of this process (all its threads; not the workers'): the rate one uncontended core
-    # would reach, since the machine is shared while this runs.
+        ended = time.perf_counter()
+        seconds, cpu = ended - started, time.process_time() - cpu_started
+        workers_cpu = sum(cpu_seconds_of(pid) for pid in worker_pids) - workers_cpu_started
+    # CPU time of this process (all its threads) and of its verify workers: on a shared machine,
+    # steadier than the rate, and the sum is what 2 uncontended cores would have to give.
     return {"notifications": len(bodies), "workers": workers, "batch": batch, "seconds": round(seconds, 3),
             "per_s": round(len(bodies) / seconds), "cpu_seconds": round(cpu, 3),
             "cpu_us_per_notification": round(cpu / len(bodies) * 1e6, 1),
+            "workers_cpu_us_per_notification": round(workers_cpu / len(bodies) * 1e6, 1),
             "per_cpu_s": round(len(bodies) / cpu) if not workers else None,
-            "waiting_for_verify_seconds": round(consumer.prepare_seconds, 3),
-            "apply_write_seconds": round(seconds - consumer.prepare_seconds, 3), **report.counters.as_metadata()}
+            "phase_seconds": phase_seconds(report.counters, seconds, ended - closing),
+            **report.counters.as_metadata()}
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU seconds of a live process, from /proc (0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_verify_only(bodies: list[str], cert_dir: str, workers: int, batch: int) -> dict:
@@ -349,21 +368,27 @@ def consumer_main(args) -> None:
     peak_pss = [0.0]
 
     with ExitStack() as stack:
-        inner = consumer_for(args.cert_dir, args.workers)
+        consumer = consumer_for(args.cert_dir, args.workers)
         if args.workers > 0:
-            stack.enter_context(inner)
+            stack.enter_context(consumer)
+        done = threading.Event()
 
         def sample_memory():
-            pids = ["self", *(inner.worker_pids() if args.workers > 0 else [])]
-            peak_pss[0] = max(peak_pss[0], sum(pss_mb(pid) for pid in pids))
+            while not done.wait(0.2):
+                pids = ["self", *(consumer.worker_pids() if args.workers > 0 else [])]
+                peak_pss[0] = max(peak_pss[0], sum(pss_mb(pid) for pid in pids))
 
+        sampler = threading.Thread(target=sample_memory, name="pss-sampler", daemon=True)
+        sampler.start()
         store = stack.enter_context(Store(lambda: db.connect(config={"threads": 1}), hold_seconds=10.0))
         # batch_size 200 rather than the op's 2,000: moto scans every in-flight message on each
         # send, receive and delete, so a small in-flight window keeps the emulator from dominating.
-        report = run_consumer(queue, Timed(inner, after_commit=sample_memory), store, DrainOptions(
+        report = run_consumer(queue, consumer, store, DrainOptions(
             max_messages=args.n, max_seconds=args.sqs_max_seconds, batch_size=200, wait_seconds=2,
             empty_polls_to_stop=3))
-        workers_rss = sum(peak_rss_mb(pid) for pid in (inner.worker_pids() if args.workers > 0 else []))
+        done.set()
+        sampler.join()
+        workers_rss = sum(peak_rss_mb(pid) for pid in (consumer.worker_pids() if args.workers > 0 else []))
     print(json.dumps({**report.counters.as_metadata(), "seconds": report.seconds,
                       "peak_rss_mb": peak_rss_mb() + workers_rss, "workers_peak_rss_mb": workers_rss,
                       "main_peak_rss_mb": peak_rss_mb(), "main_rss_after_imports_mb": rss_after_imports,
@@ -429,6 +454,7 @@ def main() -> None:
 
     results: dict = {"n": args.n, "distinct": unique, "duplicates": args.n - unique, "cpus": os.cpu_count(),
                      "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "targets": TARGETS}
+    print(f"load average at the start: {' '.join(str(x) for x in results['load_average_at_start'])}", flush=True)
     from pipelines.email_delivery.jobs import DrainConfig
     from pipelines.email_delivery.parallel import auto_workers
 
@@ -448,8 +474,15 @@ def main() -> None:
             runs[-1]["db"] = db_counts(db1)
         results[label] = sorted(runs, key=lambda x: x["per_s"])[len(runs) // 2]
         results[label]["runs_per_s"] = [x["per_s"] for x in runs]
+        results[label]["phase_seconds_median"] = {p: statistics.median(x["phase_seconds"][p] for x in runs)
+                                                  for p in runs[0]["phase_seconds"]}
+        results[label]["cpu_us_per_notification_median"] = {
+            "drain_process": statistics.median(x["cpu_us_per_notification"] for x in runs),
+            "verify_workers": statistics.median(x["workers_cpu_us_per_notification"] for x in runs)}
         print(f"{label} ({workers} verify workers): {results[label]['per_s']:,}/s "
-              f"(runs: {', '.join(f'{x:,}' for x in results[label]['runs_per_s'])})", flush=True)
+              f"(runs: {', '.join(f'{x:,}' for x in results[label]['runs_per_s'])})\n"
+              f"  drain thread, seconds per phase (median of {repeat}): {phases_text(results[label])}\n"
+              f"  CPU per notification (median): {cpu_text(results[label])}", flush=True)
     if args.old_messages:
         db1 = str(work / "in-process-old.duckdb")
         setup_db(db1, messages, old=args.old_messages)
@@ -513,6 +546,8 @@ def main() -> None:
     inline = results["in_process"] if op_workers == 0 else results[f"in_process_{other}_workers"]
     rows = [(f"in process, {op_workers} verify workers (op default, median of {args.repeat})", f"{results['in_process']['per_s']:,} /s",
              f">= {TARGETS['in_process_per_s_min']:,} /s"),
+            ("  drain thread, s per phase (median)", phases_text(results["in_process"]), ""),
+            ("  CPU per notification (median)", cpu_text(results["in_process"]), ""),
             (f"in process, {other} verify workers", f"{results[f'in_process_{other}_workers']['per_s']:,} /s", ""),
             *([(f"in process, after {args.old_messages:,} older email_messages rows",
                  f"{results['in_process_old_messages']['per_s']:,} /s", "")] if args.old_messages else []),
@@ -527,6 +562,7 @@ def main() -> None:
                  ("consumer peak RSS (sum over its processes)", f"{e2e['peak_rss_mb']} MB", f"< {TARGETS['peak_rss_mb_max']} MB"),
                  ("consumer peak PSS (shared pages once)", f"{e2e['peak_pss_mb']} MB", "")]
     print_table(rows)
+    print(f"load average at the end: {' '.join(str(x) for x in results['load_average_at_end'])}")
     print(f"checks: {results['checks']}\nwritten to {out}")
 
 

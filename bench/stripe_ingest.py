@@ -213,7 +213,7 @@ def main() -> None:
 
         state_dir = work / "stack"
         state, _ = up(config_from_env({"DEVSTACK_MOTO_PORT": "0", "DEVSTACK_SMTP_PORT": "0",
-                                       "DEVSTACK_STRIPE_PORT": "0"}, state_dir=state_dir, watch_pid=os.getpid()))
+                                       "DEVSTACK_STRIPE_PORT": "0", "DEVSTACK_MAIL_PORT": "0"}, state_dir=state_dir, watch_pid=os.getpid()))
         try:
             results["sqs_end_to_end"] = run_sqs(args.sqs_n or args.n, str(work / "sqs.duckdb"), state.endpoint,
                                                 args.sqs_max_seconds)

@@ -158,8 +158,9 @@ class LocalStack:
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory):
     state_dir = tmp_path_factory.mktemp("devstack")
-    config = config_from_env({"DEVSTACK_MOTO_PORT": "0", "DEVSTACK_SMTP_PORT": "0", "DEVSTACK_STRIPE_PORT": "0"},
-                             state_dir=state_dir, watch_pid=os.getpid())
+    # Every port free (0): several xdist workers start stacks at the same moment.
+    config = config_from_env({"DEVSTACK_MOTO_PORT": "0", "DEVSTACK_SMTP_PORT": "0", "DEVSTACK_STRIPE_PORT": "0",
+                              "DEVSTACK_MAIL_PORT": "0"}, state_dir=state_dir, watch_pid=os.getpid())
     state, _ = up(config)
     try:
         yield LocalStack(state=state, env=build_stack_env(state), smtp=SinkReader(state.sink_dir),

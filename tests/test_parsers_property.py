@@ -33,7 +33,7 @@ from pipelines.email.consumer import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.catalogue import catalogue
 from pipelines.email.sending import Sender
-from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
+from pipelines.email_delivery.consumer import SesNotificationConsumer
 from pipelines.email_delivery.ses_parse import ParseError
 from pipelines.schema import ALL_DDL
 from pipelines.store.transaction import transaction
@@ -146,14 +146,14 @@ SES_PAYLOADS = [v if isinstance(v, dict) else json.loads(v)
 
 
 @lru_cache(maxsize=2)
-def ingestor(accept_raw: bool) -> Ingestor:
+def ingestor(accept_raw: bool) -> SesNotificationConsumer:
     certs = Path(tempfile.mkdtemp(prefix="property-certs-"))
     for pem in PINNED_CERTS.glob("*.pem"):
         shutil.copy(pem, certs / pem.name)
     (certs / IDENTITY.cert_name).write_bytes(IDENTITY.cert_pem)
     topics = {TOPIC, *(e["TopicArn"] for e in REAL_ENVELOPES + SQS_BODIES)}
     # max_age 0: the real samples are years old; the age check is tested in test_ses_verify.py
-    return Ingestor(SnsVerifier(topics, CertStore(certs), max_age_seconds=0), accept_raw=accept_raw)
+    return SesNotificationConsumer(SnsVerifier(topics, CertStore(certs), max_age_seconds=0), accept_raw=accept_raw)
 
 
 def ses_outcome(body: str | bytes, accept_raw: bool = False) -> str:

@@ -85,7 +85,9 @@ class QueueConsumer(ABC):
         return Counters()
 
     def on_receive(self, messages: list[QueueMessage]) -> None:
-        """Sees messages as they arrive (to start preparing early)."""
+        """Sees messages as they arrive (to start preparing early): called from the receiver thread
+        that got them, one call at a time, while the drain thread may still be preparing or
+        committing an earlier batch."""
 
     def request_stop(self) -> None:
         """A stop was requested (pipelines/common/stop.py): stop side effects not yet handed out;
@@ -118,7 +120,10 @@ def _log_internal(log: Any, what: str, exc: BaseException) -> None:
 def _commit(store: Store, consumer: QueueConsumer, prepared: Prepared) -> Counters:
     with store.transaction() as conn:
         counters = consumer.commit(conn, prepared)
+        began = time.perf_counter()
         counters["quarantined"] += quarantine(conn, prepared.quarantined, consumer.redaction)
+    # commit_ms: the quarantine rows and COMMIT (and closing the connection, unless the store holds it)
+    counters["commit_ms"] += (time.perf_counter() - began) * 1000
     return counters
 
 

@@ -15,8 +15,11 @@ concurrently with the handling and with each other:
   path of the next batch;
 - a batch whose handling runs long keeps its messages hidden: a keeper thread extends their
   visibility (ChangeMessageVisibilityBatch) before it runs out.
-`handle` and `on_receive` always run in the calling thread, one batch at a time, so consumers
-and their DuckDB connection see no concurrency. A queue runs this way only if it says its
+`handle` always runs in the calling thread, one batch at a time, so consumers and their DuckDB
+connection see no concurrency there. `on_receive` runs in the receiver thread that got the
+messages, one call at a time, before the drain thread takes them: while an earlier batch is in
+`handle`, so work a consumer starts on it (the SES verify pool) overlaps that batch's apply and
+commit. A queue runs this way only if it says its
 calls may overlap (`supports_concurrent_calls`, e.g. SQSQueueResource: boto3 clients are
 thread-safe); any other queue, or `DrainOptions.sequential()`, is drained one call at a time.
 
@@ -77,7 +80,8 @@ def drain(queue: Queue, handle: Callable[[list[QueueMessage]], None], options: D
           *, on_receive: Callable[[list[QueueMessage]], None] | None = None,
           stop: StopRequest | None = None) -> Counters:
     """Drain up to `max_messages` or `max_seconds`, or until `stop` is requested. `on_receive` sees
-    each received message as it arrives (a consumer that prepares in worker processes starts on it then)."""
+    each received message as it arrives, from a receiver thread, one call at a time (a consumer that
+    prepares in worker processes starts on it then, while the drain thread handles earlier batches)."""
     if not getattr(queue, "supports_concurrent_calls", False):
         options = replace(options, receivers=1, prefetch=0, deleters=0, extend_visibility=False)
     return _Drain(queue, handle, options, on_receive, stop).run()
@@ -89,7 +93,7 @@ _DONE = object()   # a receiver has stopped
 @dataclass
 class _Received:
     began: float       # when the receive call began: the messages were hidden no earlier
-    raw: list[dict]
+    messages: list[QueueMessage]
 
 
 @dataclass
@@ -120,6 +124,7 @@ class _Drain:
         self.stopping = False
         self.hidden_until: dict[str, float] = {}   # receipt handle -> when it becomes visible again
         self.keeper_stats = Counters()
+        self.on_receive_lock = threading.Lock()   # one on_receive call at a time
         # The drain thread's own:
         self.inbox: queue_module.Queue = queue_module.Queue()
         self.batch: list[QueueMessage] = []
@@ -180,7 +185,11 @@ class _Drain:
                     if self.empty_streak >= self.opts.empty_polls_to_stop:
                         self.stopping = True
                     self.cond.notify_all()
-                self.inbox.put(_Received(began, raw))
+                received = [QueueMessage.from_sqs(m) for m in raw]
+                if received and self.on_receive is not None:
+                    with self.on_receive_lock:
+                        self.on_receive(received)
+                self.inbox.put(_Received(began, received))
         except BaseException as exc:  # noqa: BLE001 - a receiver must never end the drain silently
             self._stop()
             self.inbox.put(_Failed(exc))
@@ -242,8 +251,10 @@ class _Drain:
         try:
             live = len(receivers)
             while live:
+                began = time.perf_counter()   # receive_ms: waiting for and taking received messages
                 item = self._next()
                 if item is None:          # nothing arrived in time: a batch may be due by age
+                    self.stats["receive_ms"] += (time.perf_counter() - began) * 1000
                     if self._out_of_time():
                         self._stop()
                 elif item is _DONE:
@@ -253,6 +264,7 @@ class _Drain:
                 else:
                     self.stats["receive_calls"] += 1
                     self._take(item)
+                    self.stats["receive_ms"] += (time.perf_counter() - began) * 1000
                     if len(self.batch) >= opts.batch_size:
                         self._flush()
                 if self._stop_requested():
@@ -294,14 +306,11 @@ class _Drain:
         return bool(self.batch) and self.budget is not None and time.monotonic() - self.oldest >= self.budget
 
     def _take(self, item: _Received) -> None:
-        if not item.raw:
+        if not item.messages:
             return
-        received = [QueueMessage.from_sqs(m) for m in item.raw]
-        if self.on_receive is not None:
-            self.on_receive(received)
         if not self.batch:
             self.oldest = item.began
-        for msg in received:
+        for msg in item.messages:
             if msg.sqs_message_id in self.seen:
                 # Received again (its visibility ran out). In this batch: keep the newest handle.
                 before = len(self.batch)

@@ -8,6 +8,7 @@ refusals; it needs no database. `commit` applies a prepared batch inside the kit
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -23,6 +24,7 @@ from pipelines.common.sns.verify import SnsVerifier
 from pipelines.email_delivery import event_batch
 from pipelines.email_delivery.examine import ControlMessage, Examined, Examiner
 from pipelines.email_delivery.ingest import apply_events, insert_controls
+from pipelines.email_delivery.phases import PhaseTimer
 
 if TYPE_CHECKING:
     import duckdb
@@ -42,6 +44,8 @@ class PreparedNotifications(Prepared):
     controls: list[ControlMessage] = field(default_factory=list)
     # A replay (messages carrying received_at) looks for duplicates in the whole ledger.
     replay: bool = False
+    # verify_ms and assemble_ms of this batch's prepare (phases.py); commit adds them to its counters.
+    phases: Counters = field(default_factory=Counters)
 
 
 COUNTERS = ("events_new", "events_duplicate", "orphans", "status_changes", "unexpected_transitions",
@@ -73,8 +77,13 @@ class SesNotificationConsumer(QueueConsumer):
     # ---- parse + verify (no database, no network but the certificate fetch) ----
     def prepare(self, messages: Iterable[QueueMessage]) -> PreparedNotifications:
         messages = list(messages)
-        examined, events = self.examine_all(messages)
-        return self.assemble(messages, examined, events)
+        phases = Counters()
+        with PhaseTimer(phases)("verify"):
+            examined, events = self.examine_all(messages)
+        with PhaseTimer(phases)("assemble"):
+            prepared = self.assemble(messages, examined, events)
+        prepared.phases.update(phases)
+        return prepared
 
     def examine_all(self, messages: Iterable[QueueMessage]) -> tuple[list[Examined], pa.Table]:
         """Verify and parse messages; their events as one table in message order."""
@@ -109,11 +118,16 @@ class SesNotificationConsumer(QueueConsumer):
 
     # ---- apply + write (inside the kit's transaction) ----
     def commit(self, conn: duckdb.DuckDBPyConnection, prepared: PreparedNotifications) -> Counters:
+        began = time.perf_counter()
         result = Counters(dict.fromkeys(COUNTERS, 0))
+        timer = PhaseTimer(result)
         since = (None if prepared.replay or self.dedupe_window is None
                  else datetime.now(timezone.utc) - self.dedupe_window)
-        apply_events(conn, prepared.events, result, dedupe_since=since)
+        apply_events(conn, prepared.events, result, dedupe_since=since, timer=timer)
         if prepared.controls:
-            insert_controls(conn, prepared.controls)
+            with timer("write"):
+                insert_controls(conn, prepared.controls)
             result["controls"] = len(prepared.controls)
+        result["apply_ms"] += (time.perf_counter() - began) * 1000 - result["write_ms"]
+        result.update(prepared.phases)
         return result

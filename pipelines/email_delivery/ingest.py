@@ -16,6 +16,7 @@ from pipelines.common.counters import Counters
 from pipelines.email_delivery import event_batch
 from pipelines.email_delivery.address_health import AddressState, StatusChange, apply_effects
 from pipelines.email_delivery.examine import ControlMessage
+from pipelines.email_delivery.phases import UNTIMED, PhaseTimer
 from pipelines.email_delivery.ses_parse import signal_of
 from pipelines.email.ledger import MessageStatus as S
 from pipelines.email_delivery.status_machine import UNEXPECTED, step
@@ -28,11 +29,11 @@ if TYPE_CHECKING:
 DETAIL = pa.json_(pa.string())
 
 def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Counters,
-                 dedupe_since: datetime | None = None) -> None:
+                 dedupe_since: datetime | None = None, timer: PhaseTimer = UNTIMED) -> None:
     """Apply a batch of events (event_batch.SCHEMA) inside the caller's transaction.
 
     `dedupe_since`: earliest received_at a stored copy of any of these events can have (see
-    SesNotificationConsumer.dedupe_window); None checks the whole ledger.
+    SesNotificationConsumer.dedupe_window); None checks the whole ledger. `timer("write")` times each statement.
     """
     if not events.num_rows:
         return
@@ -43,13 +44,14 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Coun
     result["events_duplicate"] += events.num_rows - len(first)
     message_ids = events.column("message_id").to_pylist()
     ses_batch = arrow(event_id=(STR, list(first)), message_id=(STR, [message_ids[i] for i in first.values()]))
-    if dedupe_since is None:
-        stored = with_rows(conn, "SELECT event_id FROM rows SEMI JOIN email_events USING (event_id)",
-                           ses_batch).fetchall()
-    else:
-        stored = with_rows(conn, "SELECT event_id FROM rows SEMI JOIN "
-                           "(SELECT event_id FROM email_events WHERE received_at >= ?) USING (event_id)",
-                           ses_batch, [dedupe_since]).fetchall()
+    with timer("write"):
+        if dedupe_since is None:
+            stored = with_rows(conn, "SELECT event_id FROM rows SEMI JOIN email_events USING (event_id)",
+                               ses_batch).fetchall()
+        else:
+            stored = with_rows(conn, "SELECT event_id FROM rows SEMI JOIN "
+                               "(SELECT event_id FROM email_events WHERE received_at >= ?) USING (event_id)",
+                               ses_batch, [dedupe_since]).fetchall()
     for (event_id,) in stored:
         del first[event_id]
     result["events_duplicate"] += len(stored)
@@ -61,13 +63,14 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Coun
     recipients = new.column("recipient").to_pylist()
     signals = new.column("signal").to_pylist()
     steps = _step(conn, [(event_ids[i], message_ids[i], recipients[k], signals[k], at[k]) for k, i in enumerate(rows)],
-                  result)
+                  result, timer)
     ses_new_events = (new.drop_columns(["signal", "detail"])
                       .append_column("orphan", pa.array([s is None for s in steps], type=BOOL))
                       .append_column("status_before", pa.array([s and s[0] for s in steps], type=STR))
                       .append_column("status_after", pa.array([s and s[1] for s in steps], type=STR))
                       .append_column("detail", pa.ExtensionArray.from_storage(DETAIL, new.column("detail").combine_chunks())))
-    insert(conn, "email_events", ses_new_events)
+    with timer("write"):
+        insert(conn, "email_events", ses_new_events)
     result["events_new"] += len(rows)
     result["orphans"] += sum(s is None for s in steps)
 
@@ -76,7 +79,8 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Coun
 EventRef = tuple[str, str, "str | None", "str | None", int]
 
 
-def _step(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], result: Counters) -> list[tuple[str, str] | None]:
+def _step(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], result: Counters,
+          timer: PhaseTimer = UNTIMED) -> list[tuple[str, str] | None]:
     """Run the status machine over events and write what it decides: message statuses and address
     health. Returns (status_before, status_after) per event, in `refs` order, or None for an
     orphan (no email_messages row has its message_id).
@@ -92,14 +96,20 @@ def _step(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], result: Counter
     statuses: dict[str, str] = {}
     row_ids: dict[str, list[int]] = {}
     row_addresses: dict[str, list[str]] = {}
-    for message_id, status, ids, addresses in with_rows(
-            conn, "SELECT message_id, any_value(status), list(rowid), list(lower(to_address)) FROM email_messages "
-            "SEMI JOIN rows USING (message_id) GROUP BY message_id",
-            arrow(message_id=(STR, sorted({r[1] for r in refs})))).fetchall():
+    ses_message_ids = arrow(message_id=(STR, sorted({r[1] for r in refs})))
+    # Flat rows, grouped here: DuckDB turns LIST columns into Python lists at twice the cost.
+    with timer("write"):
+        found = with_rows(conn, "SELECT message_id, status, rowid, lower(to_address) FROM email_messages "
+                          "SEMI JOIN rows USING (message_id)", ses_message_ids).fetchall()
+    for message_id, status, row_id, address in found:
         statuses[message_id] = status
-        row_ids[message_id] = ids
-        row_addresses[message_id] = addresses
-    recipient_status = _recipient_statuses(conn, refs, statuses, row_addresses)
+        if message_id in row_ids:
+            row_ids[message_id].append(row_id)
+            row_addresses[message_id].append(address)
+        else:
+            row_ids[message_id] = [row_id]
+            row_addresses[message_id] = [address]
+    recipient_status = _recipient_statuses(conn, refs, statuses, row_addresses, timer)
 
     order = sorted(range(len(refs)), key=lambda k: (refs[k][1], refs[k][4]))  # per message, in event time
     out: list[tuple[str, str] | None] = [None] * len(refs)
@@ -128,18 +138,19 @@ def _step(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], result: Counter
         ses_status_updates = arrow(row_id=(pa.int64(), [u[0] for u in updates]),
                                    status=(STR, [u[1] for u in updates]),
                                    status_at=event_batch.timestamps([u[2] for u in updates]))
-        with_rows(conn, "UPDATE email_messages SET status = u.status, status_at = u.status_at "
-                        "FROM rows u WHERE email_messages.rowid = u.row_id", ses_status_updates)
+        with timer("write"):
+            with_rows(conn, "UPDATE email_messages SET status = u.status, status_at = u.status_at "
+                            "FROM rows u WHERE email_messages.rowid = u.row_id", ses_status_updates)
         result["status_changes"] += len(status_updates)
 
     if address_ops:
-        changes = _apply_address_ops(conn, address_ops)
+        changes = _apply_address_ops(conn, address_ops, timer)
         result["address_changes"] += len(changes)
     return out
 
 
 def _recipient_statuses(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], statuses: dict[str, str],
-                        row_addresses: dict[str, list[str]]) -> dict[tuple[str, str], str]:
+                        row_addresses: dict[str, list[str]], timer: PhaseTimer) -> dict[tuple[str, str], str]:
     """Each (message, recipient)'s status before these events, for address health.
 
     The common case, a message sent to one address whose notifications name only that address,
@@ -162,10 +173,11 @@ def _recipient_statuses(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], s
             replay.append((message_id, recipient))
     if replay:
         pairs = arrow(message_id=(STR, [p[0] for p in replay]), recipient=(STR, [p[1] for p in replay]))
-        for message_id, recipient, event_type, bounce_type in with_rows(
-                conn, "SELECT message_id, recipient, event_type, bounce_type FROM email_events "
-                "SEMI JOIN rows USING (message_id, recipient) WHERE NOT orphan ORDER BY occurred_at, event_id",
-                pairs).fetchall():
+        with timer("write"):
+            earlier = with_rows(conn, "SELECT message_id, recipient, event_type, bounce_type FROM email_events "
+                                "SEMI JOIN rows USING (message_id, recipient) WHERE NOT orphan "
+                                "ORDER BY occurred_at, event_id", pairs).fetchall()
+        for message_id, recipient, event_type, bounce_type in earlier:
             signal = signal_of(event_type, bounce_type)
             if signal is not None:
                 key = (message_id, recipient)
@@ -207,14 +219,16 @@ def relink_orphans(conn: duckdb.DuckDBPyConnection, message_ids: Iterable[str],
     return result
 
 
-def _apply_address_ops(conn: duckdb.DuckDBPyConnection,
-                       ops: list[tuple[str, int, str, tuple[str, ...]]]) -> list[StatusChange]:
+def _apply_address_ops(conn: duckdb.DuckDBPyConnection, ops: list[tuple[str, int, str, tuple[str, ...]]],
+                       timer: PhaseTimer = UNTIMED) -> list[StatusChange]:
     """Fold address effects in event time. Instants are microseconds since the epoch here."""
     addresses = sorted({op[0] for op in ops})
     ses_addresses = arrow(address=(STR, addresses))
-    states = {row[0]: AddressState(*row) for row in with_rows(
-        conn, "SELECT address, verified, unverify_reason, transient_bounces, epoch_us(last_event_at) "
-        "FROM email_addresses SEMI JOIN rows USING (address)", ses_addresses).fetchall()}
+    with timer("write"):
+        stored = with_rows(conn, "SELECT address, verified, unverify_reason, transient_bounces, "
+                           "epoch_us(last_event_at) FROM email_addresses SEMI JOIN rows USING (address)",
+                           ses_addresses).fetchall()
+    states = {row[0]: AddressState(*row) for row in stored}
     known = set(states)
     changes: list[StatusChange] = []
     for address, at, event_id, effects in sorted(ops, key=lambda op: (op[0], op[1])):
@@ -231,11 +245,12 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection,
         transient_bounces=(INT, [s.transient_bounces for s in touched]),
         last_event_at=event_batch.timestamps([s.last_event_at for s in touched]))
     # Rows read above are updated and the others inserted: cheaper than an upsert's conflict check.
-    with_rows(conn, "UPDATE email_addresses SET verified = r.verified, unverify_reason = r.unverify_reason, "
-                    "transient_bounces = r.transient_bounces, last_event_at = r.last_event_at "
-                    "FROM rows r WHERE r.known AND email_addresses.address = r.address", ses_address_rows)
-    insert(conn, "email_addresses", ses_address_rows, where="NOT known",
-           columns=["address", "verified", "unverify_reason", "transient_bounces", "last_event_at"])
+    with timer("write"):
+        with_rows(conn, "UPDATE email_addresses SET verified = r.verified, unverify_reason = r.unverify_reason, "
+                        "transient_bounces = r.transient_bounces, last_event_at = r.last_event_at "
+                        "FROM rows r WHERE r.known AND email_addresses.address = r.address", ses_address_rows)
+        insert(conn, "email_addresses", ses_address_rows, where="NOT known",
+               columns=["address", "verified", "unverify_reason", "transient_bounces", "last_event_at"])
     if changes:
         ses_address_changes = arrow(
             change_id=(STR, [c.change_id for c in changes]),
@@ -243,7 +258,8 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection,
             verified=(BOOL, [c.verified for c in changes]),
             reason=(STR, [c.reason for c in changes]),
             changed_at=event_batch.timestamps([c.changed_at for c in changes]))
-        insert(conn, "address_status_changes", ses_address_changes, on_conflict="(change_id) DO NOTHING")
+        with timer("write"):
+            insert(conn, "address_status_changes", ses_address_changes, on_conflict="(change_id) DO NOTHING")
     return changes
 
 

@@ -13,7 +13,7 @@ from pipelines.email_delivery.address_changes import publish_address_changes
 from pipelines.email_delivery.assets import EMAIL_ADDRESSES, EMAIL_EVENTS
 from pipelines.email_delivery.cleanup import cleanup
 from pipelines.email_delivery.consumer import SOURCE, SesNotificationConsumer
-from pipelines.email_delivery.parallel import PooledIngestor, auto_workers
+from pipelines.email_delivery.parallel import PooledSesNotificationConsumer, auto_workers
 from pipelines.store.store import Store
 from resources.duckdb import DuckDBResource
 
@@ -30,7 +30,7 @@ class DrainConfig(QueueDrainConfig):
     verify_workers: int = -1
 
 
-def make_consumer(context, config: DrainConfig | None) -> SesNotificationConsumer | PooledIngestor:
+def make_consumer(context, config: DrainConfig | None) -> SesNotificationConsumer | PooledSesNotificationConsumer:
     """Verifying in worker processes as `verify_workers` says; a replay (no drain config) inline."""
     settings = context.resources.sns_verifier
     verifier = SnsVerifier(settings.topics, shared_cert_store(settings.cert_dir),
@@ -38,7 +38,7 @@ def make_consumer(context, config: DrainConfig | None) -> SesNotificationConsume
     consumer = SesNotificationConsumer(verifier, accept_raw=settings.raw_accepted,
                                        confirm=context.resources.sns.confirm_subscription)
     workers = 0 if config is None else auto_workers() if config.verify_workers < 0 else config.verify_workers
-    return PooledIngestor(consumer, workers) if workers > 0 else consumer
+    return PooledSesNotificationConsumer(consumer, workers) if workers > 0 else consumer
 
 
 def publish_changes(context) -> dict[str, int]:

@@ -64,7 +64,7 @@ def test_make_dev_writes_no_warning_twice_during_a_60_second_warm_up(tmp_path):
     shutil.copy(DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSTACK_") and k != "EMAIL_TRANSPORT"}
     env.update(DEVSTACK_STATE_DIR=str(tmp_path / "st"), DEVSTACK_MOTO_PORT="0", DEVSTACK_SMTP_PORT="0",
-               DEVSTACK_STRIPE_PORT="0", DEVSTACK_DAGSTER_PORT="0", DEVSTACK_DAGSTER_HOME=str(home))
+               DEVSTACK_STRIPE_PORT="0", DEVSTACK_MAIL_PORT="0", DEVSTACK_DAGSTER_PORT="0", DEVSTACK_DAGSTER_HOME=str(home))
     proc = subprocess.Popen([sys.executable, "-m", "devstack", "dev"], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log_path = tmp_path / "st" / "dagster.log"

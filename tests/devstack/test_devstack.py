@@ -391,7 +391,7 @@ def _base_env(**extra: str) -> dict[str, str]:
 @pytest.mark.integration
 def test_up_twice_is_harmless_and_down_stops_everything(tmp_path):
     env = _base_env(DEVSTACK_STATE_DIR=str(tmp_path / "st"), DEVSTACK_MOTO_PORT="0", DEVSTACK_SMTP_PORT="0",
-                    DEVSTACK_STRIPE_PORT="0")
+                    DEVSTACK_STRIPE_PORT="0", DEVSTACK_MAIL_PORT="0")
     first = _cli("up", env=env)
     assert first.returncode == 0, first.stderr
     assert "started in" in first.stdout
@@ -517,7 +517,7 @@ def _start_dev(tmp_path, demo_interval: str) -> tuple[subprocess.Popen, Path]:
     home.mkdir()
     shutil.copy(DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
     env = _base_env(DEVSTACK_STATE_DIR=str(tmp_path / "st"), DEVSTACK_MOTO_PORT="0", DEVSTACK_SMTP_PORT="0",
-                    DEVSTACK_STRIPE_PORT="0", DEVSTACK_DAGSTER_PORT="0", DEVSTACK_DAGSTER_HOME=str(home), DEVSTACK_DEMO_INTERVAL=demo_interval)
+                    DEVSTACK_STRIPE_PORT="0", DEVSTACK_MAIL_PORT="0", DEVSTACK_DAGSTER_PORT="0", DEVSTACK_DAGSTER_HOME=str(home), DEVSTACK_DEMO_INTERVAL=demo_interval)
     proc = subprocess.Popen([sys.executable, "-m", "devstack", "dev"], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return proc, home

@@ -14,7 +14,7 @@ from devstack.sns_signer import confirmation_envelope, notification_envelope
 from devstack.topology import SES_SENDER
 from pipelines.common.queue_message import QueueMessage
 from pipelines.common.sns.cert_store import CertStore
-from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
+from pipelines.email_delivery.consumer import SesNotificationConsumer
 from pipelines.common.sns.verify import SnsVerifier
 from tests.fakes import process
 from tests.sensor_runs import tick_and_run
@@ -114,7 +114,7 @@ def test_ses_notifications_end_to_end(local_stack, stack_env):
 
 def test_subscription_confirmation_is_confirmed_through_the_sns_api(local_stack, stack_env):
     sns = SNSResource(region_name="us-east-1")
-    ingestor = Ingestor(SnsVerifier([local_stack.topic_arn], CertStore(local_stack.cert_dir)),
+    ingestor = SesNotificationConsumer(SnsVerifier([local_stack.topic_arn], CertStore(local_stack.cert_dir)),
                         confirm=sns.confirm_subscription)
     env = confirmation_envelope(local_stack.signing, local_stack.topic_arn, token="a1b2c3" * 10)
     with database(stack_env["DUCKDB_PATH"]).connect() as conn:

@@ -11,7 +11,7 @@ import pytest
 from devstack.sns_signer import confirmation_envelope
 from pipelines.common.queue_message import QueueMessage
 from pipelines.common.sns.cert_store import CertStore
-from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
+from pipelines.email_delivery.consumer import SesNotificationConsumer
 from pipelines.common.sns.verify import SnsVerifier
 from tests.fakes import process
 from tests.email_delivery.ses_helpers import T0, TOPIC, ses_message, signed
@@ -31,7 +31,7 @@ def ingestor(request, tmp_path, identity, confirmations):
         return f"{topic}:sub-1"
 
     verifier = SnsVerifier([TOPIC], CertStore(tmp_path / "certs"), max_age_seconds=request.param)
-    return Ingestor(verifier, confirm=confirm)
+    return SesNotificationConsumer(verifier, confirm=confirm)
 
 
 _counter = iter(range(10**9))
@@ -120,7 +120,7 @@ def test_six_soft_bounces_unverify_and_redelivery_never_counts_twice(db, ingesto
 def test_duplicate_check_window_follows_the_age_limit(db, tmp_path, identity):
     add_message(db, "m1", "a@example.com")
     body = signed(identity, ses_message("Delivery", "m1", ["a@example.com"]), sns_id="sns-old")
-    windowed = Ingestor(SnsVerifier([TOPIC], CertStore(tmp_path / "certs"), max_age_seconds=3600))
+    windowed = SesNotificationConsumer(SnsVerifier([TOPIC], CertStore(tmp_path / "certs"), max_age_seconds=3600))
     assert windowed.dedupe_window == timedelta(seconds=3600 + 900)
     assert run(db, windowed, [body])["events_new"] == 1
     assert run(db, windowed, [body])["events_duplicate"] == 1
@@ -131,8 +131,8 @@ def test_duplicate_check_window_follows_the_age_limit(db, tmp_path, identity):
     replayed = QueueMessage("sqs-replayed", "", body, received_at=datetime.now(timezone.utc))
     assert run(db, windowed, [replayed])["events_duplicate"] == 1
     assert run(db, windowed, [body])["events_new"] == 1
-    unlimited = Ingestor(SnsVerifier([TOPIC], CertStore(tmp_path / "certs"), max_age_seconds=0))
-    raw = Ingestor(SnsVerifier([TOPIC], CertStore(tmp_path / "certs"), max_age_seconds=3600), accept_raw=True)
+    unlimited = SesNotificationConsumer(SnsVerifier([TOPIC], CertStore(tmp_path / "certs"), max_age_seconds=0))
+    raw = SesNotificationConsumer(SnsVerifier([TOPIC], CertStore(tmp_path / "certs"), max_age_seconds=3600), accept_raw=True)
     assert unlimited.dedupe_window is None and raw.dedupe_window is None
     assert run(db, unlimited, [body])["events_duplicate"] == 1
     assert table(db, "SELECT count(*) FROM email_events") == [(2,)]
@@ -284,7 +284,7 @@ def test_raw_delivery_accepted_only_when_configured(db, tmp_path, identity):
     add_message(db, "m1", "a@example.com")
     raw = ses_message("Delivery", "m1", ["a@example.com"])
     verifier = SnsVerifier([TOPIC], CertStore(tmp_path / "certs"))
-    res = run(db, Ingestor(verifier, accept_raw=True), [raw, raw])
+    res = run(db, SesNotificationConsumer(verifier, accept_raw=True), [raw, raw])
     assert (res["events_new"], res["events_duplicate"]) == (1, 1)
     assert status_of(db, "m1") == "delivered"
 
@@ -306,7 +306,7 @@ def test_failed_confirmation_is_quarantined(db, tmp_path, identity):
     def confirm(topic, token):
         raise ConnectionError("SNS down")
 
-    ing = Ingestor(SnsVerifier([TOPIC], CertStore(tmp_path / "certs")), confirm=confirm)
+    ing = SesNotificationConsumer(SnsVerifier([TOPIC], CertStore(tmp_path / "certs")), confirm=confirm)
     res = run(db, ing, [json.dumps(confirmation_envelope(identity, TOPIC))])
     assert res["quarantined"] == 1
     assert table(db, "SELECT reason FROM quarantine") == [("SubscriptionConfirmation could not be confirmed: ConnectionError",)]

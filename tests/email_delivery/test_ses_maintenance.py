@@ -18,7 +18,7 @@ from pipelines.email_delivery.address_changes import publish_address_changes
 from pipelines.email_delivery.assets import email_delivery_daily, email_status, ses_reputation
 from pipelines.common.sns.cert_store import CertStore
 from pipelines.email_delivery.cleanup import cleanup
-from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
+from pipelines.email_delivery.consumer import SesNotificationConsumer
 from pipelines.email_delivery.parallel import PreparePool
 from pipelines.email_delivery.reporting import grade
 from pipelines.common.sns.verify import SnsVerifier
@@ -84,12 +84,12 @@ def test_replay_after_the_allow_list_is_fixed(db, tmp_path, identity):
         add(conn, "r1", "sent", 0, "m1", to="a@example.com")
     body = signed(identity, ses_message("Bounce", "m1", ["a@example.com"]), topic=other)
     with db.connect() as conn:
-        res = process(conn, Ingestor(verifier(tmp_path)), [QueueMessage("sqs-1", "rh", body),
+        res = process(conn, SesNotificationConsumer(verifier(tmp_path)), [QueueMessage("sqs-1", "rh", body),
                                                            QueueMessage("sqs-2", "rh", "garbage")])
         assert res["quarantined"] == 2
         # Nothing fixed yet: both fail again, with their current reasons.
-        assert replay(conn, Ingestor(verifier(tmp_path)))["still_failing"] == 2
-        result = replay(conn, Ingestor(verifier(tmp_path, [TOPIC, other])))
+        assert replay(conn, SesNotificationConsumer(verifier(tmp_path)))["still_failing"] == 2
+        result = replay(conn, SesNotificationConsumer(verifier(tmp_path, [TOPIC, other])))
         assert (result["still_failing"], result["events_new"], result["status_changes"], result["quarantined"]) \
             == (1, 1, 1, 0)
         rows = conn.execute("SELECT sqs_message_id, replay_result, replayed_at IS NOT NULL FROM quarantine "
@@ -97,7 +97,7 @@ def test_replay_after_the_allow_list_is_fixed(db, tmp_path, identity):
         assert rows == [("sqs-1", "ok", True), ("sqs-2", "body is not JSON", True)]
         assert conn.execute("SELECT status FROM email_messages").fetchone()[0] == "bounced"
         # A replayed row is not replayed again; the poison one still is.
-        result = replay(conn, Ingestor(verifier(tmp_path, [TOPIC, other])))
+        result = replay(conn, SesNotificationConsumer(verifier(tmp_path, [TOPIC, other])))
         assert (result["messages"], result["still_failing"]) == (1, 1)
 
 
@@ -106,7 +106,7 @@ def test_replay_days_later_counts_the_age_limit_to_when_the_message_arrived(db, 
     two_days_later = datetime.now(timezone.utc) + timedelta(days=2)
 
     def aged(topics, now=None):
-        return Ingestor(SnsVerifier(list(topics), CertStore(tmp_path / "certs"), max_age_seconds=3600, now=now))
+        return SesNotificationConsumer(SnsVerifier(list(topics), CertStore(tmp_path / "certs"), max_age_seconds=3600, now=now))
 
     with db.connect() as conn:
         add(conn, "r1", "sent", 0, "m1", to="a@example.com")
@@ -125,7 +125,7 @@ def test_replay_days_later_counts_the_age_limit_to_when_the_message_arrived(db, 
 
 def test_pool_gives_the_same_result_as_inline(tmp_path, identity):
     confirmed = []
-    ing = Ingestor(verifier(tmp_path), confirm=lambda topic, token: confirmed.append(token) or "arn:sub")
+    ing = SesNotificationConsumer(verifier(tmp_path), confirm=lambda topic, token: confirmed.append(token) or "arn:sub")
     msgs = [QueueMessage(f"s{i}", "rh", signed(identity, ses_message("Delivery", f"m{i}", [f"u{i}@example.org"])))
             for i in range(30)]
     msgs += [QueueMessage("poison", "rh", "{"),
@@ -157,7 +157,7 @@ def test_verify_worker_imports_no_heavy_library():
 
 
 def test_pool_message_received_again_before_its_batch_is_verified_once_and_nothing_is_left(tmp_path, identity):
-    ing = Ingestor(verifier(tmp_path))
+    ing = SesNotificationConsumer(verifier(tmp_path))
     msgs = [QueueMessage(f"s{i}", "rh", signed(identity, ses_message("Delivery", f"m{i}", [f"u{i}@example.org"])))
             for i in range(10)]
     again = QueueMessage("s3", "rh-new", msgs[3].body)  # the same SQS message, a new receipt handle
@@ -238,7 +238,7 @@ def test_address_changes_are_published_once(db, tmp_path, identity, local_stack,
     queue = SQSQueueResource(queue_name="address-changes-test", region_name="us-east-1")
     with db.connect() as conn:
         add(conn, "r1", "sent", 0, "m1", to="a@example.com")
-        process(conn, Ingestor(verifier(tmp_path)), [QueueMessage("s1", "rh", signed(
+        process(conn, SesNotificationConsumer(verifier(tmp_path)), [QueueMessage("s1", "rh", signed(
             identity, ses_message("Complaint", "m1", ["a@example.com"])))])
         assert publish_address_changes(conn, queue.send) == 1
         assert publish_address_changes(conn, queue.send) == 0
@@ -272,7 +272,7 @@ def test_pool_keeps_good_notifications_when_one_in_their_chunk_breaks_the_worker
     # A body the examiner might raise on (a list where SNS has a string): whether it is refused
     # with a reason or raises in the worker, the good notifications of its chunk are all stored.
     from pipelines.common.consumer import process_batch
-    from pipelines.email_delivery.parallel import PooledIngestor
+    from pipelines.email_delivery.parallel import PooledSesNotificationConsumer
     from pipelines.store.store import Store
 
     with db.connect() as conn:
@@ -281,7 +281,7 @@ def test_pool_keeps_good_notifications_when_one_in_their_chunk_breaks_the_worker
     msgs = [QueueMessage(f"s{i}", "rh", signed(identity, ses_message("Delivery", f"m{i}", [f"u{i}@example.org"])))
             for i in range(20)]
     msgs.insert(7, QueueMessage("poison", "rh", json.dumps({"Type": []})))
-    with PooledIngestor(Ingestor(verifier(tmp_path)), workers=2, chunk=8) as consumer, Store(db.connect) as store:
+    with PooledSesNotificationConsumer(SesNotificationConsumer(verifier(tmp_path)), workers=2, chunk=8) as consumer, Store(db.connect) as store:
         consumer.on_receive(msgs)
         counters = process_batch(store, consumer, msgs)
     assert counters["events_new"] == 20 and counters["quarantined"] == 1

@@ -14,7 +14,7 @@ from pipelines.common.sns.verify import SnsVerifier
 from pipelines.email.consumer import EmailRequestConsumer
 from pipelines.email.builder import Builder
 from pipelines.email.sending import RetryPolicy, Sender
-from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
+from pipelines.email_delivery.consumer import SesNotificationConsumer
 from pipelines.email_delivery.ingest import relink_orphans
 from tests.fakes import BatchDriver, RecordingTransport, process, sample_kinds, write_sample_templates
 from tests.email_delivery.ses_helpers import FIXTURES, T0, TOPIC, fixture_json, iso, ses_message, signed
@@ -36,7 +36,7 @@ MULTI = [p.name for p in sorted(FIXTURES.glob("ses-*.json")) if len(_named(_payl
 
 @pytest.fixture
 def env(tmp_path, identity, db):
-    ingestor = Ingestor(SnsVerifier([TOPIC], CertStore(tmp_path / "certs")))
+    ingestor = SesNotificationConsumer(SnsVerifier([TOPIC], CertStore(tmp_path / "certs")))
     count = iter(range(1_000_000))
 
     def ingest(*messages: str):

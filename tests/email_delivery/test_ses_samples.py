@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.common.queue_message import QueueMessage
 from pipelines.common.sns.cert_store import CertStore
-from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
+from pipelines.email_delivery.consumer import SesNotificationConsumer
 from pipelines.common.sns.verify import SnsVerifier
 from tests.email_delivery.ses_helpers import FIXTURES, PINNED_CERTS, fixture_text
 
@@ -51,7 +51,7 @@ def _all_topics() -> list[str]:
 @pytest.fixture
 def ingestor():
     verifier = SnsVerifier(_all_topics(), CertStore(PINNED_CERTS), max_age_seconds=0)
-    return Ingestor(verifier, confirm=lambda topic, token: f"{topic}:confirmed")
+    return SesNotificationConsumer(verifier, confirm=lambda topic, token: f"{topic}:confirmed")
 
 
 def _outcome(ingestor, body: str):
@@ -95,6 +95,6 @@ def test_raw_ses_sample_is_refused_by_default_and_parsed_when_raw_is_accepted(in
     body = value if isinstance(value, str) else text
     kind, reason = _outcome(ingestor, body)
     assert kind == "refused" and "SES_ACCEPT_RAW is off" in reason
-    raw = Ingestor(ingestor.verifier, accept_raw=True)
+    raw = SesNotificationConsumer(ingestor.verifier, accept_raw=True)
     kind, events = _outcome(raw, body)
     assert kind == "events" and events

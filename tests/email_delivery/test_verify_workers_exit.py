@@ -20,14 +20,14 @@ RUN = textwrap.dedent("""
     from pipelines.common.queue_message import QueueMessage
     from pipelines.common.sns.cert_store import CertStore
     from pipelines.common.sns.verify import SnsVerifier
-    from pipelines.email_delivery.consumer import SesNotificationConsumer as Ingestor
+    from pipelines.email_delivery.consumer import SesNotificationConsumer
     from pipelines.email_delivery.parallel import PreparePool
     from tests.email_delivery.ses_helpers import TOPIC, ses_message, signed, write_identity
     from pathlib import Path
 
     out = Path(sys.argv[1])
     identity = write_identity(out.parent / "certs")
-    ingestor = Ingestor(SnsVerifier([TOPIC], CertStore(out.parent / "certs")))
+    ingestor = SesNotificationConsumer(SnsVerifier([TOPIC], CertStore(out.parent / "certs")))
     pool = PreparePool(ingestor, workers=2, chunk=5)
     batch = [QueueMessage(f"m{i}", "rh", signed(identity, ses_message("Delivery", f"id-{i}", ["a@example.org"])))
              for i in range(20)]
