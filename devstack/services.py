@@ -18,7 +18,7 @@ from devstack.mailbox_simulator import MailboxSimulator
 from devstack.mail_viewer import MailViewer, keep_ses_copy
 from devstack.smtp_sink import MailDir, SmtpSink
 from devstack.sns_signer import load_or_create_signing_identity
-from devstack.stack import PROCESS_MARKERS, _stop_pid, client_factory
+from devstack.stack import PROCESS_MARKERS, stop_pid, client_factory
 from devstack.state import StackState
 from devstack.topology import NOTIFICATIONS_QUEUE
 
@@ -84,8 +84,8 @@ def main() -> None:
         simulator.stop()
     if orphaned:
         logging.info("process %d is gone: stopping the stack", args.watch_pid)
-        _stop_pid(state.stripe_pid, PROCESS_MARKERS["stripe_pid"])
-        _stop_pid(state.moto_pid, PROCESS_MARKERS["moto_pid"])
+        stop_pid(state.stripe_pid, PROCESS_MARKERS["stripe_pid"])
+        stop_pid(state.moto_pid, PROCESS_MARKERS["moto_pid"])
         StackState.remove(args.state_dir)
         time.sleep(0.1)
 

@@ -158,7 +158,7 @@ def _ours(pid: int | None, marker: str) -> bool:
     return marker in cmdline
 
 
-def _stop_pid(pid: int | None, marker: str, timeout: float = 5.0) -> None:
+def stop_pid(pid: int | None, marker: str, timeout: float = 5.0) -> None:
     if not _ours(pid, marker):
         return
     assert pid is not None
@@ -326,9 +326,9 @@ def stripe_control(state: StackState, path: str, method: str = "POST", **body: A
 
 
 def _stop_all(state: StackState) -> None:
-    _stop_pid(state.stripe_pid, PROCESS_MARKERS["stripe_pid"])
-    _stop_pid(state.services_pid, PROCESS_MARKERS["services_pid"])
-    _stop_pid(state.moto_pid, PROCESS_MARKERS["moto_pid"])
+    stop_pid(state.stripe_pid, PROCESS_MARKERS["stripe_pid"])
+    stop_pid(state.services_pid, PROCESS_MARKERS["services_pid"])
+    stop_pid(state.moto_pid, PROCESS_MARKERS["moto_pid"])
 
 
 def down(state_dir: Path | str) -> bool:

@@ -187,3 +187,27 @@ def test_environment_variables_are_read_only_through_settings():
     assert found == {}
     assert _environment_reads(ROOT / "pipelines/email/dispatch.py") == []
     assert _environment_reads(ROOT / "pipelines/billing/tenant.py") == []
+
+
+PROJECT_PACKAGES = ("pipelines", "resources", "devstack", "bench")
+
+
+def private_imports(path: Path, source: str | None = None) -> list[str]:
+    """`from <project module> import _name` in `path`: a private name taken across modules."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text() if source is None else source, str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PROJECT_PACKAGES:
+            found += [f"{node.lineno}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    return found
+
+
+def test_no_module_imports_a_private_name_of_another():
+    offenders = {str(p.relative_to(ROOT)): found
+                 for folder in (*PROJECT_PACKAGES, "tests") for p in (ROOT / folder).rglob("*.py")
+                 if (found := private_imports(p))}
+    assert offenders == {}
+
+
+def test_a_private_import_is_found():
+    assert private_imports(ROOT / "x.py", "from pipelines.email.request import _hidden, visible\n") == [
+        "1: pipelines.email.request._hidden"]

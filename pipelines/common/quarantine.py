@@ -70,7 +70,7 @@ def pending(conn: duckdb.DuckDBPyConnection, source: str) -> list[tuple[str, str
     """(quarantine_id, sqs_message_id, raw_body, quarantined_at) not yet replayed successfully, oldest first."""
     return conn.execute(
         "SELECT quarantine_id, sqs_message_id, raw_body, quarantined_at FROM quarantine "
-        "WHERE source = ? AND (replay_result IS NULL OR replay_result <> 'ok') ORDER BY quarantined_at",
+        "WHERE source = ? AND (replay_result IS NULL OR replay_result <> 'ok') ORDER BY quarantined_at, quarantine_id",
         [source],
     ).fetchall()
 

@@ -89,7 +89,7 @@ class EmailRequest:
 
 
 @lru_cache(maxsize=1)
-def _validator() -> jsonschema.protocols.Validator:
+def schema_validator() -> jsonschema.protocols.Validator:
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
@@ -196,7 +196,7 @@ def _opt_str(value: Any, limit: int) -> bool:
     return value is None or (type(value) is str and len(value) <= limit)
 
 
-def _fast_valid(d: dict) -> bool:
+def fast_valid(d: dict) -> bool:
     """A strict, fast check of the schema's rules. True only for requests the schema accepts;
     anything else is handed to jsonschema, which has the last word and names the error."""
     if not (_TOP_REQUIRED <= d.keys() <= _TOP_KEYS):
@@ -229,8 +229,8 @@ def parse_request(body: str | bytes | dict, kinds: dict[str, KindSpec] | None = 
     if not isinstance(data, dict):
         raise BadRequest("invalid request: not a JSON object")
     _check_structure(data)
-    if not _fast_valid(data):
-        error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
+    if not fast_valid(data):
+        error = jsonschema.exceptions.best_match(schema_validator().iter_errors(data))
         if error is not None:
             raise BadRequest(_schema_reason(error))
 
