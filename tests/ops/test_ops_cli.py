@@ -19,8 +19,9 @@ from devstack.state import REPO_ROOT
 from pipelines.billing import customers
 from pipelines.billing.jobs import (cancel_subscription_job, reconcile_billing_job, refund_payment_job,
                                     resync_customer_job, seat_sync_job)
-from pipelines.email_delivery.jobs import ses_queue_defs
-from pipelines.billing.jobs import stripe_queue_defs
+from pipelines.common.factory import queue_consumer_defs
+from pipelines.email_delivery.jobs import SES_NOTIFICATIONS
+from pipelines.billing.jobs import STRIPE_EVENTS
 from pipelines.ops.commands import COMMANDS, ConfigProblem
 from resources.duckdb import DuckDBResource
 from resources.stripe_client import StripeResource
@@ -52,7 +53,8 @@ def test_the_command_refuses_what_the_job_refuses_with_the_same_words(command, a
 
 
 JOBS = {j.name: j for j in [cancel_subscription_job, reconcile_billing_job, refund_payment_job, resync_customer_job,
-                            seat_sync_job, *ses_queue_defs.jobs, *stripe_queue_defs.jobs]}
+                            seat_sync_job, *queue_consumer_defs(SES_NOTIFICATIONS).jobs,
+                            *queue_consumer_defs(STRIPE_EVENTS).jobs]}
 
 
 @pytest.mark.parametrize("command,arguments", [
@@ -119,6 +121,10 @@ def test_refund_with_a_wrong_id_fails_before_any_run_or_stripe_call(stack_env, m
 @pytest.fixture
 def daemon(stack_env):
     """The instance's daemon, which starts queued runs (as under `make dev`)."""
+    # Create the instance's storage first: two processes creating a fresh SQLite storage at once
+    # (the daemon and the command's code server) can leave it with two schema heads.
+    with dg.DagsterInstance.from_config(stack_env["DAGSTER_HOME"]):
+        pass
     log = open(Path(stack_env["DAGSTER_HOME"]) / "daemon.log", "wb")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
                             cwd=REPO_ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
