@@ -29,6 +29,7 @@ from dagster_celery.cli import get_config_dir
 
 from pipelines import executors
 from pipelines.executors import mailroom_executor
+from tests.servers import require_server
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / ".dagster" / "production"
@@ -38,15 +39,6 @@ DB_PREFIX = "mailroom_test_"
 BROKER_URL = f"pyamqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}//"
 STEP_SECONDS = 1.0
 RUN_DEADLINE_SECONDS = 120
-
-
-def require_server(name: str, host: str, port: int) -> None:
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-    except OSError:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} not reachable at {host}:{port}: CI=true requires it", pytrace=False)
-        pytest.skip(f"{name} not reachable at {host}:{port}: production-profile tests skipped")
 
 
 def _span(tag: str) -> dict:
