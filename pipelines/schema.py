@@ -103,8 +103,12 @@ def configured_store(environ=None) -> Store:
     from pipelines.store import migrate, postgres   # psycopg only in the postgres profile
 
     connect = postgres.connector(database_url(environ))
-    with connect.pool.connection() as conn:
-        migrate.require_current(conn)
+    try:
+        with connect.pool.connection() as conn:
+            migrate.require_current(conn)
+    except BaseException:
+        connect.pool.close()
+        raise
     return PostgresStore(connect)
 
 
