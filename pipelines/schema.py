@@ -138,17 +138,13 @@ def main(argv: list[str] | None = None, environ=None) -> int:
 
 
 def _migrate(url: str, *, status: bool) -> int:
-    import psycopg
-
     from pipelines.store import migrate
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        if status:
-            done = migrate.applied(conn)
-            for m in migrate.migrations():
-                print(f"{m.name}: {'applied' if m.version in done else 'pending'}")
-            return 0
-        names = migrate.migrate(conn)
+    if status:
+        for name, applied in migrate.status(url):
+            print(f"{name}: {'applied' if applied else 'pending'}")
+        return 0
+    names = migrate.apply(url)
     print(f"schema ready: PostgreSQL {described(url)} "
           f"({'applied ' + ', '.join(names) if names else 'every migration already applied'})")
     return 0

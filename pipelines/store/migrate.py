@@ -115,3 +115,17 @@ def require_current(conn: psycopg.Connection, folder: Path = POSTGRES_MIGRATIONS
     if pending:
         raise MigrationError(f"{len(pending)} migration(s) not applied ({', '.join(m.name for m in pending)}): "
                              "run `MAILROOM_STORE=postgres python -m pipelines.schema`")
+
+
+def apply(url: str, folder: Path = POSTGRES_MIGRATIONS) -> list[str]:
+    """migrate() on its own connection to `url`."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return migrate(conn, folder)
+
+
+def status(url: str, folder: Path = POSTGRES_MIGRATIONS) -> list[tuple[str, bool]]:
+    """(file name, applied?) for every migration file; raises as verify() does."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        verify(conn, folder)
+        done = applied(conn)
+    return [(m.name, m.version in done) for m in migrations(folder)]
