@@ -25,14 +25,7 @@ POSTGRES_MIGRATIONS = Path(__file__).resolve().parent / "migrations" / "postgres
 _FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 LOCK_KEY = 0x6D61696C   # pg_advisory_xact_lock key shared by every migrating process ("mail")
 
-RECORD_DDL = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version     integer PRIMARY KEY,
-    name        text NOT NULL,
-    checksum    text NOT NULL,
-    applied_at  timestamptz NOT NULL DEFAULT now()
-)
-"""
+RECORD_DDL = (POSTGRES_MIGRATIONS.parent / "schema_migrations.sql").read_text()
 
 
 class MigrationError(RuntimeError):
