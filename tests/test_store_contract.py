@@ -245,3 +245,37 @@ def test_the_settings_name_the_engine(engine):
     with engine.store.transaction() as conn:
         kind = type(conn).__module__
     assert re.match({"duckdb": r"(_)?duckdb", "postgres": r"pipelines\.store\.postgres"}[engine.name], kind)
+
+
+def test_lock_keys_makes_transactions_on_a_key_take_turns(engine):
+    import threading
+    import time
+
+    from pipelines.store.locks import lock_keys
+
+    if engine.name == "duckdb":   # one writing process at a time already: nothing to lock
+        with engine.store.transaction() as conn:
+            assert lock_keys(conn, "test", ["a", "a", "b"]) == 0
+        return
+    other, third = configured_store(engine.env), configured_store(engine.env)   # a Store is one thread's
+    events = []
+
+    def second():
+        with other.transaction() as conn:
+            lock_keys(conn, "test", ["b", "c"])
+            events.append(("second locked", time.monotonic()))
+
+    with engine.store.transaction() as conn:
+        assert lock_keys(conn, "test", ["c", "a", "a"]) == 2
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.5)
+        assert events == [], "the second transaction took a key the first holds"
+        with third.transaction() as free:   # another key, or another namespace, is not held
+            lock_keys(free, "test", ["d"])
+            lock_keys(free, "other", ["a"])
+        events.append(("first commits", time.monotonic()))
+    t.join(10)
+    other.__exit__(None, None, None)
+    third.__exit__(None, None, None)
+    assert [e for e, _ in events] == ["first commits", "second locked"]

@@ -6,7 +6,9 @@ as a function each side of which is plain SQL:
     dialect_of(conn).begin(read_only=True)      BEGIN TRANSACTION READ ONLY / ... REPEATABLE READ
     d.arg_max("event_type", "occurred_at")      arg_max(...) / (array_agg(... ORDER BY ...))[1]
     d.any_value("kind")                         any_value(kind) / min(kind)
+    d.seconds("p.window_s")                     to_seconds(...) / make_interval(secs => ...)
     pyformat("... = ? AND note = '50%'")        "... = %s AND note = '50%%'" (psycopg's style)
+    pyformat("status = $pending")               "status = %(pending)s" (with a dict of parameters)
 
 Everything else the domains use (ON CONFLICT, RETURNING, CTEs, `::` casts, now(), IS DISTINCT
 FROM) is spelled the same by both. docs/postgres.md lists the statements still to port.
@@ -14,6 +16,7 @@ FROM) is spelled the same by both. docs/postgres.md lists the statements still t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import duckdb
@@ -41,6 +44,12 @@ class Dialect:
         """One of the group's values (PostgreSQL 15 has no any_value; min is one of them)."""
         return f"any_value({expr})" if self.name == "duckdb" else f"min({expr})"
 
+    def seconds(self, expr: str) -> str:
+        """An interval of `expr` (an integer) seconds."""
+        return f"to_seconds({expr})" if self.name == "duckdb" else f"make_interval(secs => {expr})"
+
+
+_NAMED = re.compile(r"\$([A-Za-z_]\w*)")
 
 DUCKDB = Dialect("duckdb")
 POSTGRES = Dialect("postgres")
@@ -51,8 +60,8 @@ def dialect_of(conn: object) -> Dialect:
 
 
 def pyformat(sql: str) -> str:
-    """`?` placeholders as psycopg's `%s` (and a literal `%` as `%%`), outside quoted strings,
-    quoted identifiers and comments, which are copied as they are."""
+    """`?` placeholders as psycopg's `%s`, DuckDB's named `$name` as `%(name)s`, and a literal `%`
+    as `%%`, outside quoted strings, quoted identifiers and comments, which are copied as they are."""
     out: list[str] = []
     i, n = 0, len(sql)
     while i < n:
@@ -76,6 +85,9 @@ def pyformat(sql: str) -> str:
         elif c == "?":
             out.append("%s")
             i += 1
+        elif c == "$" and (m := _NAMED.match(sql, i)):
+            out.append(f"%({m.group(1)})s")
+            i = m.end()
         elif c == "%":
             out.append("%%")
             i += 1

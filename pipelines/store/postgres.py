@@ -13,7 +13,7 @@ name the host and database only.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -59,8 +59,9 @@ class PostgresConnection:
     def __init__(self, raw: psycopg.Connection):
         self.raw = raw
 
-    def execute(self, sql: str, params: Sequence[Any] | None = None) -> psycopg.Cursor:
-        return self.raw.execute(pyformat(sql), list(params or ()))
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> psycopg.Cursor:
+        """`params`: a sequence for `?` placeholders or a mapping for `$name` ones."""
+        return self.raw.execute(pyformat(sql), params if isinstance(params, Mapping) else list(params or ()))
 
     def executemany(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> psycopg.Cursor:
         cur = self.raw.cursor()

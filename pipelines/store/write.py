@@ -48,7 +48,12 @@ def insert(conn: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, *, on_co
         sql += f" WHERE {where}"
     if on_conflict:
         sql += f" ON CONFLICT {on_conflict}"
-    cur = with_rows(conn, sql, rows)
+    return changed(conn, with_rows(conn, sql, rows))
+
+
+def changed(conn: duckdb.DuckDBPyConnection, cursor: Any) -> int:
+    """The rows an INSERT, UPDATE or DELETE changed: DuckDB returns the count as a row,
+    PostgreSQL as the cursor's rowcount."""
     if isinstance(conn, duckdb.DuckDBPyConnection):
-        return int(cur.fetchone()[0])
-    return cur.rowcount
+        return int(cursor.fetchone()[0])
+    return cursor.rowcount
