@@ -96,3 +96,17 @@ def test_repeat_window_and_claims_hold_under_two_concurrent_processes(where, tmp
                          "count(*) FILTER (WHERE skip_reason = 'repeat-window') FROM email_messages GROUP BY 1"
                          ).fetchall()
     assert len(rows) == 40 and all(s == 1 and r == 1 for _, s, r in rows)
+
+
+def test_poison_is_quarantined_and_replay_marked_on_postgres(db, tmp_path):
+    from pipelines.common import quarantine
+
+    templates = write_sample_templates(tmp_path / "t")
+    h = handler(db, templates, RecordingTransport())
+    h.handle([msg(1, "{not json"), msg(1, "{not json")])   # a redelivery of the same poison
+    with db.connect() as c:
+        rows = quarantine.pending(c, "email-requests")
+        assert [(q, m) for q, m, _, _ in rows] == [("email-requests:sqs-1", "sqs-1")]
+        quarantine.mark_replayed(c, [("email-requests:sqs-1", "ok")])
+        assert quarantine.pending(c, "email-requests") == []
+        assert c.execute("SELECT replay_result, replayed_at IS NOT NULL FROM quarantine").fetchall() == [("ok", True)]
