@@ -23,6 +23,8 @@ def stack_env(state: StackState) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "DUCKDB_PATH": state.duckdb_path,
+        "MAILROOM_STORE": "duckdb",
+        "DATABASE_URL": "",
         "EMAIL_REQUESTS_QUEUE": "email-requests",
         "SES_NOTIFICATIONS_QUEUE": "ses-notifications",
         "STRIPE_EVENTS_QUEUE": "stripe-events",

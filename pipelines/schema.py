@@ -6,6 +6,11 @@ resource_defs.py, is where the domains' DDL meets them. Every statement is safe 
 resource runs ALL_DDL on its first write connection in each process, and `create(path)` (`make
 dev` calls it before Dagster starts; by hand: `python -m pipelines.schema`) makes the file with
 all of it, so ad-hoc readers find every table before any run. Assets fill tables; they never create them.
+
+With MAILROOM_STORE=postgres the ledgers and input tables (LEDGER_TABLES) live in PostgreSQL instead,
+created by versioned migrations (pipelines/store/migrations/postgres/, pipelines/store/migrate.py):
+`python -m pipelines.schema` applies them there, and `configured_store()` refuses a database whose
+migrations are not all applied.
 """
 
 from __future__ import annotations
@@ -25,6 +30,18 @@ from pipelines.store.store import Store
 from resources.duckdb import DuckDBResource
 
 ALL_DDL: tuple[str, ...] = (*common.TABLES, *email.TABLES, *email_delivery.TABLES, *billing.TABLES)
+
+# The system of record: the tables PostgreSQL holds in the postgres profile. The reports built from
+# them (email_sends_daily, billing_daily, ...) stay DuckDB tables.
+LEDGER_TABLES: tuple[str, ...] = (
+    "quarantine",
+    "email_messages", "email_events", "email_addresses", "address_status_changes", "sns_control_messages",
+    "stripe_events", "stripe_object_watermarks", "stripe_customers", "stripe_subscriptions",
+    "stripe_subscription_items", "stripe_products", "stripe_prices", "stripe_invoices", "stripe_payment_methods",
+    "stripe_payments", "stripe_credit_notes", "organizations", "organization_members",
+    "billing_drift", "billing_reconcile_runs", "billing_notices",
+)
+ENGINES = ("duckdb", "postgres")
 
 
 class MailroomDuckDB(DuckDBResource):
@@ -51,15 +68,85 @@ def create(path: str) -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.schema",
-                                     description="Create the DuckDB file with every table (idempotent).")
-    parser.add_argument("--db", default=settings.value("DUCKDB_PATH"), help="DuckDB file (default $DUCKDB_PATH)")
+def engine(environ=None) -> str:
+    """MAILROOM_STORE (default duckdb)."""
+    name = settings.value("MAILROOM_STORE", environ) or "duckdb"
+    if name not in ENGINES:
+        raise settings.SettingsError(f"MAILROOM_STORE must be one of {', '.join(ENGINES)} (got {name!r})")
+    return name
+
+
+def database_url(environ=None) -> str:
+    url = settings.value("DATABASE_URL", environ)
+    if not url:
+        raise settings.SettingsError("DATABASE_URL must be set when MAILROOM_STORE=postgres")
+    return url
+
+
+def described(url: str) -> str:
+    """`host:port/dbname` of a PostgreSQL URL, never its password."""
+    import psycopg
+
+    parts = psycopg.conninfo.conninfo_to_dict(url)
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+def configured_store(environ=None) -> Store:
+    """The store MAILROOM_STORE names: the DuckDB file at DUCKDB_PATH, or PostgreSQL at DATABASE_URL
+    (whose migrations must all be applied). The caller closes it (`with configured_store() as s:`);
+    a PostgreSQL store's pool closes with it."""
+    if engine(environ) == "duckdb":
+        path = settings.value("DUCKDB_PATH", environ)
+        if not path:
+            raise settings.SettingsError("DUCKDB_PATH must be set when MAILROOM_STORE=duckdb")
+        return Store(database(path).connect)
+    from pipelines.store import migrate, postgres   # psycopg only in the postgres profile
+
+    connect = postgres.connector(database_url(environ))
+    try:
+        with connect.pool.connection() as conn:
+            migrate.require_current(conn)
+    except BaseException:
+        connect.pool.close()
+        raise
+    return PostgresStore(connect)
+
+
+class PostgresStore(Store):
+    """A store whose close also closes its connection pool."""
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        self.connect.pool.close()
+
+
+def main(argv: list[str] | None = None, environ=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.schema",
+        description="Make the configured store ready (idempotent): MAILROOM_STORE=duckdb creates the DuckDB "
+                    "file with every table; MAILROOM_STORE=postgres applies the pending migrations.")
+    parser.add_argument("--db", default=settings.value("DUCKDB_PATH", environ), help="DuckDB file (default $DUCKDB_PATH)")
+    parser.add_argument("--status", action="store_true", help="postgres: list the migrations and whether applied")
     args = parser.parse_args(argv)
+    if engine(environ) == "postgres":
+        return _migrate(database_url(environ), status=args.status)
     if not args.db:
         parser.error("no database: pass --db or set DUCKDB_PATH")
     create(args.db)
     print(f"schema ready: {args.db} ({len(ALL_DDL)} statements)")
+    return 0
+
+
+def _migrate(url: str, *, status: bool) -> int:
+    from pipelines.store import migrate
+
+    if status:
+        for name, applied in migrate.status(url):
+            print(f"{name}: {'applied' if applied else 'pending'}")
+        return 0
+    names = migrate.apply(url)
+    print(f"schema ready: PostgreSQL {described(url)} "
+          f"({'applied ' + ', '.join(names) if names else 'every migration already applied'})")
     return 0
 
 

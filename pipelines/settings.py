@@ -51,6 +51,10 @@ def _url(v: str) -> str | None:
     return None if re.match(r"https?://[^\s/]+", v) else "must be an http(s) URL"
 
 
+def _postgres_url(v: str) -> str | None:
+    return None if not v or re.match(r"postgres(ql)?://", v) else "must be empty or a postgresql:// URL"
+
+
 def _bool(v: str) -> str | None:
     return None if v.lower() in ("true", "false") else "must be true or false"
 
@@ -67,6 +71,10 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("AWS_REGION", "AWS region of SQS, SNS and SES", "us-west-2"),
     Setting("DUCKDB_PATH", "DuckDB database file", "/var/lib/mailroom/mailroom.duckdb"),
+    Setting("MAILROOM_STORE", "Store engine of the ledgers: duckdb (the file at DUCKDB_PATH) or postgres "
+            "(DATABASE_URL; which domains run on it: docs/postgres.md)", "duckdb", _one_of("duckdb", "postgres")),
+    Setting("DATABASE_URL", "PostgreSQL system of record, used when MAILROOM_STORE=postgres (empty: none)",
+            "(secret) postgresql://mailroom@db.internal:5432/mailroom", _postgres_url, secret=True),
     Setting("EMAIL_REQUESTS_QUEUE", "SQS queue the application puts email requests on", "prod-email-requests"),
     Setting("SES_NOTIFICATIONS_QUEUE", "SQS queue subscribed to the SES notifications topic", "prod-ses-notifications"),
     Setting("STRIPE_EVENTS_QUEUE", "SQS queue of Stripe events", "prod-stripe-events"),
@@ -131,6 +139,8 @@ def validate(env: Mapping[str, str], settings: tuple[Setting, ...] = SETTINGS) -
         if why:
             shown = "" if s.secret else f" (got {env[s.name]!r})"
             problems.append(f"{s.name} {why}{shown}")
+    if env.get("MAILROOM_STORE") == "postgres" and "DATABASE_URL" in env and not env["DATABASE_URL"]:
+        problems.append("DATABASE_URL must be set when MAILROOM_STORE=postgres")
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
 

@@ -30,6 +30,7 @@ from dagster_celery.cli import get_config_dir
 from pipelines import executors
 from pipelines.executors import mailroom_executor
 from tests.paths import REPO_ROOT
+from tests.servers import require_server
 
 REPO = REPO_ROOT
 PROFILE = REPO / ".dagster" / "production"
@@ -42,15 +43,6 @@ RUN_DEADLINE_SECONDS = 120
 
 # One database and one Celery worker for the module: its tests stay on one xdist worker.
 pytestmark = pytest.mark.xdist_group("production-profile")
-
-
-def require_server(name: str, host: str, port: int) -> None:
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-    except OSError:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} not reachable at {host}:{port}: CI=true requires it", pytrace=False)
-        pytest.skip(f"{name} not reachable at {host}:{port}: production-profile tests skipped")
 
 
 def _span(tag: str) -> dict:

@@ -3,7 +3,8 @@ import pytest
 from pipelines.settings import SETTINGS, SettingsError, validate
 
 GOOD = {
-    "AWS_REGION": "us-east-1", "DUCKDB_PATH": "/tmp/x.duckdb", "EMAIL_REQUESTS_QUEUE": "email-requests",
+    "AWS_REGION": "us-east-1", "DUCKDB_PATH": "/tmp/x.duckdb", "MAILROOM_STORE": "duckdb", "DATABASE_URL": "",
+    "EMAIL_REQUESTS_QUEUE": "email-requests",
     "SES_NOTIFICATIONS_QUEUE": "ses-notifications", "STRIPE_EVENTS_QUEUE": "stripe-events",
     "EMAIL_TRANSPORT": "smtp", "EMAIL_SENDER": "noreply@mailroom.test", "SES_CONFIGURATION_SET": "",
     "SES_MAX_SEND_RATE": "0", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": "2525", "SMTP_SECURITY": "none",

@@ -2,8 +2,9 @@
 
 `claim` runs the ledger-based skip rules and inserts the rows inside the caller's transaction
 (the consumer kit's), so two runs cannot both pass the repeat-window check for the same
-recipient and subject: DuckDB admits one writing process at a time and the check and the
-insert commit together.
+recipient and subject: the check and the insert commit together, and claims of the same
+address run one at a time (DuckDB admits one writing process at a time; on PostgreSQL the claim
+first locks its addresses, pipelines/store/locks.py).
 
 Row lifecycle: pending -> sent | failed; or skipped at claim time. A row already sent,
 skipped or failed is never claimed again; a pending row (claimed, outcome unknown after a
@@ -20,7 +21,9 @@ import duckdb
 
 from pipelines.email.skip_rules import skip_reason
 from pipelines.email.ledger import MessageStatus as S
-from pipelines.store.write import BIGINT, BOOL, INT, STR, TS, arrow, insert, with_rows
+from pipelines.store.dialect import dialect_of
+from pipelines.store.locks import lock_keys
+from pipelines.store.write import BIGINT, BOOL, INT, STR, TS, arrow, changed, insert, with_rows
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,9 @@ def stored_digests(conn: duckdb.DuckDBPyConnection, request_ids: Sequence[str]) 
         return {}
     found: dict[str, set[str]] = {}
     for rid, digest in with_rows(
-            conn, "SELECT DISTINCT request_id, request_digest FROM email_messages SEMI JOIN rows USING (request_id) "
-            "WHERE request_digest IS NOT NULL", arrow(request_id=(STR, sorted(set(request_ids))))).fetchall():
+            conn, "SELECT DISTINCT request_id, request_digest FROM email_messages "
+            "WHERE request_id IN (SELECT request_id FROM rows) AND request_digest IS NOT NULL",
+            arrow(request_id=(STR, sorted(set(request_ids))))).fetchall():
         found.setdefault(rid, set()).add(digest)
     return found
 
@@ -93,6 +97,7 @@ def stored_digests(conn: duckdb.DuckDBPyConnection, request_ids: Sequence[str]) 
 def claim(conn: duckdb.DuckDBPyConnection, planned: Sequence[Planned]) -> list[Claimed]:
     if not planned:
         return []
+    lock_keys(conn, "email-address", (p.to_address.lower() for p in planned))
     rows = _planned_rows(planned)
     now: datetime = conn.execute("SELECT now()").fetchone()[0]
     existing = {idx: (status, created) for idx, status, created in with_rows(
@@ -106,7 +111,7 @@ def claim(conn: duckdb.DuckDBPyConnection, planned: Sequence[Planned]) -> list[C
         conn, "SELECT p.idx, max(coalesce(m.sent_at, m.created_at)) FROM rows p JOIN email_messages m "
         "ON lower(m.to_address) = p.addr_lower AND m.subject = p.subject AND m.request_id <> p.request_id "
         "WHERE p.window_s IS NOT NULL AND p.eligible AND m.status NOT IN (?, ?) "
-        "AND coalesce(m.sent_at, m.created_at) > now() - to_seconds(p.window_s) "
+        f"AND coalesce(m.sent_at, m.created_at) > now() - {dialect_of(conn).seconds('p.window_s')} "
         "GROUP BY p.idx", rows, [S.SKIPPED, S.FAILED]).fetchall())
 
     results: list[Claimed] = []
@@ -171,7 +176,7 @@ def mark(conn: duckdb.DuckDBPyConnection, outcomes: Sequence[Outcome], since: da
         status=(STR, [o.status for o in outcomes]), message_id=(STR, [o.message_id for o in outcomes]),
         error=(STR, [o.error for o in outcomes]), attempts=(INT, [o.attempts for o in outcomes]),
         accepted_at=(TS, [o.accepted_at for o in outcomes]))
-    n = with_rows(
+    return changed(conn, with_rows(
         conn,
         "UPDATE email_messages SET status = o.status, message_id = o.message_id, error = o.error, "
         "attempts = email_messages.attempts + o.attempts, "
@@ -179,8 +184,7 @@ def mark(conn: duckdb.DuckDBPyConnection, outcomes: Sequence[Outcome], since: da
         "status_at = CASE WHEN o.status = $sent THEN coalesce(o.accepted_at, now()) ELSE now() END "
         "FROM rows o WHERE email_messages.request_id = o.request_id AND email_messages.to_address = o.to_address "
         "AND email_messages.status = $pending" + (" AND email_messages.created_at >= $since" if since else ""),
-        rows, {"sent": S.SENT, "pending": S.PENDING, **({"since": since} if since else {})}).fetchone()[0]
-    return int(n)
+        rows, {"sent": S.SENT, "pending": S.PENDING, **({"since": since} if since else {})}))
 
 
 def release(conn: duckdb.DuckDBPyConnection, keys: Sequence[tuple[str, str]]) -> int:
@@ -189,7 +193,7 @@ def release(conn: duckdb.DuckDBPyConnection, keys: Sequence[tuple[str, str]]) ->
     if not keys:
         return 0
     rows = arrow(request_id=(STR, [k[0] for k in keys]), to_address=(STR, [k[1] for k in keys]))
-    return int(with_rows(
+    return changed(conn, with_rows(
         conn, "DELETE FROM email_messages USING rows r WHERE email_messages.request_id = r.request_id "
         "AND email_messages.to_address = r.to_address AND email_messages.status = $pending",
-        rows, {"pending": S.PENDING}).fetchone()[0])
+        rows, {"pending": S.PENDING}))

@@ -4,6 +4,9 @@ DuckDB's replacement scan finds a Python variable named in the SQL in the callin
 that frame is `with_rows`, and the name is always `rows`. Measured on the SES ingest path:
 cheaper than pandas register/unregister, unnest(?::VARCHAR[]) parameters or executemany (about
 3.6 ms a row), which this module replaces.
+
+On PostgreSQL (postgres.PostgresConnection) the batch is first COPied into a temporary table
+named `rows`, then the same statement runs; docs/postgres.md has the measurement.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ def with_rows(conn: duckdb.DuckDBPyConnection, sql: str, rows: pa.Table,
               params: Sequence[Any] | None = None) -> duckdb.DuckDBPyConnection:
     """Run `sql`, in which the Arrow table `rows` is a relation named `rows`."""
     assert isinstance(rows, pa.Table)
-    return conn.execute(sql, params or [])
+    if isinstance(conn, duckdb.DuckDBPyConnection):
+        return conn.execute(sql, params or [])
+    return conn.with_rows(sql, rows, params)
 
 
 def insert(conn: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, *, on_conflict: str = "",
@@ -43,4 +48,12 @@ def insert(conn: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, *, on_co
         sql += f" WHERE {where}"
     if on_conflict:
         sql += f" ON CONFLICT {on_conflict}"
-    return int(with_rows(conn, sql, rows).fetchone()[0])
+    return changed(conn, with_rows(conn, sql, rows))
+
+
+def changed(conn: duckdb.DuckDBPyConnection, cursor: Any) -> int:
+    """The rows an INSERT, UPDATE or DELETE changed: DuckDB returns the count as a row,
+    PostgreSQL as the cursor's rowcount."""
+    if isinstance(conn, duckdb.DuckDBPyConnection):
+        return int(cursor.fetchone()[0])
+    return cursor.rowcount

@@ -90,7 +90,7 @@ def test_window_counts_only_sends(db):
         mark(c, [Outcome("r2", "a@x.org", "sent", "m-2", None, 1)])
         assert [x.skip_reason for x in claim(c, [planned("r3", "a@x.org", window=3600)])] == ["repeat-window"]
         # an old send is outside the window
-        c.execute("UPDATE email_messages SET sent_at = now() - INTERVAL 2 HOUR, created_at = now() - INTERVAL 2 HOUR "
+        c.execute("UPDATE email_messages SET sent_at = now() - INTERVAL '2 hours', created_at = now() - INTERVAL '2 hours' "
                   "WHERE request_id = 'r2'")
         assert [x.status for x in claim(c, [planned("r4", "a@x.org", window=3600)])] == ["pending"]
 

@@ -1,0 +1,125 @@
+"""The PostgreSQL engine: pooled psycopg 3 connections that speak the store's SQL.
+
+`connector(url)` is a `Connect` for `Store`: each transaction borrows a connection from a pool and
+gives it back at COMMIT. A borrowed connection is a `PostgresConnection`, which takes the domains'
+`?` placeholders (dialect.pyformat) and loads an Arrow batch as the temporary table `rows` by COPY,
+so that write.with_rows and write.insert run the same set-wise statement on either engine.
+
+The connection is in autocommit mode: transaction.transaction issues BEGIN / COMMIT / ROLLBACK
+itself, exactly as on DuckDB. DATABASE_URL may carry a password: it is never logged, and errors
+name the host and database only.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from psycopg import sql as pgsql
+from psycopg_pool import ConnectionPool
+
+from pipelines.store.dialect import POSTGRES, pyformat
+
+ROWS = "rows"   # the name a set-wise statement reads its batch by, on both engines
+
+_PG_TYPES: dict[pa.DataType, str] = {
+    pa.string(): "text", pa.large_string(): "text", pa.bool_(): "boolean", pa.int16(): "smallint",
+    pa.int32(): "integer", pa.int64(): "bigint", pa.float32(): "real", pa.float64(): "double precision",
+    pa.date32(): "date",
+}
+
+
+def pg_type(t: pa.DataType) -> str:
+    """The PostgreSQL column type of an Arrow type (a clear error for one not handled)."""
+    if t in _PG_TYPES:
+        return _PG_TYPES[t]
+    if pa.types.is_timestamp(t):
+        return "timestamptz" if t.tz else "timestamp"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pg_type(t.value_type) + "[]"
+    if pa.types.is_null(t):
+        return "text"
+    raise TypeError(f"no PostgreSQL type for the Arrow type {t} (pipelines/store/postgres.py)")
+
+
+def _csv_safe(table: pa.Table) -> bool:
+    return not any(pa.types.is_list(f.type) or pa.types.is_large_list(f.type) for f in table.schema)
+
+
+class PostgresConnection:
+    """A psycopg connection with DuckDB's calling convention (`execute(sql, params)` -> cursor)."""
+
+    dialect = POSTGRES
+
+    def __init__(self, raw: psycopg.Connection):
+        self.raw = raw
+
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> psycopg.Cursor:
+        """`params`: a sequence for `?` placeholders or a mapping for `$name` ones."""
+        return self.raw.execute(pyformat(sql), params if isinstance(params, Mapping) else list(params or ()))
+
+    def executemany(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> psycopg.Cursor:
+        cur = self.raw.cursor()
+        cur.executemany(pyformat(sql), params_seq)
+        return cur
+
+    def load_rows(self, rows: pa.Table, name: str = ROWS) -> None:
+        """`rows` as the temporary table `name` (replacing one of that name), by COPY."""
+        self.raw.execute(pgsql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(pgsql.Identifier(name)))
+        columns = pgsql.SQL(", ").join(
+            pgsql.SQL("{} {}").format(pgsql.Identifier(f.name), pgsql.SQL(pg_type(f.type))) for f in rows.schema)
+        self.raw.execute(pgsql.SQL("CREATE TEMPORARY TABLE {} ({})").format(pgsql.Identifier(name), columns))
+        copy_into(self.raw, name, rows)
+
+    def with_rows(self, sql: str, rows: pa.Table, params: Sequence[Any] | None = None) -> psycopg.Cursor:
+        """Run `sql`, in which the batch `rows` is the relation `rows`. The cursor holds the result;
+        the temporary table is dropped before returning."""
+        self.load_rows(rows)
+        try:
+            return self.execute(sql, params)
+        finally:
+            if self.raw.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+                self.raw.execute(f"DROP TABLE IF EXISTS pg_temp.{ROWS}")
+
+
+def copy_into(raw: psycopg.Connection, table: str, rows: pa.Table) -> None:
+    """COPY an Arrow table into `table` (columns by name). Scalar columns go as CSV written by
+    Arrow's C++ writer; a batch with list columns goes row by row through psycopg's COPY."""
+    names = pgsql.SQL(", ").join(pgsql.Identifier(n) for n in rows.column_names)
+    if _csv_safe(rows):
+        buf = io.BytesIO()
+        # Every non-null value quoted, a null unquoted and empty: COPY reads "" as the empty string
+        # and an unquoted empty field as NULL.
+        pacsv.write_csv(rows, buf, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
+        stmt = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(pgsql.Identifier(table), names)
+        with raw.cursor().copy(stmt) as copy:
+            copy.write(buf.getvalue())
+        return
+    stmt = pgsql.SQL("COPY {} ({}) FROM STDIN").format(pgsql.Identifier(table), names)
+    with raw.cursor().copy(stmt) as copy:
+        for row in zip(*(c.to_pylist() for c in rows.columns)):
+            copy.write_row(row)
+
+
+def pool(url: str, *, min_size: int = 1, max_size: int = 4) -> ConnectionPool:
+    return ConnectionPool(url, min_size=min_size, max_size=max_size, open=True,
+                          kwargs={"autocommit": True}, name="mailroom-store")
+
+
+def connector(source: str | ConnectionPool) -> Callable[[], AbstractContextManager[PostgresConnection]]:
+    """A `Connect` for `Store`: borrows a pooled connection per transaction. `source` is a
+    DATABASE_URL (a pool is made for it) or a pool the caller owns."""
+    connections = pool(source) if isinstance(source, str) else source
+
+    @contextmanager
+    def connect() -> Iterator[PostgresConnection]:
+        with connections.connection() as raw:
+            yield PostgresConnection(raw)
+
+    connect.pool = connections   # type: ignore[attr-defined]  (to close it: connect.pool.close())
+    return connect
