@@ -155,8 +155,13 @@ def test_a_real_error_is_still_an_error_with_its_traceback(stack_env, monkeypatc
     assert run.status == dg.DagsterRunStatus.FAILURE, out[-3000:]
     levels = _levels(instance, run.run_id)
     assert levels["STEP_FAILURE"] == levels["PIPELINE_FAILURE"] == logging.ERROR
-    assert re.search(r" - ERROR - reconcile_billing_job - \S+ - \d+ - reconcile_billing - STEP_FAILURE - ", out), \
-        out[-3000:]
+    # The step's own console lines come through Dagster's compute-log mirror, which can drop the
+    # last lines of a step process on a busy machine; the run's stored log is the record.
+    [failure] = [r for r in instance.all_logs(run.run_id)
+                 if r.dagster_event and r.dagster_event.event_type_value == "STEP_FAILURE"]
+    assert failure.level == logging.ERROR and failure.step_key == "reconcile_billing"
+    error = failure.dagster_event.event_specific_data.error
+    assert "APIConnectionError" in str(error.cause or error) and (error.cause or error).stack
     assert "Stack Trace:" in out, out[-3000:]
 
 
