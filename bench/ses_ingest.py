@@ -212,9 +212,11 @@ def cpu_text(run: dict) -> str:
 
 
 def consumer_for(cert_dir: str, workers: int):
+    from pipelines.email_delivery.heap import freeze_long_lived
     from pipelines.email_delivery.parallel import PooledSesNotificationConsumer
 
     ingestor = make_ingestor(cert_dir)
+    freeze_long_lived()  # as the drain op's make_consumer does
     return PooledSesNotificationConsumer(ingestor, workers) if workers else ingestor
 
 

@@ -95,9 +95,13 @@ class SesNotificationConsumer(QueueConsumer):
         """Merge per-message results in order; confirm allow-listed subscriptions (the one side effect).
         `events` are the batch's events: only messages that were not refused have any."""
         out = PreparedNotifications(events=events, replay=any(m.received_at is not None for m in messages))
+        accept = out.accept
         for msg, ex in zip(messages, examined):
             reason = ex.reason
             controls = ex.controls
+            if reason is None and not controls:  # the common case: a notification with events
+                accept(msg.sqs_message_id)
+                continue
             if reason is None and controls and controls[0].action == "confirm":
                 controls, reason = self._confirm(controls[0])
             if reason is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -19,7 +20,7 @@ from pipelines.email_delivery.examine import ControlMessage
 from pipelines.email_delivery.phases import UNTIMED, PhaseTimer
 from pipelines.email_delivery.ses_parse import signal_of
 from pipelines.email.ledger import MessageStatus as S
-from pipelines.email_delivery.status_machine import UNEXPECTED, step
+from pipelines.email_delivery.status_machine import TABLE, UNEXPECTED, step
 from pipelines.store.write import BOOL, INT, STR, TS, arrow, insert, with_rows
 
 if TYPE_CHECKING:
@@ -115,23 +116,29 @@ def _step(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], result: Counter
     out: list[tuple[str, str] | None] = [None] * len(refs)
     status_updates: dict[str, tuple[str, int]] = {}
     address_ops: list[tuple[str, int, str, tuple[str, ...]]] = []
+    unexpected = 0
+    rules = TABLE.get  # step() is this lookup for every known (status, signal); it runs twice per event
     for k in order:
         event_id, message_id, recipient, signal, at = refs[k]
         status = statuses.get(message_id)
         if status is None:
             continue
-        rule = step(status, signal)
-        out[k] = (status, rule.next_status)
+        rule = rules((status, signal)) or step(status, signal)
+        next_status = rule.next_status
+        out[k] = (status, next_status)
         if rule.kind == UNEXPECTED:
-            result["unexpected_transitions"] += 1
-        if rule.next_status != status:
-            statuses[message_id] = rule.next_status
-            status_updates[message_id] = (rule.next_status, at)
+            unexpected += 1
+        if next_status != status:
+            statuses[message_id] = next_status
+            status_updates[message_id] = (next_status, at)
         if recipient and signal is not None:
             key = (message_id, recipient)
-            own = step(recipient_status[key], signal)
+            before = recipient_status[key]
+            own = rules((before, signal)) or step(before, signal)
             recipient_status[key] = own.next_status
             address_ops.append((recipient, at, event_id, own.effects))
+    if unexpected:
+        result["unexpected_transitions"] += unexpected
 
     if status_updates:
         updates = [(row_id, s, t) for m, (s, t) in status_updates.items() for row_id in row_ids[m]]
@@ -231,7 +238,7 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection, ops: list[tuple[str, int
     states = {row[0]: AddressState(*row) for row in stored}
     known = set(states)
     changes: list[StatusChange] = []
-    for address, at, event_id, effects in sorted(ops, key=lambda op: (op[0], op[1])):
+    for address, at, event_id, effects in sorted(ops, key=itemgetter(0, 1)):
         state = states.get(address) or AddressState(address)
         states[address], change = apply_effects(state, effects, event_id, at)
         if change is not None:

@@ -13,6 +13,7 @@ from pipelines.email_delivery.address_changes import publish_address_changes
 from pipelines.email_delivery.assets import EMAIL_ADDRESSES, EMAIL_EVENTS
 from pipelines.email_delivery.cleanup import cleanup
 from pipelines.email_delivery.consumer import SOURCE, SesNotificationConsumer
+from pipelines.email_delivery.heap import freeze_long_lived
 from pipelines.email_delivery.parallel import PooledSesNotificationConsumer, auto_workers
 from pipelines.store.store import Store
 from resources.duckdb import DuckDBResource
@@ -38,6 +39,8 @@ def make_consumer(context, config: DrainConfig | None) -> SesNotificationConsume
     consumer = SesNotificationConsumer(verifier, accept_raw=settings.raw_accepted,
                                        confirm=context.resources.sns.confirm_subscription)
     workers = 0 if config is None else auto_workers() if config.verify_workers < 0 else config.verify_workers
+    if config is not None:
+        freeze_long_lived()
     return PooledSesNotificationConsumer(consumer, workers) if workers > 0 else consumer
 
 
