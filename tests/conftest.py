@@ -205,11 +205,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _xdist_order(item: pytest.Item) -> int:
     """Long work first, so that no worker starts a long tail at the end: the modules built around
-    one expensive fixture (marked xdist_group), then the tests that talk to servers, then the quick
+    one expensive fixture (marked xdist_group) and the long ones (marked long), then the tests that talk to servers, then the quick
     ones, which fill the gaps. `make test` hands out whole files (--dist loadfile: xdist's
     loadgroup does not group under pytest 9.2), in the order their first test has here. The sort
     is stable: a module's tests keep their order."""
-    if item.get_closest_marker("xdist_group"):
+    if item.get_closest_marker("xdist_group") or item.get_closest_marker("long"):
         return 0
     return 1 if item.get_closest_marker("integration") else 2
 

@@ -40,6 +40,8 @@ from pipelines.store.store import Store
 from tests.fakes import RecordingTransport, sample_kinds, write_sample_templates
 from tests.email_delivery.ses_helpers import TOPIC, write_identity
 
+pytestmark = pytest.mark.long   # three consumers, the ci profile's examples
+
 SECRET_KEYS = ["token", "password", "api_key", "client_secret", "Authorization", "X-Signature", "session_id",
                "AccessKey", "reset_token", "PASSWD", "auth", "cookie"]
 HEADERS = ["Authorization", "X-Api-Key", "Cookie", "X-Auth-Token", "Proxy-Authorization"]

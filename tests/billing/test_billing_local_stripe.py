@@ -24,7 +24,7 @@ from pipelines.store.store import Store
 from resources.aws import SQSQueueResource
 from resources.stripe_client import StripeResource, idempotency_key
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]   # a realistic history of ~1,100 events
 
 QUEUE = "stripe-events"
 TENANT = {"billing_service": "pypi", "domain": "localhost"}

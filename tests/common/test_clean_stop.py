@@ -19,6 +19,8 @@ import yaml
 from pipelines.email.dispatch import dispatch
 from tests.paths import REPO_ROOT
 
+pytestmark = pytest.mark.long   # real signals to real runs
+
 ROOT = REPO_ROOT
 REQUESTS = 40
 

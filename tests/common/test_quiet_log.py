@@ -21,6 +21,8 @@ from devstack.stack import down
 from devstack.state import REPO_ROOT
 from pipelines.email.dispatch import dispatch
 
+pytestmark = pytest.mark.long   # a 60 s make dev warm-up
+
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PYTHON_WARNING = re.compile(r"^\S+:\d+: (\w*Warning): (.*)$")
 # 2026-12-05 01:15:03 +0000 - dagster - WARNING - <job> - <run id> - <pid> - ...

@@ -36,6 +36,8 @@ from devstack.topology import QUEUES, describe_topology, ensure_topology
 from pipelines.common.sns.canonical import string_to_sign
 from pipelines.settings import SETTINGS
 
+pytestmark = pytest.mark.long   # make dev started and stopped
+
 SIM = "simulator.amazonses.com"
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

@@ -27,6 +27,8 @@ from resources.duckdb import DuckDBResource
 from resources.stripe_client import StripeResource
 from tests.billing.billing_ops_helpers import stripe_resource
 
+pytestmark = pytest.mark.long   # runs through a real daemon
+
 BAD = [
     ("refund", {"payment_id": "sub_123"}, refund_payment_job, "payment_id: 'sub_123' is not a Stripe payment id"),
     ("refund", {"payment_id": "pi_123", "amount": -5}, refund_payment_job, "amount: must be a positive number"),
