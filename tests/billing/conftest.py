@@ -8,12 +8,19 @@ db (function) -> DuckDBResource
     A fresh DuckDB file under tmp_path with every table of the project, created on first use.
 world (function) -> (res, db)
     Both, with the file's tables already created.
+conn (function) -> duckdb.DuckDBPyConnection
+    A connection to a fresh DuckDB file under tmp_path with every table (the ingest unit tests).
+stack (function) -> LocalStack
+    The session's local stack with the local Stripe reset, without faults, delivering EventBridge
+    envelopes, and stripe-events purged.
 """
 
 from __future__ import annotations
 
+import duckdb
 import pytest
 
+from pipelines.schema import ensure_schema
 from tests.billing.billing_ops_helpers import billing_database, clear_faults, stripe_resource
 
 
@@ -35,3 +42,20 @@ def world(res, db):
     with db.connect():
         pass
     return res, db
+
+
+@pytest.fixture
+def conn(tmp_path):
+    c = duckdb.connect(str(tmp_path / "billing.duckdb"))
+    ensure_schema(c)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def stack(local_stack, stack_env):
+    local_stack.stripe_control("reset")
+    local_stack.stripe_control("faults")
+    local_stack.stripe_control("delivery", mode="eventbridge")
+    local_stack.purge("stripe-events")
+    return local_stack

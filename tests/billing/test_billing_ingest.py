@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import duckdb
 import pytest
@@ -22,14 +21,6 @@ from tests.paths import FIXTURES
 SECRET = "whsec_test_secret"
 ENVELOPE = EnvelopeSettings.from_strings(f"{s.SOURCE}, aws.partner/stripe.com/ed_other", SECRET, 300)
 SETTINGS = IngestSettings(ENVELOPE, billing_service="pypi", domain="pypi.org")
-
-
-@pytest.fixture
-def conn(tmp_path: Path):
-    c = duckdb.connect(str(tmp_path / "billing.duckdb"))
-    ensure_schema(c)
-    yield c
-    c.close()
 
 
 class Stripe:

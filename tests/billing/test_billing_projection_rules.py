@@ -5,9 +5,7 @@ land through the registry like every other type."""
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
-import duckdb
 import pytest
 
 from bench import stripe_samples as s
@@ -16,20 +14,11 @@ from pipelines.billing.envelope import EnvelopeSettings
 from pipelines.billing.ingest import IngestSettings
 from pipelines.common.consumer import process_batch
 from pipelines.common.queue_message import QueueMessage
-from pipelines.schema import ensure_schema
 from pipelines.store.store import Store
 
 ENVELOPE = EnvelopeSettings.from_strings(s.SOURCE, None, 300)
 SETTINGS = IngestSettings(ENVELOPE, billing_service="pypi", domain="pypi.org")
 T = s.T0
-
-
-@pytest.fixture
-def conn(tmp_path: Path):
-    c = duckdb.connect(str(tmp_path / "billing.duckdb"))
-    ensure_schema(c)
-    yield c
-    c.close()
 
 
 class Stripe:

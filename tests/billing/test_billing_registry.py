@@ -29,15 +29,6 @@ DAY = 86400
 
 
 @pytest.fixture
-def stack(local_stack, stack_env):
-    local_stack.stripe_control("reset")
-    local_stack.stripe_control("faults")
-    local_stack.stripe_control("delivery", mode="eventbridge")
-    local_stack.purge(QUEUE)
-    return local_stack
-
-
-@pytest.fixture
 def res(stack) -> StripeResource:
     env = stack.env
     return StripeResource(api_key=env["STRIPE_API_KEY"], webhook_secret=env["STRIPE_WEBHOOK_SECRET"],
