@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import gc
 
+_frozen = False
+
 
 def freeze_long_lived() -> None:
-    """Collect what is garbage now, then freeze everything still alive (gc.freeze): later full
-    collections traverse only what the drain allocates. Objects alive now that become garbage
-    later are not reclaimed, so call it once the run's long-lived objects exist."""
+    """Collect what is garbage now, then freeze everything still alive (gc.freeze), once per
+    process: later full collections traverse only what was allocated since. Frozen objects are
+    still freed by reference counting; only a reference cycle among them is never collected, so
+    freezing once (a run worker builds one consumer) keeps what a long-lived process can lose small."""
+    global _frozen
+    if _frozen:
+        return
     gc.collect()
     gc.freeze()
+    _frozen = True
