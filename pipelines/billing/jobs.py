@@ -10,7 +10,6 @@
 Ops that write DuckDB take the `duckdb` pool.
 """
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from pipelines.billing.consumer import StripeEventConsumer
 from pipelines.billing.envelope import EnvelopeSettings
 from pipelines.billing.ingest import SOURCE, IngestSettings
 from pipelines.billing.notices import send_subscription_required
+from pipelines.billing.operator_checks import id_problem, reconcile_mode_problem, refund_problem
 from pipelines.billing.reconcile import Reconciler
 from pipelines.billing.reconcile_tables import CONNECT_CONFIG, BillingTables
 from pipelines.billing.retrieve import StripeRetriever
@@ -70,14 +70,10 @@ STRIPE_EVENTS = QueueSpec(
 )
 
 
-_IDS = {"payment": re.compile(r"^(pi|ch)_[A-Za-z0-9_]+$"), "subscription": re.compile(r"^sub_[A-Za-z0-9_]+$"),
-        "customer": re.compile(r"^cus_[A-Za-z0-9_]+$")}
+def _refuse(problem: str | None) -> None:
+    if problem:
+        raise dg.Failure(description=f"config {problem}")
 
-
-def check_id(kind: str, field_name: str, value: str) -> None:
-    if not _IDS[kind].match(value or ""):
-        prefix = {"payment": "pi_ or ch_", "subscription": "sub_", "customer": "cus_"}[kind]
-        raise dg.Failure(description=f"config {field_name}: {value!r} is not a Stripe {kind} id (expected {prefix}...)")
 
 
 @contextmanager
@@ -117,12 +113,7 @@ class RefundConfig(dg.Config):
 @dg.op(pool="duckdb", description="Refunds a payment in full or in part, then records it in the tables.")
 def refund_payment(context: dg.OpExecutionContext, config: RefundConfig, stripe: StripeResource,
                    duckdb: DuckDBResource) -> dg.Output[None]:
-    check_id("payment", "payment_id", config.payment_id)
-    if config.amount is not None and config.amount <= 0:
-        raise dg.Failure(description=f"config amount: must be a positive number of minor units, got {config.amount}")
-    if config.reason is not None and config.reason not in ("duplicate", "fraudulent", "requested_by_customer"):
-        raise dg.Failure(description=f"config reason: {config.reason!r} is not duplicate, fraudulent or "
-                                     "requested_by_customer")
+    _refuse(refund_problem(config.payment_id, config.amount, config.reason))
     client = stripe.client()
     with stripe_errors(f"payment {config.payment_id}"):
         pi_id = config.payment_id
@@ -147,7 +138,7 @@ class CancelConfig(dg.Config):
 @dg.op(pool="duckdb", description="Cancels a subscription now or at period end, then records it in the tables.")
 def cancel_subscription(context: dg.OpExecutionContext, config: CancelConfig, stripe: StripeResource,
                         duckdb: DuckDBResource) -> dg.Output[None]:
-    check_id("subscription", "subscription_id", config.subscription_id)
+    _refuse(id_problem("subscription", "subscription_id", config.subscription_id))
     client = stripe.client()
     with stripe_errors(f"subscription {config.subscription_id}"):
         sub = client.v1.subscriptions.retrieve(config.subscription_id)
@@ -172,7 +163,7 @@ class ResyncConfig(dg.Config):
                                  "and repairs their rows (differences go to billing_drift).")
 def resync_customer(context: dg.OpExecutionContext, config: ResyncConfig, stripe: StripeResource,
                     duckdb: DuckDBResource) -> dg.Output[None]:
-    check_id("customer", "customer_id", config.customer_id)
+    _refuse(id_problem("customer", "customer_id", config.customer_id))
     with stripe_errors(f"customer {config.customer_id}"), \
             reconciling(stripe, duckdb, context.run_id, log=context.log.info) as rec:
         report = rec.resync_customer(config.customer_id)
@@ -220,8 +211,7 @@ class ReconcileConfig(dg.Config):
 @dg.op(pool="duckdb", description="Compares Stripe with the billing tables, repairs them, records drift.")
 def reconcile_billing(context: dg.OpExecutionContext, config: ReconcileConfig, stripe: StripeResource,
                       duckdb: DuckDBResource) -> dg.Output[None]:
-    if config.mode not in (ReconcileMode.INCREMENTAL, ReconcileMode.FULL):
-        raise dg.Failure(description=f"config mode: {config.mode!r} is not incremental or full")
+    _refuse(reconcile_mode_problem(config.mode))
     with reconciling(stripe, duckdb, context.run_id, log=context.log.info) as rec:
         report = rec.full_sweep() if config.mode == ReconcileMode.FULL else rec.incremental()
     if report.fallback_reason:

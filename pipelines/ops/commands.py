@@ -2,33 +2,22 @@
 
 Pure: no Dagster, no Stripe, no AWS. A bad argument raises ConfigProblem naming the argument and
 what was wrong, so `python -m pipelines.ops` fails before a run exists, let alone a Stripe call.
-The jobs check the same again when they run (pipelines/billing/jobs.py), for the UI's launchpad.
+The checks are billing's own (pipelines/billing/operator_checks.py), which the jobs run again for
+the UI's launchpad.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.billing.operator_checks import (REFUND_REASONS, RECONCILE_MODES, id_problem,  # noqa: F401 - the CLI's choices
+                                              reconcile_mode_problem, refund_problem)
+
 
 class ConfigProblem(ValueError):
     pass
-
-
-STRIPE_IDS = {"payment": (re.compile(r"^(pi|ch)_[A-Za-z0-9_]+$"), "pi_ or ch_"),
-              "subscription": (re.compile(r"^sub_[A-Za-z0-9_]+$"), "sub_"),
-              "customer": (re.compile(r"^cus_[A-Za-z0-9_]+$"), "cus_")}
-REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
-RECONCILE_MODES = ("incremental", "full")
-
-
-def id_problem(kind: str, field: str, value: str | None) -> str | None:
-    pattern, prefix = STRIPE_IDS[kind]
-    if pattern.match(value or ""):
-        return None
-    return f"{field}: {value!r} is not a Stripe {kind} id (expected {prefix}...)"
 
 
 def _check(problem: str | None) -> None:
@@ -41,8 +30,7 @@ def _op(op: str, **config: Any) -> dict:
 
 
 def reconcile(mode: str = "incremental") -> dict:
-    if mode not in RECONCILE_MODES:
-        raise ConfigProblem(f"mode: {mode!r} is not incremental or full")
+    _check(reconcile_mode_problem(mode))
     return _op("reconcile_billing", mode=mode)
 
 
@@ -52,11 +40,7 @@ def resync_customer(customer_id: str) -> dict:
 
 
 def refund(payment_id: str, amount: int | None = None, reason: str | None = None) -> dict:
-    _check(id_problem("payment", "payment_id", payment_id))
-    if amount is not None and amount <= 0:
-        raise ConfigProblem(f"amount: must be a positive number of minor units, got {amount}")
-    if reason is not None and reason not in REFUND_REASONS:
-        raise ConfigProblem(f"reason: {reason!r} is not duplicate, fraudulent or requested_by_customer")
+    _check(refund_problem(payment_id, amount, reason))
     return _op("refund_payment", payment_id=payment_id, amount=amount, reason=reason)
 
 
