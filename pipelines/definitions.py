@@ -1,7 +1,8 @@
 """The code location: each domain's Definitions, merged, plus the shared resources and executor.
 
-Domains meet here and nowhere else: delivery tracking re-links the SES events that overtook a
-send once dispatch records the send's message id (dispatch's `on_recorded` hook).
+Domains meet at this level and nowhere else: delivery tracking re-links the SES events that
+overtook a send once dispatch records the send's message id (dispatch's `on_recorded` hook, given
+to the email-requests spec in pipelines/queues.py).
 """
 
 import dagster as dg
@@ -11,12 +12,12 @@ from pipelines.billing import definitions as billing
 from pipelines.common.ledgers import quarantine_spec
 from pipelines.email import definitions as email
 from pipelines.email_delivery import definitions as email_delivery
-from pipelines.email_delivery.ingest import relink_orphans
 from pipelines.executors import mailroom_executor
+from pipelines.queues import EMAIL_REQUESTS
 from pipelines.resource_defs import build_resources
 
 defs = dg.Definitions.merge(
-    email.build(on_recorded=relink_orphans),
+    email.build(EMAIL_REQUESTS),
     email_delivery.defs,
     billing.defs,
     dg.Definitions(assets=[quarantine_spec], sensors=[automation_sensor], resources=build_resources(),

@@ -119,16 +119,18 @@ def test_relative_imports_are_resolved():
 
 def test_the_code_location_hands_dispatch_the_relink_hook():
     """Dispatch cannot import delivery, so the re-linking of orphan events reaches it only through
-    pipelines/definitions.py: `email.build(on_recorded=relink_orphans)`."""
+    the code location: pipelines/queues.py gives it to the email-requests spec, and
+    pipelines/definitions.py builds dispatch's definitions from that spec."""
     from pipelines.email_delivery.ingest import relink_orphans
+    from pipelines.queues import EMAIL_REQUESTS, QUEUE_SPECS
 
+    assert EMAIL_REQUESTS in QUEUE_SPECS
+    assert EMAIL_REQUESTS.make_consumer.keywords["on_recorded"] is relink_orphans
     tree = ast.parse((ROOT / "pipelines/definitions.py").read_text())
-    hooks = [kw.value.id for node in ast.walk(tree) if isinstance(node, ast.Call)
+    built = [arg.id for node in ast.walk(tree) if isinstance(node, ast.Call)
              and isinstance(node.func, ast.Attribute) and node.func.attr == "build"
-             for kw in node.keywords if kw.arg == "on_recorded" and isinstance(kw.value, ast.Name)]
-    assert hooks == ["relink_orphans"]
-    import pipelines.definitions as location
-    assert location.relink_orphans is relink_orphans
+             for arg in node.args if isinstance(arg, ast.Name)]
+    assert built == ["EMAIL_REQUESTS"]
 
 
 # One way to write and one way to read: Store.transaction() / Store.read(). Billing's remaining

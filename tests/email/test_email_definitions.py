@@ -3,6 +3,7 @@
 import dagster as dg
 
 from pipelines.email import definitions as email_defs
+from pipelines.email.jobs import email_requests_spec
 
 
 def test_definitions_are_wired():
@@ -24,7 +25,7 @@ def test_definitions_are_wired():
                                                      "email_failure_rate_today"}
     assert defs.resolve_schedule_def("email_sends_daily_schedule").cron_schedule == "*/15 * * * *"
     # Resources are wired once, at the root (pipelines/resource_defs.py); a domain declares none.
-    assert "email_settings" in defs.resources and not email_defs.build(on_recorded=None).resources
+    assert "email_settings" in defs.resources and not email_defs.build(email_requests_spec(on_recorded=None)).resources
 
 
 def test_op_config_defaults_keep_the_inflight_window_small():
