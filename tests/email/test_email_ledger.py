@@ -1,7 +1,6 @@
 """Skip rules (as a table), outbox claims, idempotent reruns, the repeat window under two processes."""
 
 import json
-import multiprocessing as mp
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -184,37 +183,5 @@ def test_inflight_is_at_most_two_windows(db, tmp_path):
     assert {s for s, _ in statuses(db).values()} == {"sent"}
 
 
-# ---- repeat window under two concurrent processes ----------------------------------------------
-
-def _worker(db_path, templates, prefix, start, out):
-    db = database(db_path)
-    t = RecordingTransport()
-    h = handler(db, templates, t)
-    batch = [msg(i, {"request_id": f"{prefix}-{i}", "kind": "two-factor-added",
-                     "recipients": [{"email": f"same{i}@example.org", "verified": True}],
-                     "context": {"method": "totp", "username": "u"}}) for i in range(40)]
-    start.wait()
-    for i in range(0, len(batch), 5):   # several claim transactions per process, interleaving
-        h.handle(batch[i:i + 5])
-    out.put((prefix, len(t.sent)))
-
-
-def test_repeat_window_holds_under_two_concurrent_processes(db, tmp_path):
-    templates = write_sample_templates(tmp_path / "t")
-    with db.connect():
-        pass
-    ctx = mp.get_context("spawn")
-    start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(db.path, str(templates), p, start, out)) for p in ("A", "B")]
-    for p in procs:
-        p.start()
-    start.set()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
-    sent = dict(out.get(timeout=5) for _ in procs)
-    assert sum(sent.values()) == 40, sent
-    with db.connect() as c:
-        rows = c.execute("SELECT to_address, count(*) FILTER (WHERE status = 'sent'), "
-                         "count(*) FILTER (WHERE skip_reason = 'repeat-window') FROM email_messages GROUP BY 1").fetchall()
-    assert len(rows) == 40 and all(s == 1 and r == 1 for _, s, r in rows)
+# The repeat window under two concurrent processes, on both engines:
+# tests/email/test_email_outbox_postgres.py::test_repeat_window_and_claims_hold_under_two_concurrent_processes
