@@ -48,3 +48,16 @@ def fresh_pg_database() -> Iterator[str]:
             yield pg_url(name)
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def migrated_pg_database() -> Iterator[str]:
+    """fresh_pg_database() with every migration applied (pipelines/store/migrations/postgres/)."""
+    import psycopg
+
+    from pipelines.store import migrate
+
+    with fresh_pg_database() as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate.migrate(conn)
+        yield url

@@ -123,3 +123,37 @@ def connector(source: str | ConnectionPool) -> Callable[[], AbstractContextManag
 
     connect.pool = connections   # type: ignore[attr-defined]  (to close it: connect.pool.close())
     return connect
+
+
+class PostgresDatabase:
+    """The ledgers on PostgreSQL with the DuckDB resource's calling convention (`connect()`, `path`):
+    what code written against `database(path)` needs, so the same function runs on either engine.
+    The pool is this object's; `close()` closes it. `read_only` and `config` are accepted and
+    ignored (a read is made read-only by the transaction, `Store.read()`)."""
+
+    def __init__(self, url: str, *, max_size: int = 4, require_migrated: bool = True):
+        self.path = url
+        self.pool = pool(url, max_size=max_size)
+        self._connect = connector(self.pool)
+        if require_migrated:
+            from pipelines.store import migrate
+            try:
+                with self.pool.connection() as raw:
+                    migrate.require_current(raw)
+            except BaseException:
+                self.pool.close()
+                raise
+
+    @contextmanager
+    def connect(self, read_only: bool = False, config: Mapping[str, Any] | None = None) -> Iterator[PostgresConnection]:
+        with self._connect() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> PostgresDatabase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
