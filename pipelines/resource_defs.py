@@ -10,7 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from pipelines.queues import QUEUE_SPECS
-from pipelines.schema import MailroomDuckDB
+from pipelines.store_resource import MailroomStore
 from resources.aws import SNSResource, SQSQueueResource
 from resources.email_sender import EmailSenderResource
 from resources.email_settings import EmailSettingsResource
@@ -25,8 +25,10 @@ REGION = dg.EnvVar("AWS_REGION")
 
 def build_resources() -> dict[str, object]:
     return {
-        # The schema is the resource class's code (pipelines/schema.py), not its config.
-        "duckdb": MailroomDuckDB(path=dg.EnvVar("DUCKDB_PATH")),
+        # The ledgers (MAILROOM_STORE: the DuckDB file or PostgreSQL) and the report workspace. The schema
+        # is code (pipelines/schema.py, the migrations), not config.
+        "store": MailroomStore(engine=dg.EnvVar("MAILROOM_STORE"), duckdb_path=dg.EnvVar("DUCKDB_PATH"),
+                               database_url=dg.EnvVar("DATABASE_URL")),
         # Each drained queue's resource, named after its source (email_requests_queue, ...).
         **{spec.resource_key: SQSQueueResource(region_name=REGION, queue_name=dg.EnvVar(spec.env_var))
            for spec in QUEUE_SPECS},

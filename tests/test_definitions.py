@@ -25,7 +25,7 @@ BILLING_ASSETS = {"stripe_events", "stripe_customers", "stripe_subscriptions", "
                   "stripe_products", "stripe_prices", "stripe_invoices", "stripe_payment_methods", "stripe_payments",
                   "stripe_credit_notes",
                   "organizations", "organization_members"}
-RESOURCES = {"duckdb", "email_requests_queue", "ses_notifications_queue", "stripe_events_queue", "sns",
+RESOURCES = {"store", "email_requests_queue", "ses_notifications_queue", "stripe_events_queue", "sns",
              "email_sender", "templates", "stripe", "email_settings", "sns_verifier", "address_changes_queue"}
 
 

@@ -92,15 +92,15 @@ def test_no_module_creates_a_table_outside_the_schema():
 
 
 def test_the_schema_is_not_in_the_resources_config():
-    """What the launchpad shows for the duckdb resource: its path and lock timeout, no DDL."""
+    """What the launchpad shows for the store resource: where the ledgers are, no DDL; its DuckDB
+    file is made with the code location's schema."""
     from pipelines.definitions import defs
-    from pipelines.resource_defs import build_resources
 
-    resource = build_resources()["duckdb"]
-    assert list(resource.schema()) == list(ALL_DDL)
-    shown = defs.get_repository_def().get_top_level_resources()["duckdb"].config_schema
-    assert set(shown.config_type.fields) == {"path", "lock_timeout_seconds"}
-    assert shown.default_value == {"path": {"env": "DUCKDB_PATH"}}
+    shown = defs.get_repository_def().get_top_level_resources()["store"].config_schema
+    assert set(shown.config_type.fields) == {"engine", "duckdb_path", "database_url", "asset_store_url", "pool_size"}
+    assert shown.default_value == {"engine": {"env": "MAILROOM_STORE"}, "duckdb_path": {"env": "DUCKDB_PATH"},
+                                   "database_url": {"env": "DATABASE_URL"}}
+    assert list(database("unused.duckdb").schema()) == list(ALL_DDL)
 
 
 def test_the_schema_runs_again_unchanged(tmp_path):

@@ -18,8 +18,7 @@ from pipelines.billing import reporting
 from pipelines.billing.object_types import TABLES
 from pipelines.common.asset_metadata import preview, row_count
 from pipelines.common.ledgers import table_rows
-from pipelines.store.store import Store
-from resources.duckdb import DuckDBResource
+from pipelines.store_resource import MailroomStore
 
 BILLING = "billing"
 
@@ -60,7 +59,7 @@ DRAIN_TABLES = [LEDGER, *PROJECTIONS]
 def table_rows_metadata(context) -> dict[str, int]:
     """The drain's after_run: each table's row count in the run's output. (The kit reports the
     tables' materializations: they are the drain's `ledgers`.)"""
-    with Store(context.resources.duckdb.connect).read() as conn:
+    with context.resources.store.ledgers().read() as conn:
         return {f"{name}_rows": rows for name, rows in table_rows(conn, DRAIN_TABLES).items()}
 
 
@@ -69,6 +68,11 @@ def table_rows_metadata(context) -> dict[str, int]:
 # The reports are computed from the ingested tables and the platform's inputs.
 UPSTREAM = [dg.AssetKey(k) for k in ("stripe_subscriptions", "stripe_subscription_items", "stripe_customers",
                                      "stripe_prices", "stripe_payments", "organizations", "organization_members")]
+
+# The ledgers and inputs the reports and their checks read.
+REPORT_READS = ("stripe_subscriptions", "stripe_subscription_items", "stripe_customers", "stripe_prices",
+                "stripe_payments", "organizations", "organization_members", "billing_reconcile_runs",
+                "billing_drift")
 
 # Refreshed (their checks with them) once a Stripe drain lands rows or the platform's inputs are
 # loaded, never two at once; billing_reports_schedule runs them daily besides. The platform may
@@ -85,9 +89,9 @@ def _md(values: dict) -> dict:
     return out
 
 
-def _refreshed(duckdb: DuckDBResource, table: str, refresh, preview_sql: str) -> dg.MaterializeResult:
+def _refreshed(store: MailroomStore, table: str, refresh, preview_sql: str) -> dg.MaterializeResult:
     """Rebuild `table` with `refresh` (its figures go into the metadata), with its rows and a preview."""
-    with Store(duckdb.connect).transaction() as conn:
+    with store.reports(reads=REPORT_READS, writes=[table]) as conn:
         figures = refresh(conn, datetime.now(UTC))
         shown = preview(conn, preview_sql)
         rows = row_count(conn, table)
@@ -96,8 +100,8 @@ def _refreshed(duckdb: DuckDBResource, table: str, refresh, preview_sql: str) ->
 
 @dg.asset(group_name=BILLING, pool="duckdb", kinds={"duckdb"}, deps=UPSTREAM, automation_condition=REFRESH,
           description="One row per organisation: its subscription, status, seats, period end and good standing.")
-def subscriptions_current(duckdb: DuckDBResource) -> dg.MaterializeResult:
-    return _refreshed(duckdb, "subscriptions_current", reporting.refresh_subscriptions_current,
+def subscriptions_current(store: MailroomStore) -> dg.MaterializeResult:
+    return _refreshed(store, "subscriptions_current", reporting.refresh_subscriptions_current,
                       "SELECT status, good_standing, count(*) AS organisations, sum(seats) AS seats "
                       "FROM subscriptions_current GROUP BY ALL ORDER BY 1, 2")
 
@@ -105,16 +109,16 @@ def subscriptions_current(duckdb: DuckDBResource) -> dg.MaterializeResult:
 @dg.asset(group_name=BILLING, pool="duckdb", kinds={"duckdb"}, deps=UPSTREAM, automation_condition=REFRESH,
           description="Per day: new, churned and reactivated subscriptions, payments succeeded and failed, "
                       "refunds and disputes; metadata adds MRR by currency and subscriptions by status.")
-def billing_daily(duckdb: DuckDBResource) -> dg.MaterializeResult:
-    return _refreshed(duckdb, "billing_daily", reporting.refresh_billing_daily,
+def billing_daily(store: MailroomStore) -> dg.MaterializeResult:
+    return _refreshed(store, "billing_daily", reporting.refresh_billing_daily,
                       "SELECT * FROM billing_daily ORDER BY day DESC")
 
 
 @dg.asset(group_name=BILLING, pool="duckdb", kinds={"duckdb"}, deps=UPSTREAM, automation_condition=REFRESH,
           description="Billing leaks: live subscriptions of deleted or community organisations, and company "
                       "organisations past their grace period without an active subscription.")
-def billing_leaks(duckdb: DuckDBResource) -> dg.MaterializeResult:
-    with Store(duckdb.connect).transaction() as conn:
+def billing_leaks(store: MailroomStore) -> dg.MaterializeResult:
+    with store.reports(reads=REPORT_READS, writes=["billing_leaks"]) as conn:
         leaks = reporting.refresh_billing_leaks(conn, datetime.now(UTC))
         shown = preview(conn, "SELECT leak, count(*) AS leaks FROM billing_leaks GROUP BY ALL ORDER BY 1")
     kinds = Counter(leak[0] for leak in leaks)

@@ -7,10 +7,9 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines.billing import reporting
-from pipelines.billing.assets import billing_daily, billing_leaks, subscriptions_current
+from pipelines.billing.assets import REPORT_READS, billing_daily, billing_leaks, subscriptions_current
 from pipelines.billing.vocab import DriftAction, EventOutcome
-from pipelines.store.store import Store
-from resources.duckdb import DuckDBResource
+from pipelines.store_resource import MailroomStore
 
 QUARANTINE_SHARE = 0.01  # of the last day's Stripe events
 # A check runs whenever the table it looks at was updated: with its report asset's run, or, for the
@@ -33,8 +32,8 @@ def quarantine_share(conn, hours: int = 24) -> tuple[int, int]:
 @billing_check(asset="stripe_subscriptions", description="Every subscription's customer is in stripe_customers "
                 "(a miss means a customer's events were lost or are still quarantined). If it fails: look in "
                 "quarantine for source stripe-events, replay it after a fix, or run resync_customer_job.")
-def stripe_subscriptions_have_customers(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with Store(duckdb.connect).read() as conn:
+def stripe_subscriptions_have_customers(store: MailroomStore) -> dg.AssetCheckResult:
+    with store.ledgers().read() as conn:
         orphans = orphan_subscriptions(conn)
     return dg.AssetCheckResult(passed=orphans == 0, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"subscriptions_without_customer": orphans})
@@ -44,8 +43,8 @@ def stripe_subscriptions_have_customers(duckdb: DuckDBResource) -> dg.AssetCheck
                 "events were quarantined. If it fails: read the reasons in quarantine (source stripe-events), fix the "
                 "cause (allow-list, webhook secret, handler) and run replay_stripe_quarantine_job. "
                 "Drill: `python -m devstack incident poison` under make dev.")
-def stripe_events_quarantine_share(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with Store(duckdb.connect).read() as conn:
+def stripe_events_quarantine_share(store: MailroomStore) -> dg.AssetCheckResult:
+    with store.ledgers().read() as conn:
         quarantined, total = quarantine_share(conn)
     share = quarantined / total if total else 0.0
     return dg.AssetCheckResult(passed=share <= QUARANTINE_SHARE,
@@ -65,8 +64,8 @@ def _listing(rows: list[tuple], limit: int = 20) -> dg.MetadataValue:
                                                          "organization_id; run resync_customer_job "
                                                          "for the customer, or check that the "
                                                          "customer's metadata names its organisation.")
-def live_subscriptions_have_customer_and_organisation(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with Store(duckdb.connect).read() as conn:
+def live_subscriptions_have_customer_and_organisation(store: MailroomStore) -> dg.AssetCheckResult:
+    with store.reports(reads=REPORT_READS) as conn:
         rows = reporting.live_without_customer_or_org(conn)
     return dg.AssetCheckResult(passed=not rows, metadata={"orphans": len(rows), "examples": _listing(rows)})
 
@@ -75,8 +74,8 @@ def live_subscriptions_have_customer_and_organisation(duckdb: DuckDBResource) ->
                 description="No subscription is live in DuckDB that the last reconciliation saw "
                             "canceled in Stripe. If it fails: run reconcile_billing_job with "
                             "mode=full, then look at billing_drift for the rows it could not repair.")
-def none_live_here_canceled_in_stripe(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with Store(duckdb.connect).read() as conn:
+def none_live_here_canceled_in_stripe(store: MailroomStore) -> dg.AssetCheckResult:
+    with store.reports(reads=REPORT_READS) as conn:
         rows = reporting.active_here_canceled_in_stripe(conn)
     return dg.AssetCheckResult(passed=not rows, metadata={"subscriptions": len(rows), "examples": _listing(rows)})
 
@@ -90,8 +89,8 @@ def none_live_here_canceled_in_stripe(duckdb: DuckDBResource) -> dg.AssetCheckRe
                                                          "in billing_drift too, and do not fail it. "
                                                          "Drill: `python -m devstack incident "
                                                          "stripe-drift` under make dev.")
-def drift_repaired(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with Store(duckdb.connect).read() as conn:
+def drift_repaired(store: MailroomStore) -> dg.AssetCheckResult:
+    with store.reports(reads=REPORT_READS) as conn:
         run_id, unrepaired = reporting.last_run_unrepaired(conn)
         rows = conn.execute("SELECT object_type, object_id, field, reason FROM billing_drift"
                             f" WHERE run_id = ? AND action = '{DriftAction.UNREPAIRED}' LIMIT 20", [run_id]).fetchall() if run_id else []
@@ -109,8 +108,8 @@ class FailureRateConfig(dg.Config):
                                                  "it fails: look at failure_code in stripe_payments "
                                                  "for a common cause (an expired card wave, a Radar "
                                                  "rule, an outage).")
-def payment_failure_rate_under_threshold(config: FailureRateConfig, duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with Store(duckdb.connect).read() as conn:
+def payment_failure_rate_under_threshold(config: FailureRateConfig, store: MailroomStore) -> dg.AssetCheckResult:
+    with store.reports(reads=REPORT_READS) as conn:
         rate, failed, attempted = reporting.payment_failure_rate(conn, datetime.now(UTC), config.days)
     return dg.AssetCheckResult(passed=rate <= config.max_rate,
                                metadata={"rate": dg.MetadataValue.float(rate), "failed": failed,
@@ -124,8 +123,8 @@ def payment_failure_rate_under_threshold(config: FailureRateConfig, duckdb: Duck
                                                  "listed subscriptions with the operator jobs, or "
                                                  "chase the listed companies. Drill: `python -m "
                                                  "devstack incident leak` under make dev.")
-def no_billing_leaks(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with Store(duckdb.connect).read() as conn:
+def no_billing_leaks(store: MailroomStore) -> dg.AssetCheckResult:
+    with store.reports(reads=REPORT_READS, tables=["billing_leaks"]) as conn:
         rows = conn.execute("SELECT leak, organization_id, subscription_id FROM billing_leaks ORDER BY 1, 2").fetchall()
     return dg.AssetCheckResult(passed=not rows, metadata={"leaks": len(rows), "examples": _listing(rows)})
 

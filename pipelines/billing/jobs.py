@@ -31,9 +31,8 @@ from pipelines.billing.retrieve import StripeRetriever
 from pipelines.billing.seats import seat_targets, sync_seats
 from pipelines.billing.vocab import ReconcileMode, SubscriptionStatus
 from pipelines.common.factory import DrainConfig as QueueDrainConfig, QueueSpec
-from pipelines.store.store import Store
 from resources.aws import SQSQueueResource
-from resources.duckdb import DuckDBResource
+from pipelines.store_resource import MailroomStore
 from resources.stripe_client import StripeResource
 
 
@@ -94,11 +93,11 @@ RECONCILE_HOLD_SECONDS = 1.0
 
 
 @contextmanager
-def reconciling(stripe_res: StripeResource, db: DuckDBResource, run_id: str, log=None) -> Iterator[Reconciler]:
+def reconciling(stripe_res: StripeResource, db: MailroomStore, run_id: str, log=None) -> Iterator[Reconciler]:
     """A Reconciler whose transactions share one connection for up to 1 s at a time (Store): a full
     sweep commits a page at a time, and reopening per page would cost more than the page; an ad-hoc
     reader waits at most about a second for the file (pipelines.query retries)."""
-    with Store(lambda: db.connect(config=CONNECT_CONFIG), hold_seconds=RECONCILE_HOLD_SECONDS) as store:
+    with db.ledgers(config=CONNECT_CONFIG, hold_seconds=RECONCILE_HOLD_SECONDS) as store:
         yield Reconciler(stripe_res.client(), store.transaction, BillingTables(), run_id=run_id, log=log)
 
 
@@ -112,7 +111,7 @@ class RefundConfig(dg.Config):
 
 @dg.op(pool="duckdb", description="Refunds a payment in full or in part, then records it in the tables.")
 def refund_payment(context: dg.OpExecutionContext, config: RefundConfig, stripe: StripeResource,
-                   duckdb: DuckDBResource) -> dg.Output[None]:
+                   store: MailroomStore) -> dg.Output[None]:
     _refuse(refund_problem(config.payment_id, config.amount, config.reason))
     client = stripe.client()
     with stripe_errors(f"payment {config.payment_id}"):
@@ -122,7 +121,7 @@ def refund_payment(context: dg.OpExecutionContext, config: RefundConfig, stripe:
             if not pi_id:
                 raise dg.Failure(description=f"payment {config.payment_id}: the charge has no PaymentIntent")
         refund = payments.refund(client, pi_id, amount=config.amount, reason=config.reason, scope=context.run_id)
-    with reconciling(stripe, duckdb, context.run_id) as rec:
+    with reconciling(stripe, store, context.run_id) as rec:
         report = rec.resync({"payment_intent": [pi_id]})
     context.log.info(f"refund {refund['id']} of {refund['amount']} {refund['currency']} for {pi_id}: {refund['status']}")
     return dg.Output(None, metadata={"refund_id": refund["id"], "payment_intent": pi_id,
@@ -137,7 +136,7 @@ class CancelConfig(dg.Config):
 
 @dg.op(pool="duckdb", description="Cancels a subscription now or at period end, then records it in the tables.")
 def cancel_subscription(context: dg.OpExecutionContext, config: CancelConfig, stripe: StripeResource,
-                        duckdb: DuckDBResource) -> dg.Output[None]:
+                        store: MailroomStore) -> dg.Output[None]:
     _refuse(id_problem("subscription", "subscription_id", config.subscription_id))
     client = stripe.client()
     with stripe_errors(f"subscription {config.subscription_id}"):
@@ -146,7 +145,7 @@ def cancel_subscription(context: dg.OpExecutionContext, config: CancelConfig, st
             raise dg.Failure(description=f"subscription {config.subscription_id} is already canceled")
         sub = subscriptions.cancel(client, config.subscription_id, at_period_end=config.at_period_end,
                                    scope=context.run_id).to_dict()
-    with reconciling(stripe, duckdb, context.run_id) as rec:
+    with reconciling(stripe, store, context.run_id) as rec:
         report = rec.resync({"subscription": [config.subscription_id]})
     context.log.info(f"subscription {sub['id']}: status {sub['status']}, "
                      f"cancel_at_period_end {sub.get('cancel_at_period_end')}")
@@ -162,10 +161,10 @@ class ResyncConfig(dg.Config):
 @dg.op(pool="duckdb", description="Re-reads one customer, its subscriptions, invoices and payments from Stripe "
                                  "and repairs their rows (differences go to billing_drift).")
 def resync_customer(context: dg.OpExecutionContext, config: ResyncConfig, stripe: StripeResource,
-                    duckdb: DuckDBResource) -> dg.Output[None]:
+                    store: MailroomStore) -> dg.Output[None]:
     _refuse(id_problem("customer", "customer_id", config.customer_id))
     with stripe_errors(f"customer {config.customer_id}"), \
-            reconciling(stripe, duckdb, context.run_id, log=context.log.info) as rec:
+            reconciling(stripe, store, context.run_id, log=context.log.info) as rec:
         report = rec.resync_customer(config.customer_id)
     context.log.info(f"customer {config.customer_id}: {sum(report.differences.values())} differences repaired")
     return dg.Output(None, metadata=report.as_metadata())
@@ -183,14 +182,14 @@ resync_customer_job = dg.GraphDefinition(name="resync_customer_job", node_defs=[
 # --- scheduled -------------------------------------------------------------------------------------
 
 @dg.op(pool="duckdb", description="Sets each live subscription's seat count to its organisation's member count.")
-def sync_seat_counts(context: dg.OpExecutionContext, stripe: StripeResource, duckdb: DuckDBResource) -> dg.Output[None]:
-    with Store(duckdb.connect).read() as conn:
+def sync_seat_counts(context: dg.OpExecutionContext, stripe: StripeResource, store: MailroomStore) -> dg.Output[None]:
+    with store.ledgers().read() as conn:
         targets = seat_targets(conn)
     report = sync_seats(stripe.client(), targets, scope=None, log=context.log.warning)
     for org, sub, before, after in report.changed:
         context.log.info(f"organisation {org}: {sub} seats {before} -> {after}")
     if report.changed:
-        with reconciling(stripe, duckdb, context.run_id) as rec:
+        with reconciling(stripe, store, context.run_id) as rec:
             rec.resync({"subscription": [c[1] for c in report.changed]})
     if report.failed:
         # the others were updated; the run fails so the failures are seen
@@ -210,9 +209,9 @@ class ReconcileConfig(dg.Config):
 
 @dg.op(pool="duckdb", description="Compares Stripe with the billing tables, repairs them, records drift.")
 def reconcile_billing(context: dg.OpExecutionContext, config: ReconcileConfig, stripe: StripeResource,
-                      duckdb: DuckDBResource) -> dg.Output[None]:
+                      store: MailroomStore) -> dg.Output[None]:
     _refuse(reconcile_mode_problem(config.mode))
-    with reconciling(stripe, duckdb, context.run_id, log=context.log.info) as rec:
+    with reconciling(stripe, store, context.run_id, log=context.log.info) as rec:
         report = rec.full_sweep() if config.mode == ReconcileMode.FULL else rec.incremental()
     if report.fallback_reason:
         context.log.warning(f"incremental reconciliation fell back to a full sweep: {report.fallback_reason}")
@@ -231,9 +230,9 @@ class NoticeConfig(dg.Config):
 
 @dg.op(pool="duckdb", description="Company organisations past the grace period without an active subscription "
                                  "get organization-subscription-required (30-day repeat window).")
-def notify_subscription_required(context: dg.OpExecutionContext, config: NoticeConfig, duckdb: DuckDBResource,
+def notify_subscription_required(context: dg.OpExecutionContext, config: NoticeConfig, store: MailroomStore,
                                  email_requests_queue: SQSQueueResource) -> dg.Output[None]:
-    report = send_subscription_required(duckdb.connect, email_requests_queue, datetime.now(UTC),
+    report = send_subscription_required(store.connect, email_requests_queue, datetime.now(UTC),
                                         grace_days=config.grace_days)
     return dg.Output(None, metadata=report.as_metadata())
 

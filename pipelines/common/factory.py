@@ -1,6 +1,6 @@
 """queue_consumer_defs(spec): a queue's drain op + job, doorbell sensor and replay job, from its QueueSpec.
 
-The op opens a Store on the `duckdb` resource, builds the consumer with
+The op opens a Store on the `store` resource (the ledgers, pipelines/store_resource.py), builds the consumer with
 `spec.make_consumer(context, config)` (config: the op's typed run config; None for a replay),
 runs it with run_consumer and returns the run's counters as its output and metadata. The op
 uses the consumer as a context manager, so what it holds (a verify pool, a sending pool) is
@@ -91,7 +91,7 @@ class QueueSpec:
     sensor_description: str | None = None
     op_description: str | None = None
     config_class: type[DrainConfig] = DrainConfig
-    resource_keys: frozenset[str] = frozenset()   # besides duckdb and the queue's own
+    resource_keys: frozenset[str] = frozenset()   # besides store and the queue's own
     connect_config: Mapping[str, Any] | None = None   # DuckDB settings of the run's connection
     ledgers: tuple[str, ...] = ()    # asset keys of the tables the drain writes; quarantine is added
     after_run: AfterRun | None = None
@@ -115,9 +115,7 @@ class QueueSpec:
 
 
 def _store(context: Any, connect_config: Mapping[str, Any] | None, hold_seconds: float) -> Store:
-    duckdb = context.resources.duckdb
-    config = dict(connect_config) if connect_config is not None else None
-    return Store(lambda: duckdb.connect(config=config), hold_seconds)
+    return context.resources.store.ledgers(config=connect_config, hold_seconds=hold_seconds)
 
 
 def pool_for(source: str) -> str:
@@ -136,7 +134,7 @@ def _end_as_canceled(context: Any, source: str, reason: str | None, meta: dict) 
 
 
 def queue_consumer_defs(spec: QueueSpec) -> dg.Definitions:
-    keys = {"duckdb", *spec.resource_keys}
+    keys = {"store", *spec.resource_keys}
     ledger_keys = [*dict.fromkeys([*spec.ledgers, QUARANTINE])]
     source, queue_key, config_class = spec.source, spec.resource_key, spec.config_class
 

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping
 
 import dagster as dg
 
-from pipelines.store.store import Store
 
 QUARANTINE = "quarantine"
 # Run counters copied onto each ledger materialization (when the run has them).
@@ -43,7 +42,7 @@ def table_rows(conn, tables: Iterable[str]) -> dict[str, int]:
 def report_ledgers(context, keys: Iterable[str], counters: Mapping[str, int]) -> None:
     """Log a materialization of each ledger: its row count and this run's figures."""
     keys = list(keys)
-    with Store(context.resources.duckdb.connect).read() as conn:
+    with context.resources.store.ledgers().read() as conn:
         rows = table_rows(conn, keys)
     run = {f"run_{k}": dg.MetadataValue.int(int(counters[k])) for k in RUN_FIGURES if counters.get(k)}
     for key in keys:

@@ -8,8 +8,7 @@ from pipelines.common.ledgers import ledger_spec
 from pipelines.email import sends_daily
 from pipelines.email.checks import CHECKS, MAX_FAILURE_RATE, STUCK_PENDING_MINUTES
 from pipelines.email.ledger import EMAIL_MESSAGES
-from pipelines.store.store import Store
-from resources.duckdb import DuckDBResource
+from pipelines.store_resource import MailroomStore
 email_messages = ledger_spec(
     EMAIL_MESSAGES, group="email",
     description="the outbox: one row per request and recipient, pending -> sent | failed, or skipped with "
@@ -23,8 +22,8 @@ email_messages = ledger_spec(
                       "skipped by reason, failed, pending. Metadata: row count, the newest rows, totals and "
                       "today's failure rate (plotted over materializations). When a check fails, its "
                       "description says what to do; docs/operations.md has the runbook.")
-def email_sends_daily(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
-    with Store(duckdb.connect).transaction() as conn:   # the rebuild and the figures read from it
+def email_sends_daily(context: dg.AssetExecutionContext, store: MailroomStore):
+    with store.reports(reads=[EMAIL_MESSAGES], writes=["email_sends_daily"]) as conn:   # the rebuild and the figures read from it
         rows = sends_daily.materialize(conn)
         totals = sends_daily.totals(conn)
         ledger, counted = sends_daily.ledger_mismatch(conn)

@@ -11,8 +11,7 @@ from pipelines.common.ledgers import ledger_spec
 from pipelines.email.ledger import EMAIL_MESSAGES
 from pipelines.email_delivery.checks import REPUTATION_CHECKS, reputation_check_results
 from pipelines.email_delivery.reporting import compute_reputation, refresh_delivery_daily, email_status_counts
-from pipelines.store.store import Store
-from resources.duckdb import DuckDBResource
+from pipelines.store_resource import MailroomStore
 
 EMAIL = "email"
 EMAIL_EVENTS = "email_events"
@@ -26,6 +25,8 @@ email_addresses = ledger_spec(
     EMAIL_ADDRESSES, group=EMAIL,
     description="per address: verified or not, with the reason (hard bounce, complaint), the soft-bounce "
                 "count and the last transient bounce; send_email_batch_job skips unverified addresses.")
+# The ledgers the rollups read (the email_status view joins them).
+REPORT_READS = (EMAIL_MESSAGES, EMAIL_EVENTS)
 # Materialize when what it reads has new rows (a drain landed some), never two at once.
 REFRESH = dg.AutomationCondition.eager()
 
@@ -37,8 +38,8 @@ REFRESH = dg.AutomationCondition.eager()
                       "Metadata: messages, messages per status (plotted over materializations) and a table of "
                       "statuses by kind; no addresses. No checks: ses_reputation and email_sends_daily check "
                       "what it shows.")
-def email_status(duckdb: DuckDBResource) -> dg.MaterializeResult:
-    with Store(duckdb.connect).read() as conn:
+def email_status(store: MailroomStore) -> dg.MaterializeResult:
+    with store.reports(reads=REPORT_READS) as conn:
         counts = email_status_counts(conn)
         by_kind = preview(conn, "SELECT kind, status, count(*) AS messages, max(status_at) AS latest "
                                 "FROM email_status GROUP BY ALL ORDER BY kind, status", limit=50)
@@ -56,8 +57,8 @@ def email_status(duckdb: DuckDBResource) -> dg.MaterializeResult:
                       "rates. Metadata: row count, the newest rows, and the newest day's rates over all kinds "
                       "(plotted over materializations). No checks of its own: ses_reputation checks the "
                       "rates SES judges the account by.")
-def email_delivery_daily(duckdb: DuckDBResource) -> dg.MaterializeResult:
-    with Store(duckdb.connect).transaction() as conn:   # the rebuild and the figures read from it
+def email_delivery_daily(store: MailroomStore) -> dg.MaterializeResult:
+    with store.reports(reads=REPORT_READS, writes=["email_delivery_daily"]) as conn:   # the rebuild and the figures read from it
         rows = refresh_delivery_daily(conn)
         latest, sent, delivered, hard, complained = conn.execute(
             "SELECT day, sum(sent), sum(delivered), sum(hard_bounced), sum(complained) FROM email_delivery_daily "
@@ -88,8 +89,9 @@ class ReputationConfig(dg.Config):
                       "materializations), rows, the last computations. A failed check: see the check's "
                       "description and docs/operations.md, 'A reputation check fails'. Refreshed, and its "
                       "checks run, whenever new SES events land.")
-def ses_reputation(config: ReputationConfig, duckdb: DuckDBResource):
-    with Store(duckdb.connect).transaction() as conn:
+def ses_reputation(config: ReputationConfig, store: MailroomStore):
+    # ses_reputation keeps a row per computation: the workspace loads the history before appending.
+    with store.reports(reads=REPORT_READS, writes=["ses_reputation"]) as conn:
         rep = compute_reputation(conn, datetime.now(timezone.utc), config.window_days)
         rows = row_count(conn, "ses_reputation")
         history = preview(conn, "SELECT * FROM ses_reputation ORDER BY computed_at DESC")

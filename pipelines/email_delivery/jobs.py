@@ -15,8 +15,7 @@ from pipelines.email_delivery.cleanup import cleanup
 from pipelines.email_delivery.consumer import SOURCE, SesNotificationConsumer
 from pipelines.email_delivery.heap import freeze_long_lived
 from pipelines.email_delivery.parallel import PooledSesNotificationConsumer, auto_workers
-from pipelines.store.store import Store
-from resources.duckdb import DuckDBResource
+from pipelines.store_resource import MailroomStore
 
 
 class DrainConfig(QueueDrainConfig):
@@ -49,7 +48,7 @@ def publish_changes(context) -> dict[str, int]:
     queue = context.resources.address_changes_queue
     if not queue.queue_name:
         return {"address_changes_published": 0}
-    with Store(context.resources.duckdb.connect).transaction() as conn:
+    with context.resources.store.ledgers().transaction() as conn:
         return {"address_changes_published": publish_address_changes(conn, queue.send)}
 
 
@@ -84,8 +83,8 @@ class CleanupConfig(dg.Config):
 
 
 @dg.op(pool="duckdb", description="Deletes old messages and their events (Warehouse's retention).")
-def cleanup_ses_messages(context: dg.OpExecutionContext, config: CleanupConfig, duckdb: DuckDBResource):
-    with Store(duckdb.connect).transaction() as conn:
+def cleanup_ses_messages(context: dg.OpExecutionContext, config: CleanupConfig, store: MailroomStore):
+    with store.ledgers().transaction() as conn:
         res = cleanup(conn, datetime.now(timezone.utc), final_days=config.final_days, all_days=config.all_days)
     context.log.info(f"cleanup: {res.messages} messages, {res.events} events deleted")
     return dg.Output(None, metadata={"messages_deleted": res.messages, "events_deleted": res.events})

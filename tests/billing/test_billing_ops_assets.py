@@ -14,6 +14,7 @@ from pipelines.billing.assets import REPORT_ASSETS
 from pipelines.billing.checks import REPORT_CHECKS
 from pipelines.billing.definitions import defs as billing_defs
 from pipelines.billing.jobs import organization_subscription_notice_job, reconcile_billing_job
+from pipelines.store_resource import MailroomStore
 from resources.aws import SQSQueueResource
 
 pytestmark = pytest.mark.integration
@@ -24,7 +25,7 @@ def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
 
 
 def _materialize(res, db, **kw) -> dg.ExecuteInProcessResult:
-    return dg.materialize([*REPORT_ASSETS, *REPORT_CHECKS], resources={"stripe": res, "duckdb": db}, **kw)
+    return dg.materialize([*REPORT_ASSETS, *REPORT_CHECKS], resources={"stripe": res, "store": MailroomStore(duckdb_path=db.path)}, **kw)
 
 
 def test_reconcile_then_assets_and_checks(local_stack, stack_env, res, db):
@@ -47,7 +48,7 @@ def test_reconcile_then_assets_and_checks(local_stack, stack_env, res, db):
 
     run = reconcile_billing_job.execute_in_process(
         run_config={"ops": {"reconcile_billing": {"config": {"mode": "full"}}}},
-        resources={"stripe": res, "duckdb": db})
+        resources={"stripe": res, "store": MailroomStore(duckdb_path=db.path)})
     assert run.success
     [out] = [e for e in run.all_events if e.event_type_value == "STEP_OUTPUT"]
     md = out.event_specific_data.metadata
@@ -72,7 +73,7 @@ def test_reconcile_then_assets_and_checks(local_stack, stack_env, res, db):
                      [subs["org-paying"]["id"]])
     assert not _checks(_materialize(res, db))["live_subscriptions_have_customer_and_organisation"]
     # the daily incremental run repairs what events touched (the cancel), not the untouched tampering...
-    run = reconcile_billing_job.execute_in_process(resources={"stripe": res, "duckdb": db})
+    run = reconcile_billing_job.execute_in_process(resources={"stripe": res, "store": MailroomStore(duckdb_path=db.path)})
     assert run.success
     checks = _checks(_materialize(res, db))
     assert checks["none_live_here_canceled_in_stripe"] and checks["drift_repaired"]
@@ -82,7 +83,7 @@ def test_reconcile_then_assets_and_checks(local_stack, stack_env, res, db):
                             [subs["org-community"]["id"]]).fetchone() == ("canceled",)
     # ...which the weekly full sweep finds
     run = reconcile_billing_job.execute_in_process(
-        run_config={"ops": {"reconcile_billing": {"config": {"mode": "full"}}}}, resources={"stripe": res, "duckdb": db})
+        run_config={"ops": {"reconcile_billing": {"config": {"mode": "full"}}}}, resources={"stripe": res, "store": MailroomStore(duckdb_path=db.path)})
     assert run.success
     assert _checks(_materialize(res, db))["live_subscriptions_have_customer_and_organisation"]
     with db.connect() as conn:
@@ -95,7 +96,7 @@ def test_reconcile_then_assets_and_checks(local_stack, stack_env, res, db):
     declined = payments.charge(client, customer_id=cus, amount=500, currency="usd", reference="x",
                                payment_method_id=bad["id"])
     assert declined.status == "failed"
-    assert reconcile_billing_job.execute_in_process(resources={"stripe": res, "duckdb": db}).success
+    assert reconcile_billing_job.execute_in_process(resources={"stripe": res, "store": MailroomStore(duckdb_path=db.path)}).success
     strict = _materialize(res, db, run_config={"ops": {"billing_daily_payment_failure_rate_under_threshold": {
         "config": {"max_rate": 0.1}}}})
     assert _checks(strict)["payment_failure_rate_under_threshold"] is False
@@ -104,7 +105,7 @@ def test_reconcile_then_assets_and_checks(local_stack, stack_env, res, db):
     queue = SQSQueueResource(queue_name="email-requests", region_name="us-east-1")
     for _ in range(2):
         assert organization_subscription_notice_job.execute_in_process(
-            resources={"duckdb": db, "email_requests_queue": queue}).success
+            resources={"store": MailroomStore(duckdb_path=db.path), "email_requests_queue": queue}).success
     bodies = [json.loads(m["Body"]) for m in local_stack.receive("email-requests", 10, timeout=3)]
     assert [(b["kind"], b["recipients"][0]["email"]) for b in bodies] == [
         ("organization-subscription-required", "billing@late.example")]

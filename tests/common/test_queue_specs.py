@@ -13,7 +13,7 @@ from pipelines.queues import QUEUE_SPECS
 from pipelines.resource_defs import build_resources
 from pipelines.settings import SETTINGS
 from resources.aws import SQSQueueResource
-from resources.duckdb import DuckDBResource
+from pipelines.store_resource import MailroomStore
 
 
 def test_every_queue_is_wired_from_its_spec():
@@ -69,10 +69,10 @@ def test_a_new_queue_is_a_spec():
                      job_description="Drains tax-events.", replay_op_name="replay_tax_quarantine",
                      replay_job_name="replay_tax_quarantine_job", ledgers=("tax_rows",))
     defs = dg.Definitions.merge(queue_consumer_defs(spec), dg.Definitions(resources={
-        "duckdb": DuckDBResource(path=":memory:"), "tax_events_queue": SQSQueueResource(queue_name="tax-events")}))
+        "store": MailroomStore(duckdb_path=":memory:"), "tax_events_queue": SQSQueueResource(queue_name="tax-events")}))
     job = defs.resolve_job_def("ingest_tax_events_job")
     op = job.graph.node_defs[0]
     assert op.name == "drain_tax_events" and op.pool == "drain-tax-events"
-    assert op.required_resource_keys == {"duckdb", "tax_events_queue"}
+    assert op.required_resource_keys == {"store", "tax_events_queue"}
     assert defs.resolve_job_def("replay_tax_quarantine_job").graph.node_defs[0].pool == "drain-tax-events"
     assert defs.get_sensor_def("tax_events_sensor").job_name == "ingest_tax_events_job"

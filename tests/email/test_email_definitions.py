@@ -12,7 +12,7 @@ def test_definitions_are_wired():
     job = defs.resolve_job_def("send_email_batch_job")
     op = job.graph.node_defs[0]
     assert op.name == "send_email_batch" and op.pool == "drain-email-requests"
-    assert op.required_resource_keys >= {"duckdb", "email_requests_queue", "email_sender", "templates",
+    assert op.required_resource_keys >= {"store", "email_requests_queue", "email_sender", "templates",
                                          "email_settings"}
     sensor = defs.resolve_sensor_def("email_requests_sensor")
     assert sensor.job_name == "send_email_batch_job"

@@ -4,6 +4,7 @@ import dagster as dg
 
 from pipelines.email.assets import email_sends_daily
 from pipelines.schema import database
+from pipelines.store_resource import MailroomStore
 
 ROWS = [
     # request, to, kind, status, skip_reason, created (hours ago)
@@ -26,7 +27,7 @@ def seed(db, rows):
 
 
 def materialize(db):
-    result = dg.materialize([email_sends_daily], resources={"duckdb": db}, raise_on_error=False)
+    result = dg.materialize([email_sends_daily], resources={"store": MailroomStore(duckdb_path=db.path)}, raise_on_error=False)
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     return result, checks
 

@@ -22,6 +22,7 @@ from pipelines.email_delivery.consumer import SesNotificationConsumer
 from pipelines.email_delivery.parallel import PreparePool
 from pipelines.email_delivery.reporting import grade
 from pipelines.common.sns.verify import SnsVerifier
+from pipelines.store_resource import MailroomStore
 from resources.aws import SQSQueueResource
 from tests.fakes import process
 from tests.email_delivery.ses_helpers import TOPIC, ses_message, signed
@@ -202,7 +203,7 @@ def _checks(result):
 ])
 def test_reputation_checks_warn_and_fail_at_ses_thresholds(db, sent, hard, complaints, bounce, complaint):
     _seed_reputation(db, sent, hard, complaints)
-    result = dg.materialize([email_status, email_delivery_daily, ses_reputation], resources={"duckdb": db},
+    result = dg.materialize([email_status, email_delivery_daily, ses_reputation], resources={"store": MailroomStore(duckdb_path=db.path)},
                             raise_on_error=False)
     assert result.success
     assert _checks(result) == {"bounce_rate_below_ses_thresholds": bounce,
@@ -219,7 +220,7 @@ def test_delivery_daily_and_status_view(db):
     with db.connect() as conn:
         add(conn, "never-sent", "failed", 0, None)
         add_event(conn, "soft", "password-reset-m5", "Bounce", bounce_type="Transient")
-    result = dg.materialize([email_status, email_delivery_daily], resources={"duckdb": db})
+    result = dg.materialize([email_status, email_delivery_daily], resources={"store": MailroomStore(duckdb_path=db.path)})
     assert result.success
     with db.connect() as conn:
         rows = conn.execute("SELECT kind, sent, delivered, hard_bounced, soft_bounced, complained, bounce_rate, "
@@ -227,7 +228,7 @@ def test_delivery_daily_and_status_view(db):
         assert rows == [("password-reset", 10, 10, 2, 1, 1, 0.2, 0.1), ("verify-email", 4, 4, 0, 0, 0, 0.0, 0.0)]
         assert conn.execute("SELECT count(*), count(last_event_type) FROM email_status").fetchone() == (15, 14)
     # Rebuilt, not appended, on a second materialisation.
-    dg.materialize([email_status, email_delivery_daily], resources={"duckdb": db})
+    dg.materialize([email_status, email_delivery_daily], resources={"store": MailroomStore(duckdb_path=db.path)})
     with db.connect() as conn:
         assert conn.execute("SELECT count(*) FROM email_delivery_daily").fetchone()[0] == 2
 

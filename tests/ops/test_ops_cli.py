@@ -23,7 +23,7 @@ from pipelines.common.factory import queue_consumer_defs
 from pipelines.email_delivery.jobs import SES_NOTIFICATIONS
 from pipelines.billing.jobs import STRIPE_EVENTS
 from pipelines.ops.commands import COMMANDS, ConfigProblem
-from resources.duckdb import DuckDBResource
+from pipelines.store_resource import MailroomStore
 from resources.stripe_client import StripeResource
 from tests.billing.billing_ops_helpers import stripe_resource
 
@@ -49,7 +49,7 @@ def test_the_command_refuses_what_the_job_refuses_with_the_same_words(command, a
     unreachable = StripeResource(api_key="sk_test_x", webhook_secret="whsec_x", api_base="http://127.0.0.1:9")
     result = job.execute_in_process(run_config={"ops": {op.name: {"config": arguments}}}, raise_on_error=False,
                                     resources={"stripe": unreachable,
-                                               "duckdb": DuckDBResource(path=str(tmp_path / "x.duckdb"))})
+                                               "store": MailroomStore(duckdb_path=str(tmp_path / "x.duckdb"))})
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert message in failure.event_specific_data.user_failure_data.description
 
