@@ -15,7 +15,10 @@ materialization of each (plus the shared `quarantine` table) with its row count 
 counters, so lineage runs from each queue's tables to the rollups that depend on them.
 
 Pools: each queue's drain and replay ops share a pool of their own (`drain-<source>`, limit 1 by
-dagster.yaml's default_limit, so a new queue needs no entry there): one drain per queue at a time, different queues side by side. They hold the DuckDB
+dagster.yaml's default_limit, so a new queue needs no entry there): one drain per queue at a time, different queues side by side.
+On PostgreSQL an operator may raise a queue's pool limit to N (`dagster instance concurrency set
+drain-<source> N`); the doorbell then asks for up to N runs, which SQS hands different messages.
+They hold the DuckDB
 file only while they commit (pipelines/store/store.py); DuckDB's process lock and the resource's
 lock retry make their commits take turns (docs/operations.md, "Ad-hoc queries").
 
@@ -163,7 +166,7 @@ def queue_consumer_defs(spec: QueueSpec) -> dg.Definitions:
         drain_op()
 
     sensor = queue_doorbell_sensor(name=spec.sensor_name, job=drain_job, queue_resource_key=queue_key,
-                                   description=spec.sensor_description)
+                                   description=spec.sensor_description, pool=spec.pool, store_resource_key="store")
     jobs = [drain_job]
 
     if spec.replay_job_name:

@@ -3,7 +3,7 @@
 import dagster as dg
 import pytest
 
-from pipelines.common.doorbell import doorbell_decision, queue_doorbell_sensor
+from pipelines.common.doorbell import BACKLOG_PER_RUN, doorbell_decision, queue_doorbell_sensor, runs_allowed
 
 pytestmark = pytest.mark.xdist_group("doorbell")   # one Dagster instance for the module
 
@@ -86,3 +86,44 @@ def test_sensor_reads_depth_from_its_resource(instance):
     tick = sensor.evaluate_tick(ctx)
     assert tick.run_requests == []
     assert tick.skip_message == "queue q is empty"
+
+
+# ---- several runs per queue (the PostgreSQL store) ---------------------------------------------------
+
+def test_a_backlog_asks_for_one_run_per_share_up_to_the_limit(instance):
+    assert doorbell_decision(instance, "drain_job", "q", BACKLOG_PER_RUN, max_runs=4).run_key == "q:after:none"
+    many = doorbell_decision(instance, "drain_job", "q", 10 * BACKLOG_PER_RUN, max_runs=4)
+    assert [r.run_key for r in many] == ["q:after:none", "q:after:none:1", "q:after:none:2", "q:after:none:3"]
+    three = doorbell_decision(instance, "drain_job", "q", 3 * BACKLOG_PER_RUN, max_runs=4)
+    assert len(three) == 3
+
+
+def test_runs_in_flight_count_against_the_limit(instance):
+    runs = [instance.create_run_for_job(drain_job) for _ in range(3)]
+    more = doorbell_decision(instance, "drain_job", "q", 10 * BACKLOG_PER_RUN, max_runs=4)
+    assert isinstance(more, dg.RunRequest) and more.run_key == f"q:after:{runs[-1].run_id}"
+    instance.create_run_for_job(drain_job)
+    full = doorbell_decision(instance, "drain_job", "q", 10 * BACKLOG_PER_RUN, max_runs=4)
+    assert isinstance(full, dg.SkipReason) and "4 in flight, 4 allowed" in full.skip_message
+
+
+def test_duckdb_allows_one_run_whatever_the_pool(instance):
+    instance.event_log_storage.set_concurrency_slots("drain-q", 4)
+    assert runs_allowed(instance, "drain-q", "duckdb") == 1
+    assert runs_allowed(instance, "drain-q", "postgres") == 4
+    assert runs_allowed(instance, "drain-unset", "postgres") == 1   # no limit set: one
+
+
+def test_the_sensor_asks_for_several_runs_on_postgres(instance):
+    instance.event_log_storage.set_concurrency_slots("drain-q", 2)
+
+    class Engine(dg.ConfigurableResource):
+        engine: str
+
+    sensor = queue_doorbell_sensor(name="drain_sensor", job=drain_job, queue_resource_key="the_queue",
+                                   pool="drain-q", store_resource_key="store")
+    for engine, expected in (("postgres", 2), ("duckdb", 1)):
+        ctx = dg.build_sensor_context(instance=instance, resources={
+            "the_queue": FakeDepthQueue(queue_name="q", fixed_depth=10 * BACKLOG_PER_RUN),
+            "store": Engine(engine=engine)})
+        assert len(sensor.evaluate_tick(ctx).run_requests) == expected
