@@ -182,6 +182,29 @@ def stack_env(local_stack: LocalStack, tmp_path: Path, monkeypatch: pytest.Monke
     return env
 
 
+@pytest.fixture(params=["duckdb", "postgres"])
+def profile_env(request: pytest.FixtureRequest, stack_env: dict[str, str],
+                monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """stack_env in each store profile: `duckdb` as is; `postgres` with MAILROOM_STORE=postgres and
+    DATABASE_URL a fresh migrated database on 127.0.0.1:5432 (skipped, saying so, when the server is
+    unreachable; a failure under CI=true). Read the ledgers with tests.ledgers.rows(env, sql)."""
+    if request.param == "duckdb":
+        return stack_env
+    url = request.getfixturevalue("_pg_database_for_profile")
+    env = {**stack_env, "MAILROOM_STORE": "postgres", "DATABASE_URL": url}
+    for name in ("MAILROOM_STORE", "DATABASE_URL"):
+        monkeypatch.setenv(name, env[name])
+    return env
+
+
+@pytest.fixture
+def _pg_database_for_profile():
+    from tests.servers import migrated_pg_database
+
+    with migrated_pg_database() as url:
+        yield url
+
+
 # Markers are applied here, so a new test file gets them without remembering:
 #   integration  starts servers (the local stack, PostgreSQL/RabbitMQ, `devstack dev`): any test using
 #                local_stack or stack_env, the production profile's server fixtures; tests that start

@@ -7,12 +7,13 @@ import dagster as dg
 
 def tick_and_run(instance: dg.DagsterInstance, sensor_name: str, queue_key: str, job_name: str,
                  run_config: dict | None = None) -> dg.ExecuteInProcessResult | None:
-    """Evaluate the sensor once (with its queue resource); when it rings, execute the job in process
+    """Evaluate the sensor once (with its queue and store resources); when it rings, execute the job in process
     with the run request's tags and return the (successful) result; None when it stays quiet."""
     from pipelines.definitions import defs
 
     sensor = defs.resolve_sensor_def(sensor_name)
-    with dg.build_sensor_context(instance=instance, resources={queue_key: defs.resources[queue_key]}) as ctx:
+    with dg.build_sensor_context(instance=instance, resources={queue_key: defs.resources[queue_key],
+                                                                   "store": defs.resources["store"]}) as ctx:
         tick = sensor.evaluate_tick(ctx)
     if not tick.run_requests:
         return None

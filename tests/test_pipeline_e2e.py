@@ -3,14 +3,16 @@
 dispatch() -> SQS email-requests -> email_requests_sensor -> send_email_batch_job (SES on moto)
 -> mailbox simulator -> signed SNS envelope on SQS ses-notifications -> ses_notifications_sensor
 -> ingest_ses_notifications_job -> email_messages.status and email_addresses.
+
+In both store profiles: the DuckDB file, and PostgreSQL (the ledgers there, the same code path).
 """
 
 import time
 
 import dagster as dg
-import duckdb
 
 from pipelines.email.dispatch import dispatch
+from tests.ledgers import count, rows as ledger_rows
 from tests.sensor_runs import tick_and_run
 
 SIM = "simulator.amazonses.com"
@@ -26,33 +28,32 @@ EXPECTED = {
 EVENTS = 7
 
 
-def state(db_path):
-    with duckdb.connect(db_path, read_only=True) as c:
-        statuses = dict(c.execute("SELECT to_address, status FROM email_messages").fetchall())
-        addresses = {r[0]: tuple(r[1:]) for r in c.execute(
-            "SELECT address, verified, unverify_reason, transient_bounces FROM email_addresses").fetchall()}
-        events = c.execute("SELECT count(*) FROM email_events e JOIN email_messages m USING (message_id)").fetchone()[0]
+def state(env):
+    statuses = dict(ledger_rows(env, "SELECT to_address, status FROM email_messages"))
+    addresses = {r[0]: tuple(r[1:]) for r in ledger_rows(
+        env, "SELECT address, verified, unverify_reason, transient_bounces FROM email_addresses")}
+    events = ledger_rows(env, "SELECT count(*) FROM email_events e JOIN email_messages m USING (message_id)")[0][0]
     return statuses, addresses, events
 
 
-def test_request_to_delivery_status_through_every_real_part(local_stack, stack_env, monkeypatch):
+def test_request_to_delivery_status_through_every_real_part(local_stack, profile_env, monkeypatch):
     monkeypatch.setenv("EMAIL_TRANSPORT", "ses")
     monkeypatch.setenv("SES_MAX_SEND_RATE", "50")
-    db_path = stack_env["DUCKDB_PATH"]
+    env = profile_env
     instance = dg.DagsterInstance.ephemeral()
 
     dispatch("two-factor-added", [{"email": a, "verified": True} for a in EXPECTED],
              {"method": "totp", "username": "alice"}, request_id="loop-1")
     sent = tick_and_run(instance, "email_requests_sensor", "email_requests_queue", "send_email_batch_job")
     assert sent is not None and sent.output_for_node("send_email_batch")["sent"] == len(EXPECTED)
-    assert set(state(db_path)[0].values()) == {"sent"}
+    assert set(state(env)[0].values()) == {"sent"}
 
     ingest_config = {"ops": {"drain_ses_notifications": {"config": {"wait_seconds": 1, "max_seconds": 20}}}}
     deadline = time.monotonic() + 45
     while time.monotonic() < deadline:
         tick_and_run(instance, "ses_notifications_sensor", "ses_notifications_queue",
                      "ingest_ses_notifications_job", ingest_config)
-        statuses, addresses, events = state(db_path)
+        statuses, addresses, events = state(env)
         if events >= EVENTS:
             break
         time.sleep(0.5)
@@ -73,8 +74,6 @@ def test_request_to_delivery_status_through_every_real_part(local_stack, stack_e
         assert event is not None, key
         return event.asset_materialization.metadata["rows"].value
 
-    with duckdb.connect(db_path, read_only=True) as c:
-        counts = {t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                  for t in ("email_messages", "email_events", "email_addresses", "quarantine")}
+    counts = {t: count(env, t) for t in ("email_messages", "email_events", "email_addresses", "quarantine")}
     assert {t: rows(t) for t in counts} == counts
     assert counts["email_messages"] == 2 * len(EXPECTED) and counts["email_events"] >= EVENTS

@@ -29,7 +29,7 @@ def run_doorbell_then_job(instance, *, expect_run=True):
     from pipelines.definitions import defs
 
     sensor = defs.resolve_sensor_def("email_requests_sensor")
-    resources = {"email_requests_queue": defs.resources["email_requests_queue"]}
+    resources = {"email_requests_queue": defs.resources["email_requests_queue"], "store": defs.resources["store"]}
     with dg.build_sensor_context(instance=instance, resources=resources) as ctx:
         data = sensor.evaluate_tick(ctx)
     if not expect_run:
