@@ -10,6 +10,7 @@ import pytest
 
 from devstack.mailbox_simulator import sent_messages
 from pipelines.email.dispatch import dispatch
+from tests.ledgers import rows as ledger_rows
 from resources.aws import SQSQueueResource
 
 KIND_CONTEXT = {
@@ -44,13 +45,9 @@ def run_doorbell_then_job(instance, *, expect_run=True):
 
 
 def ledger(env):
-    import duckdb
-
-    with duckdb.connect(env["DUCKDB_PATH"], read_only=True) as c:
-        rows = c.execute("SELECT request_id, to_address, kind, status, skip_reason, message_id, attempts, remote_ip, "
-                         "from_address, subject FROM email_messages ORDER BY 1, 2").fetchall()
-        quarantine = c.execute("SELECT reason, raw_body FROM quarantine ORDER BY 1").fetchall()
-    return rows, quarantine
+    rows = ledger_rows(env, "SELECT request_id, to_address, kind, status, skip_reason, message_id, attempts, "
+                            "remote_ip, from_address, subject FROM email_messages ORDER BY 1, 2")
+    return rows, ledger_rows(env, "SELECT reason, raw_body FROM quarantine ORDER BY 1")
 
 
 def requests_mix():
@@ -74,7 +71,8 @@ def requests_mix():
     ]
 
 
-def test_sqs_to_smtp_sink_end_to_end(local_stack, stack_env):
+def test_sqs_to_smtp_sink_end_to_end(local_stack, profile_env):
+    stack_env = profile_env   # both store profiles
     instance = dg.DagsterInstance.ephemeral()
     run_doorbell_then_job(instance, expect_run=False)          # empty queue: the doorbell stays quiet
     enqueue(local_stack, requests_mix())
