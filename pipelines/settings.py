@@ -71,9 +71,9 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("AWS_REGION", "AWS region of SQS, SNS and SES", "us-west-2"),
     Setting("DUCKDB_PATH", "DuckDB database file", "/var/lib/mailroom/mailroom.duckdb"),
-    Setting("MAILROOM_STORE", "Store engine: duckdb (the file at DUCKDB_PATH) or postgres (DATABASE_URL). "
-            "postgres serves `python -m pipelines.schema` (migrations) and the ported code; the jobs still "
-            "write DuckDB until they are wired (docs/postgres.md)", "duckdb", _one_of("duckdb", "postgres")),
+    Setting("MAILROOM_STORE", "Store engine: duckdb (every table in the file at DUCKDB_PATH, one host) or "
+            "postgres (the ledgers in PostgreSQL at DATABASE_URL, the reports in ASSET_STORE_URL; several "
+            "hosts, several drains per queue): docs/postgres.md", "postgres", _one_of("duckdb", "postgres")),
     Setting("DATABASE_URL", "PostgreSQL system of record, used when MAILROOM_STORE=postgres (empty: none)",
             "(secret) postgresql://mailroom@db.internal:5432/mailroom", _postgres_url, secret=True),
     Setting("EMAIL_REQUESTS_QUEUE", "SQS queue the application puts email requests on", "prod-email-requests"),
