@@ -16,3 +16,14 @@ def rows(env: Mapping[str, str], sql: str, params: Sequence[Any] | None = None) 
 
 def count(env: Mapping[str, str], table: str) -> int:
     return int(rows(env, f'SELECT count(*) FROM "{table}"')[0][0])
+
+
+def table(env: Mapping[str, str], name: str, *, where: str = "", exclude: Sequence[str] = ()) -> list[tuple]:
+    """Every row of `name` (optionally filtered by `where`, minus the `exclude` columns), sorted: the
+    same list for the same rows on either engine."""
+    with configured_store(env) as store, store.read() as conn:
+        cur = conn.execute(f'SELECT * FROM "{name}"' + (f" WHERE {where}" if where else ""))
+        names = [d[0] for d in cur.description]
+        keep = [i for i, n in enumerate(names) if n not in exclude]
+        found = [tuple(r[i] for i in keep) for r in cur.fetchall()]
+    return sorted(found, key=repr)

@@ -8,7 +8,6 @@ import time
 from email.message import EmailMessage
 
 import dagster as dg
-import duckdb
 
 from devstack.sns_signer import confirmation_envelope, notification_envelope
 from devstack.topology import SES_SENDER
@@ -19,7 +18,8 @@ from pipelines.common.sns.verify import SnsVerifier
 from tests.fakes import process
 from tests.sensor_runs import tick_and_run
 from resources.aws import SNSResource, SQSQueueResource
-from pipelines.schema import database
+from pipelines.schema import configured_store, database
+from tests.ledgers import rows, table
 
 SIM = "simulator.amazonses.com"
 # recipient -> (notifications the simulator sends, final message status, address row)
@@ -34,7 +34,7 @@ EXPECTED = {
 RUN_CONFIG = {"ops": {"drain_ses_notifications": {"config": {"wait_seconds": 1, "max_seconds": 30}}}}
 
 
-def send_like_dispatch(local_stack, db_path: str) -> dict[str, str]:
+def send_like_dispatch(local_stack, env) -> dict[str, str]:
     """SESv2 raw SendEmail per recipient, then the email_messages row dispatch writes ('sent')."""
     sesv2 = local_stack.client("sesv2")
     ids = {}
@@ -44,7 +44,7 @@ def send_like_dispatch(local_stack, db_path: str) -> dict[str, str]:
         msg.set_content("hello")
         ids[to] = sesv2.send_email(FromEmailAddress=SES_SENDER, Destination={"ToAddresses": [to]},
                                    Content={"Raw": {"Data": msg.as_bytes()}})["MessageId"]
-    with database(db_path).connect() as conn:
+    with configured_store(env) as store, store.transaction() as conn:
         conn.executemany(
             "INSERT INTO email_messages (request_id, to_address, kind, message_id, from_address, subject, status, "
             "attempts, transport, sent_at) VALUES (?, ?, 'password-reset', ?, ?, 'e2e', 'sent', 1, 'ses', now())",
@@ -57,24 +57,22 @@ def doorbell_then_job(instance):
                         RUN_CONFIG)
 
 
-def snapshot(db_path: str, ids: dict[str, str]):
-    with duckdb.connect(db_path, read_only=True) as c:
-        statuses = dict(c.execute("SELECT to_address, status FROM email_messages WHERE request_id LIKE 'ses-e2e-%'").fetchall())
-        addresses = {r[0]: r[1:] for r in c.execute(
-            "SELECT address, verified, unverify_reason, transient_bounces FROM email_addresses").fetchall()}
-        events = c.execute("SELECT count(*) FROM email_events WHERE message_id IN (SELECT unnest(?::VARCHAR[]))",
-                           [list(ids.values())]).fetchone()[0]
-        tables = [c.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
-                  for t in ("email_messages", "email_addresses", "address_status_changes", "quarantine")]
-        # Orphans excluded: late notifications of other tests' sends may still arrive.
-        tables.append(c.execute("SELECT * EXCLUDE (received_at) FROM email_events WHERE NOT orphan ORDER BY ALL").fetchall())
+def snapshot(env, ids: dict[str, str]):
+    statuses = dict(rows(env, "SELECT to_address, status FROM email_messages WHERE request_id LIKE 'ses-e2e-%'"))
+    addresses = {r[0]: r[1:] for r in rows(
+        env, "SELECT address, verified, unverify_reason, transient_bounces FROM email_addresses")}
+    events = rows(env, f"SELECT count(*) FROM email_events WHERE message_id IN ({', '.join('?' * len(ids))})",
+                  list(ids.values()))[0][0]
+    tables = [table(env, t) for t in ("email_messages", "email_addresses", "address_status_changes", "quarantine")]
+    # Orphans excluded: late notifications of other tests' sends may still arrive.
+    tables.append(table(env, "email_events", where="NOT orphan", exclude=["received_at"]))
     return statuses, addresses, events, tables
 
 
-def test_ses_notifications_end_to_end(local_stack, stack_env):
-    db_path = stack_env["DUCKDB_PATH"]
+def test_ses_notifications_end_to_end(local_stack, profile_env):
+    env = profile_env   # both store profiles
     instance = dg.DagsterInstance.ephemeral()
-    ids = send_like_dispatch(local_stack, db_path)
+    ids = send_like_dispatch(local_stack, env)
     # Poison on the same queue: quarantined by the same run, never blocking it.
     stranger = "arn:aws:sns:us-east-1:123456789012:not-ours"
     forged = notification_envelope(local_stack.signing, stranger, json.dumps({"notificationType": "Delivery"}))
@@ -86,7 +84,7 @@ def test_ses_notifications_end_to_end(local_stack, stack_env):
     while time.monotonic() < deadline:
         if doorbell_then_job(instance) is not None:
             runs += 1
-        statuses, addresses, events, _ = snapshot(db_path, ids)
+        statuses, addresses, events, _ = snapshot(env, ids)
         if events >= want_events:
             break
         time.sleep(0.5)
@@ -94,22 +92,20 @@ def test_ses_notifications_end_to_end(local_stack, stack_env):
     assert events == want_events
     assert statuses == {to: status for to, (_, status, _) in EXPECTED.items()}
     assert {a: addresses[a] for a in EXPECTED} == {to: row for to, (_, _, row) in EXPECTED.items()}
-    with duckdb.connect(db_path, read_only=True) as c:
-        changes = sorted(c.execute("SELECT address, verified, reason FROM address_status_changes").fetchall())
+    changes = sorted(rows(env, "SELECT address, verified, reason FROM address_status_changes"))
     assert changes == [(f"bounce@{SIM}", False, "hard-bounce"), (f"complaint@{SIM}", False, "spam-complaint"),
                        (f"suppressed@{SIM}", False, "hard-bounce")]
-    with duckdb.connect(db_path, read_only=True) as c:
-        reasons = sorted(r[0] for r in c.execute("SELECT reason FROM quarantine WHERE source = 'ses-notifications'").fetchall())
+    reasons = sorted(r[0] for r in rows(env, "SELECT reason FROM quarantine WHERE source = 'ses-notifications'"))
     assert reasons == ["SNS Notification refused: TopicArn 'arn:aws:sns:us-east-1:123456789012:not-ours' is not on "
                        "the allow-list", "body is not JSON"]
 
     # The queue is drained: the doorbell stays quiet, and a second drain changes nothing.
-    before = snapshot(db_path, ids)[3]
+    before = snapshot(env, ids)[3]
     from pipelines.definitions import defs
 
     assert defs.resolve_job_def("ingest_ses_notifications_job").execute_in_process(
         instance=instance, run_config=RUN_CONFIG).success
-    assert snapshot(db_path, ids)[3] == before
+    assert snapshot(env, ids)[3] == before
 
 
 def test_subscription_confirmation_is_confirmed_through_the_sns_api(local_stack, stack_env):
