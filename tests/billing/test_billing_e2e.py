@@ -1,6 +1,7 @@
 """End to end on the local stack: a payer completes Checkout on the local Stripe -> its events in
 EventBridge envelopes on the stripe-events queue (moto) -> stripe_events_sensor ->
-ingest_stripe_events_job -> an active subscription in DuckDB, linked to its organisation."""
+ingest_stripe_events_job -> an active subscription in the ledgers, linked to its organisation. In both
+store profiles (the DuckDB file; PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import json
 import time
 
 import dagster as dg
-import duckdb
 import pytest
 
 from resources.aws import SQSQueueResource
+from tests.ledgers import rows, table
 from tests.sensor_runs import tick_and_run
 
 pytestmark = pytest.mark.integration
@@ -24,21 +25,20 @@ def doorbell_then_job(instance):
     return tick_and_run(instance, "stripe_events_sensor", "stripe_events_queue", "ingest_stripe_events_job", RUN_CONFIG)
 
 
-def tables(db_path: str) -> dict[str, list]:
-    with duckdb.connect(db_path, read_only=True) as c:
-        return {t: c.execute(f"SELECT * EXCLUDE (updated_at) FROM {t} ORDER BY ALL").fetchall()
-                for t in ("stripe_customers", "stripe_subscriptions", "stripe_invoices", "stripe_payments")}
+def tables(env) -> dict[str, list]:
+    return {t: table(env, t, exclude=["updated_at"])
+            for t in ("stripe_customers", "stripe_subscriptions", "stripe_invoices", "stripe_payments")}
 
 
 @pytest.mark.parametrize("delivery", ["eventbridge", "webhook"])
-def test_checkout_to_active_subscription_end_to_end(local_stack, stack_env, delivery):
+def test_checkout_to_active_subscription_end_to_end(local_stack, profile_env, delivery):
     """EventBridge is the production path; a webhook forwarded with its Stripe-Signature as an SQS
     message attribute is verified against STRIPE_WEBHOOK_SECRET."""
     local_stack.stripe_control("reset")
     local_stack.stripe_control("faults")
     local_stack.stripe_control("delivery", mode=delivery)
     local_stack.purge("stripe-events")
-    db_path = stack_env["DUCKDB_PATH"]
+    env = profile_env
     client = local_stack.stripe_client()
 
     product = client.v1.products.create(params={"name": "Organization", "metadata": TENANT})
@@ -70,23 +70,21 @@ def test_checkout_to_active_subscription_end_to_end(local_stack, stack_env, deli
         result = doorbell_then_job(instance)
         if result is not None:
             runs.append(result)
-        with duckdb.connect(db_path, read_only=True) as c:
-            row = c.execute("SELECT status, organization_id, quantity, customer_id FROM stripe_subscriptions "
-                            "WHERE subscription_id = ?", [client.v1.checkout.sessions.retrieve(session.id).subscription]
-                            ).fetchone()
-            ledger = c.execute("SELECT count(*) FROM stripe_events").fetchone()[0]
+        found = rows(env, "SELECT status, organization_id, quantity, customer_id FROM stripe_subscriptions "
+                          "WHERE subscription_id = ?", [client.v1.checkout.sessions.retrieve(session.id).subscription])
+        row = found[0] if found else None
+        ledger = rows(env, "SELECT count(*) FROM stripe_events")[0][0]
         if row is not None and ledger == len(events):
             break
         time.sleep(0.5)
     assert runs
     assert row == ("active", "org-e2e", 4, customer.id)
-    with duckdb.connect(db_path, read_only=True) as c:
-        assert c.execute("SELECT organization_id, billing_email FROM stripe_customers WHERE customer_id = ?",
-                         [customer.id]).fetchone() == ("org-e2e", "owner@example.org")
-        assert c.execute("SELECT count(*) FROM stripe_invoices WHERE status = 'paid'").fetchone()[0] == 1
-        reasons = sorted(r[0] for r in c.execute("SELECT reason FROM quarantine WHERE source = 'stripe-events'").fetchall())
-        outcomes = dict(c.execute("SELECT outcome, count(*) FROM stripe_events GROUP BY ALL").fetchall())
-        deliveries = {r[0] for r in c.execute("SELECT DISTINCT delivery FROM stripe_events").fetchall()}
+    assert rows(env, "SELECT organization_id, billing_email FROM stripe_customers WHERE customer_id = ?",
+                [customer.id]) == [("org-e2e", "owner@example.org")]
+    assert rows(env, "SELECT count(*) FROM stripe_invoices WHERE status = 'paid'") == [(1,)]
+    reasons = sorted(r[0] for r in rows(env, "SELECT reason FROM quarantine WHERE source = 'stripe-events'"))
+    outcomes = dict(rows(env, "SELECT outcome, count(*) FROM stripe_events GROUP BY outcome"))
+    deliveries = {r[0] for r in rows(env, "SELECT DISTINCT delivery FROM stripe_events")}
     assert deliveries == {delivery}
     assert len(reasons) == (3 if delivery == "webhook" else 2)
     assert reasons[0].startswith("EventBridge source 'aws.partner/stripe.com/ed_someone_else' is not in")
@@ -101,10 +99,10 @@ def test_checkout_to_active_subscription_end_to_end(local_stack, stack_env, deli
     assert {"stripe_events", "stripe_subscriptions", "stripe_customers"} <= materialized
 
     # The queue is drained: the doorbell stays quiet, and a second drain changes nothing.
-    before = tables(db_path)
+    before = tables(env)
     assert doorbell_then_job(instance) is None
     from pipelines.definitions import defs
 
     assert defs.resolve_job_def("ingest_stripe_events_job").execute_in_process(
         instance=instance, run_config=RUN_CONFIG).success
-    assert tables(db_path) == before
+    assert tables(env) == before
