@@ -29,7 +29,7 @@ from typing import Any
 import duckdb
 
 from pipelines import settings
-from pipelines.schema import LEDGER_TABLES, REPORT_TABLES, create_tables
+from pipelines.schema import LEDGER_TABLES, REPORT_TABLES, create_tables, creation
 from pipelines.store.asset_store import AssetStore, Version
 from pipelines.store.snapshot import SnapshotStats, snapshot
 from pipelines.store.store import Store
@@ -91,5 +91,27 @@ def report_workspace(ledgers: Any, asset_store: AssetStore | None, reads: Sequen
             yield conn
         for table in writes:
             log.published[table] = asset_store.publish(conn, table, expect=log.loaded[table].version)
+    finally:
+        conn.close()
+
+
+@contextmanager
+def reading_workspace(ledgers: Any, asset_store: AssetStore | None, ledger_tables: Sequence[str],
+                      report_tables: Sequence[str]) -> Iterator[duckdb.DuckDBPyConnection]:
+    """For readers in the PostgreSQL profile (pipelines/query.py): an in-memory DuckDB with
+    `ledger_tables` copied from `ledgers` (a PostgresDatabase; one snapshot) and `report_tables` as
+    views over the asset store's objects (a report never published: an empty table), inside a
+    read-only transaction. Nothing is published."""
+    conn = duckdb.connect(":memory:")
+    try:
+        create_tables(conn, list(ledger_tables))
+        if ledger_tables:
+            snapshot(ledgers, conn, ledger_tables)
+        if report_tables:
+            if asset_store is None:
+                raise ValueError("reading report tables needs an asset store (ASSET_STORE_URL)")
+            asset_store.attach_views(conn, report_tables, {t: creation(t) for t in report_tables})
+        with transaction(conn, read_only=True):
+            yield conn
     finally:
         conn.close()

@@ -69,6 +69,11 @@ def subject(ddl: str) -> str:
     return _SUBJECT.search(ddl).group(1)
 
 
+def creation(table: str) -> str:
+    """The statement of ALL_DDL that makes `table` (the first that names it; ALTERs and indexes follow)."""
+    return next(d for d in ALL_DDL if subject(d) == table)
+
+
 def create_tables(conn: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> None:
     """Only `tables` of the schema (their CREATE, ALTER and indexes), plus each view whose tables are
     all among them: a query of any other table fails instead of finding it empty."""

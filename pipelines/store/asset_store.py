@@ -23,6 +23,7 @@ S3's endpoint is boto3's: AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) points it at
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import io
 import os
@@ -148,7 +149,15 @@ class AssetStore:
 # --- S3 -------------------------------------------------------------------------------------
 
 def s3_client_for(region: str | None = None) -> Any:
-    """A boto3 S3 client; boto3 reads AWS_ENDPOINT_URL(_S3) and the credentials itself."""
+    """A boto3 S3 client; boto3 reads AWS_ENDPOINT_URL(_S3) and the credentials itself. One per
+    process and setting (making a client costs 0.25 s and more: an ad-hoc query would pay it each
+    time); boto3 clients are thread-safe."""
+    return _client(region, os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
+                   os.environ.get("AWS_ACCESS_KEY_ID"))
+
+
+@functools.lru_cache(maxsize=8)
+def _client(region: str | None, endpoint: str | None, key_id: str | None) -> Any:
     import boto3
     from botocore.config import Config
 
