@@ -196,11 +196,11 @@ def arrow_csv_copy(raw, duck, table: str) -> int:
 
     import pyarrow.csv as pacsv
 
-    from pipelines.store.snapshot import _select, duckdb_columns
+    from pipelines.store.snapshot import copy_statement, duckdb_columns
 
     columns = duckdb_columns(duck, table)
     buf = bytearray()
-    with raw.cursor().copy(_select(table, columns)) as copy:
+    with raw.cursor().copy(copy_statement(table, columns)) as copy:
         for chunk in copy:
             buf += chunk
     names = [n for n, _ in columns]

@@ -31,7 +31,7 @@ IAM_ACTIONS = {
     # ses:SendRawEmail is granted with it, as AWS's own tooling does for an identity's senders.
     ("sesv2", "SendEmail"): {"ses:SendEmail", "ses:SendRawEmail"},
 }
-PREFIX = {"sqs": "sqs", "sns": "sns", "ses": "ses", "sesv2": "ses"}
+PREFIX = {"sqs": "sqs", "sns": "sns", "ses": "ses", "sesv2": "ses", "s3": "s3"}
 
 
 def _operations() -> dict[str, list[tuple[str, str]]]:

@@ -17,13 +17,13 @@ conditional PUT, If-Match / If-None-Match), else raises AssetConflict: a table t
 (ses_reputation keeps a row per computation) loses no row to a concurrent publisher.
 
 The store knows no table: the caller names them (and gives the empty tables' DDL to attach_views).
-S3's endpoint is boto3's: AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) points it at moto locally.
+S3 (pipelines/store/s3.py) takes its endpoint from AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3), which
+points it at moto locally.
 """
 
 from __future__ import annotations
 
 import fcntl
-import functools
 import hashlib
 import io
 import os
@@ -83,12 +83,14 @@ class AssetStore:
 
     @classmethod
     def from_url(cls, url: str, *, s3_client: Any = None, region: str | None = None) -> AssetStore:
-        """`s3://bucket/prefix` (boto3's endpoint and credentials; `s3_client` to pass one) or a
+        """`s3://bucket/prefix` (the AWS SDK's endpoint and credentials; `s3_client` to pass one) or a
         directory path (`file:///path` or `/path`, created if absent)."""
         if url.startswith("s3://"):
             bucket, _, prefix = url[len("s3://"):].partition("/")
             if not bucket:
                 raise ValueError(f"no bucket in the asset store URL {url!r}")
+            from pipelines.store.s3 import S3Backend, s3_client_for
+
             return cls(S3Backend(bucket, prefix.strip("/"), s3_client or s3_client_for(region)), url)
         if "://" in url and not url.startswith("file://"):
             raise ValueError(f"the asset store URL must be s3://bucket/prefix or a directory (got {url!r})")
@@ -144,61 +146,6 @@ class AssetStore:
             elif empty_ddl and table in empty_ddl:
                 conn.execute(empty_ddl[table])
         return seen
-
-
-# --- S3 -------------------------------------------------------------------------------------
-
-def s3_client_for(region: str | None = None) -> Any:
-    """A boto3 S3 client; boto3 reads AWS_ENDPOINT_URL(_S3) and the credentials itself. One per
-    process and setting (making a client costs 0.25 s and more: an ad-hoc query would pay it each
-    time); boto3 clients are thread-safe."""
-    return _client(region, os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
-                   os.environ.get("AWS_ACCESS_KEY_ID"))
-
-
-@functools.lru_cache(maxsize=8)
-def _client(region: str | None, endpoint: str | None, key_id: str | None) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    session = boto3.session.Session()
-    return session.client("s3", region_name=region or session.region_name or "us-east-1",
-                          config=Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=16))
-
-
-class S3Backend:
-    def __init__(self, bucket: str, prefix: str, client: Any):
-        self.bucket, self.prefix, self.client = bucket, prefix, client
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}/{name}" if self.prefix else name
-
-    def describe(self, name: str) -> str:
-        return f"s3://{self.bucket}/{self.key(name)}"
-
-    def get(self, name: str) -> tuple[bytes, str] | None:
-        try:
-            answer = self.client.get_object(Bucket=self.bucket, Key=self.key(name))
-        except self.client.exceptions.NoSuchKey:
-            return None
-        # One GET, one version: the body and the ETag come from the same response.
-        return answer["Body"].read(), answer["ETag"]
-
-    def put(self, name: str, data: bytes, expect: object) -> str:
-        condition: dict[str, str] = {}
-        if expect is None:
-            condition = {"IfNoneMatch": "*"}
-        elif expect is not ANY:
-            condition = {"IfMatch": str(expect)}
-        try:
-            answer = self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data,
-                                            ContentType="application/vnd.apache.parquet", **condition)
-        except self.client.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise AssetConflict(f"{self.describe(name)} changed since it was loaded "
-                                    f"(expected {'no object' if expect is None else expect})") from None
-            raise
-        return answer["ETag"]
 
 
 # --- a directory (tests, one host's dev stack) -----------------------------------------------

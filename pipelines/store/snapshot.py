@@ -58,7 +58,7 @@ def _is_list(duck_type: str) -> bool:
     return duck_type.endswith("[]")
 
 
-def _select(table: str, columns: list[tuple[str, str]]) -> pgsql.Composed:
+def copy_statement(table: str, columns: list[tuple[str, str]]) -> pgsql.Composed:
     parts = []
     for name, duck_type in columns:
         ident = pgsql.Identifier(name)
@@ -97,7 +97,7 @@ def copy_table(raw: psycopg.Connection, duck_conn: Any, table: str) -> tuple[int
     stay empty strings (allow_quoted_nulls=false); unquoted empty fields are NULL."""
     columns = duckdb_columns(duck_conn, table)
     with tempfile.NamedTemporaryFile(dir=_scratch_dir(), suffix=".csv") as scratch:
-        with raw.cursor().copy(_select(table, columns)) as copy:
+        with raw.cursor().copy(copy_statement(table, columns)) as copy:
             for chunk in copy:
                 scratch.write(chunk)
         scratch.flush()
