@@ -84,7 +84,8 @@ def report_workspace(ledgers: Any, asset_store: AssetStore | None, reads: Sequen
     conn = duckdb.connect(":memory:")
     try:
         create_tables(conn, ledger_reads + report_reads)
-        log.snapshot = snapshot(ledgers, conn, ledger_reads)
+        if ledger_reads:
+            log.snapshot = snapshot(ledgers, conn, ledger_reads)
         for table in report_reads:
             log.loaded[table] = asset_store.load(conn, table)
         with transaction(conn, read_only=not writes):
