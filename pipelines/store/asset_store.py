@@ -168,7 +168,10 @@ class DirectoryBackend:
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.root / name
         temp = self.root / f".{name}.{os.getpid()}.{id(data):x}.tmp"
-        temp.write_bytes(data)
+        with open(temp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())   # the bytes are on disk before the rename makes them the table
         try:
             # The lock makes check-and-replace one step between publishers of this directory.
             with open(self.root / ".publish.lock", "a+b") as lock:
