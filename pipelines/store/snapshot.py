@@ -92,9 +92,10 @@ def copy_table(raw: psycopg.Connection, duck_conn: Any, table: str) -> tuple[int
     """COPY one PostgreSQL table into the DuckDB table of the same name (appending); returns
     (rows, CSV bytes). Runs in whatever transaction `raw` is in.
 
-    The CSV goes to a scratch file that DuckDB's own CSV reader parses with the columns' types
-    (faster than Arrow's reader plus a cast in DuckDB: bench/asset_store.py, docs/asset-store.md). Quoted empty fields
-    stay empty strings (allow_quoted_nulls=false); unquoted empty fields are NULL."""
+    The CSV goes to a scratch file that DuckDB's own CSV reader parses with the columns' types: as
+    fast as Arrow's reader plus casts (within noise, docs/asset-store.md) and the CSV never enters
+    Python's heap. Quoted empty fields stay empty strings (allow_quoted_nulls=false); unquoted empty
+    fields are NULL."""
     columns = duckdb_columns(duck_conn, table)
     with tempfile.NamedTemporaryFile(dir=_scratch_dir(), suffix=".csv") as scratch:
         with raw.cursor().copy(copy_statement(table, columns)) as copy:
