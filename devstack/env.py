@@ -8,7 +8,7 @@ from pathlib import Path
 from devstack.stack import (DEFAULT_PORTS, REGION, STRIPE_API_KEY, STRIPE_SOURCE_ID, STRIPE_WEBHOOK_SECRET,
                             config_from_env)
 from devstack.state import DEFAULT_STATE_DIR, REPO_ROOT, StackState
-from devstack.topology import CONFIGURATION_SET, SES_SENDER, TOPIC_NAME
+from devstack.topology import ASSET_BUCKET, ASSET_PREFIX, CONFIGURATION_SET, SES_SENDER, TOPIC_NAME
 from pipelines.settings import SettingsError, validate
 
 DAGSTER_HOME = REPO_ROOT / ".dagster"
@@ -25,6 +25,7 @@ def stack_env(state: StackState) -> dict[str, str]:
         "DUCKDB_PATH": state.duckdb_path,
         "MAILROOM_STORE": "duckdb",
         "DATABASE_URL": "",
+        "ASSET_STORE_URL": f"s3://{ASSET_BUCKET}/{ASSET_PREFIX}",
         "EMAIL_REQUESTS_QUEUE": "email-requests",
         "SES_NOTIFICATIONS_QUEUE": "ses-notifications",
         "STRIPE_EVENTS_QUEUE": "stripe-events",

@@ -4,7 +4,8 @@ Every queue the code location drains (pipelines/queues.py: email-requests, ses-n
 stripe-events), each with a <name>-dlq through a RedrivePolicy (maxReceiveCount 5); SNS topic ses-notifications subscribed to its queue with
 raw delivery off; SES identities (domain mailroom.test, address noreply@mailroom.test)
 whose Bounce/Complaint/Delivery notifications go to the topic; SESv2 configuration set
-`mailroom`. Works against moto or a real account (boto3 clients passed in).
+`mailroom`; S3 bucket `mailroom-assets`, where the PostgreSQL profile publishes the report tables
+(ASSET_STORE_URL, docs/asset-store.md). Works against moto or a real account (boto3 clients passed in).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ SES_DOMAIN = "mailroom.test"
 SES_SENDER = "noreply@mailroom.test"
 CONFIGURATION_SET = "mailroom"
 MAX_RECEIVE_COUNT = 5
+ASSET_BUCKET = "mailroom-assets"
+ASSET_PREFIX = "reports"
 NOTIFICATION_TYPES = ("Bounce", "Complaint", "Delivery")
 
 
@@ -27,6 +30,7 @@ class Topology:
     queue_urls: dict[str, str]  # every queue, DLQs included, by name
     topic_arn: str
     subscription_arn: str
+    asset_bucket: str = ASSET_BUCKET
 
 
 def queue_names() -> tuple[str, ...]:
@@ -61,9 +65,10 @@ def _queue_arn(sqs: Any, url: str) -> str:
 def ensure_topology(client: Callable[[str], Any]) -> Topology:
     """Creates whatever is missing and sets attributes to the wanted values; safe to repeat.
 
-    client(service) returns a boto3 client for "sqs", "sns", "ses", "sesv2".
+    client(service) returns a boto3 client for "sqs", "sns", "ses", "sesv2", "s3".
     """
     sqs, sns, ses, sesv2 = client("sqs"), client("sns"), client("ses"), client("sesv2")
+    ensure_bucket(client("s3"), ASSET_BUCKET)
     urls: dict[str, str] = {}
     for name in queue_names():
         dlq_url = urls[dlq_name(name)] = _queue_url(sqs, dlq_name(name))
@@ -112,6 +117,15 @@ def ensure_topology(client: Callable[[str], Any]) -> Topology:
     return Topology(queue_urls=urls, topic_arn=topic_arn, subscription_arn=subscription_arn)
 
 
+def ensure_bucket(s3: Any, name: str) -> None:
+    try:
+        s3.head_bucket(Bucket=name)
+    except s3.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+        s3.create_bucket(Bucket=name)
+
+
 def _subscriptions(sns: Any, topic_arn: str) -> list[dict]:
     subs: list[dict] = []
     for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn):
@@ -138,5 +152,6 @@ def describe_topology(client: Callable[[str], Any]) -> dict:
                                   "RawMessageDelivery": attrs.get("RawMessageDelivery", "false")})
     identities = sorted(ses.list_identities().get("Identities", []))
     config_sets = sorted(sesv2.list_configuration_sets().get("ConfigurationSets", []))
+    buckets = sorted(b["Name"] for b in client("s3").list_buckets().get("Buckets", []))
     return {"queues": queues, "topics": topics, "subscriptions": subscriptions,
-            "identities": identities, "configuration_sets": config_sets}
+            "identities": identities, "configuration_sets": config_sets, "buckets": buckets}

@@ -16,6 +16,7 @@ migrations are not all applied.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 
@@ -41,7 +42,14 @@ LEDGER_TABLES: tuple[str, ...] = (
     "stripe_payments", "stripe_credit_notes", "organizations", "organization_members",
     "billing_drift", "billing_reconcile_runs", "billing_notices",
 )
+# The reports: DuckDB tables built from the ledgers by the report assets. In the postgres profile they
+# are built in an in-memory DuckDB and published to the asset store (pipelines/report_workspace.py).
+REPORT_TABLES: tuple[str, ...] = (
+    "email_sends_daily", "email_delivery_daily", "ses_reputation",
+    "subscriptions_current", "billing_daily", "billing_leaks",
+)
 ENGINES = ("duckdb", "postgres")
+_SUBJECT = re.compile(r"\b(?:TABLE(?: IF NOT EXISTS)?|VIEW|ON)\s+(\w+)", re.IGNORECASE)
 
 
 class MailroomDuckDB(DuckDBResource):
@@ -54,6 +62,33 @@ class MailroomDuckDB(DuckDBResource):
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     for ddl in ALL_DDL:
         conn.execute(ddl)
+
+
+def subject(ddl: str) -> str:
+    """The table or view a statement of ALL_DDL creates or changes (an index: its table)."""
+    return _SUBJECT.search(ddl).group(1)
+
+
+def creation(table: str) -> str:
+    """The statement of ALL_DDL that makes `table` (the first that names it; ALTERs and indexes follow)."""
+    return next(d for d in ALL_DDL if subject(d) == table)
+
+
+def create_tables(conn: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> None:
+    """Only `tables` of the schema (their CREATE, ALTER and indexes), plus each view whose tables are
+    all among them: a query of any other table fails instead of finding it empty."""
+    wanted = set(tables)
+    unknown = wanted - {subject(d) for d in ALL_DDL}
+    if unknown:
+        raise KeyError(f"not tables of the schema: {', '.join(sorted(unknown))}")
+    for ddl in ALL_DDL:
+        if subject(ddl) in wanted:
+            conn.execute(ddl)
+        elif re.search(r"\bVIEW\b", ddl[:60]):
+            try:
+                conn.execute(ddl)
+            except duckdb.CatalogException:   # it reads a table not created here
+                pass
 
 
 def database(path: str, **settings_) -> MailroomDuckDB:

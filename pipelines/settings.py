@@ -55,6 +55,11 @@ def _postgres_url(v: str) -> str | None:
     return None if not v or re.match(r"postgres(ql)?://", v) else "must be empty or a postgresql:// URL"
 
 
+def _asset_store_url(v: str) -> str | None:
+    return None if not v or re.match(r"s3://[^/\s]+", v) or v.startswith(("/", "file:///")) else \
+        "must be empty, s3://bucket/prefix or an absolute directory path"
+
+
 def _bool(v: str) -> str | None:
     return None if v.lower() in ("true", "false") else "must be true or false"
 
@@ -76,6 +81,10 @@ SETTINGS: tuple[Setting, ...] = (
             "hosts, several drains per queue): docs/postgres.md", "postgres", _one_of("duckdb", "postgres")),
     Setting("DATABASE_URL", "PostgreSQL system of record, used when MAILROOM_STORE=postgres (empty: none)",
             "(secret) postgresql://mailroom@db.internal:5432/mailroom", _postgres_url, secret=True),
+    Setting("ASSET_STORE_URL", "Where the report tables are published as Parquet (one object per table) when "
+            "MAILROOM_STORE=postgres, for every host and operator to read: s3://bucket/prefix (AWS_ENDPOINT_URL "
+            "applies) or an absolute directory (docs/asset-store.md; empty: none)",
+            "s3://mailroom-assets/reports", _asset_store_url),
     Setting("EMAIL_REQUESTS_QUEUE", "SQS queue the application puts email requests on", "prod-email-requests"),
     Setting("SES_NOTIFICATIONS_QUEUE", "SQS queue subscribed to the SES notifications topic", "prod-ses-notifications"),
     Setting("STRIPE_EVENTS_QUEUE", "SQS queue of Stripe events", "prod-stripe-events"),
@@ -142,6 +151,8 @@ def validate(env: Mapping[str, str], settings: tuple[Setting, ...] = SETTINGS) -
             problems.append(f"{s.name} {why}{shown}")
     if env.get("MAILROOM_STORE") == "postgres" and "DATABASE_URL" in env and not env["DATABASE_URL"]:
         problems.append("DATABASE_URL must be set when MAILROOM_STORE=postgres")
+    if env.get("MAILROOM_STORE") == "postgres" and "ASSET_STORE_URL" in env and not env["ASSET_STORE_URL"]:
+        problems.append("ASSET_STORE_URL must be set when MAILROOM_STORE=postgres (the report tables go there)")
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
 

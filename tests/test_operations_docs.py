@@ -31,7 +31,7 @@ IAM_ACTIONS = {
     # ses:SendRawEmail is granted with it, as AWS's own tooling does for an identity's senders.
     ("sesv2", "SendEmail"): {"ses:SendEmail", "ses:SendRawEmail"},
 }
-PREFIX = {"sqs": "sqs", "sns": "sns", "ses": "ses", "sesv2": "ses"}
+PREFIX = {"sqs": "sqs", "sns": "sns", "ses": "ses", "sesv2": "ses", "s3": "s3"}
 
 
 def _operations() -> dict[str, list[tuple[str, str]]]:
@@ -142,6 +142,12 @@ def test_cloudformation_template_matches_the_local_topology():
     assert rule["Properties"]["EventPattern"]["source"] == [{"prefix": "aws.partner/stripe.com"}]
     (_, method), = _of_type(template, "AWS::ApiGateway::Method").items()
     assert method["Properties"]["Integration"]["Uri"]["Fn::Sub"].endswith("/stripe-events")
+
+    (_, bucket), = _of_type(template, "AWS::S3::Bucket").items()
+    assert bucket["Properties"]["BucketName"] == {"Ref": "AssetBucketName"}
+    assert template["Parameters"]["AssetBucketName"]["Default"] == topology.ASSET_BUCKET
+    assert template["Outputs"]["AssetStoreUrl"]["Value"] == {"Fn::Sub": f"s3://${{AssetBucket}}/{topology.ASSET_PREFIX}"}
+    assert policy_actions()["s3:PutObject"] == [f"arn:aws:s3:::{topology.ASSET_BUCKET}/{topology.ASSET_PREFIX}/*"]
 
 
 def test_cloudformation_queues_deploy_on_moto_with_their_redrive_policies():

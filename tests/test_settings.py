@@ -4,7 +4,7 @@ from pipelines.settings import SETTINGS, SettingsError, validate
 
 GOOD = {
     "AWS_REGION": "us-east-1", "DUCKDB_PATH": "/tmp/x.duckdb", "MAILROOM_STORE": "duckdb", "DATABASE_URL": "",
-    "EMAIL_REQUESTS_QUEUE": "email-requests",
+    "ASSET_STORE_URL": "", "EMAIL_REQUESTS_QUEUE": "email-requests",
     "SES_NOTIFICATIONS_QUEUE": "ses-notifications", "STRIPE_EVENTS_QUEUE": "stripe-events",
     "EMAIL_TRANSPORT": "smtp", "EMAIL_SENDER": "noreply@mailroom.test", "SES_CONFIGURATION_SET": "",
     "SES_MAX_SEND_RATE": "0", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": "2525", "SMTP_SECURITY": "none",
@@ -42,6 +42,8 @@ def test_missing_variable_is_named(name):
         ("STRIPE_WEBHOOK_TOLERANCE_SECONDS", "5m", "integer >= 0"),
         ("STRIPE_RATE_LIMIT", "-1", "integer >= 0"),
         ("SES_ACCEPT_RAW", "yes", "true or false"),
+        ("ASSET_STORE_URL", "http://bucket/x", "s3://bucket/prefix"),
+        ("ASSET_STORE_URL", "relative/dir", "absolute directory"),
     ],
 )
 def test_malformed_variable_is_named(name, value, why):
@@ -54,3 +56,12 @@ def test_secret_values_are_not_echoed():
         validate({**GOOD, "STRIPE_API_KEY": "   "})
     assert "STRIPE_API_KEY" in str(err.value)
     assert "'   '" not in str(err.value)
+
+
+def test_asset_store_url_forms_and_the_postgres_profile_needs_one():
+    for good in ("s3://mailroom-assets/reports", "s3://b", "/srv/assets", "file:///srv/assets"):
+        validate({**GOOD, "ASSET_STORE_URL": good})
+    pg = {**GOOD, "MAILROOM_STORE": "postgres", "DATABASE_URL": "postgresql://u@h/db"}
+    with pytest.raises(SettingsError, match="ASSET_STORE_URL must be set when MAILROOM_STORE=postgres"):
+        validate(pg)
+    validate({**pg, "ASSET_STORE_URL": "s3://mailroom-assets/reports"})
