@@ -28,7 +28,8 @@ def build_resources() -> dict[str, object]:
         # The ledgers (MAILROOM_STORE: the DuckDB file or PostgreSQL) and the report workspace. The schema
         # is code (pipelines/schema.py, the migrations), not config.
         "store": MailroomStore(engine=dg.EnvVar("MAILROOM_STORE"), duckdb_path=dg.EnvVar("DUCKDB_PATH"),
-                               database_url=dg.EnvVar("DATABASE_URL")),
+                               database_url=dg.EnvVar("DATABASE_URL"),
+                               asset_store_url=dg.EnvVar("ASSET_STORE_URL"), region=REGION),
         # Each drained queue's resource, named after its source (email_requests_queue, ...).
         **{spec.resource_key: SQSQueueResource(region_name=REGION, queue_name=dg.EnvVar(spec.env_var))
            for spec in QUEUE_SPECS},

@@ -52,6 +52,7 @@ class MailroomStore(dg.ConfigurableResource):
                               "(DATABASE_URL).")
     asset_store_url: str = Field(default="", description="Where the postgres engine publishes report tables "
                                  "(ASSET_STORE_URL: s3://bucket/prefix or a directory).")
+    region: str | None = Field(default=None, description="AWS region of the asset store's S3 bucket (AWS_REGION).")
     pool_size: int = Field(default=4, description="PostgreSQL connections per process at most.")
 
     @property
@@ -85,19 +86,34 @@ class MailroomStore(dg.ConfigurableResource):
     @contextmanager
     def reports(self, *, reads: Sequence[str], writes: Sequence[str] = (),
                 tables: Sequence[str] = ()) -> Iterator[Any]:
-        """A DuckDB connection to rebuild or read report tables in, inside one transaction.
+        """A DuckDB connection to rebuild or read report tables in, inside one transaction
+        (pipelines/report_workspace.py).
 
         `reads`: the ledgers the report reads; `writes`: the report tables it rebuilds (published when
         the block ends without an exception); `tables`: report tables it only reads. On duckdb this is a
         transaction on the file (a read-only one when nothing is written)."""
-        if self.engine == "duckdb":
-            store = Store(database(self.duckdb_path).connect)
-            with (store.transaction() if writes else store.read()) as conn:
-                yield conn
-            return
         from pipelines.report_workspace import report_workspace
-        from pipelines.store.asset_store import asset_store
 
-        with report_workspace(self._ledgers(), asset_store(self.asset_store_url), reads=reads, writes=writes,
-                              tables=tables) as conn:
+        with report_workspace(self._ledgers(), self._asset_store(), reads=[*reads, *tables], writes=writes) as conn:
             yield conn
+
+    def _asset_store(self):
+        if self.engine != "postgres":
+            return None
+        if not self.asset_store_url:
+            raise ValueError("ASSET_STORE_URL must be set when MAILROOM_STORE=postgres (where the reports go)")
+        return asset_store(self.asset_store_url, self.region)
+
+
+_ASSET_STORES: dict[tuple[str, str | None], Any] = {}
+
+
+def asset_store(url: str, region: str | None):
+    """This process's AssetStore for `url` (its S3 client is made once)."""
+    from pipelines.store.asset_store import AssetStore
+
+    with _LOCK:
+        store = _ASSET_STORES.get((url, region))
+        if store is None:
+            store = _ASSET_STORES[(url, region)] = AssetStore.from_url(url, region=region)
+        return store

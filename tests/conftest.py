@@ -52,6 +52,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,13 +187,15 @@ def stack_env(local_stack: LocalStack, tmp_path: Path, monkeypatch: pytest.Monke
 def profile_env(request: pytest.FixtureRequest, stack_env: dict[str, str],
                 monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """stack_env in each store profile: `duckdb` as is; `postgres` with MAILROOM_STORE=postgres and
-    DATABASE_URL a fresh migrated database on 127.0.0.1:5432 (skipped, saying so, when the server is
+    DATABASE_URL a fresh migrated database on 127.0.0.1:5432, ASSET_STORE_URL a prefix of its own (skipped, saying so, when the server is
     unreachable; a failure under CI=true). Read the ledgers with tests.ledgers.rows(env, sql)."""
     if request.param == "duckdb":
         return stack_env
     url = request.getfixturevalue("_pg_database_for_profile")
-    env = {**stack_env, "MAILROOM_STORE": "postgres", "DATABASE_URL": url}
-    for name in ("MAILROOM_STORE", "DATABASE_URL"):
+    # Each test its own prefix in the stack's asset bucket: no report of an earlier test is loaded.
+    assets = f"{stack_env['ASSET_STORE_URL']}/{uuid.uuid4().hex[:12]}"
+    env = {**stack_env, "MAILROOM_STORE": "postgres", "DATABASE_URL": url, "ASSET_STORE_URL": assets}
+    for name in ("MAILROOM_STORE", "DATABASE_URL", "ASSET_STORE_URL"):
         monkeypatch.setenv(name, env[name])
     return env
 

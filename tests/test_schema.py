@@ -97,9 +97,10 @@ def test_the_schema_is_not_in_the_resources_config():
     from pipelines.definitions import defs
 
     shown = defs.get_repository_def().get_top_level_resources()["store"].config_schema
-    assert set(shown.config_type.fields) == {"engine", "duckdb_path", "database_url", "asset_store_url", "pool_size"}
+    assert set(shown.config_type.fields) == {"engine", "duckdb_path", "database_url", "asset_store_url", "region", "pool_size"}
     assert shown.default_value == {"engine": {"env": "MAILROOM_STORE"}, "duckdb_path": {"env": "DUCKDB_PATH"},
-                                   "database_url": {"env": "DATABASE_URL"}}
+                                   "database_url": {"env": "DATABASE_URL"},
+                                   "asset_store_url": {"env": "ASSET_STORE_URL"}, "region": {"env": "AWS_REGION"}}
     assert list(database("unused.duckdb").schema()) == list(ALL_DDL)
 
 
