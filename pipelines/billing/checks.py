@@ -27,7 +27,7 @@ def orphan_subscriptions(conn) -> int:
 def quarantine_share(conn, hours: int = 24) -> tuple[int, int]:
     return conn.execute(
         f"SELECT count(*) FILTER (WHERE outcome = '{EventOutcome.QUARANTINED}'), count(*) FROM stripe_events "
-        f"WHERE received_at > now() - INTERVAL {int(hours)} HOUR").fetchone()
+        f"WHERE received_at > now() - INTERVAL '{int(hours)} hours'").fetchone()
 
 
 @billing_check(asset="stripe_subscriptions", description="Every subscription's customer is in stripe_customers "

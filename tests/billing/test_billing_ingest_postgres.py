@@ -20,6 +20,14 @@ from tests.billing.test_billing_ingest import (  # noqa: F401 - the ingest tests
     test_same_second_events_are_settled_by_stripe, test_subscription_lifecycle_projects_rows,
     test_tenant_filter_skips_only_another_named_tenant, test_unknown_type_is_recorded_not_failed,
     test_within_a_batch_the_newest_wins_without_calls)
+from tests.billing.test_billing_ops_tables import (  # noqa: F401
+    test_billing_contact_and_subscription_required, test_loader_reads_parquet_and_the_cli_exits_nonzero_on_rejects,
+    test_loader_upserts_reports_bad_rows_and_replaces_members, test_reconcile_records_unreadable_objects_and_keeps_the_batch,
+    test_seat_targets_follow_members_and_skip_deleted_orgs, test_the_loader_tells_dagster_which_input_tables_it_loaded)
+from tests.billing.test_billing_ops_reconcile import (  # noqa: F401 - against the local Stripe (local_stack)
+    test_full_sweep_repairs_random_drift_and_records_each,
+    test_incremental_catches_up_missed_events_and_costs_one_call_when_nothing_changed,
+    test_no_cursor_or_a_stale_one_means_a_full_sweep)
 from tests.billing.test_billing_projection_rules import (  # noqa: F401
     test_a_credit_note_without_an_amount_is_refused_naming_it, test_a_refund_re_retrieved_keeps_its_charges_customer,
     test_a_refund_takes_its_charges_customer_in_any_delivery_order,
@@ -38,8 +46,22 @@ def conn(pg_url):
     """A connection to the module's database, its billing tables emptied first."""
     raw = psycopg.connect(pg_url, autocommit=True)
     c = postgres.PostgresConnection(raw)
+    _empty(c)
+    yield c
+    raw.close()
+
+
+def _empty(c) -> None:
     tables = [r[0] for r in c.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'").fetchall()]
     c.execute(f"TRUNCATE {', '.join(tables)}")
-    yield c
-    raw.close()
+
+
+@pytest.fixture
+def db(pg_url):
+    """The module's database, emptied, with the DuckDB resource's calling convention."""
+    database = postgres.PostgresDatabase(pg_url, max_size=2)
+    with database.connect() as c:
+        _empty(c)
+    yield database
+    database.close()
