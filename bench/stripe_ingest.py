@@ -1,4 +1,4 @@
-"""Stripe event ingestion benchmark: `python -m bench.stripe_ingest [--n 50000] [--sqs-n N]`.
+"""Stripe event ingestion benchmark: `python -m bench.stripe_ingest [--n 50000] [--sqs-n N] [--store postgres]`.
 
 Data (bench/stripe_samples.py): organisations signing up through Checkout, renewals (15% failing
 first, then recovered), quantity changes, refunds, disputes, cancellations; every event in the
@@ -14,7 +14,11 @@ twice. Generated lazily inside the consumer process, so its memory is the consum
 Reported: events/s, SQS calls per event, Stripe API calls per event (re-retrieves; a counting
 client that has no objects, so any call would also show as a quarantined event), peak RSS.
 
-Results: bench/results/stripe_ingest.json and a printed table.
+`--store postgres` runs the same three on PostgreSQL (`--pg-url`, default the local server): the
+bench creates a fresh migrated database for each run (mailroom_bench_<epoch>_<random>) and drops it
+after; the consumers are the same, their store a `PostgresDatabase`.
+
+Results: bench/results/stripe_ingest.json (stripe_ingest_postgres.json) and a printed table.
 """
 
 from __future__ import annotations
@@ -28,12 +32,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from bench.report import print_table, write_results
 from bench.sqs_feed import feeding, moto_queue
 
 RESULTS = Path(__file__).parent / "results" / "stripe_ingest.json"
+RESULTS_POSTGRES = Path(__file__).parent / "results" / "stripe_ingest_postgres.json"
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TARGETS = {"sqs_calls_per_event_max": 0.25, "speedup_vs_baseline_min": 10.0,
            "stripe_calls_per_event_in_order_max": 0.05, "peak_rss_mb_max": 500}
 
@@ -103,7 +111,7 @@ def consumer_main(args) -> None:
     from pipelines.schema import database
     from pipelines.store.store import Store
 
-    db = database(args.db)
+    db = open_database(args.db)
     rss_after_imports = peak_rss_mb()
     cons, stripe = consumer("bench")
     batch = args.batch or DrainConfig().batch_size
@@ -133,8 +141,10 @@ def consumer_main(args) -> None:
             counters, seconds = report.counters.as_metadata(), report.seconds
         cpu = time.process_time() - cpu
     with Store(db.connect).read() as conn:
-        stored = dict(conn.execute("SELECT outcome, count(*) FROM stripe_events GROUP BY ALL").fetchall())
+        stored = dict(conn.execute("SELECT outcome, count(*) FROM stripe_events GROUP BY outcome").fetchall())
         tables = table_digests(conn)
+    if hasattr(db, "close"):
+        db.close()
     print(json.dumps({**counters, "seconds": seconds, "cpu_seconds": cpu, "stripe_api_calls": stripe.calls,
                       "peak_rss_mb": peak_rss_mb(), "rss_after_imports_mb": rss_after_imports,
                       "db": {"events": stored, "tables": tables}}))
@@ -147,13 +157,60 @@ DIGESTED = ["stripe_customers", "stripe_subscriptions", "stripe_subscription_ite
 def table_digests(conn) -> dict[str, list]:
     """Rows and a content hash per table (without when rows were written). The ledger's outcome
     split is left out: which copies are `stale` (superseded within their batch) depends on the
-    batch size, the resulting tables do not."""
+    batch size, the resulting tables do not. (The hash is the engine's own: comparable between
+    runs on one engine.)"""
+    from pipelines.store.dialect import DUCKDB, column_types, dialect_of
+
     out = {}
     for table in DIGESTED:
-        cols = [r[0] for r in conn.execute(f"DESCRIBE {table}").fetchall() if r[0] not in ("updated_at", "retrieved_at")]
-        rows, digest = conn.execute(f"SELECT count(*), sum(hash({', '.join(cols)})) FROM {table}").fetchone()
+        cols = [c for c in column_types(conn, table) if c not in ("updated_at", "retrieved_at")]
+        if dialect_of(conn) is DUCKDB:
+            sql = f"SELECT count(*), sum(hash({', '.join(cols)})) FROM {table}"
+        else:
+            sql = (f"SELECT count(*), md5(coalesce(string_agg(r::text, '|' ORDER BY r::text), '')) "
+                   f"FROM (SELECT {', '.join(cols)} FROM {table}) r")
+        rows, digest = conn.execute(sql).fetchone()
         out[table] = [rows, str(digest)]
     return out
+
+
+def open_database(where: str):
+    """The DuckDB resource for a file, or a PostgresDatabase for a postgresql:// URL."""
+    if where.startswith("postgresql://"):
+        from pipelines.store.postgres import PostgresDatabase
+
+        return PostgresDatabase(where, max_size=2)
+    from pipelines.schema import database
+
+    return database(where)
+
+
+@contextmanager
+def fresh_postgres(admin_url: str, label: str) -> Iterator[str]:
+    """A new database on the server of `admin_url` with every migration applied; dropped after."""
+    import uuid
+
+    import psycopg
+
+    from pipelines.store import migrate
+
+    name = f"mailroom_bench_{int(time.time())}_{label}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                migrate.migrate(conn)
+            yield url
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _target(args, work: Path, label: str, stack: ExitStack) -> str:
+    """Where one run writes: a fresh DuckDB file, or a fresh migrated PostgreSQL database."""
+    if args.store == "postgres":
+        return stack.enter_context(fresh_postgres(args.pg_url, label))
+    return str(work / f"{label}.duckdb")
 
 
 def run_child(kind: str, n: int, db: str, extra: list[str] | None = None, env: dict | None = None) -> dict:
@@ -188,22 +245,35 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=0, help="events per commit; 0 = the drain op's batch_size")
     ap.add_argument("--consumer", choices=["memory", "baseline", "sqs"])
     ap.add_argument("--queue")
-    ap.add_argument("--db")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--db", help="(a child run's) DuckDB file or postgresql:// URL")
+    ap.add_argument("--store", choices=["duckdb", "postgres"], default="duckdb")
+    ap.add_argument("--pg-url", default=PG_ADMIN_URL,
+                    help="--store postgres: a database on the server where the bench may create and drop its own")
+    ap.add_argument("--out")
     args = ap.parse_args()
     if args.consumer:
         consumer_main(args)
         return
+    with ExitStack() as stack:
+        bench(args, stack)
 
+
+def bench(args, stack: ExitStack) -> None:
+    out = Path(args.out or (RESULTS_POSTGRES if args.store == "postgres" else RESULTS))
     work = Path(tempfile.mkdtemp(prefix="bench-stripe-"))
-    results: dict = {"n": args.n, "cpus": os.cpu_count(), "targets": TARGETS,
+    results: dict = {"n": args.n, "store": args.store, "cpus": os.cpu_count(), "targets": TARGETS,
                      "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
-    results["in_process"] = run_child("memory", args.n, str(work / "memory.duckdb"),
+    if args.store == "postgres":
+        import psycopg
+
+        with psycopg.connect(args.pg_url) as admin:
+            results["postgres_version"] = admin.info.server_version
+    results["in_process"] = run_child("memory", args.n, _target(args, work, "memory", stack),
                                       ["--batch", str(args.batch)] if args.batch else None)
     print(f"in process: {results['in_process']['per_s']:,} events/s, "
           f"{results['in_process']['stripe_calls_per_event']} Stripe calls/event, "
           f"peak RSS {results['in_process']['peak_rss_mb']:.0f} MB", flush=True)
-    results["baseline"] = run_child("baseline", args.baseline_n, str(work / "baseline.duckdb"))
+    results["baseline"] = run_child("baseline", args.baseline_n, _target(args, work, "baseline", stack))
     print(f"baseline (one event per transaction): {results['baseline']['per_s']:,} events/s", flush=True)
     results["speedup_vs_baseline"] = round(results["in_process"]["per_s"] / results["baseline"]["per_s"], 1)
     results["speedup_vs_baseline_cpu"] = round(results["in_process"]["per_cpu_s"] / results["baseline"]["per_cpu_s"], 1)
@@ -215,8 +285,8 @@ def main() -> None:
         state, _ = up(config_from_env({"DEVSTACK_MOTO_PORT": "0", "DEVSTACK_SMTP_PORT": "0",
                                        "DEVSTACK_STRIPE_PORT": "0", "DEVSTACK_MAIL_PORT": "0"}, state_dir=state_dir, watch_pid=os.getpid()))
         try:
-            results["sqs_end_to_end"] = run_sqs(args.sqs_n or args.n, str(work / "sqs.duckdb"), state.endpoint,
-                                                args.sqs_max_seconds)
+            results["sqs_end_to_end"] = run_sqs(args.sqs_n or args.n, _target(args, work, "sqs", stack),
+                                                state.endpoint, args.sqs_max_seconds)
         finally:
             down(state_dir)
         e2e = results["sqs_end_to_end"]
@@ -237,7 +307,6 @@ def main() -> None:
             "sqs_same_tables_as_in_process": e2e["db"]["tables"] == inp["db"]["tables"] if not args.sqs_n else None,
         })
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    out = Path(args.out)
     write_results(results, out)
     rows = [("in process (run_consumer, op batch size)", f"{inp['per_s']:,} /s", ""),
             ("baseline (Warehouse-style, 1 txn each)", f"{results['baseline']['per_s']:,} /s", ""),
