@@ -54,7 +54,7 @@ def conn(pg_url):
 def _empty(c) -> None:
     tables = [r[0] for r in c.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'").fetchall()]
-    c.execute(f"TRUNCATE {', '.join(tables)}")
+    c.execute("; ".join(f"DELETE FROM {t}" for t in tables))   # cheaper than TRUNCATE on small tables
 
 
 @pytest.fixture
@@ -184,3 +184,44 @@ def test_two_concurrent_drains_of_overlapping_shuffled_histories_equal_one_seria
         assert len(expected["stripe_events"]) == len(_history(orgs))
         assert sum(len(rows) for rows in expected.values()) > 2000
         assert not _differences(expected, got), _differences(expected, got)[:10]
+
+
+def test_the_ingest_checks_count_on_postgres(conn):
+    from pipelines.billing.checks import orphan_subscriptions, quarantine_share
+
+    conn.execute("INSERT INTO stripe_customers (customer_id, deleted, updated_at) VALUES ('cus_1', false, now())")
+    conn.execute("INSERT INTO stripe_subscriptions (subscription_id, customer_id, status, updated_at) VALUES "
+                 "('sub_1', 'cus_1', 'active', now()), ('sub_2', 'cus_gone', 'active', now())")
+    assert orphan_subscriptions(conn) == 1
+    conn.execute("INSERT INTO stripe_events (event_id, type, created, livemode, object_type, object_id, received_at, "
+                 "processed_at, outcome) VALUES "
+                 "('evt_1', 'customer.created', now(), false, 'customer', 'cus_1', now(), now(), 'applied'), "
+                 "('evt_2', 'customer.created', now(), false, 'customer', 'cus_2', now(), now(), 'quarantined'), "
+                 "('evt_3', 'customer.created', now(), false, 'customer', 'cus_3', now() - INTERVAL '2 days', now(), "
+                 "'quarantined')")
+    assert tuple(quarantine_share(conn)) == (1, 2)
+
+
+def test_every_real_sample_is_ingested_or_quarantined_with_a_reason_on_postgres(conn):
+    """test_billing_ingest's test of every file in tests/fixtures/stripe, on one emptied database per sample."""
+    from tests.billing.test_billing_ingest import Stripe, _real_samples, msg, run
+
+    samples = _real_samples()
+    assert len(samples) == 44
+    outcomes = {}
+    for name, body, attrs, evt, settings in samples:
+        for with_client in (True, False):
+            _empty(conn)
+            obj = evt["data"]["object"]
+            counters = run(conn, [msg(body, attrs)], Stripe({obj["id"]: obj}) if with_client else None,
+                           settings=settings)
+            outcome, error = conn.execute("SELECT outcome, error FROM stripe_events").fetchone()
+            if with_client:
+                assert outcome in ("applied", "ignored-tenant", "unknown-type"), (name, outcome, error)
+                outcomes[name] = outcome
+            else:
+                assert outcome in ("quarantined", "ignored-tenant", "unknown-type"), (name, outcome)
+            if outcome == "quarantined":
+                assert counters["quarantined"] == 1
+                assert "API version" in conn.execute("SELECT reason FROM quarantine").fetchone()[0]
+    assert sum(o == "applied" for o in outcomes.values()) >= 38, outcomes
