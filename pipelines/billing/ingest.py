@@ -289,8 +289,7 @@ class _Batch(writer.Plan):
             self.needs_subscription[p.needs_subscription] = (inc, mark)
 
 
-# Lock namespace of the Stripe objects a batch reads and writes (pipelines.store.locks).
-OBJECT_LOCK = "stripe-object"
+OBJECT_LOCK = writer.OBJECT_LOCK
 # Columns of projected rows that name another object the batch's writes read or change: a refund
 # takes its charge's customer, a customer's deletion cancels its subscriptions, a Checkout session
 # links a customer and fetches its subscription.

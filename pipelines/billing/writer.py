@@ -27,6 +27,9 @@ from pipelines.store.dialect import DUCKDB, column_types, dialect_of
 from pipelines.store.write import STR, TS, arrow, with_rows
 
 Mark = tuple[int, str]   # (Stripe `created` of the state applied, the event id or reconcile run)
+# Lock namespace of the Stripe objects a transaction decides about and writes (pipelines.store.locks):
+# a stripe-events batch (ingest.py) and a reconcile repair (reconcile_tables.py) hold their objects'.
+OBJECT_LOCK = "stripe-object"
 
 
 @dataclass
