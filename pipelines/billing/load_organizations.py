@@ -49,6 +49,8 @@ def _reader(path: str) -> str:
 
 
 def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    if dialect_of(conn) is not DUCKDB:
+        return list(column_types(conn, table))
     rows = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ? "
                         "ORDER BY ordinal_position", [table]).fetchall()
     if not rows:
@@ -81,7 +83,8 @@ def _stage(conn: duckdb.DuckDBPyConnection, name: str, path: str, required: tupl
         table = _arrow_file(path)
         table = table.add_column(0, "_line", pa.array(range(2, table.num_rows + 2), pa.int64()))
         conn.load_rows(table, name)   # DROP IF EXISTS + CREATE TEMPORARY TABLE + COPY
-    cols = [c for c in _columns(conn, name) if c != "_line"]
+    # (on PostgreSQL the catalog would also list other sessions' temporary tables of this name)
+    cols = [c for c in (_columns(conn, name) if dialect_of(conn) is DUCKDB else table.column_names) if c != "_line"]
     missing = [c for c in required if c not in cols]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(cols)})")
