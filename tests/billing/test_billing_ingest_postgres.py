@@ -81,20 +81,32 @@ NOT_STATE = {"updated_at", "retrieved_at", "received_at", "processed_at", "sqs_m
 
 class FinalState:
     """Stands in for the re-retrieve call (as in test_billing_ingest): each object as Stripe has it
-    now, i.e. as its newest event of the history carries it."""
+    now, i.e. as its newest event of the history carries it; a deleted customer as Stripe's stub."""
 
     def __init__(self, events: list[dict]):
-        self.objects = {e["data"]["object"]["id"]: e["data"]["object"]
-                        for e in sorted(events, key=lambda e: (e["created"], e["id"]))}
+        self.objects = {}
+        for e in sorted(events, key=lambda e: (e["created"], e["id"])):
+            obj = e["data"]["object"]
+            self.objects[obj["id"]] = ({"id": obj["id"], "object": "customer", "deleted": True}
+                                       if e["type"] == "customer.deleted" else obj)
 
     def __call__(self, object_type: str, object_id: str) -> dict | None:
         return self.objects.get(object_id)
 
 
 def _history(orgs: int) -> list[dict]:
+    """The benchmark's lifecycles (Checkout, renewals, failed payments, seat changes, refunds,
+    disputes, cancellations), then the deletion of up to three customers whose subscription ended:
+    their cascade meets the subscriptions' own events, which lock the customer too."""
     from bench import stripe_samples as s
 
-    return s.history(orgs, seed=5, renewals=3)
+    events = s.history(orgs, seed=5, renewals=3)
+    end = max(e["created"] for e in events) + 100
+    customers = {e["data"]["object"]["customer"]: e for e in events if e["type"] == "customer.subscription.deleted"}
+    created = {e["data"]["object"]["id"]: e["data"]["object"] for e in events if e["type"] == "customer.created"}
+    for n, cid in enumerate(sorted(customers)[:3]):
+        events.append(s.event("customer.deleted", {**created[cid], "deleted": True}, end + n))
+    return events
 
 
 def _deliveries(events: list[dict], part: str, seed: int) -> list[str]:
@@ -182,6 +194,7 @@ def test_two_concurrent_drains_of_overlapping_shuffled_histories_equal_one_seria
         assert totals["first"]["duplicates"] > 0 and totals["last"]["duplicates"] > 0
         expected, got = _state(serial), _state(concurrent)
         assert len(expected["stripe_events"]) == len(_history(orgs))
+        assert sum(r["deleted"] for r in expected["stripe_customers"]) >= 1
         assert sum(len(rows) for rows in expected.values()) > 2000
         assert not _differences(expected, got), _differences(expected, got)[:10]
 
