@@ -238,3 +238,42 @@ def test_every_real_sample_is_ingested_or_quarantined_with_a_reason_on_postgres(
                 assert counters["quarantined"] == 1
                 assert "API version" in conn.execute("SELECT reason FROM quarantine").fetchone()[0]
     assert sum(o == "applied" for o in outcomes.values()) >= 38, outcomes
+
+
+def test_a_refund_and_its_charge_committed_at_once_still_give_the_refund_its_customer(pg_url, conn):
+    """Two drains' transactions at once: one holds a refund.created (not yet committed) while the other
+    commits its charge's charge.succeeded. Serially, whichever comes second gives the refund the charge's
+    customer (test_a_refund_takes_its_charges_customer_in_any_delivery_order). At once, neither would see
+    the other's uncommitted row; the charge's id is among the refund batch's locked objects, so the charge
+    batch waits for the refund's commit and then sees it."""
+    import threading
+
+    from bench import stripe_samples as s
+    from pipelines.billing.consumer import StripeEventConsumer
+    from pipelines.common.queue_message import QueueMessage
+    from pipelines.store.transaction import transaction
+    from tests.billing.test_billing_projection_rules import CHARGE, SETTINGS, T, refund, refund_row
+
+    def prepared(consumer, event):
+        return consumer.prepare([QueueMessage(event["id"], "rh", s.eventbridge_body(event))])
+
+    a, b = StripeEventConsumer(SETTINGS), StripeEventConsumer(SETTINGS)
+    with psycopg.connect(pg_url, autocommit=True) as raw_a, psycopg.connect(pg_url, autocommit=True) as raw_b:
+        conn_a, conn_b = postgres.PostgresConnection(raw_a), postgres.PostgresConnection(raw_b)
+        charge_done = threading.Event()
+
+        def charge_batch():
+            with transaction(conn_b):
+                b.commit(conn_b, prepared(b, s.event("charge.succeeded", CHARGE, T + 1)))
+            charge_done.set()
+
+        with transaction(conn_a):
+            a.commit(conn_a, prepared(a, s.event("refund.created", refund(), T + 10)))
+            other = threading.Thread(target=charge_batch)
+            other.start()
+            # time for the charge batch to run, if nothing held it, while the refund's transaction is open
+            waited = not charge_done.wait(1.5)
+        other.join(30)
+        assert charge_done.is_set()
+    assert refund_row(conn) == ("cus_A", "ch_1", "succeeded", 400)
+    assert waited   # on the charge's lock
