@@ -5,6 +5,8 @@ BEGIN/COMMIT on it, as on DuckDB)."""
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 
@@ -277,3 +279,34 @@ def test_a_refund_and_its_charge_committed_at_once_still_give_the_refund_its_cus
         assert charge_done.is_set()
     assert refund_row(conn) == ("cus_A", "ch_1", "succeeded", 400)
     assert waited   # on the charge's lock
+
+
+def test_dunning_after_the_commit_sends_a_notice_once_on_postgres(db):
+    """The consumer's after_commit (dunning) on PostgreSQL: a failed invoice payment of a customer whose
+    organisation has a billing contact dispatches payment-failed once; the event again sends nothing."""
+    from bench import stripe_samples as s
+    from pipelines.billing.consumer import StripeEventConsumer
+    from pipelines.common.consumer import process_batch
+    from pipelines.common.queue_message import QueueMessage
+    from pipelines.store.store import Store
+    from tests.billing.billing_ops_helpers import CollectingQueue
+    from tests.billing.test_billing_projection_rules import SETTINGS, T
+
+    with db.connect() as c:
+        c.execute("INSERT INTO organizations VALUES ('org-1', 'acme', 'company', now(), NULL, 'billing@acme.example')")
+        c.execute("INSERT INTO organization_members VALUES ('org-1', 'alice', 'Owner', NULL)")
+    queue = CollectingQueue()
+    consumer = StripeEventConsumer(SETTINGS, notices=queue)
+    failed = s.event("invoice.payment_failed", s.invoice("in_1", "cus_A", "sub_A", T + 5, "open", 1500, 1,
+                                                         "subscription_cycle"), T + 5)
+    batches = [[s.event("customer.created", s.customer("cus_A", T, "billing@example.org", "org-1"), T), failed],
+               [failed]]
+    with Store(db.connect) as store:
+        reports = [process_batch(store, consumer, [QueueMessage(f"m{i}-{j}", "rh", s.eventbridge_body(e))
+                                                   for j, e in enumerate(batch)])
+                   for i, batch in enumerate(batches)]
+    assert [json.loads(b)["kind"] for b in queue.bodies] == ["payment-failed"]
+    assert json.loads(queue.bodies[0])["recipients"][0]["email"] == "billing@acme.example"
+    assert reports[0]["notices_dispatched"] == 1 and reports[1]["notices_already_sent"] == 1
+    with db.connect() as c:
+        assert c.execute("SELECT kind, event_id FROM billing_notices").fetchall() == [("payment-failed", failed["id"])]
