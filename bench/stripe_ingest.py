@@ -106,13 +106,13 @@ def consumer(source: str):
 
 
 def consumer_main(args) -> None:
-    """Child process: drain into a fresh DuckDB through run_consumer; print one JSON line."""
+    """Child process: drain into a fresh DuckDB file or PostgreSQL database through run_consumer;
+    print one JSON line."""
     from bench.memory_queue import MemoryQueue
     from pipelines.billing.jobs import DrainConfig
     from pipelines.common.consumer import process_batch, run_consumer
     from pipelines.common.drain import DrainOptions
     from pipelines.common.queue_message import QueueMessage
-    from pipelines.schema import database
     from pipelines.store.store import Store
 
     db = open_database(args.db)

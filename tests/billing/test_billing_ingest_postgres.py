@@ -11,30 +11,47 @@ import psycopg
 import pytest
 
 from pipelines.store import postgres
-from tests.servers import migrated_pg_database
 from tests.billing.test_billing_ingest import (  # noqa: F401 - the ingest tests, collected here
-    test_a_late_non_update_event_is_stale_without_a_call, test_a_quarantined_event_delivered_again_is_tried_again,
-    test_an_object_lacking_a_needed_field_is_quarantined, test_an_older_update_does_not_overwrite_a_newer_one,
-    test_an_older_update_without_a_client_is_stale, test_checkout_in_order_makes_no_call, test_customer_deleted_cascades_to_its_subscriptions,
-    test_checkout_links_the_organisation_and_fetches_a_missing_subscription, test_duplicates_are_no_ops,
-    test_foreign_api_version_is_re_retrieved_at_the_pinned_one, test_payment_methods_attach_detach_and_setup_intent,
-    test_payments_one_row_per_money_movement, test_replay_verifies_a_webhook_again_after_the_secret_is_fixed,
-    test_same_second_events_are_settled_by_stripe, test_subscription_lifecycle_projects_rows,
-    test_tenant_filter_skips_only_another_named_tenant, test_unknown_type_is_recorded_not_failed,
-    test_within_a_batch_the_newest_wins_without_calls)
-from tests.billing.test_billing_ops_tables import (  # noqa: F401
-    test_billing_contact_and_subscription_required, test_loader_reads_parquet_and_the_cli_exits_nonzero_on_rejects,
-    test_loader_upserts_reports_bad_rows_and_replaces_members, test_reconcile_records_unreadable_objects_and_keeps_the_batch,
-    test_seat_targets_follow_members_and_skip_deleted_orgs, test_the_loader_tells_dagster_which_input_tables_it_loaded)
+    test_a_late_non_update_event_is_stale_without_a_call,
+    test_a_quarantined_event_delivered_again_is_tried_again,
+    test_an_object_lacking_a_needed_field_is_quarantined,
+    test_an_older_update_does_not_overwrite_a_newer_one,
+    test_an_older_update_without_a_client_is_stale,
+    test_checkout_in_order_makes_no_call,
+    test_checkout_links_the_organisation_and_fetches_a_missing_subscription,
+    test_customer_deleted_cascades_to_its_subscriptions,
+    test_duplicates_are_no_ops,
+    test_foreign_api_version_is_re_retrieved_at_the_pinned_one,
+    test_payment_methods_attach_detach_and_setup_intent,
+    test_payments_one_row_per_money_movement,
+    test_replay_verifies_a_webhook_again_after_the_secret_is_fixed,
+    test_same_second_events_are_settled_by_stripe,
+    test_subscription_lifecycle_projects_rows,
+    test_tenant_filter_skips_only_another_named_tenant,
+    test_unknown_type_is_recorded_not_failed,
+    test_within_a_batch_the_newest_wins_without_calls,
+)
 from tests.billing.test_billing_ops_reconcile import (  # noqa: F401 - against the local Stripe (local_stack)
     test_full_sweep_repairs_random_drift_and_records_each,
     test_incremental_catches_up_missed_events_and_costs_one_call_when_nothing_changed,
-    test_no_cursor_or_a_stale_one_means_a_full_sweep)
+    test_no_cursor_or_a_stale_one_means_a_full_sweep,
+)
+from tests.billing.test_billing_ops_tables import (  # noqa: F401
+    test_billing_contact_and_subscription_required,
+    test_loader_reads_parquet_and_the_cli_exits_nonzero_on_rejects,
+    test_loader_upserts_reports_bad_rows_and_replaces_members,
+    test_reconcile_records_unreadable_objects_and_keeps_the_batch,
+    test_seat_targets_follow_members_and_skip_deleted_orgs,
+    test_the_loader_tells_dagster_which_input_tables_it_loaded,
+)
 from tests.billing.test_billing_projection_rules import (  # noqa: F401
-    test_a_credit_note_without_an_amount_is_refused_naming_it, test_a_refund_re_retrieved_keeps_its_charges_customer,
+    test_a_credit_note_without_an_amount_is_refused_naming_it,
+    test_a_refund_re_retrieved_keeps_its_charges_customer,
     test_a_refund_takes_its_charges_customer_in_any_delivery_order,
     test_a_wrong_typed_checkout_reference_is_refused_naming_its_field,
-    test_credit_note_events_are_projected_through_the_registry)
+    test_credit_note_events_are_projected_through_the_registry,
+)
+from tests.servers import migrated_pg_database
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +271,13 @@ def test_a_refund_and_its_charge_committed_at_once_still_give_the_refund_its_cus
     from pipelines.billing.consumer import StripeEventConsumer
     from pipelines.common.queue_message import QueueMessage
     from pipelines.store.transaction import transaction
-    from tests.billing.test_billing_projection_rules import CHARGE, SETTINGS, T, refund, refund_row
+    from tests.billing.test_billing_projection_rules import (
+        CHARGE,
+        SETTINGS,
+        T,
+        refund,
+        refund_row,
+    )
 
     def prepared(consumer, event):
         return consumer.prepare([QueueMessage(event["id"], "rh", s.eventbridge_body(event))])
