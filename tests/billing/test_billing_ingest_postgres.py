@@ -333,3 +333,55 @@ def test_dunning_after_the_commit_sends_a_notice_once_on_postgres(db):
     assert reports[0]["notices_dispatched"] == 1 and reports[1]["notices_already_sent"] == 1
     with db.connect() as c:
         assert c.execute("SELECT kind, event_id FROM billing_notices").fetchall() == [("payment-failed", failed["id"])]
+
+
+def test_a_reconcile_repair_and_an_older_event_at_once_keep_the_repair(db):
+    """A reconcile repair of a subscription (Stripe's state now) still open while a drain brings an older
+    update of it. Serially the older event is late (the repair moved the watermark) and changes nothing.
+    At once, the repair holds the subscription's lock from its read to its commit, so the drain decides
+    after it, and the same holds."""
+    import threading
+    from contextlib import contextmanager
+
+    from bench import stripe_samples as s
+    from pipelines.billing.consumer import StripeEventConsumer
+    from pipelines.billing.reconcile import ReconcileReport, Reconciler
+    from pipelines.billing.reconcile_tables import BillingTables
+    from pipelines.common.consumer import process_batch
+    from pipelines.common.queue_message import QueueMessage
+    from pipelines.store.store import Store
+    from pipelines.store.transaction import transaction
+    from tests.billing.test_billing_projection_rules import SETTINGS, T
+
+    written, release, drained = threading.Event(), threading.Event(), threading.Event()
+
+    @contextmanager
+    def held_open():
+        with db.connect() as conn, transaction(conn):
+            yield conn
+            written.set()      # the repair is written, not yet committed
+            release.wait(10)
+
+    def drain():
+        older = s.event("customer.subscription.updated", s.subscription("sub_A", "cus_A", T, "past_due", 3, T), T + 5)
+        with Store(db.connect) as store:
+            process_batch(store, StripeEventConsumer(SETTINGS), [QueueMessage("m1", "rh", s.eventbridge_body(older))])
+        drained.set()
+
+    now = s.subscription("sub_A", "cus_A", T, "active", 9, T + 3600)
+    reconciler = Reconciler(None, held_open, BillingTables(mark=(T + 7200, "reconcile:r1")), run_id="r1")
+    repair = threading.Thread(target=reconciler.compare_and_repair, args=("subscription", [now], ReconcileReport("r1", "full")))
+    repair.start()
+    assert written.wait(10)
+    other = threading.Thread(target=drain)
+    other.start()
+    waited = not drained.wait(1.5)   # time for the drain to run, if nothing held it
+    release.set()
+    repair.join(30)
+    other.join(30)
+    assert drained.is_set()
+    with db.connect() as c:
+        assert c.execute("SELECT status, quantity FROM stripe_subscriptions").fetchall() == [("active", 9)]
+        assert c.execute("SELECT event_id FROM stripe_object_watermarks").fetchall() == [("reconcile:r1",)]
+        assert c.execute("SELECT outcome FROM stripe_events").fetchall() == [("stale",)]
+    assert waited
