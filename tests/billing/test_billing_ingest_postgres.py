@@ -345,7 +345,7 @@ def test_a_reconcile_repair_and_an_older_event_at_once_keep_the_repair(db):
 
     from bench import stripe_samples as s
     from pipelines.billing.consumer import StripeEventConsumer
-    from pipelines.billing.reconcile import ReconcileReport, Reconciler
+    from pipelines.billing.reconcile import Reconciler, ReconcileReport
     from pipelines.billing.reconcile_tables import BillingTables
     from pipelines.common.consumer import process_batch
     from pipelines.common.queue_message import QueueMessage
