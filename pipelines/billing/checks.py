@@ -19,14 +19,14 @@ billing_check = functools.partial(dg.asset_check, automation_condition=RUN_ON_UP
 
 
 def orphan_subscriptions(conn) -> int:
-    return conn.execute("SELECT count(*) FROM stripe_subscriptions s ANTI JOIN stripe_customers c "
-                        "USING (customer_id)").fetchone()[0]
+    return conn.execute("SELECT count(*) FROM stripe_subscriptions s WHERE NOT EXISTS "
+                        "(SELECT 1 FROM stripe_customers c WHERE c.customer_id = s.customer_id)").fetchone()[0]
 
 
 def quarantine_share(conn, hours: int = 24) -> tuple[int, int]:
     return conn.execute(
         f"SELECT count(*) FILTER (WHERE outcome = '{EventOutcome.QUARANTINED}'), count(*) FROM stripe_events "
-        f"WHERE received_at > now() - INTERVAL {int(hours)} HOUR").fetchone()
+        f"WHERE received_at > now() - INTERVAL '{int(hours)} hours'").fetchone()
 
 
 @billing_check(asset="stripe_subscriptions", description="Every subscription's customer is in stripe_customers "

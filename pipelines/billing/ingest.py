@@ -38,6 +38,8 @@ from pipelines.billing.vocab import EventOutcome
 from pipelines.common.consumer import Prepared
 from pipelines.common.counters import Counters
 from pipelines.common.queue_message import QueueMessage
+from pipelines.store.dialect import DUCKDB, dialect_of
+from pipelines.store.locks import lock_keys
 from pipelines.store.write import with_rows
 from resources.stripe_client import STRIPE_API_VERSION
 
@@ -146,6 +148,8 @@ class StripeIngest:
         incoming = prepared.events
         if not incoming:
             return counts
+        if dialect_of(conn) is not DUCKDB:   # DuckDB: one writer at a time, nothing to lock
+            lock_keys(conn, OBJECT_LOCK, _objects_touched(incoming))
         fresh = self._drop_known(conn, incoming)
         counts["duplicates"] += len(incoming) - len(fresh)
         plan = _Batch()
@@ -244,7 +248,8 @@ class StripeIngest:
         if not plan.needs_subscription:
             return
         missing = [r[0] for r in with_rows(
-            conn, "SELECT w.subscription_id FROM rows w ANTI JOIN stripe_subscriptions s USING (subscription_id)",
+            conn, "SELECT w.subscription_id FROM rows w WHERE NOT EXISTS "
+                  "(SELECT 1 FROM stripe_subscriptions s WHERE s.subscription_id = w.subscription_id)",
             writer.ids_table("subscription_id", plan.needs_subscription)).fetchall()]
         if not missing or self.retriever is None:
             return
@@ -284,12 +289,45 @@ class _Batch(writer.Plan):
             self.needs_subscription[p.needs_subscription] = (inc, mark)
 
 
+OBJECT_LOCK = writer.OBJECT_LOCK
+# Columns of projected rows that name another object the batch's writes read or change: a refund
+# takes its charge's customer, a customer's deletion cancels its subscriptions, a Checkout session
+# links a customer and fetches its subscription.
+_RELATED = ("customer_id", "charge_id", "subscription_id")
+
+
+def _objects_touched(incoming: list[Incoming]) -> set[str]:
+    """Every object id a batch's events may read or write: their objects, and the objects their
+    payloads name. On PostgreSQL the batch holds a lock on each (lock_keys: one fixed order, so two
+    drains over overlapping objects take turns instead of deadlocking) from before it reads the
+    ledger and the watermarks until it commits, so its decisions see every batch committed before
+    it on those objects; on DuckDB, where one process writes at a time, this costs nothing."""
+    keys: set[str] = set()
+    for inc in incoming:
+        keys.add(inc.event.object_id)
+        p = inc.projection
+        if p is None:
+            continue
+        for tables in (p.rows, p.merge_rows):
+            for rows in tables.values():
+                for r in rows:
+                    keys.update(r[c] for c in _RELATED if r.get(c))
+        keys.update(x for link in p.links for x in (link.customer_id, link.subscription_id) if x)
+        if p.needs_subscription:
+            keys.add(p.needs_subscription)
+        if p.deleted_customer:
+            keys.add(p.deleted_customer)
+    keys.discard(None)
+    return keys
+
+
 def _watermarks(conn: duckdb.DuckDBPyConnection, object_ids: list[str]) -> dict[str, tuple[int, str]]:
     if not object_ids:
         return {}
     batch_objects = writer.ids_table("object_id", object_ids)
     return {oid: (int(created), eid) for oid, created, eid in with_rows(
-        conn, "SELECT w.object_id, epoch(w.event_created)::BIGINT, w.event_id FROM stripe_object_watermarks w "
+        conn, f"SELECT w.object_id, {dialect_of(conn).epoch('w.event_created')}, w.event_id "
+        "FROM stripe_object_watermarks w "
         "JOIN rows b USING (object_id)", batch_objects).fetchall()}
 
 

@@ -18,6 +18,7 @@ import duckdb
 from pipelines.billing import writer
 from pipelines.billing.object_types import BY_NAME, STICKY, ObjectType, own_row, project
 from pipelines.billing.projections import ProjectionError
+from pipelines.store.locks import lock_keys
 from pipelines.store.write import with_rows
 
 # DuckDB settings for reconciliation's connection: one thread (its statements are small) and a
@@ -59,6 +60,9 @@ class BillingTables:
         if not ids:
             return {}
         kind = BY_NAME[object_type]
+        # the transaction that reads these rows repairs them: it holds their objects' locks, as a
+        # stripe-events batch does, so a repair and a drain on one object take turns (PostgreSQL)
+        lock_keys(conn, writer.OBJECT_LOCK, ids)
         cur = with_rows(conn, f"SELECT t.{kind.key}, {', '.join(f't.{c}' for c in kind.compared)} "
                               f"FROM {kind.table} t WHERE t.{kind.key} IN (SELECT id FROM rows)"
                               f"{_and(kind.rows_where)}", writer.ids_table("id", ids))
@@ -105,6 +109,7 @@ class BillingTables:
         """Rows of objects Stripe no longer has: flagged deleted where the type keeps them (customers,
         as customer.deleted does), otherwise removed with their children (a subscription's items)."""
         kind = BY_NAME[object_type]
+        lock_keys(conn, writer.OBJECT_LOCK, ids)
         gone = writer.ids_table("id", ids)
         if kind.soft_delete:
             with_rows(conn, f"UPDATE {kind.table} SET deleted = true, deleted_at = coalesce(deleted_at, now()), "

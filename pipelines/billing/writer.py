@@ -23,9 +23,13 @@ import pyarrow as pa
 from pipelines.billing.object_types import STICKY, TABLES
 from pipelines.billing.projections import OrgLink, Projection
 from pipelines.billing.vocab import PaymentKind, SubscriptionStatus, sql_in
-from pipelines.store.write import STR, TS, arrow, insert, with_rows
+from pipelines.store.dialect import DUCKDB, column_types, dialect_of
+from pipelines.store.write import STR, TS, arrow, with_rows
 
 Mark = tuple[int, str]   # (Stripe `created` of the state applied, the event id or reconcile run)
+# Lock namespace of the Stripe objects a transaction decides about and writes (pipelines.store.locks):
+# a stripe-events batch (ingest.py) and a reconcile repair (reconcile_tables.py) hold their objects'.
+OBJECT_LOCK = "stripe-object"
 
 
 @dataclass
@@ -110,7 +114,11 @@ def upsert(conn: duckdb.DuckDBPyConnection, table: str, key: tuple[str, ...], ro
     if not rows:
         return 0
     rows = _unique(rows, key)
-    types = {name: kind for name, kind, *_ in conn.execute(f"DESCRIBE {table}").fetchall()}
+    d = dialect_of(conn)
+    if d is not DUCKDB:
+        # Concurrent writers lock conflicting rows in the order they insert them: one order for all.
+        rows.sort(key=lambda r: tuple(r[k] for k in key))
+    types = column_types(conn, table)
     if merge:
         columns = [c for c in types if any(c in r for r in rows) and c != "updated_at"]
     else:
@@ -133,7 +141,10 @@ def upsert(conn: duckdb.DuckDBPyConnection, table: str, key: tuple[str, ...], ro
         updates.append("updated_at = now()")
         batch = batch.append_column("updated_at", pa.array([datetime.now(timezone.utc)] * len(rows), TS))
     action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
-    insert(conn, table, batch, on_conflict=f"({', '.join(key)}) {action}")
+    names = batch.column_names
+    with_rows(conn, f"INSERT INTO {table} ({', '.join(names)}) "
+                    f"SELECT {', '.join(d.from_text(c, types.get(c, '')) for c in names)} FROM rows "
+                    f"ON CONFLICT ({', '.join(key)}) {action}", batch)
     return len(rows)
 
 
@@ -172,17 +183,18 @@ def _link_organisations(conn: duckdb.DuckDBPyConnection, links: list[OrgLink], c
                           organization_id=(STR, [x.organization_id for x in links]),
                           subscription_id=(STR, [x.subscription_id for x in links]),
                           billing_email=(STR, [x.billing_email for x in links]))
+        d = dialect_of(conn)
         with_rows(
             conn, "INSERT INTO stripe_customers (customer_id, organization_id, billing_email, deleted, updated_at) "
-            "SELECT customer_id, arg_max(organization_id, organization_id IS NOT NULL), "
-            "arg_max(billing_email, billing_email IS NOT NULL), false, now() FROM rows GROUP BY customer_id "
+            f"SELECT customer_id, {d.arg_max('organization_id', 'organization_id IS NOT NULL')}, "
+            f"{d.arg_max('billing_email', 'billing_email IS NOT NULL')}, false, now() FROM rows GROUP BY customer_id "
             "ON CONFLICT (customer_id) DO UPDATE SET "
             "organization_id = COALESCE(excluded.organization_id, stripe_customers.organization_id), "
             "billing_email = COALESCE(stripe_customers.billing_email, excluded.billing_email), updated_at = now()",
             link_rows)
         with_rows(
             conn, "UPDATE stripe_subscriptions s SET organization_id = l.organization_id, updated_at = now() "
-            "FROM (SELECT subscription_id, any_value(organization_id) AS organization_id FROM rows "
+            f"FROM (SELECT subscription_id, {d.any_value('organization_id')} AS organization_id FROM rows "
             "      WHERE subscription_id IS NOT NULL AND organization_id IS NOT NULL GROUP BY subscription_id) l "
             "WHERE s.subscription_id = l.subscription_id "
             "AND s.organization_id IS DISTINCT FROM l.organization_id", link_rows)
@@ -235,7 +247,11 @@ def _write_watermarks(conn: duckdb.DuckDBPyConnection, marks: dict[str, tuple[st
         "ON CONFLICT (object_id) DO UPDATE SET event_created = excluded.event_created, "
         "event_id = excluded.event_id, "
         "retrieved_at = COALESCE(excluded.retrieved_at, stripe_object_watermarks.retrieved_at), "
-        "updated_at = now()", batch)
+        "updated_at = now() "
+        # compare-and-set: a watermark only moves forward (an equal one is a re-retrieve of the same
+        # state, which records its retrieved_at), whichever writer commits last
+        "WHERE (excluded.event_created, excluded.event_id) >= "
+        "(stripe_object_watermarks.event_created, stripe_object_watermarks.event_id)", batch)
 
 
 def ids_table(column: str, ids: Iterable[Any]) -> pa.Table:

@@ -7,6 +7,9 @@ as a function each side of which is plain SQL:
     d.arg_max("event_type", "occurred_at")      arg_max(...) / (array_agg(... ORDER BY ...))[1]
     d.any_value("kind")                         any_value(kind) / min(kind)
     d.seconds("p.window_s")                     to_seconds(...) / make_interval(secs => ...)
+    d.epoch("w.event_created")                  epoch(...)::BIGINT / extract(epoch FROM ...)::bigint
+    d.from_text("raw", "JSON")                  raw / raw::jsonb (a text batch column into a JSON one)
+    column_types(conn, "stripe_events")         DESCRIBE / information_schema, as {name: TYPE}
     pyformat("... = ? AND note = '50%'")        "... = %s AND note = '50%%'" (psycopg's style)
     pyformat("status = $pending")               "status = %(pending)s" (with a dict of parameters)
 
@@ -48,6 +51,18 @@ class Dialect:
         """An interval of `expr` (an integer) seconds."""
         return f"to_seconds({expr})" if self.name == "duckdb" else f"make_interval(secs => {expr})"
 
+    def epoch(self, expr: str) -> str:
+        """Whole seconds since 1970 of the timestamp `expr`, as a BIGINT."""
+        return f"epoch({expr})::BIGINT" if self.name == "duckdb" else f"extract(epoch FROM {expr})::bigint"
+
+    def from_text(self, expr: str, column_type: str) -> str:
+        """`expr` (a text column of a batch) as a value for a column of `column_type` (as
+        `column_types` spells it). DuckDB casts text to JSON on insert; PostgreSQL casts text to
+        jsonb only when asked."""
+        if self.name == "postgres" and column_type.upper() in ("JSON", "JSONB"):
+            return f"{expr}::{column_type.lower()}"
+        return expr
+
 
 _NAMED = re.compile(r"\$([A-Za-z_]\w*)")
 
@@ -57,6 +72,27 @@ POSTGRES = Dialect("postgres")
 
 def dialect_of(conn: object) -> Dialect:
     return DUCKDB if isinstance(conn, duckdb.DuckDBPyConnection) else POSTGRES
+
+
+_PG_COLUMN_TYPES: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def column_types(conn: object, table: str) -> dict[str, str]:
+    """{column: TYPE} of `table` in column order, upper case: DuckDB's DESCRIBE names (VARCHAR,
+    TIMESTAMP WITH TIME ZONE, JSON, ...) or PostgreSQL's information_schema ones (TEXT, TIMESTAMP
+    WITH TIME ZONE, JSONB, ARRAY, ...). PostgreSQL's are remembered per database: its schema changes
+    only by a migration, and the catalog query costs a round trip per statement otherwise."""
+    if dialect_of(conn) is DUCKDB:
+        return {name: kind.upper() for name, kind, *_ in conn.execute(f"DESCRIBE {table}").fetchall()}
+    key = (conn.raw.info.dsn, table)
+    if key not in _PG_COLUMN_TYPES:
+        rows = conn.execute("SELECT column_name, upper(data_type) FROM information_schema.columns "
+                            "WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+                            [table]).fetchall()
+        if not rows:
+            raise LookupError(f"no table {table} (are the migrations applied?)")
+        _PG_COLUMN_TYPES[key] = dict(rows)
+    return dict(_PG_COLUMN_TYPES[key])
 
 
 def pyformat(sql: str) -> str:

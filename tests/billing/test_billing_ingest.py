@@ -15,6 +15,7 @@ from pipelines.billing.ingest import IngestSettings
 from pipelines.common.consumer import process_batch, replay_quarantine
 from pipelines.common.queue_message import QueueMessage
 from pipelines.schema import ensure_schema
+from pipelines.store.dialect import dialect_of
 from pipelines.store.store import Store
 from tests.paths import FIXTURES
 
@@ -302,9 +303,10 @@ def test_customer_deleted_cascades_to_its_subscriptions(conn):
                eb(s.event("customer.subscription.created", sub("active", T + 1), T + 1))])
     gone = {"id": "cus_A", "object": "customer", "deleted": True}
     run(conn, [eb(s.event("customer.deleted", {**CUS, **gone}, T + 50))])
-    assert one(conn, "SELECT deleted, epoch(deleted_at)::BIGINT, billing_email FROM stripe_customers") == \
+    epoch = dialect_of(conn).epoch
+    assert one(conn, f"SELECT deleted, {epoch('deleted_at')}, billing_email FROM stripe_customers") == \
         (True, T + 50, "billing@example.org")
-    assert one(conn, "SELECT status, epoch(ended_at)::BIGINT FROM stripe_subscriptions") == ("canceled", T + 50)
+    assert one(conn, f"SELECT status, {epoch('ended_at')} FROM stripe_subscriptions") == ("canceled", T + 50)
 
 
 def test_checkout_links_the_organisation_and_fetches_a_missing_subscription(conn):

@@ -89,13 +89,13 @@ def test_full_sweep_repairs_random_drift_and_records_each(world, local_stack):
         conn.execute("UPDATE stripe_payments SET status = 'processing' WHERE payment_id = ?", [pi_wrong])
         # rows for objects Stripe does not have (deleted there, or never were)
         conn.execute("INSERT INTO stripe_subscriptions (subscription_id, customer_id, organization_id, status, created,"
-                     " updated_at) VALUES ('sub_ghost', 'cus_ghost', 'org-0', 'active', now() - INTERVAL 2 DAY, now())")
+                     " updated_at) VALUES ('sub_ghost', 'cus_ghost', 'org-0', 'active', now() - INTERVAL '2 days', now())")
         conn.execute("INSERT INTO stripe_customers (customer_id, organization_id, created, updated_at)"
-                     " VALUES ('cus_ghost', 'org-0', now() - INTERVAL 2 DAY, now())")
+                     " VALUES ('cus_ghost', 'org-0', now() - INTERVAL '2 days', now())")
         conn.execute("INSERT INTO stripe_invoices (invoice_id, status, created, updated_at)"
-                     " VALUES ('in_ghost', 'open', now() - INTERVAL 2 DAY, now())")
+                     " VALUES ('in_ghost', 'open', now() - INTERVAL '2 days', now())")
         conn.execute("INSERT INTO stripe_payments (payment_id, kind, status, created, updated_at)"
-                     " VALUES ('pi_ghost', 'payment_intent', 'succeeded', now() - INTERVAL 2 DAY, now())")
+                     " VALUES ('pi_ghost', 'payment_intent', 'succeeded', now() - INTERVAL '2 days', now())")
 
     inject(local_stack, "429")          # the sweep rides over a rate limit answer
     with reconciler(res, db, "repair") as rec:

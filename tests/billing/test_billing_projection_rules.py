@@ -14,6 +14,7 @@ from pipelines.billing.envelope import EnvelopeSettings
 from pipelines.billing.ingest import IngestSettings
 from pipelines.common.consumer import process_batch
 from pipelines.common.queue_message import QueueMessage
+from pipelines.store.dialect import dialect_of
 from pipelines.store.store import Store
 
 ENVELOPE = EnvelopeSettings.from_strings(s.SOURCE, None, 300)
@@ -122,8 +123,8 @@ def test_credit_note_events_are_projected_through_the_registry(conn):
     assert counters["applied"] == 1 and counters["stale"] == 1
     run(conn, [s.event("credit_note.voided", credit_note("void", voided_at=T + 60, memo="duplicate seat"), T + 60)])
     assert conn.execute(
-        "SELECT customer_id, invoice_id, status, type, amount, currency, reason, memo, epoch(voided_at)::BIGINT, "
-        "metadata->>'ticket' FROM stripe_credit_notes").fetchall() == [
+        "SELECT customer_id, invoice_id, status, type, amount, currency, reason, memo, "
+        f"{dialect_of(conn).epoch('voided_at')}, metadata->>'ticket' FROM stripe_credit_notes").fetchall() == [
         ("cus_A", "in_1", "void", "post_payment", 700, "usd", "duplicate", "duplicate seat", T + 60, "42")]
 
 

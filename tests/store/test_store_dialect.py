@@ -9,7 +9,7 @@ import pytest
 from devstack.env import documented_defaults
 from pipelines.schema import configured_store, engine
 from pipelines.settings import SettingsError, validate
-from pipelines.store.dialect import DUCKDB, POSTGRES, dialect_of, pyformat
+from pipelines.store.dialect import DUCKDB, POSTGRES, column_types, dialect_of, pyformat
 from pipelines.store.postgres import PostgresConnection, pg_type
 from tests.servers import fresh_pg_database
 
@@ -55,6 +55,32 @@ def test_arg_max_and_any_value_mean_the_same_on_both(conn):
     got = conn.execute(f"SELECT message_id, {d.arg_max('event_type', 'occurred_at')}, "
                        f"{d.any_value('message_id')} FROM {EVENTS} GROUP BY message_id ORDER BY 1").fetchall()
     assert [tuple(r) for r in got] == [("m1", "Delivery", "m1"), ("m2", "Bounce", "m2")]
+
+
+def test_epoch_means_the_same_on_both(conn):
+    d = dialect_of(conn)
+    got = conn.execute(f"SELECT {d.epoch('t')}, {d.epoch('n')} FROM (VALUES "
+                       "(TIMESTAMPTZ '2026-09-01 12:00:07.9+00', CAST(NULL AS TIMESTAMPTZ))) AS v(t, n)").fetchone()
+    assert tuple(got) == (1788264008, None)   # rounded to whole seconds by both (Stripe's `created` has no fraction)
+    assert isinstance(got[0], int)
+
+
+def test_text_into_a_json_column_and_column_types_on_both(conn):
+    d = dialect_of(conn)
+    conn.execute("DROP TABLE IF EXISTS dialect_json")
+    conn.execute("CREATE TABLE dialect_json (id VARCHAR PRIMARY KEY, n BIGINT, seen TIMESTAMPTZ, doc JSON, ok BOOLEAN)")
+    types = column_types(conn, "dialect_json")
+    assert list(types) == ["id", "n", "seen", "doc", "ok"]
+    assert types["n"] == "BIGINT" and types["seen"] == "TIMESTAMP WITH TIME ZONE" and types["ok"] == "BOOLEAN"
+    assert types["doc"] == "JSON"
+    assert d.from_text("doc", types["doc"]) == ("doc" if d is DUCKDB else "doc::json")
+    assert d.from_text("id", types["id"]) == "id"
+    conn.execute(f"INSERT INTO dialect_json (id, doc) SELECT id, {d.from_text('doc', types['doc'])} "
+                 "FROM (VALUES ('a', '{\"k\": [1, 2]}')) AS v(id, doc)")
+    assert conn.execute("SELECT doc->>'k' FROM dialect_json").fetchone()[0].replace(" ", "") == "[1,2]"
+    conn.execute("DROP TABLE dialect_json")
+    with pytest.raises((LookupError, duckdb.CatalogException)):
+        column_types(conn, "no_such_table")
 
 
 def test_dialect_of():
