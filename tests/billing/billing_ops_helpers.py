@@ -51,6 +51,18 @@ def billing_database(path: Any):
     return database(str(path))
 
 
+def store_of(db: Any):
+    """The code location's `store` resource over a test's ledgers: a DuckDB resource (`database(path)`)
+    or a PostgresDatabase carrying the `asset_store_url` its reports are published to."""
+    from pipelines.store.postgres import PostgresDatabase
+    from pipelines.store_resource import MailroomStore
+
+    if isinstance(db, PostgresDatabase):
+        return MailroomStore(engine="postgres", duckdb_path="unused.duckdb", database_url=db.path,
+                             asset_store_url=db.asset_store_url)
+    return MailroomStore(duckdb_path=db.path)
+
+
 class CollectingQueue:
     """Stands in for the email-requests queue where a test looks only at what was dispatched."""
 

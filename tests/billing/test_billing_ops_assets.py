@@ -14,8 +14,8 @@ from pipelines.billing.assets import REPORT_ASSETS
 from pipelines.billing.checks import REPORT_CHECKS
 from pipelines.billing.definitions import defs as billing_defs
 from pipelines.billing.jobs import organization_subscription_notice_job, reconcile_billing_job
-from pipelines.store_resource import MailroomStore
 from resources.aws import SQSQueueResource
+from tests.billing.billing_ops_helpers import store_of
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
 
 
 def _materialize(res, db, **kw) -> dg.ExecuteInProcessResult:
-    return dg.materialize([*REPORT_ASSETS, *REPORT_CHECKS], resources={"stripe": res, "store": MailroomStore(duckdb_path=db.path)}, **kw)
+    return dg.materialize([*REPORT_ASSETS, *REPORT_CHECKS], resources={"stripe": res, "store": store_of(db)}, **kw)
 
 
 def test_reconcile_then_assets_and_checks(local_stack, stack_env, res, db):
@@ -40,15 +40,15 @@ def test_reconcile_then_assets_and_checks(local_stack, stack_env, res, db):
         subs[org] = subscriptions.create_subscription(client, customer_id=cus["id"], price_id=price["id"],
                                                       organization_id=org, quantity=seats)
     with db.connect() as conn:
-        conn.execute("INSERT INTO organizations VALUES ('org-paying', 'paying', 'company', now() - INTERVAL 90 DAY,"
+        conn.execute("INSERT INTO organizations VALUES ('org-paying', 'paying', 'company', now() - INTERVAL '90 days',"
                      " NULL, 'billing@org-paying.example'), ('org-community', 'pyladies', 'community',"
-                     " now() - INTERVAL 90 DAY, NULL, NULL), ('org-late', 'late co', 'company',"
-                     " now() - INTERVAL 45 DAY, NULL, 'billing@late.example')")
+                     " now() - INTERVAL '90 days', NULL, NULL), ('org-late', 'late co', 'company',"
+                     " now() - INTERVAL '45 days', NULL, 'billing@late.example')")
         conn.execute("INSERT INTO organization_members VALUES ('org-late', 'lou', 'Owner', NULL)")
 
     run = reconcile_billing_job.execute_in_process(
         run_config={"ops": {"reconcile_billing": {"config": {"mode": "full"}}}},
-        resources={"stripe": res, "store": MailroomStore(duckdb_path=db.path)})
+        resources={"stripe": res, "store": store_of(db)})
     assert run.success
     [out] = [e for e in run.all_events if e.event_type_value == "STEP_OUTPUT"]
     md = out.event_specific_data.metadata
@@ -73,7 +73,7 @@ def test_reconcile_then_assets_and_checks(local_stack, stack_env, res, db):
                      [subs["org-paying"]["id"]])
     assert not _checks(_materialize(res, db))["live_subscriptions_have_customer_and_organisation"]
     # the daily incremental run repairs what events touched (the cancel), not the untouched tampering...
-    run = reconcile_billing_job.execute_in_process(resources={"stripe": res, "store": MailroomStore(duckdb_path=db.path)})
+    run = reconcile_billing_job.execute_in_process(resources={"stripe": res, "store": store_of(db)})
     assert run.success
     checks = _checks(_materialize(res, db))
     assert checks["none_live_here_canceled_in_stripe"] and checks["drift_repaired"]
@@ -83,10 +83,10 @@ def test_reconcile_then_assets_and_checks(local_stack, stack_env, res, db):
                             [subs["org-community"]["id"]]).fetchone() == ("canceled",)
     # ...which the weekly full sweep finds
     run = reconcile_billing_job.execute_in_process(
-        run_config={"ops": {"reconcile_billing": {"config": {"mode": "full"}}}}, resources={"stripe": res, "store": MailroomStore(duckdb_path=db.path)})
+        run_config={"ops": {"reconcile_billing": {"config": {"mode": "full"}}}}, resources={"stripe": res, "store": store_of(db)})
     assert run.success
     assert _checks(_materialize(res, db))["live_subscriptions_have_customer_and_organisation"]
-    with db.connect() as conn:
+    with store_of(db).reports(reads=[], tables=["billing_leaks"]) as conn:   # a report: in the asset store on PostgreSQL
         assert conn.execute("SELECT leak FROM billing_leaks ORDER BY 1").fetchall() == [
             ("company organisation past its grace period without an active subscription",)]
 
@@ -96,7 +96,7 @@ def test_reconcile_then_assets_and_checks(local_stack, stack_env, res, db):
     declined = payments.charge(client, customer_id=cus, amount=500, currency="usd", reference="x",
                                payment_method_id=bad["id"])
     assert declined.status == "failed"
-    assert reconcile_billing_job.execute_in_process(resources={"stripe": res, "store": MailroomStore(duckdb_path=db.path)}).success
+    assert reconcile_billing_job.execute_in_process(resources={"stripe": res, "store": store_of(db)}).success
     strict = _materialize(res, db, run_config={"ops": {"billing_daily_payment_failure_rate_under_threshold": {
         "config": {"max_rate": 0.1}}}})
     assert _checks(strict)["payment_failure_rate_under_threshold"] is False
@@ -105,7 +105,7 @@ def test_reconcile_then_assets_and_checks(local_stack, stack_env, res, db):
     queue = SQSQueueResource(queue_name="email-requests", region_name="us-east-1")
     for _ in range(2):
         assert organization_subscription_notice_job.execute_in_process(
-            resources={"store": MailroomStore(duckdb_path=db.path), "email_requests_queue": queue}).success
+            resources={"store": store_of(db), "email_requests_queue": queue}).success
     bodies = [json.loads(m["Body"]) for m in local_stack.receive("email-requests", 10, timeout=3)]
     assert [(b["kind"], b["recipients"][0]["email"]) for b in bodies] == [
         ("organization-subscription-required", "billing@late.example")]

@@ -8,14 +8,13 @@ import pytest
 
 from pipelines.billing import customers, payments, products, subscriptions
 from pipelines.billing.jobs import cancel_subscription_job, refund_payment_job, resync_customer_job, seat_sync_job
-from pipelines.store_resource import MailroomStore
-from tests.billing.billing_ops_helpers import calls
+from tests.billing.billing_ops_helpers import calls, store_of
 
 pytestmark = pytest.mark.integration
 
 
 def _run(job, res, db, config: dict) -> dg.ExecuteInProcessResult:
-    return job.execute_in_process(run_config={"ops": config}, resources={"stripe": res, "store": MailroomStore(duckdb_path=db.path)},
+    return job.execute_in_process(run_config={"ops": config}, resources={"stripe": res, "store": store_of(db)},
                                   raise_on_error=False)
 
 
