@@ -21,6 +21,8 @@ from pipelines.email_delivery.phases import UNTIMED, PhaseTimer
 from pipelines.email_delivery.ses_parse import signal_of
 from pipelines.email.ledger import MessageStatus as S
 from pipelines.email_delivery.status_machine import TABLE, UNEXPECTED, step
+from pipelines.store.dialect import DUCKDB, dialect_of
+from pipelines.store.locks import lock_keys
 from pipelines.store.write import BOOL, INT, STR, TS, arrow, insert, with_rows
 
 if TYPE_CHECKING:
@@ -28,6 +30,22 @@ if TYPE_CHECKING:
 
 # Arrow's JSON type: DuckDB takes the column as JSON without re-validating what orjson wrote.
 DETAIL = pa.json_(pa.string())
+
+# Per-key serialization of concurrent writers (PostgreSQL; no-ops on DuckDB, whose one writer is alone):
+# a message's status and its events' dedupe, and an address's health, are read, stepped and written
+# by one transaction at a time. Every writer takes MESSAGE locks before ADDRESS locks (no deadlock).
+# Their own namespaces: the outbox's repeat-window locks ("email-address") guard something else.
+MESSAGE_LOCK, ADDRESS_LOCK = "ses-message", "ses-address"
+
+
+def lock_messages_and_addresses(conn: duckdb.DuckDBPyConnection, message_ids: Iterable[str],
+                                addresses: Iterable[str | None]) -> None:
+    """Take the locks before reading what they guard. Under READ COMMITTED every later statement
+    then sees what an earlier holder committed: its events (so they count as duplicates), the
+    statuses and address health it wrote."""
+    lock_keys(conn, MESSAGE_LOCK, message_ids)
+    lock_keys(conn, ADDRESS_LOCK, (a for a in addresses if a))
+
 
 def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Counters,
                  dedupe_since: datetime | None = None, timer: PhaseTimer = UNTIMED) -> None:
@@ -45,13 +63,16 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Coun
     result["events_duplicate"] += events.num_rows - len(first)
     message_ids = events.column("message_id").to_pylist()
     ses_batch = arrow(event_id=(STR, list(first)), message_id=(STR, [message_ids[i] for i in first.values()]))
+    duckdb_engine = dialect_of(conn) is DUCKDB
     with timer("write"):
+        if not duckdb_engine:
+            lock_messages_and_addresses(conn, message_ids, events.column("recipient").to_pylist())
         if dedupe_since is None:
-            stored = with_rows(conn, "SELECT event_id FROM rows SEMI JOIN email_events USING (event_id)",
+            stored = with_rows(conn, "SELECT event_id FROM rows WHERE event_id IN (SELECT event_id FROM email_events)",
                                ses_batch).fetchall()
         else:
-            stored = with_rows(conn, "SELECT event_id FROM rows SEMI JOIN "
-                               "(SELECT event_id FROM email_events WHERE received_at >= ?) USING (event_id)",
+            stored = with_rows(conn, "SELECT event_id FROM rows WHERE event_id IN "
+                               "(SELECT event_id FROM email_events WHERE received_at >= ?)",
                                ses_batch, [dedupe_since]).fetchall()
     for (event_id,) in stored:
         del first[event_id]
@@ -71,7 +92,8 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Coun
                       .append_column("status_after", pa.array([s and s[1] for s in steps], type=STR))
                       .append_column("detail", pa.ExtensionArray.from_storage(DETAIL, new.column("detail").combine_chunks())))
     with timer("write"):
-        insert(conn, "email_events", ses_new_events)
+        # The locks make the check above final; the key (PostgreSQL only) stays the last word.
+        insert(conn, "email_events", ses_new_events, on_conflict="" if duckdb_engine else "(event_id) DO NOTHING")
     result["events_new"] += len(rows)
     result["orphans"] += sum(s is None for s in steps)
 
@@ -91,17 +113,19 @@ def _step(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], result: Counter
     several recipients every one of them counts, whatever the message's status became."""
     if not refs:
         return []
-    # Row ids let the status update below find its rows without joining on message_id again:
-    # both statements scan email_messages, but a rowid join reads no column (half the cost at
-    # 2 M rows). Row ids are stable within the transaction.
+    # On DuckDB row ids let the status update below find its rows without joining on message_id
+    # again: both statements scan email_messages, but a rowid join reads no column (half the cost
+    # at 2 M rows). Row ids are stable within the transaction. PostgreSQL has no stable row id (an
+    # UPDATE moves a row): there the update finds its rows by the key, through its index.
+    rows_by = _ROW_KEY[dialect_of(conn).name]
     statuses: dict[str, str] = {}
-    row_ids: dict[str, list[int]] = {}
+    row_ids: dict[str, list] = {}
     row_addresses: dict[str, list[str]] = {}
     ses_message_ids = arrow(message_id=(STR, sorted({r[1] for r in refs})))
     # Flat rows, grouped here: DuckDB turns LIST columns into Python lists at twice the cost.
     with timer("write"):
-        found = with_rows(conn, "SELECT message_id, status, rowid, lower(to_address) FROM email_messages "
-                          "SEMI JOIN rows USING (message_id)", ses_message_ids).fetchall()
+        found = with_rows(conn, f"SELECT message_id, status, {rows_by.select}, lower(to_address) FROM email_messages "
+                          "WHERE message_id IN (SELECT message_id FROM rows)", ses_message_ids).fetchall()
     for message_id, status, row_id, address in found:
         statuses[message_id] = status
         if message_id in row_ids:
@@ -142,12 +166,12 @@ def _step(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], result: Counter
 
     if status_updates:
         updates = [(row_id, s, t) for m, (s, t) in status_updates.items() for row_id in row_ids[m]]
-        ses_status_updates = arrow(row_id=(pa.int64(), [u[0] for u in updates]),
-                                   status=(STR, [u[1] for u in updates]),
-                                   status_at=event_batch.timestamps([u[2] for u in updates]))
+        ses_status_updates = rows_by.table([u[0] for u in updates]).append_column(
+            "status", pa.array([u[1] for u in updates], type=STR)).append_column(
+            "status_at", event_batch.timestamps([u[2] for u in updates]))
         with timer("write"):
             with_rows(conn, "UPDATE email_messages SET status = u.status, status_at = u.status_at "
-                            "FROM rows u WHERE email_messages.rowid = u.row_id", ses_status_updates)
+                            f"FROM rows u WHERE {rows_by.match}", ses_status_updates)
         result["status_changes"] += len(status_updates)
 
     if address_ops:
@@ -181,9 +205,9 @@ def _recipient_statuses(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], s
     if replay:
         pairs = arrow(message_id=(STR, [p[0] for p in replay]), recipient=(STR, [p[1] for p in replay]))
         with timer("write"):
-            earlier = with_rows(conn, "SELECT message_id, recipient, event_type, bounce_type FROM email_events "
-                                "SEMI JOIN rows USING (message_id, recipient) WHERE NOT orphan "
-                                "ORDER BY occurred_at, event_id", pairs).fetchall()
+            earlier = with_rows(conn, "SELECT message_id, recipient, event_type, bounce_type FROM email_events e "
+                                "WHERE NOT orphan AND EXISTS (SELECT 1 FROM rows r WHERE r.message_id = e.message_id "
+                                "AND r.recipient = e.recipient) ORDER BY occurred_at, event_id", pairs).fetchall()
         for message_id, recipient, event_type, bounce_type in earlier:
             signal = signal_of(event_type, bounce_type)
             if signal is not None:
@@ -206,12 +230,15 @@ def relink_orphans(conn: duckdb.DuckDBPyConnection, message_ids: Iterable[str],
     ids = sorted({m for m in message_ids if m})
     if not ids:
         return result
-    sql = ("SELECT event_id, message_id, recipient, event_type, bounce_type, epoch_us(occurred_at) FROM email_events "
-           "SEMI JOIN rows USING (message_id) WHERE orphan")
+    # Before reading the orphans: an ingest that holds a message's lock may be storing one of them.
+    lock_keys(conn, MESSAGE_LOCK, ids)
+    sql = (f"SELECT event_id, message_id, recipient, event_type, bounce_type, {dialect_of(conn).epoch_us('occurred_at')} "
+           "FROM email_events WHERE orphan AND message_id IN (SELECT message_id FROM rows)")
     found = with_rows(conn, sql + (" AND received_at >= ?" if received_since is not None else ""),
                       arrow(message_id=(STR, ids)), [received_since] if received_since is not None else []).fetchall()
     if not found:
         return result
+    lock_keys(conn, ADDRESS_LOCK, (r[2] for r in found if r[2]))
     refs = [(event_id, message_id, recipient, signal_of(event_type, bounce_type), at)
             for event_id, message_id, recipient, event_type, bounce_type, at in found]
     steps = _step(conn, refs, result)
@@ -233,8 +260,8 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection, ops: list[tuple[str, int
     ses_addresses = arrow(address=(STR, addresses))
     with timer("write"):
         stored = with_rows(conn, "SELECT address, verified, unverify_reason, transient_bounces, "
-                           "epoch_us(last_event_at) FROM email_addresses SEMI JOIN rows USING (address)",
-                           ses_addresses).fetchall()
+                           f"{dialect_of(conn).epoch_us('last_event_at')} FROM email_addresses "
+                           "WHERE address IN (SELECT address FROM rows)", ses_addresses).fetchall()
     states = {row[0]: AddressState(*row) for row in stored}
     known = set(states)
     changes: list[StatusChange] = []
@@ -268,6 +295,27 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection, ops: list[tuple[str, int
         with timer("write"):
             insert(conn, "address_status_changes", ses_address_changes, on_conflict="(change_id) DO NOTHING")
     return changes
+
+
+class _RowKey:
+    """How _step's status update finds the email_messages rows it read: what to select, the
+    batch's columns, and the join condition."""
+
+    def __init__(self, select: str, columns: dict[str, pa.DataType], match: str):
+        self.select, self.columns, self.match = select, columns, match
+
+    def table(self, keys: list) -> pa.Table:
+        if len(self.columns) == 1:
+            (name, type_), = self.columns.items()
+            return arrow(**{name: (type_, keys)})
+        return arrow(**{name: (type_, [k[i] for k in keys]) for i, (name, type_) in enumerate(self.columns.items())})
+
+
+_ROW_KEY = {
+    "duckdb": _RowKey("rowid", {"row_id": pa.int64()}, "email_messages.rowid = u.row_id"),
+    "postgres": _RowKey("(request_id, to_address)", {"request_id": STR, "to_address": STR},
+                        "email_messages.request_id = u.request_id AND email_messages.to_address = u.to_address"),
+}
 
 
 def insert_controls(conn: duckdb.DuckDBPyConnection, controls: list[ControlMessage]) -> None:

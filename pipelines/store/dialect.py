@@ -7,6 +7,7 @@ as a function each side of which is plain SQL:
     d.arg_max("event_type", "occurred_at")      arg_max(...) / (array_agg(... ORDER BY ...))[1]
     d.any_value("kind")                         any_value(kind) / min(kind)
     d.seconds("p.window_s")                     to_seconds(...) / make_interval(secs => ...)
+    d.epoch_us("occurred_at")                   epoch_us(...) / (extract(epoch FROM ...) * 1000000)::bigint
     pyformat("... = ? AND note = '50%'")        "... = %s AND note = '50%%'" (psycopg's style)
     pyformat("status = $pending")               "status = %(pending)s" (with a dict of parameters)
 
@@ -43,6 +44,10 @@ class Dialect:
     def any_value(self, expr: str) -> str:
         """One of the group's values (PostgreSQL 15 has no any_value; min is one of them)."""
         return f"any_value({expr})" if self.name == "duckdb" else f"min({expr})"
+
+    def epoch_us(self, expr: str) -> str:
+        """A timestamp as microseconds since the epoch (a bigint)."""
+        return f"epoch_us({expr})" if self.name == "duckdb" else f"(extract(epoch FROM {expr}) * 1000000)::bigint"
 
     def seconds(self, expr: str) -> str:
         """An interval of `expr` (an integer) seconds."""

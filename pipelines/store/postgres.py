@@ -38,6 +38,8 @@ def pg_type(t: pa.DataType) -> str:
     """The PostgreSQL column type of an Arrow type (a clear error for one not handled)."""
     if t in _PG_TYPES:
         return _PG_TYPES[t]
+    if getattr(t, "extension_name", None) == "arrow.json":
+        return "jsonb"
     if pa.types.is_timestamp(t):
         return "timestamptz" if t.tz else "timestamp"
     if pa.types.is_list(t) or pa.types.is_large_list(t):
@@ -87,11 +89,21 @@ class PostgresConnection:
                 self.raw.execute(f"DROP TABLE IF EXISTS pg_temp.{ROWS}")
 
 
+def _storage(rows: pa.Table) -> pa.Table:
+    """Extension columns (Arrow's JSON type) as their storage: the same text, which Arrow's CSV
+    writer takes and the jsonb column parses."""
+    if not any(isinstance(f.type, pa.BaseExtensionType) for f in rows.schema):
+        return rows
+    return pa.table({name: col.combine_chunks().storage if isinstance(col.type, pa.BaseExtensionType) else col
+                     for name, col in zip(rows.column_names, rows.columns)})
+
+
 def copy_into(raw: psycopg.Connection, table: str, rows: pa.Table) -> None:
     """COPY an Arrow table into `table` (columns by name). Scalar columns go as CSV written by
     Arrow's C++ writer; a batch with list columns goes row by row through psycopg's COPY."""
     names = pgsql.SQL(", ").join(pgsql.Identifier(n) for n in rows.column_names)
     if _csv_safe(rows):
+        rows = _storage(rows)
         buf = io.BytesIO()
         # Every non-null value quoted, a null unquoted and empty: COPY reads "" as the empty string
         # and an unquoted empty field as NULL.
