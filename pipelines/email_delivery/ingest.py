@@ -93,8 +93,10 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Coun
                       .append_column("detail", pa.ExtensionArray.from_storage(DETAIL, new.column("detail").combine_chunks())))
     with timer("write"):
         # The locks make the check above final; the key (PostgreSQL only) stays the last word.
-        insert(conn, "email_events", ses_new_events, on_conflict="" if duckdb_engine else "(event_id) DO NOTHING")
-    result["events_new"] += len(rows)
+        inserted = insert(conn, "email_events", ses_new_events,
+                          on_conflict="" if duckdb_engine else "(event_id) DO NOTHING")
+    result["events_new"] += inserted
+    result["events_duplicate"] += len(rows) - inserted
     result["orphans"] += sum(s is None for s in steps)
 
 
