@@ -59,6 +59,7 @@ PG_SERVER = os.environ.get("BENCH_PG_SERVER", "postgresql://postgres@127.0.0.1:5
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-notifications"
 TARGETS = {"sqs_calls_per_notification_max": 0.25, "in_process_per_s_min": 20_000,
            "speedup_vs_baseline_min": 10.0, "peak_rss_mb_max": 500}
+TARGETS_POSTGRES = {**TARGETS, "in_process_per_s_min": 10_000}
 
 # (weight, type, format) for unique notifications
 MIX = [(0.28, "Delivery", "classic"), (0.27, "Delivery", "event"), (0.05, "Bounce-Permanent", "classic"),
@@ -697,6 +698,7 @@ def main() -> None:
 
 def run_main(args, pg: PgDatabases | None) -> None:
     out_default = RESULTS_POSTGRES if pg is not None else RESULTS
+    targets = TARGETS_POSTGRES if pg is not None else TARGETS
 
     def new_db(name: str) -> str:
         return pg.new() if pg is not None else str(work / f"{name}.duckdb")
@@ -718,7 +720,7 @@ def run_main(args, pg: PgDatabases | None) -> None:
           f"{len(messages):,} email_messages rows, signed in {time.perf_counter() - t:.1f} s", flush=True)
 
     results: dict = {"store": args.store, "n": args.n, "distinct": unique, "duplicates": args.n - unique, "cpus": os.cpu_count(),
-                     "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "targets": TARGETS}
+                     "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "targets": targets}
     print(f"load average at the start: {' '.join(str(x) for x in results['load_average_at_start'])}", flush=True)
     from pipelines.email_delivery.jobs import DrainConfig
     from pipelines.email_delivery.parallel import auto_workers
@@ -795,8 +797,8 @@ def run_main(args, pg: PgDatabases | None) -> None:
 
     e2e = results.get("sqs_end_to_end", {})
     results["checks"] = {
-        "in_process_per_s": results["in_process"]["per_s"] >= TARGETS["in_process_per_s_min"],
-        "speedup_vs_baseline": results["speedup_vs_baseline"] >= TARGETS["speedup_vs_baseline_min"],
+        "in_process_per_s": results["in_process"]["per_s"] >= targets["in_process_per_s_min"],
+        "speedup_vs_baseline": results["speedup_vs_baseline"] >= targets["speedup_vs_baseline_min"],
         "all_events_stored": (results["in_process"]["db"]["quarantined"] == 0
                               and results["in_process"]["db"]["events"] == results["distinct"]),
         "old_messages_same_events": (results["in_process_old_messages"]["db"] == results["in_process"]["db"]
@@ -804,8 +806,8 @@ def run_main(args, pg: PgDatabases | None) -> None:
     }
     if e2e:
         results["checks"].update({
-            "sqs_calls_per_notification": e2e["sqs_calls_per_notification"] <= TARGETS["sqs_calls_per_notification_max"],
-            "peak_rss_mb": e2e["peak_rss_mb"] < TARGETS["peak_rss_mb_max"],
+            "sqs_calls_per_notification": e2e["sqs_calls_per_notification"] <= targets["sqs_calls_per_notification_max"],
+            "peak_rss_mb": e2e["peak_rss_mb"] < targets["peak_rss_mb_max"],
             "sqs_same_events_as_in_process": e2e["db"] == results["in_process"]["db"] if not args.sqs_n else None,
         })
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -816,7 +818,7 @@ def run_main(args, pg: PgDatabases | None) -> None:
     store_name = "PostgreSQL" if pg is not None else "DuckDB"
     print(f"store: {store_name}")
     rows = [(f"in process, {op_workers} verify workers (op default, median of {args.repeat})", f"{results['in_process']['per_s']:,} /s",
-             f">= {TARGETS['in_process_per_s_min']:,} /s"),
+             f">= {targets['in_process_per_s_min']:,} /s"),
             ("  drain thread, s per phase (median)", phases_text(results["in_process"]), ""),
             ("  CPU per notification (median)", cpu_text(results["in_process"]), ""),
             (f"in process, {other} verify workers", f"{results[f'in_process_{other}_workers']['per_s']:,} /s", ""),
@@ -826,11 +828,11 @@ def run_main(args, pg: PgDatabases | None) -> None:
             ("in process, verify inline, per CPU-second", f"{inline['per_cpu_s']:,} /s", ""),
             ("baseline (Warehouse-style, 1 txn each)", f"{results['baseline']['per_s']:,} /s", ""),
             ("  same, per CPU-second", f"{results['baseline']['per_cpu_s']:,} /s", ""),
-            ("speedup vs baseline", f"{results['speedup_vs_baseline']}x", f">= {TARGETS['speedup_vs_baseline_min']}x")]
+            ("speedup vs baseline", f"{results['speedup_vs_baseline']}x", f">= {targets['speedup_vs_baseline_min']}x")]
     if e2e:
         rows += [("end to end from SQS (moto)", f"{e2e['per_s']:,} /s", ""),
-                 ("SQS calls per notification", f"{e2e['sqs_calls_per_notification']}", f"<= {TARGETS['sqs_calls_per_notification_max']}"),
-                 ("consumer peak RSS (sum over its processes)", f"{e2e['peak_rss_mb']} MB", f"< {TARGETS['peak_rss_mb_max']} MB"),
+                 ("SQS calls per notification", f"{e2e['sqs_calls_per_notification']}", f"<= {targets['sqs_calls_per_notification_max']}"),
+                 ("consumer peak RSS (sum over its processes)", f"{e2e['peak_rss_mb']} MB", f"< {targets['peak_rss_mb_max']} MB"),
                  ("consumer peak PSS (shared pages once)", f"{e2e['peak_pss_mb']} MB", "")]
     print_table(rows)
     print(f"load average at the end: {' '.join(str(x) for x in results['load_average_at_end'])}")
