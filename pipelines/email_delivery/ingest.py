@@ -23,7 +23,7 @@ from pipelines.email.ledger import MessageStatus as S
 from pipelines.email_delivery.status_machine import TABLE, UNEXPECTED, step
 from pipelines.store.dialect import DUCKDB, dialect_of
 from pipelines.store.locks import lock_keys
-from pipelines.store.write import BOOL, INT, STR, TS, arrow, insert, with_rows
+from pipelines.store.write import BOOL, INT, STR, TS, arrow, insert, with_rows, with_values
 
 if TYPE_CHECKING:
     import duckdb
@@ -62,18 +62,17 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Coun
         first.setdefault(event_id, i)
     result["events_duplicate"] += events.num_rows - len(first)
     message_ids = events.column("message_id").to_pylist()
-    ses_batch = arrow(event_id=(STR, list(first)), message_id=(STR, [message_ids[i] for i in first.values()]))
     duckdb_engine = dialect_of(conn) is DUCKDB
     with timer("write"):
         if not duckdb_engine:
             lock_messages_and_addresses(conn, message_ids, events.column("recipient").to_pylist())
         if dedupe_since is None:
-            stored = with_rows(conn, "SELECT event_id FROM rows WHERE event_id IN (SELECT event_id FROM email_events)",
-                               ses_batch).fetchall()
+            stored = with_values(conn, "SELECT event_id FROM rows WHERE event_id IN (SELECT event_id FROM email_events)",
+                                 "event_id", list(first)).fetchall()
         else:
-            stored = with_rows(conn, "SELECT event_id FROM rows WHERE event_id IN "
-                               "(SELECT event_id FROM email_events WHERE received_at >= ?)",
-                               ses_batch, [dedupe_since]).fetchall()
+            stored = with_values(conn, "SELECT event_id FROM rows WHERE event_id IN "
+                                 "(SELECT event_id FROM email_events WHERE received_at >= ?)",
+                                 "event_id", list(first), [dedupe_since]).fetchall()
     for (event_id,) in stored:
         del first[event_id]
     result["events_duplicate"] += len(stored)
@@ -123,11 +122,11 @@ def _step(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], result: Counter
     statuses: dict[str, str] = {}
     row_ids: dict[str, list] = {}
     row_addresses: dict[str, list[str]] = {}
-    ses_message_ids = arrow(message_id=(STR, sorted({r[1] for r in refs})))
     # Flat rows, grouped here: DuckDB turns LIST columns into Python lists at twice the cost.
     with timer("write"):
-        found = with_rows(conn, f"SELECT message_id, status, {rows_by.select}, lower(to_address) FROM email_messages "
-                          "WHERE message_id IN (SELECT message_id FROM rows)", ses_message_ids).fetchall()
+        found = with_values(conn, f"SELECT message_id, status, {rows_by.select}, lower(to_address) FROM email_messages "
+                            "WHERE message_id IN (SELECT message_id FROM rows)", "message_id",
+                            sorted({r[1] for r in refs})).fetchall()
     for message_id, status, row_id, address in found:
         statuses[message_id] = status
         if message_id in row_ids:
@@ -236,8 +235,8 @@ def relink_orphans(conn: duckdb.DuckDBPyConnection, message_ids: Iterable[str],
     lock_keys(conn, MESSAGE_LOCK, ids)
     sql = (f"SELECT event_id, message_id, recipient, event_type, bounce_type, {dialect_of(conn).epoch_us('occurred_at')} "
            "FROM email_events WHERE orphan AND message_id IN (SELECT message_id FROM rows)")
-    found = with_rows(conn, sql + (" AND received_at >= ?" if received_since is not None else ""),
-                      arrow(message_id=(STR, ids)), [received_since] if received_since is not None else []).fetchall()
+    found = with_values(conn, sql + (" AND received_at >= ?" if received_since is not None else ""),
+                        "message_id", ids, [received_since] if received_since is not None else []).fetchall()
     if not found:
         return result
     lock_keys(conn, ADDRESS_LOCK, (r[2] for r in found if r[2]))
@@ -259,11 +258,10 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection, ops: list[tuple[str, int
                        timer: PhaseTimer = UNTIMED) -> list[StatusChange]:
     """Fold address effects in event time. Instants are microseconds since the epoch here."""
     addresses = sorted({op[0] for op in ops})
-    ses_addresses = arrow(address=(STR, addresses))
     with timer("write"):
-        stored = with_rows(conn, "SELECT address, verified, unverify_reason, transient_bounces, "
-                           f"{dialect_of(conn).epoch_us('last_event_at')} FROM email_addresses "
-                           "WHERE address IN (SELECT address FROM rows)", ses_addresses).fetchall()
+        stored = with_values(conn, "SELECT address, verified, unverify_reason, transient_bounces, "
+                             f"{dialect_of(conn).epoch_us('last_event_at')} FROM email_addresses "
+                             "WHERE address IN (SELECT address FROM rows)", "address", addresses).fetchall()
     states = {row[0]: AddressState(*row) for row in stored}
     known = set(states)
     changes: list[StatusChange] = []
@@ -280,13 +278,19 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection, ops: list[tuple[str, int
         unverify_reason=(STR, [s.unverify_reason for s in touched]),
         transient_bounces=(INT, [s.transient_bounces for s in touched]),
         last_event_at=event_batch.timestamps([s.last_event_at for s in touched]))
-    # Rows read above are updated and the others inserted: cheaper than an upsert's conflict check.
+    columns = ["address", "verified", "unverify_reason", "transient_bounces", "last_event_at"]
     with timer("write"):
-        with_rows(conn, "UPDATE email_addresses SET verified = r.verified, unverify_reason = r.unverify_reason, "
-                        "transient_bounces = r.transient_bounces, last_event_at = r.last_event_at "
-                        "FROM rows r WHERE r.known AND email_addresses.address = r.address", ses_address_rows)
-        insert(conn, "email_addresses", ses_address_rows, where="NOT known",
-               columns=["address", "verified", "unverify_reason", "transient_bounces", "last_event_at"])
+        if dialect_of(conn) is DUCKDB:
+            # Rows read above are updated and the others inserted: cheaper than an upsert's conflict check.
+            with_rows(conn, "UPDATE email_addresses SET verified = r.verified, unverify_reason = r.unverify_reason, "
+                            "transient_bounces = r.transient_bounces, last_event_at = r.last_event_at "
+                            "FROM rows r WHERE r.known AND email_addresses.address = r.address", ses_address_rows)
+            insert(conn, "email_addresses", ses_address_rows, where="NOT known", columns=columns)
+        else:
+            # One statement (one COPY) instead of two; the address locks make the values final.
+            insert(conn, "email_addresses", ses_address_rows, columns=columns, on_conflict=(
+                "(address) DO UPDATE SET verified = excluded.verified, unverify_reason = excluded.unverify_reason, "
+                "transient_bounces = excluded.transient_bounces, last_event_at = excluded.last_event_at"))
     if changes:
         ses_address_changes = arrow(
             change_id=(STR, [c.change_id for c in changes]),

@@ -99,6 +99,18 @@ class PostgresConnection:
         copy_into(self.raw, table, rows)
         return self.execute(naming_rows(sql, f"pg_temp.{table}"), params)
 
+    def with_values(self, sql: str, column: str, values: Sequence[str],
+                    params: Sequence[Any] | None = None) -> psycopg.Cursor:
+        """Run `sql`, in which `rows` is one text column `column` holding `values`: one array
+        parameter (write.with_values)."""
+        return self.execute(_values_relation(sql, column), [list(values), *(params or ())])
+
+
+def _values_relation(sql: str, column: str) -> str:
+    if len(re.findall(r"(?<![\w.])rows(?!\w)", sql)) != 1 or re.search(r"(?<![\w.])rows\s+(?!WHERE|ORDER|GROUP|LIMIT|\))\w", sql):
+        raise ValueError("with_values: `rows` must appear once in the statement, without an alias")
+    return naming_rows(sql, f"(SELECT unnest(?::text[]) AS {pgsql.Identifier(column).as_string(None)}) AS rows")
+
 
 def kept_table(raw: psycopg.Connection, schema: pa.Schema) -> str:
     """The session's temporary table for batches of this column layout, created if missing (also
