@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import random
 from datetime import timedelta
@@ -21,25 +20,43 @@ import pytest
 from pipelines.schema import database
 from pipelines.store.postgres import PostgresDatabase
 from tests.email_delivery.ses_helpers import T0, ses_message, signed
-from tests.servers import migrated_pg_database
 from tests.email_delivery.test_ses_ingest import (  # noqa: F401 - the ingest tests and their fixtures, collected here
-    confirmations, ingestor,
-    test_bad_signature_is_quarantined_not_applied, test_delivery_resets_soft_bounce_count,
-    test_fan_out_per_recipient, test_hard_bounce_unverifies_and_soft_bounce_counts, test_lifecycle_delivery_then_complaint,
-    test_notifications_for_dispatch_statuses_are_recorded_without_change, test_one_odd_payload_is_quarantined_and_the_rest_of_its_batch_applies,
-    test_ooto_after_delivery_is_recorded_and_keeps_status, test_out_of_order_bounce_before_its_delivery,
-    test_poison_is_quarantined_with_raw_body_and_reason, test_raw_delivery_accepted_only_when_configured,
-    test_record_only_events_keep_status_and_orphans_are_kept, test_six_soft_bounces_unverify_and_redelivery_never_counts_twice,
-    test_status_update_touches_exactly_the_rows_of_its_messages, test_subscription_confirmation_allow_listed_is_confirmed_other_topic_refused,
-    test_within_one_batch_events_apply_in_event_time_order)
-from tests.email_delivery.test_ses_recipients_and_orphans import (  # noqa: F401
-    env, test_a_later_notification_for_another_recipient_still_counts, test_each_recipient_keeps_its_own_history,
-    test_every_recipient_of_a_multi_recipient_sample_counts, test_one_notification_naming_three_recipients,
-    test_outcome_does_not_depend_on_the_order_of_the_two_commits, test_relinking_leaves_other_orphans_alone,
-    test_soft_bounces_and_deliveries_count_for_every_recipient, test_two_rows_sharing_a_message_id)
+    confirmations,
+    ingestor,
+    test_bad_signature_is_quarantined_not_applied,
+    test_delivery_resets_soft_bounce_count,
+    test_fan_out_per_recipient,
+    test_hard_bounce_unverifies_and_soft_bounce_counts,
+    test_lifecycle_delivery_then_complaint,
+    test_notifications_for_dispatch_statuses_are_recorded_without_change,
+    test_one_odd_payload_is_quarantined_and_the_rest_of_its_batch_applies,
+    test_ooto_after_delivery_is_recorded_and_keeps_status,
+    test_out_of_order_bounce_before_its_delivery,
+    test_poison_is_quarantined_with_raw_body_and_reason,
+    test_raw_delivery_accepted_only_when_configured,
+    test_record_only_events_keep_status_and_orphans_are_kept,
+    test_six_soft_bounces_unverify_and_redelivery_never_counts_twice,
+    test_status_update_touches_exactly_the_rows_of_its_messages,
+    test_subscription_confirmation_allow_listed_is_confirmed_other_topic_refused,
+    test_within_one_batch_events_apply_in_event_time_order,
+)
 from tests.email_delivery.test_ses_maintenance import (  # noqa: F401
-    test_cleanup_keeps_what_operators_need, test_replay_after_the_allow_list_is_fixed,
-    test_replay_days_later_counts_the_age_limit_to_when_the_message_arrived)
+    test_cleanup_keeps_what_operators_need,
+    test_replay_after_the_allow_list_is_fixed,
+    test_replay_days_later_counts_the_age_limit_to_when_the_message_arrived,
+)
+from tests.email_delivery.test_ses_recipients_and_orphans import (  # noqa: F401
+    env,
+    test_a_later_notification_for_another_recipient_still_counts,
+    test_each_recipient_keeps_its_own_history,
+    test_every_recipient_of_a_multi_recipient_sample_counts,
+    test_one_notification_naming_three_recipients,
+    test_outcome_does_not_depend_on_the_order_of_the_two_commits,
+    test_relinking_leaves_other_orphans_alone,
+    test_soft_bounces_and_deliveries_count_for_every_recipient,
+    test_two_rows_sharing_a_message_id,
+)
+from tests.servers import migrated_pg_database
 
 # Not here: test_running_twice_changes_nothing (its snapshot uses DuckDB's SELECT * EXCLUDE) and
 # test_duplicate_check_window_follows_the_age_limit (it stores an event_id twice, which the
@@ -60,11 +77,11 @@ def db(pg_url):
 
 
 def test_a_copy_older_than_the_dedupe_window_is_not_stored_twice(db, tmp_path, identity):
-    from tests.email_delivery.test_ses_ingest import add_message, run, status_of, table
     from pipelines.common.sns.cert_store import CertStore
     from pipelines.common.sns.verify import SnsVerifier
     from pipelines.email_delivery.consumer import SesNotificationConsumer
     from tests.email_delivery.ses_helpers import TOPIC
+    from tests.email_delivery.test_ses_ingest import add_message, run, status_of, table
 
     add_message(db, "m1", "a@example.com")
     body = signed(identity, ses_message("Delivery", "m1", ["a@example.com"]), sns_id="sns-old")
