@@ -20,7 +20,9 @@ from typing import ClassVar, Protocol
 
 import duckdb
 
+from pipelines.store.dialect import DUCKDB, dialect_of
 from pipelines.store.vocab import sql_list
+from pipelines.store.write import changed
 
 EMAIL_MESSAGES = "email_messages"   # the table, and its asset key
 
@@ -69,8 +71,13 @@ EXPIRED = "email_messages_expired"  # temp table: request_id, to_address, messag
 
 def mark_expired(conn: duckdb.DuckDBPyConnection, now: datetime, *, final_days: int, all_days: int) -> str:
     """Fill the temp table EXPIRED with the messages past retention; returns its name."""
+    if dialect_of(conn) is DUCKDB:
+        create = f"CREATE OR REPLACE TEMP TABLE {EXPIRED}"
+    else:   # PostgreSQL has no CREATE OR REPLACE TABLE
+        conn.execute(f"DROP TABLE IF EXISTS pg_temp.{EXPIRED}")
+        create = f"CREATE TEMP TABLE {EXPIRED}"
     conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE {EXPIRED} AS SELECT request_id, to_address, message_id "
+        f"{create} AS SELECT request_id, to_address, message_id "
         f"FROM {EMAIL_MESSAGES} WHERE (status IN ({sql_list(S.RETAINED_SHORT)}) AND created_at < ?) "
         "OR created_at < ?",
         [now - timedelta(days=final_days), now - timedelta(days=all_days)])
@@ -79,8 +86,8 @@ def mark_expired(conn: duckdb.DuckDBPyConnection, now: datetime, *, final_days: 
 
 def delete_expired(conn: duckdb.DuckDBPyConnection) -> int:
     """Delete the messages in EXPIRED, then drop it; returns how many were deleted."""
-    deleted = conn.execute(
+    deleted = changed(conn, conn.execute(
         f"DELETE FROM {EMAIL_MESSAGES} m USING {EXPIRED} d "
-        "WHERE m.request_id = d.request_id AND m.to_address = d.to_address").fetchone()[0]
+        "WHERE m.request_id = d.request_id AND m.to_address = d.to_address"))
     conn.execute(f"DROP TABLE {EXPIRED}")
     return deleted

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import duckdb
 
 from pipelines.email.ledger import delete_expired, mark_expired
+from pipelines.store.write import changed
 
 
 @dataclass(frozen=True)
@@ -23,9 +24,9 @@ class CleanupResult:
 def cleanup(conn: duckdb.DuckDBPyConnection, now: datetime, *, final_days: int = 14,
             all_days: int = 90) -> CleanupResult:
     expired = mark_expired(conn, now, final_days=final_days, all_days=all_days)
-    events = conn.execute(
+    events = changed(conn, conn.execute(
         f"DELETE FROM email_events WHERE message_id IN "
         f"(SELECT message_id FROM {expired} WHERE message_id IS NOT NULL) "
-        "OR (orphan AND received_at < ?)", [now - timedelta(days=all_days)]).fetchone()[0]
+        "OR (orphan AND received_at < ?)", [now - timedelta(days=all_days)]))
     messages = delete_expired(conn)
     return CleanupResult(messages, events)

@@ -21,13 +21,31 @@ from pipelines.email_delivery.phases import UNTIMED, PhaseTimer
 from pipelines.email_delivery.ses_parse import signal_of
 from pipelines.email.ledger import MessageStatus as S
 from pipelines.email_delivery.status_machine import TABLE, UNEXPECTED, step
-from pipelines.store.write import BOOL, INT, STR, TS, arrow, insert, with_rows
+from pipelines.store.dialect import DUCKDB, dialect_of
+from pipelines.store.locks import lock_keys
+from pipelines.store.write import BOOL, INT, STR, TS, arrow, insert, with_rows, with_values
 
 if TYPE_CHECKING:
     import duckdb
 
 # Arrow's JSON type: DuckDB takes the column as JSON without re-validating what orjson wrote.
 DETAIL = pa.json_(pa.string())
+
+# Per-key serialization of concurrent writers (PostgreSQL; no-ops on DuckDB, whose one writer is alone):
+# a message's status and its events' dedupe, and an address's health, are read, stepped and written
+# by one transaction at a time. Every writer takes MESSAGE locks before ADDRESS locks (no deadlock).
+# Their own namespaces: the outbox's repeat-window locks ("email-address") guard something else.
+MESSAGE_LOCK, ADDRESS_LOCK = "ses-message", "ses-address"
+
+
+def lock_messages_and_addresses(conn: duckdb.DuckDBPyConnection, message_ids: Iterable[str],
+                                addresses: Iterable[str | None]) -> None:
+    """Take the locks before reading what they guard. Under READ COMMITTED every later statement
+    then sees what an earlier holder committed: its events (so they count as duplicates), the
+    statuses and address health it wrote."""
+    lock_keys(conn, MESSAGE_LOCK, message_ids)
+    lock_keys(conn, ADDRESS_LOCK, (a for a in addresses if a))
+
 
 def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Counters,
                  dedupe_since: datetime | None = None, timer: PhaseTimer = UNTIMED) -> None:
@@ -44,15 +62,17 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Coun
         first.setdefault(event_id, i)
     result["events_duplicate"] += events.num_rows - len(first)
     message_ids = events.column("message_id").to_pylist()
-    ses_batch = arrow(event_id=(STR, list(first)), message_id=(STR, [message_ids[i] for i in first.values()]))
+    duckdb_engine = dialect_of(conn) is DUCKDB
     with timer("write"):
+        if not duckdb_engine:
+            lock_messages_and_addresses(conn, message_ids, events.column("recipient").to_pylist())
         if dedupe_since is None:
-            stored = with_rows(conn, "SELECT event_id FROM rows SEMI JOIN email_events USING (event_id)",
-                               ses_batch).fetchall()
+            stored = with_values(conn, "SELECT event_id FROM rows WHERE event_id IN (SELECT event_id FROM email_events)",
+                                 "event_id", list(first)).fetchall()
         else:
-            stored = with_rows(conn, "SELECT event_id FROM rows SEMI JOIN "
-                               "(SELECT event_id FROM email_events WHERE received_at >= ?) USING (event_id)",
-                               ses_batch, [dedupe_since]).fetchall()
+            stored = with_values(conn, "SELECT event_id FROM rows WHERE event_id IN "
+                                 "(SELECT event_id FROM email_events WHERE received_at >= ?)",
+                                 "event_id", list(first), [dedupe_since]).fetchall()
     for (event_id,) in stored:
         del first[event_id]
     result["events_duplicate"] += len(stored)
@@ -71,8 +91,11 @@ def apply_events(conn: duckdb.DuckDBPyConnection, events: pa.Table, result: Coun
                       .append_column("status_after", pa.array([s and s[1] for s in steps], type=STR))
                       .append_column("detail", pa.ExtensionArray.from_storage(DETAIL, new.column("detail").combine_chunks())))
     with timer("write"):
-        insert(conn, "email_events", ses_new_events)
-    result["events_new"] += len(rows)
+        # The locks make the check above final; the key (PostgreSQL only) stays the last word.
+        inserted = insert(conn, "email_events", ses_new_events,
+                          on_conflict="" if duckdb_engine else "(event_id) DO NOTHING")
+    result["events_new"] += inserted
+    result["events_duplicate"] += len(rows) - inserted
     result["orphans"] += sum(s is None for s in steps)
 
 
@@ -91,17 +114,19 @@ def _step(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], result: Counter
     several recipients every one of them counts, whatever the message's status became."""
     if not refs:
         return []
-    # Row ids let the status update below find its rows without joining on message_id again:
-    # both statements scan email_messages, but a rowid join reads no column (half the cost at
-    # 2 M rows). Row ids are stable within the transaction.
+    # On DuckDB row ids let the status update below find its rows without joining on message_id
+    # again: both statements scan email_messages, but a rowid join reads no column (half the cost
+    # at 2 M rows). Row ids are stable within the transaction. PostgreSQL has no stable row id (an
+    # UPDATE moves a row): there the update finds its rows by the key, through its index.
+    rows_by = _ROW_KEY[dialect_of(conn).name]
     statuses: dict[str, str] = {}
-    row_ids: dict[str, list[int]] = {}
+    row_ids: dict[str, list] = {}
     row_addresses: dict[str, list[str]] = {}
-    ses_message_ids = arrow(message_id=(STR, sorted({r[1] for r in refs})))
     # Flat rows, grouped here: DuckDB turns LIST columns into Python lists at twice the cost.
     with timer("write"):
-        found = with_rows(conn, "SELECT message_id, status, rowid, lower(to_address) FROM email_messages "
-                          "SEMI JOIN rows USING (message_id)", ses_message_ids).fetchall()
+        found = with_values(conn, f"SELECT message_id, status, {rows_by.select}, lower(to_address) FROM email_messages "
+                            "WHERE message_id IN (SELECT message_id FROM rows)", "message_id",
+                            sorted({r[1] for r in refs})).fetchall()
     for message_id, status, row_id, address in found:
         statuses[message_id] = status
         if message_id in row_ids:
@@ -142,12 +167,12 @@ def _step(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], result: Counter
 
     if status_updates:
         updates = [(row_id, s, t) for m, (s, t) in status_updates.items() for row_id in row_ids[m]]
-        ses_status_updates = arrow(row_id=(pa.int64(), [u[0] for u in updates]),
-                                   status=(STR, [u[1] for u in updates]),
-                                   status_at=event_batch.timestamps([u[2] for u in updates]))
+        ses_status_updates = rows_by.table([u[0] for u in updates]).append_column(
+            "status", pa.array([u[1] for u in updates], type=STR)).append_column(
+            "status_at", event_batch.timestamps([u[2] for u in updates]))
         with timer("write"):
             with_rows(conn, "UPDATE email_messages SET status = u.status, status_at = u.status_at "
-                            "FROM rows u WHERE email_messages.rowid = u.row_id", ses_status_updates)
+                            f"FROM rows u WHERE {rows_by.match}", ses_status_updates)
         result["status_changes"] += len(status_updates)
 
     if address_ops:
@@ -181,9 +206,9 @@ def _recipient_statuses(conn: duckdb.DuckDBPyConnection, refs: list[EventRef], s
     if replay:
         pairs = arrow(message_id=(STR, [p[0] for p in replay]), recipient=(STR, [p[1] for p in replay]))
         with timer("write"):
-            earlier = with_rows(conn, "SELECT message_id, recipient, event_type, bounce_type FROM email_events "
-                                "SEMI JOIN rows USING (message_id, recipient) WHERE NOT orphan "
-                                "ORDER BY occurred_at, event_id", pairs).fetchall()
+            earlier = with_rows(conn, "SELECT message_id, recipient, event_type, bounce_type FROM email_events e "
+                                "WHERE NOT orphan AND EXISTS (SELECT 1 FROM rows r WHERE r.message_id = e.message_id "
+                                "AND r.recipient = e.recipient) ORDER BY occurred_at, event_id", pairs).fetchall()
         for message_id, recipient, event_type, bounce_type in earlier:
             signal = signal_of(event_type, bounce_type)
             if signal is not None:
@@ -206,12 +231,15 @@ def relink_orphans(conn: duckdb.DuckDBPyConnection, message_ids: Iterable[str],
     ids = sorted({m for m in message_ids if m})
     if not ids:
         return result
-    sql = ("SELECT event_id, message_id, recipient, event_type, bounce_type, epoch_us(occurred_at) FROM email_events "
-           "SEMI JOIN rows USING (message_id) WHERE orphan")
-    found = with_rows(conn, sql + (" AND received_at >= ?" if received_since is not None else ""),
-                      arrow(message_id=(STR, ids)), [received_since] if received_since is not None else []).fetchall()
+    # Before reading the orphans: an ingest that holds a message's lock may be storing one of them.
+    lock_keys(conn, MESSAGE_LOCK, ids)
+    sql = (f"SELECT event_id, message_id, recipient, event_type, bounce_type, {dialect_of(conn).epoch_us('occurred_at')} "
+           "FROM email_events WHERE orphan AND message_id IN (SELECT message_id FROM rows)")
+    found = with_values(conn, sql + (" AND received_at >= ?" if received_since is not None else ""),
+                        "message_id", ids, [received_since] if received_since is not None else []).fetchall()
     if not found:
         return result
+    lock_keys(conn, ADDRESS_LOCK, (r[2] for r in found if r[2]))
     refs = [(event_id, message_id, recipient, signal_of(event_type, bounce_type), at)
             for event_id, message_id, recipient, event_type, bounce_type, at in found]
     steps = _step(conn, refs, result)
@@ -230,11 +258,10 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection, ops: list[tuple[str, int
                        timer: PhaseTimer = UNTIMED) -> list[StatusChange]:
     """Fold address effects in event time. Instants are microseconds since the epoch here."""
     addresses = sorted({op[0] for op in ops})
-    ses_addresses = arrow(address=(STR, addresses))
     with timer("write"):
-        stored = with_rows(conn, "SELECT address, verified, unverify_reason, transient_bounces, "
-                           "epoch_us(last_event_at) FROM email_addresses SEMI JOIN rows USING (address)",
-                           ses_addresses).fetchall()
+        stored = with_values(conn, "SELECT address, verified, unverify_reason, transient_bounces, "
+                             f"{dialect_of(conn).epoch_us('last_event_at')} FROM email_addresses "
+                             "WHERE address IN (SELECT address FROM rows)", "address", addresses).fetchall()
     states = {row[0]: AddressState(*row) for row in stored}
     known = set(states)
     changes: list[StatusChange] = []
@@ -251,13 +278,19 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection, ops: list[tuple[str, int
         unverify_reason=(STR, [s.unverify_reason for s in touched]),
         transient_bounces=(INT, [s.transient_bounces for s in touched]),
         last_event_at=event_batch.timestamps([s.last_event_at for s in touched]))
-    # Rows read above are updated and the others inserted: cheaper than an upsert's conflict check.
+    columns = ["address", "verified", "unverify_reason", "transient_bounces", "last_event_at"]
     with timer("write"):
-        with_rows(conn, "UPDATE email_addresses SET verified = r.verified, unverify_reason = r.unverify_reason, "
-                        "transient_bounces = r.transient_bounces, last_event_at = r.last_event_at "
-                        "FROM rows r WHERE r.known AND email_addresses.address = r.address", ses_address_rows)
-        insert(conn, "email_addresses", ses_address_rows, where="NOT known",
-               columns=["address", "verified", "unverify_reason", "transient_bounces", "last_event_at"])
+        if dialect_of(conn) is DUCKDB:
+            # Rows read above are updated and the others inserted: cheaper than an upsert's conflict check.
+            with_rows(conn, "UPDATE email_addresses SET verified = r.verified, unverify_reason = r.unverify_reason, "
+                            "transient_bounces = r.transient_bounces, last_event_at = r.last_event_at "
+                            "FROM rows r WHERE r.known AND email_addresses.address = r.address", ses_address_rows)
+            insert(conn, "email_addresses", ses_address_rows, where="NOT known", columns=columns)
+        else:
+            # One statement (one COPY) instead of two; the address locks make the values final.
+            insert(conn, "email_addresses", ses_address_rows, columns=columns, on_conflict=(
+                "(address) DO UPDATE SET verified = excluded.verified, unverify_reason = excluded.unverify_reason, "
+                "transient_bounces = excluded.transient_bounces, last_event_at = excluded.last_event_at"))
     if changes:
         ses_address_changes = arrow(
             change_id=(STR, [c.change_id for c in changes]),
@@ -268,6 +301,27 @@ def _apply_address_ops(conn: duckdb.DuckDBPyConnection, ops: list[tuple[str, int
         with timer("write"):
             insert(conn, "address_status_changes", ses_address_changes, on_conflict="(change_id) DO NOTHING")
     return changes
+
+
+class _RowKey:
+    """How _step's status update finds the email_messages rows it read: what to select, the
+    batch's columns, and the join condition."""
+
+    def __init__(self, select: str, columns: dict[str, pa.DataType], match: str):
+        self.select, self.columns, self.match = select, columns, match
+
+    def table(self, keys: list) -> pa.Table:
+        if len(self.columns) == 1:
+            (name, type_), = self.columns.items()
+            return arrow(**{name: (type_, keys)})
+        return arrow(**{name: (type_, [k[i] for k in keys]) for i, (name, type_) in enumerate(self.columns.items())})
+
+
+_ROW_KEY = {
+    "duckdb": _RowKey("rowid", {"row_id": pa.int64()}, "email_messages.rowid = u.row_id"),
+    "postgres": _RowKey("(request_id, to_address)", {"request_id": STR, "to_address": STR},
+                        "email_messages.request_id = u.request_id AND email_messages.to_address = u.to_address"),
+}
 
 
 def insert_controls(conn: duckdb.DuckDBPyConnection, controls: list[ControlMessage]) -> None:

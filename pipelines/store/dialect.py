@@ -10,6 +10,7 @@ as a function each side of which is plain SQL:
     d.epoch("w.event_created")                  epoch(...)::BIGINT / extract(epoch FROM ...)::bigint
     d.from_text("raw", "JSON")                  raw / raw::jsonb (a text batch column into a JSON one)
     column_types(conn, "stripe_events")         DESCRIBE / information_schema, as {name: TYPE}
+    d.epoch_us("occurred_at")                   epoch_us(...) / (extract(epoch FROM ...) * 1000000)::bigint
     pyformat("... = ? AND note = '50%'")        "... = %s AND note = '50%%'" (psycopg's style)
     pyformat("status = $pending")               "status = %(pending)s" (with a dict of parameters)
 
@@ -46,6 +47,10 @@ class Dialect:
     def any_value(self, expr: str) -> str:
         """One of the group's values (PostgreSQL 15 has no any_value; min is one of them)."""
         return f"any_value({expr})" if self.name == "duckdb" else f"min({expr})"
+
+    def epoch_us(self, expr: str) -> str:
+        """A timestamp as microseconds since the epoch (a bigint)."""
+        return f"epoch_us({expr})" if self.name == "duckdb" else f"(extract(epoch FROM {expr}) * 1000000)::bigint"
 
     def seconds(self, expr: str) -> str:
         """An interval of `expr` (an integer) seconds."""

@@ -13,6 +13,8 @@ name the host and database only.
 from __future__ import annotations
 
 import io
+import re
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -38,6 +40,8 @@ def pg_type(t: pa.DataType) -> str:
     """The PostgreSQL column type of an Arrow type (a clear error for one not handled)."""
     if t in _PG_TYPES:
         return _PG_TYPES[t]
+    if getattr(t, "extension_name", None) == "arrow.json":
+        return "jsonb"
     if pa.types.is_timestamp(t):
         return "timestamptz" if t.tz else "timestamp"
     if pa.types.is_list(t) or pa.types.is_large_list(t):
@@ -77,14 +81,65 @@ class PostgresConnection:
         copy_into(self.raw, name, rows)
 
     def with_rows(self, sql: str, rows: pa.Table, params: Sequence[Any] | None = None) -> psycopg.Cursor:
-        """Run `sql`, in which the batch `rows` is the relation `rows`. The cursor holds the result;
-        the temporary table is dropped before returning."""
-        self.load_rows(rows)
-        try:
-            return self.execute(sql, params)
-        finally:
-            if self.raw.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
-                self.raw.execute(f"DROP TABLE IF EXISTS pg_temp.{ROWS}")
+        """Run `sql`, in which the batch `rows` is the relation `rows`. The cursor holds the result.
+
+        Inside a transaction (the store's way) the batch goes into a temporary table kept for the
+        session, one per column layout (`rows_<hash>`, ON COMMIT DELETE ROWS), emptied before it
+        is filled, and `rows` in `sql` names it: creating and dropping a table per statement cost
+        more than the statement (catalog rows written and deleted, ~10 ms each on the SES ingest).
+        Outside one (autocommit) the batch is the temporary table `rows`, dropped after."""
+        if self.raw.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+            self.load_rows(rows)
+            try:
+                return self.execute(sql, params)
+            finally:
+                if self.raw.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+                    self.raw.execute(f"DROP TABLE IF EXISTS pg_temp.{ROWS}")
+        table = kept_table(self.raw, rows.schema)
+        copy_into(self.raw, table, rows)
+        return self.execute(naming_rows(sql, f"pg_temp.{table}"), params)
+
+    def with_values(self, sql: str, column: str, values: Sequence[str],
+                    params: Sequence[Any] | None = None) -> psycopg.Cursor:
+        """Run `sql`, in which `rows` is one text column `column` holding `values`: one array
+        parameter (write.with_values)."""
+        return self.execute(_values_relation(sql, column), [list(values), *(params or ())])
+
+
+def _values_relation(sql: str, column: str) -> str:
+    if len(re.findall(r"(?<![\w.])rows(?!\w)", sql)) != 1 or re.search(r"(?<![\w.])rows\s+(?!WHERE|ORDER|GROUP|LIMIT|\))\w", sql):
+        raise ValueError("with_values: `rows` must appear once in the statement, without an alias")
+    return naming_rows(sql, f"(SELECT unnest(?::text[]) AS {pgsql.Identifier(column).as_string(None)}) AS rows")
+
+
+def kept_table(raw: psycopg.Connection, schema: pa.Schema) -> str:
+    """The session's temporary table for batches of this column layout, created if missing (also
+    after a rolled-back transaction dropped it) and emptied, in one round trip."""
+    columns = [(f.name, pg_type(f.type)) for f in schema]
+    name = f"rows_{zlib.crc32(repr(columns).encode()):08x}"
+    ddl = pgsql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS; DELETE FROM pg_temp.{}").format(
+        pgsql.Identifier(name),
+        pgsql.SQL(", ").join(pgsql.SQL("{} {}").format(pgsql.Identifier(n), pgsql.SQL(t)) for n, t in columns),
+        pgsql.Identifier(name))
+    raw.execute(ddl)
+    return name
+
+
+_QUOTED_OR_ROWS = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*)|(?<![\w.])rows(?!\w)")
+
+
+def naming_rows(sql: str, table: str) -> str:
+    """`sql` with the relation `rows` (the word, outside quotes and comments) renamed `table`."""
+    return _QUOTED_OR_ROWS.sub(lambda m: m.group(1) or table, sql)
+
+
+def _storage(rows: pa.Table) -> pa.Table:
+    """Extension columns (Arrow's JSON type) as their storage: the same text, which Arrow's CSV
+    writer takes and the jsonb column parses."""
+    if not any(isinstance(f.type, pa.BaseExtensionType) for f in rows.schema):
+        return rows
+    return pa.table({name: col.combine_chunks().storage if isinstance(col.type, pa.BaseExtensionType) else col
+                     for name, col in zip(rows.column_names, rows.columns)})
 
 
 def copy_into(raw: psycopg.Connection, table: str, rows: pa.Table) -> None:
@@ -92,6 +147,7 @@ def copy_into(raw: psycopg.Connection, table: str, rows: pa.Table) -> None:
     Arrow's C++ writer; a batch with list columns goes row by row through psycopg's COPY."""
     names = pgsql.SQL(", ").join(pgsql.Identifier(n) for n in rows.column_names)
     if _csv_safe(rows):
+        rows = _storage(rows)
         buf = io.BytesIO()
         # Every non-null value quoted, a null unquoted and empty: COPY reads "" as the empty string
         # and an unquoted empty field as NULL.

@@ -36,6 +36,17 @@ def with_rows(conn: duckdb.DuckDBPyConnection, sql: str, rows: pa.Table,
     return conn.with_rows(sql, rows, params)
 
 
+def with_values(conn: duckdb.DuckDBPyConnection, sql: str, column: str, values: Sequence[str],
+                params: Sequence[Any] | None = None) -> duckdb.DuckDBPyConnection:
+    """Run `sql`, in which `rows` is a relation of one text column `column` holding `values` (a
+    batch of keys). DuckDB: with_rows. PostgreSQL: the values are one array parameter (no COPY,
+    no temporary table: one round trip); there `rows` must appear once, unaliased, before any
+    other `?` of `sql`."""
+    if isinstance(conn, duckdb.DuckDBPyConnection):
+        return with_rows(conn, sql, arrow(**{column: (STR, values)}), params)
+    return conn.with_values(sql, column, values, params)
+
+
 def insert(conn: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, *, on_conflict: str = "",
            where: str = "", columns: Sequence[str] | None = None) -> int:
     """INSERT INTO table (columns) SELECT columns FROM rows [WHERE ...] [ON CONFLICT ...]; returns

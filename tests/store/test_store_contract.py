@@ -21,7 +21,7 @@ import pytest
 from pipelines.schema import configured_store
 from pipelines.store import migrate
 from pipelines.store.store import Store
-from pipelines.store.write import BIGINT, BOOL, FLOAT, INT, STR, TS, arrow, insert, with_rows
+from pipelines.store.write import BIGINT, BOOL, FLOAT, INT, STR, TS, arrow, insert, with_rows, with_values
 from tests.servers import fresh_pg_database
 
 UTC = dt.timezone.utc
@@ -190,6 +190,31 @@ def test_two_batches_in_one_transaction(engine, items):
         total = with_rows(conn, f"SELECT count(*) FROM {items} JOIN rows USING (id)", batch(("a", 0), ("b", 0)))
         assert total.fetchone()[0] == 2
     assert rows_of(engine, f"SELECT id, note FROM {items} ORDER BY id") == [("a", None), ("b", "second")]
+
+
+def test_the_same_layout_twice_in_one_transaction_and_after_a_rollback(engine, items):
+    """On PostgreSQL a layout's temporary table is kept for the session: a second fill in the same
+    transaction sees only its own rows, and a rollback that dropped the table does not break the next."""
+    with engine.store.transaction() as conn:
+        assert with_rows(conn, "SELECT count(*) FROM rows", batch(("a", 1), ("b", 2))).fetchone()[0] == 2
+        assert with_rows(conn, "SELECT id FROM rows", batch(("c", 3))).fetchall() == [("c",)]
+    with pytest.raises(RuntimeError):
+        with engine.store.transaction() as conn:
+            with_rows(conn, "SELECT count(*) FROM rows", arrow(only_here=(STR, ["x"]))).fetchone()
+            raise RuntimeError("rolled back")
+    with engine.store.transaction() as conn:
+        assert with_rows(conn, "SELECT only_here FROM rows", arrow(only_here=(STR, ["y"]))).fetchall() == [("y",)]
+        assert with_rows(conn, "SELECT count(*) FROM rows", batch(("d", 4))).fetchone()[0] == 1
+
+
+def test_with_values_is_a_relation_of_keys(engine, items):
+    with engine.store.transaction() as conn:
+        insert(conn, items, batch(("a", 1), ("b", 2), ("c", 3)))
+        got = with_values(conn, f"SELECT id FROM rows WHERE id IN (SELECT id FROM {items} WHERE n >= ?) ORDER BY id",
+                          "id", ["a", "b", "z", "50%"], [2]).fetchall()
+        assert [tuple(r) for r in got] == [("b",)]
+        assert with_values(conn, f"SELECT count(*) FROM {items} WHERE id IN (SELECT id FROM rows)", "id",
+                           []).fetchone()[0] == 0
 
 
 # ---- the race-free claim -------------------------------------------------------------------------

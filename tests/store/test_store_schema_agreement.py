@@ -81,8 +81,28 @@ def postgres_table(conn, table):
 
 def test_postgres_holds_exactly_the_ledger_tables(pg):
     tables = {t for (t,) in pg.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")}
     assert tables == set(LEDGER_TABLES) | {"schema_migrations"}
+
+
+# Views over the ledgers that readers use on either engine (the reports' views stay DuckDB's).
+LEDGER_VIEWS = ("email_status",)
+
+
+def test_postgres_holds_exactly_the_ledger_views(duck, pg):
+    views = {v for (v,) in pg.execute("SELECT table_name FROM information_schema.views WHERE table_schema = 'public'")}
+    assert views == set(LEDGER_VIEWS)
+    assert set(LEDGER_VIEWS) <= {v for (v,) in duck.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+
+
+@pytest.mark.parametrize("view", LEDGER_VIEWS)
+def test_view_columns_agree_in_both_engines(duck, pg, view):
+    d_columns = [(n, TYPES[t]) for n, t in duck.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [view]).fetchall()]
+    p_columns = [(n, t) for n, t in pg.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'public' "
+        "AND table_name = %s ORDER BY ordinal_position", [view])]
+    assert d_columns and d_columns == p_columns
 
 
 def differences(duck, pg, table) -> list[str]:
