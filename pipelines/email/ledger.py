@@ -73,7 +73,7 @@ def mark_expired(conn: duckdb.DuckDBPyConnection, now: datetime, *, final_days: 
     """Fill the temp table EXPIRED with the messages past retention; returns its name."""
     if dialect_of(conn) is DUCKDB:
         create = f"CREATE OR REPLACE TEMP TABLE {EXPIRED}"
-    else:   # PostgreSQL has no CREATE OR REPLACE TABLE
+    else:   # PostgreSQL cannot replace a table in one statement
         conn.execute(f"DROP TABLE IF EXISTS pg_temp.{EXPIRED}")
         create = f"CREATE TEMP TABLE {EXPIRED}"
     conn.execute(

@@ -3,6 +3,7 @@
 import email
 import json
 import urllib.request
+import uuid
 from email import policy
 
 import dagster as dg
@@ -50,7 +51,8 @@ def ledger(env):
     return rows, ledger_rows(env, "SELECT reason, raw_body FROM quarantine ORDER BY 1")
 
 
-def requests_mix():
+def requests_mix(flaky: str):
+    """`flaky`: an smtp-451-1 address; the sink fails its first RCPT once per stack, so each test tags its own."""
     return [
         {"request_id": "e2e-1", "kind": "password-reset", "remote_ip": "203.0.113.9",
          "recipients": [{"email": "alice@example.org", "verified": True, "name": "Alice <Admin>", "acting_user": True,
@@ -60,7 +62,7 @@ def requests_mix():
          "recipients": [{"email": "bob@example.org", "verified": True, "user_id": "u2"},
                         {"email": "bob2@example.org", "verified": False},
                         {"email": None, "verified": True, "user_id": "u3"},
-                        {"email": "smtp-451-1@example.org", "verified": True}],
+                        {"email": flaky, "verified": True}],
          "context": KIND_CONTEXT["two-factor-added"]},
         {"request_id": "e2e-3", "kind": "verify-email",
          "recipients": [{"email": "carol@example.org", "verified": False}],
@@ -75,13 +77,14 @@ def test_sqs_to_smtp_sink_end_to_end(local_stack, profile_env):
     stack_env = profile_env   # both store profiles
     instance = dg.DagsterInstance.ephemeral()
     run_doorbell_then_job(instance, expect_run=False)          # empty queue: the doorbell stays quiet
-    enqueue(local_stack, requests_mix())
+    flaky = f"smtp-451-1+{uuid.uuid4().hex[:8]}@example.org"
+    enqueue(local_stack, requests_mix(flaky))
     out = run_doorbell_then_job(instance)
     assert out["sent"] == 4 and out["quarantined"] == 2 and out["skipped_no_address"] == 1
     assert out["skipped_unverified"] == 1 and out["deleted"] == 5
 
     got = {m.rcpt_tos[0]: m for m in local_stack.smtp.wait_for(4)}
-    assert sorted(got) == ["alice@example.org", "bob@example.org", "carol@example.org", "smtp-451-1@example.org"]
+    assert sorted(got) == sorted(["alice@example.org", "bob@example.org", "carol@example.org", flaky])
     assert local_stack.smtp.count() == 4
     alice = email.message_from_bytes(got["alice@example.org"].raw, policy=policy.default)
     assert alice.get_content_type() == "multipart/alternative"
@@ -99,7 +102,7 @@ def test_sqs_to_smtp_sink_end_to_end(local_stack, profile_env):
     assert by_key[("e2e-1", "alice@example.org")][5] == alice["Message-ID"].strip("<>")
     assert by_key[("e2e-1", "alice@example.org")][7] == "203.0.113.9"         # acting user: IP kept
     assert by_key[("e2e-2", "bob@example.org")][7] is None                     # not the acting user
-    assert by_key[("e2e-2", "smtp-451-1@example.org")][3:7:3] == ("sent", 2)
+    assert by_key[("e2e-2", flaky)][3:7:3] == ("sent", 2)
     assert by_key[("e2e-2", "bob2@example.org")][3:5] == ("skipped", "unverified")
     assert by_key[("e2e-3", "carol@example.org")][3] == "sent"                 # verify-email allows unverified
     assert {r[3] for r in rows} == {"sent", "skipped"}
@@ -109,7 +112,7 @@ def test_sqs_to_smtp_sink_end_to_end(local_stack, profile_env):
     assert "tok-E2E" not in json.dumps(rows, default=str) + json.dumps(quarantine)
 
     # The same requests again (a producer retry): nothing is sent twice, the ledger is unchanged.
-    enqueue(local_stack, requests_mix())
+    enqueue(local_stack, requests_mix(flaky))
     out2 = run_doorbell_then_job(instance)
     assert out2["sent"] == 0 and out2["already_recorded"] == 6
     assert local_stack.smtp.count() == 4
