@@ -68,18 +68,23 @@ def worker(args: dict, ready, go, results) -> None:
         builder = Builder()
         warm(builder)
         with EmailRequestConsumer(builder, sender, default_sender=SENDER, transport_name="smtp",
-                                  inflight_window=config.inflight_window) as consumer, Store(db.connect) as store:
+                                  inflight_window=config.inflight_window, keep_send_seconds=True) as consumer, \
+                Store(db.connect) as store:
             ready.release()
             go.wait()
             began = time.time()
             report = run_consumer(queue, consumer, store, options)
             ended = time.time()
+            sends = sorted(consumer.send_seconds)
         db.close()
         results.put({"pid": os.getpid(), "began": began, "ended": ended, "sent": report.counters["sent"],
                      "failed": report.counters["failed"], "received": report.counters["received"],
                      "recipients": report.counters["recipients"],
                      "received_again": report.counters["received_again"],
-                     "batches": report.counters["batches"], "threads": sender.concurrency})
+                     "batches": report.counters["batches"], "threads": sender.concurrency,
+                     "send_p50_ms": round(sends[len(sends) // 2] * 1e3, 1) if sends else None,
+                     # share of the run the sending threads spent in transport calls
+                     "senders_busy": round(sum(sends) / (sender.concurrency * (ended - began)), 3)})
     except BaseException as exc:  # noqa: BLE001 - reported to the driver, which fails the point
         ready.release()
         results.put({"pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}"})
@@ -160,6 +165,7 @@ def run_point(k: int, n_requests: int, ep, smtp_port: int, reader) -> dict:
             "seconds_to_last_exit": round(max(d["ended"] for d in done) - start, 3),
             "sent_per_process": sorted((d["sent"] for d in done), reverse=True),
             "received_again": sum(d["received_again"] for d in done),
+            "send_p50_ms": [d["send_p50_ms"] for d in done], "senders_busy": [d["senders_busy"] for d in done],
             "ledger_by_status": ledger["by_status"],
             "exactly_once": exactly_once(ledger["sent"], sunk, sent),
             "load_avg_1m_after": round(os.getloadavg()[0], 2)}
