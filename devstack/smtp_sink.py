@@ -13,6 +13,10 @@ unique between tests):
                              address, then accepts (e.g. smtp-451-2@x, smtp-421-1@x)
   smtp-<code>[+tag]@...      always answers <code> (e.g. smtp-550@x)
 After a 421 the sink closes the connection, as a real server does.
+
+Latency: `SmtpSink(..., latency=0.05)` holds each DATA reply that long, as a remote server's
+queueing does (bench/email_dispatch.py's scale-out phase); connections wait concurrently (an
+asyncio sleep), so N open connections still take N messages per latency period.
 """
 
 from __future__ import annotations
@@ -65,9 +69,10 @@ INDEX = "envelopes.jsonl"
 class SinkHandler:
     """aiosmtpd handler; runs on the server's event loop."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, latency: float = 0.0) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.latency = latency   # seconds each DATA reply is held
         self.attempts: Counter = Counter()
         self._seq = itertools.count(1)
         self._prefix = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -85,6 +90,8 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
         name = f"{self._prefix}-{next(self._seq):08d}"
         data = envelope.original_content if envelope.original_content is not None else envelope.content
         fd = os.open(self.directory / f"{name}.eml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -174,8 +181,8 @@ class FastSMTP(SMTP):
 class SmtpSink:
     """The server, on 127.0.0.1:port in a background thread (aiosmtpd Controller)."""
 
-    def __init__(self, directory: Path, port: int, host: str = "127.0.0.1") -> None:
-        self.handler = SinkHandler(directory)
+    def __init__(self, directory: Path, port: int, host: str = "127.0.0.1", latency: float = 0.0) -> None:
+        self.handler = SinkHandler(directory, latency)
         self.controller = _Controller(self.handler, hostname=host, port=port, ready_timeout=10,
                                       data_size_limit=50 * 1024 * 1024)
 

@@ -337,6 +337,38 @@ def test_smtp_sink_answers_mail_and_rcpt_exactly_as_aiosmtpd(stack_env, local_st
     assert stored == [m.rcpt_tos for m in SinkReader(tmp_path / "vanilla").messages()] == []
 
 
+def test_smtp_sink_latency_holds_each_send_and_connections_wait_together(tmp_path):
+    import threading
+
+    from devstack.smtp_sink import SinkReader, SmtpSink
+    from devstack.stack import free_port
+
+    sink = SmtpSink(tmp_path / "slow", free_port(), latency=0.2)
+    sink.start()
+    took: list[float] = []
+
+    def send(i: int) -> None:
+        with smtplib.SMTP("127.0.0.1", sink.controller.port) as smtp:
+            began = time.monotonic()
+            smtp.sendmail("noreply@mailroom.test", [f"slow{i}@example.org"], raw_email(f"slow{i}@example.org"))
+            took.append(time.monotonic() - began)
+
+    try:
+        began = time.monotonic()
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.monotonic() - began
+    finally:
+        sink.stop()
+    assert len(took) == 4 and min(took) >= 0.2
+    assert wall < 0.2 * 4 - 0.1, wall      # the four connections waited at the same time
+    assert sorted(r for m in SinkReader(tmp_path / "slow").messages() for r in m.rcpt_tos) == [
+        f"slow{i}@example.org" for i in range(4)]
+
+
 def _try(smtp: smtplib.SMTP, to: str) -> int:
     try:
         smtp.sendmail("noreply@mailroom.test", [to], raw_email(to))

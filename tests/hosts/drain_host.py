@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     job_name, op_name, extra = JOBS[args.queue]
     job = defs.resolve_job_def(job_name)
     config = {"ops": {op_name: {"config": {"wait_seconds": 1, "max_seconds": args.max_seconds, **extra}}}}
-    instance = dg.DagsterInstance.get()   # this host's DAGSTER_HOME
+    # An in-memory instance per worker: what the runs record is local to it, as a run container's is
+    # before its events reach the shared instance; the ledgers are the shared state under test.
+    instance = dg.DagsterInstance.ephemeral()
     queue = defs.resources[args.queue.replace("-", "_") + "_queue"]
     idle, started = 0, time.monotonic()
 
