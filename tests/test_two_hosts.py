@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -116,14 +118,31 @@ def load(local_stack) -> Load:
     return Load(email_requests(), notifications, ses_messages, stripe_events)
 
 
-def feed(local_stack, load: Load) -> None:
+@contextmanager
+def feeding_all(local_stack, load: Load, fed: Path) -> Iterator[None]:
+    """Every queue fed from a thread while the block runs, a small backlog at a time (moto's SQS costs
+    O(messages queued) per call; a live SNS subscription or EventBridge rule also trickles in). The
+    file `fed` appears once every body is on its queue: the hosts' workers stop only after that."""
+    from bench.sqs_feed import feeding
+
     sqs = local_stack.client("sqs")
-    for name, bodies in (("email-requests", load.requests), ("ses-notifications", load.notifications),
-                         ("stripe-events", load.stripe_events)):
-        url = local_stack.queue_urls[name]
-        for i in range(0, len(bodies), 10):
-            sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(n), "MessageBody": b}
-                                                          for n, b in enumerate(bodies[i:i + 10])])
+    feeds = [(name, bodies) for name, bodies in (("email-requests", load.requests),
+                                                 ("ses-notifications", load.notifications),
+                                                 ("stripe-events", load.stripe_events)) if bodies]
+    sent = {name: 0 for name, _ in feeds}
+
+    def counted(name: str, total: int):
+        def on_sent(n: int) -> None:
+            sent[name] = n
+            if all(sent[q] >= len(b) for q, b in feeds):
+                fed.touch()
+        return on_sent
+
+    with ExitStack() as stack:
+        for name, bodies in feeds:
+            stack.enter_context(feeding(sqs, local_stack.queue_urls[name], bodies, backlog_max=200,
+                                        on_sent=counted(name, len(bodies))))
+        yield
 
 
 def seed(url: str, load: Load) -> None:
@@ -150,8 +169,10 @@ class Host:
     dir: Path
     env: dict[str, str]
 
-    def start(self, queue: str, *args: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "drain_host.py", queue, *args], cwd=self.dir, env=self.env,
+    def start(self, queue: str, fed: Path, *args: str) -> subprocess.Popen:
+        """The host's worker for `queue`, until every body is fed (`fed` exists) and the queue is empty."""
+        return subprocess.Popen([sys.executable, "drain_host.py", queue, "--fed", str(fed), *args],
+                                cwd=self.dir, env=self.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -180,11 +201,12 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def drain_everything(hosts: list[Host]) -> dict[tuple[str, str], list[dict]]:
-    """Every host drains every queue at once (one run per queue per host) until the queues stay empty.
-    Returns each (host, queue)'s runs with their counters."""
-    procs = {(h.name, q): h.start(q) for h in hosts for q in QUEUES}
-    runs = {key: finish(p) for key, p in procs.items()}
+def drain_everything(local_stack, load: Load, hosts: list[Host], fed: Path) -> dict[tuple[str, str], list[dict]]:
+    """Every host drains every queue at once (one run per queue per host) while the load is fed, until
+    the queues are empty. Returns each (host, queue)'s runs with their counters."""
+    with feeding_all(local_stack, load, fed):
+        procs = {(h.name, q): h.start(q, fed) for h in hosts for q in QUEUES}
+        runs = {key: finish(p) for key, p in procs.items()}
     for (name, _), lines in runs.items():   # each ran its own copy of the code
         host = next(h for h in hosts if h.name == name)
         assert lines[0]["code"] == str(host.dir / "pipelines" / "__init__.py"), lines[0]
@@ -241,21 +263,19 @@ def test_two_hosts_drain_every_queue_as_one_run_would(local_stack, load, tmp_pat
     local_stack.purge()
     local_stack.smtp.clear()
     seed(control_url, load)
-    feed(local_stack, load)
     single = make_host(tmp_path, "single", local_stack, control_url, source)
-    drain_everything([single])
+    drain_everything(local_stack, load, [single], tmp_path / "fed-control")
     control_sent = sent_per_recipient(local_stack)
 
     # Two hosts, two runs per queue at once, against the shared database; a third process queries.
     local_stack.purge()
     local_stack.smtp.clear()
     seed(shared_url, load)
-    feed(local_stack, load)
     hosts = [make_host(tmp_path, name, local_stack, shared_url, source) for name in ("host-a", "host-b")]
     reader = subprocess.Popen([sys.executable, "-m", "tests.hosts.query_loop", "100"], cwd=ROOT,
                               env={**os.environ, "MAILROOM_STORE": "postgres", "DATABASE_URL": shared_url},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    runs = drain_everything(hosts)
+    runs = drain_everything(local_stack, load, hosts, tmp_path / "fed-shared")
     out, err = reader.communicate(timeout=300)
     assert reader.returncode == 0, err[-2000:]
     queries = json.loads(out.strip().splitlines()[-1])
@@ -285,10 +305,11 @@ def test_a_host_killed_mid_run_loses_nothing_and_the_other_host_finishes(local_s
         local_stack.smtp.clear()
         requests = email_requests()
         seed(url, Load(requests, [], [], []))
-        feed(local_stack, Load(requests, [], [], []))
         a, b = (make_host(tmp_path, name, local_stack, url, source) for name in ("host-a", "host-b"))
-
-        victim = a.start("email-requests")
+        fed = tmp_path / "fed"
+        feed = feeding_all(local_stack, Load(requests, [], [], []), fed)
+        feed.__enter__()
+        victim = a.start("email-requests", fed)
         deadline = time.monotonic() + 120
         while local_stack.smtp.count() < 300 and victim.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -299,7 +320,10 @@ def test_a_host_killed_mid_run_loses_nothing_and_the_other_host_finishes(local_s
         assert 300 <= sent_before < 1700
 
         # Host B takes over; A's in-flight messages come back to it when their visibility ends.
-        runs = finish(b.start("email-requests", "--until-empty", "--deadline", "200"), timeout=300)[1:]
+        try:
+            runs = finish(b.start("email-requests", fed), timeout=500)[1:]
+        finally:
+            feed.__exit__(None, None, None)
         assert runs and all(r["success"] for r in runs)
 
         sent = sent_per_recipient(local_stack)

@@ -1,7 +1,8 @@
 """One host's run worker for the multi-host tests: drains one queue with the code location's own
-drain job, one run after another, until the queue stays empty.
+drain job, one run after another, until FILE exists (the test has put every message on the queue) and the
+queue holds no message, visible or in flight (another host's come back when their visibility ends).
 
-    python drain_host.py QUEUE [--max-seconds S] [--idle-runs N]
+    python drain_host.py QUEUE --fed FILE [--max-seconds S] [--deadline S]
 
 It is copied into each host's own working directory and run from there (cwd and PYTHONPATH are
 that copy), with that host's environment: the code, DAGSTER_HOME and DUCKDB_PATH are the host's
@@ -15,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 JOBS = {  # queue -> (job, drain op, run config of the op)
     "email-requests": ("send_email_batch_job", "send_email_batch", {"inflight_window": 50}),
@@ -27,11 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("queue", choices=sorted(JOBS))
     p.add_argument("--max-seconds", type=float, default=30.0, help="per run")
-    p.add_argument("--idle-runs", type=int, default=2, help="stop after this many runs that received nothing")
-    p.add_argument("--deadline", type=float, default=240.0, help="stop starting runs after this long")
-    p.add_argument("--until-empty", action="store_true",
-                   help="go on until the queue holds no message, visible or in flight (another host's "
-                        "messages come back when their visibility timeout ends)")
+    p.add_argument("--fed", type=Path, required=True, help="exists once every message is on the queue")
+    p.add_argument("--deadline", type=float, default=600.0, help="stop starting runs after this long")
     args = p.parse_args(argv)
 
     import dagster as dg
@@ -48,12 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     # before its events reach the shared instance; the ledgers are the shared state under test.
     instance = dg.DagsterInstance.ephemeral()
     queue = defs.resources[args.queue.replace("-", "_") + "_queue"]
-    idle, started = 0, time.monotonic()
+    started = time.monotonic()
 
     def more() -> bool:
-        if args.until_empty:
-            return _held(queue) > 0
-        return idle < args.idle_runs
+        return not args.fed.exists() or _held(queue) > 0
 
     while more() and time.monotonic() - started < args.deadline:
         result = job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
@@ -63,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         out = result.output_for_node(op_name)
         print(json.dumps({"queue": args.queue, "run": result.run_id, "success": True,
                           **{k: v for k, v in out.items() if isinstance(v, (int, float))}}), flush=True)
-        idle = idle + 1 if not out.get("received") else 0
+    if more():
+        print(f"{args.queue}: messages still queued after the {args.deadline:.0f} s deadline", file=sys.stderr)
+        return 2
     return 0
 
 
