@@ -195,11 +195,8 @@ def phase_pipeline(args: dict) -> dict:
 
 
 def on_recorded(store: str):
-    """The hook the code location passes (delivery's re-linking of orphan notifications) on DuckDB.
-    That module is not ported to PostgreSQL yet (docs/postgres.md), so on PostgreSQL the phase runs
-    without it: no notification arrives in this benchmark, so it would find nothing to re-link."""
-    if store == "postgres":
-        return None
+    """The hook the code location passes: delivery's re-linking of orphan notifications (on both
+    engines)."""
     from pipelines.email_delivery.ingest import relink_orphans
     return relink_orphans
 

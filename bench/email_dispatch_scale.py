@@ -49,6 +49,7 @@ def worker(args: dict, ready, go, results) -> None:
         from pipelines.common.consumer import run_consumer
         from pipelines.email.builder import Builder
         from pipelines.email.consumer import EmailRequestConsumer
+        from pipelines.email_delivery.ingest import relink_orphans   # the code location's hook
         from pipelines.email.jobs import SendEmailBatchConfig, threads_for
         from pipelines.email.sending import RetryPolicy, Sender
         from pipelines.store.postgres import PostgresDatabase
@@ -68,7 +69,8 @@ def worker(args: dict, ready, go, results) -> None:
         builder = Builder()
         warm(builder)
         with EmailRequestConsumer(builder, sender, default_sender=SENDER, transport_name="smtp",
-                                  inflight_window=config.inflight_window, keep_send_seconds=True) as consumer, \
+                                  inflight_window=config.inflight_window, keep_send_seconds=True,
+                                  on_recorded=relink_orphans) as consumer, \
                 Store(db.connect) as store:
             ready.release()
             go.wait()
