@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     # An in-memory instance per worker: what the runs record is local to it, as a run container's is
     # before its events reach the shared instance; the ledgers are the shared state under test.
     instance = dg.DagsterInstance.ephemeral()
-    queue = defs.resources[args.queue.replace("-", "_") + "_queue"]
+    queue = os.environ[args.queue.upper().replace("-", "_") + "_QUEUE"]   # this deployment's queue name
     started = time.monotonic()
 
     def more() -> bool:
@@ -66,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _held(queue) -> int:
+def _held(queue: str) -> int:
     """Messages in the queue, visible or in flight."""
     import boto3
 
-    sqs = boto3.client("sqs", region_name=queue.region_name)
-    url = sqs.get_queue_url(QueueName=queue.queue_name)["QueueUrl"]
+    sqs = boto3.client("sqs", region_name=os.environ["AWS_REGION"])
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
         "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
     return sum(int(v) for v in attrs.values())
