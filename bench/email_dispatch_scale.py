@@ -25,7 +25,6 @@ Results: bench/results/email_dispatch_scale.json and a printed table.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import statistics

@@ -7,7 +7,6 @@ import uuid
 from email import policy
 
 import dagster as dg
-import pytest
 
 from devstack.mailbox_simulator import sent_messages
 from pipelines.email.dispatch import dispatch
