@@ -14,6 +14,7 @@ reports through `reports()`. Nothing else chooses an engine.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,16 +26,17 @@ from pydantic import Field
 from pipelines.schema import database
 from pipelines.store.store import Store
 
-_DATABASES: dict[tuple[str, int], Any] = {}
+_DATABASES: dict[tuple[str, int, int], Any] = {}
 _LOCK = threading.Lock()
 
 
 def postgres_database(url: str, pool_size: int):
     """This process's PostgresDatabase for `url` (made once; its pool closes when the process exits).
-    Runs of the same code in one process share it instead of each opening connections."""
+    Runs of the same code in one process share it instead of each opening connections. Keyed by the
+    process too: a step forked from a process that had a pool never uses the parent's connections."""
     from pipelines.store.postgres import PostgresDatabase   # psycopg only in the postgres profile
 
-    key = (url, pool_size)
+    key = (url, pool_size, os.getpid())
     with _LOCK:
         db = _DATABASES.get(key)
         if db is None:
