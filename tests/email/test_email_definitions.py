@@ -16,7 +16,7 @@ def test_definitions_are_wired():
                                          "email_settings"}
     sensor = defs.resolve_sensor_def("email_requests_sensor")
     assert sensor.job_name == "send_email_batch_job"
-    assert sensor.required_resource_keys == {"email_requests_queue"}
+    assert sensor.required_resource_keys == {"email_requests_queue", "store"}   # store: its engine
     asset = defs.resolve_assets_def("email_sends_daily")
     key = dg.AssetKey("email_sends_daily")
     assert asset.group_names_by_key[key] == "email"
