@@ -57,7 +57,10 @@ def test_sender_caps_under_the_provider_rate():
         s.limiter.releases = []
         list(s.send_all((i, EMAIL) for i in range(600)))
         assert windows_ok(s.limiter.releases, 198)
-        assert 2.9 <= s.limiter.releases[-1] - s.limiter.releases[0] <= 3.3
+        # The cap: 600 sends at 200/s cannot take less than ~3 s. How close to 3 s it stays is a speed
+        # figure, measured by the rate phase of bench/email_dispatch.py (10 s ± 5% for 2,000 at 200/s),
+        # not here, where a loaded CI machine's scheduling decides it.
+        assert s.limiter.releases[-1] - s.limiter.releases[0] >= 2.9
 
 
 def test_cap_alone_holds_a_burst():
