@@ -135,24 +135,21 @@ def configured_store(environ=None) -> Store:
         if not path:
             raise settings.SettingsError("DUCKDB_PATH must be set when MAILROOM_STORE=duckdb")
         return Store(database(path).connect)
-    from pipelines.store import migrate, postgres   # psycopg only in the postgres profile
+    from pipelines.store.postgres import PostgresDatabase   # psycopg only in the postgres profile
 
-    connect = postgres.connector(database_url(environ))
-    try:
-        with connect.pool.connection() as conn:
-            migrate.require_current(conn)
-    except BaseException:
-        connect.pool.close()
-        raise
-    return PostgresStore(connect)
+    return PostgresStore(PostgresDatabase(database_url(environ)))   # refuses an unmigrated database
 
 
 class PostgresStore(Store):
-    """A store whose close also closes its connection pool."""
+    """A store on a PostgresDatabase of its own, closed (its pool with it) when the store closes."""
+
+    def __init__(self, db) -> None:
+        super().__init__(db.connect)
+        self.db = db
 
     def __exit__(self, *exc: object) -> None:
         super().__exit__(*exc)
-        self.connect.pool.close()
+        self.db.close()
 
 
 def main(argv: list[str] | None = None, environ=None) -> int:
